@@ -1,0 +1,105 @@
+"""Classifiers for the training app: PreActResNet-18 (the published model) and a small CNN for CPU demos.
+
+``build_model`` wraps the network in ``Normalized`` so that it takes the raw uint8 images ``(B,C,H,W)`` that the
+pipeline keeps on the device: candidates stay uint8 (a quarter of float32's memory) until the forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation basic block (He et al. 2016): BN-ReLU-conv twice, identity or 1x1 shortcut."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.shortcut = (
+            nn.Conv2d(in_planes, planes, 1, stride, bias=False) if stride != 1 or in_planes != planes else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNet18(nn.Module):
+    """PreActResNet-18 for 32x32 inputs; ``width`` is the first stage's channels (64 in the paper), the
+    stages have width, 2x, 4x, 8x. Global average pooling, so other image sizes work too."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        stages, in_planes = [], width
+        for index, planes in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            stride = 1 if index == 0 else 2
+            stages += [PreActBlock(in_planes, planes, stride), PreActBlock(planes, planes, 1)]
+            in_planes = planes
+        self.layers = nn.Sequential(*stages)
+        self.bn = nn.BatchNorm2d(in_planes)
+        self.linear = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn(self.layers(self.conv1(x))))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class SmallCNN(nn.Module):
+    """Four conv-BN-ReLU stages (three with 2x2 max-pooling), global pooling, linear: a fast CPU baseline.
+    ``width`` is the first stage's channels; later stages double it up to 4x."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 32):
+        super().__init__()
+        widths = (width, 2 * width, 4 * width, 4 * width)
+        layers: list[nn.Module] = []
+        for index, (c_in, c_out) in enumerate(zip((in_channels, *widths[:-1]), widths, strict=True)):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+            if index > 0:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.linear = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+class Normalized(nn.Module):
+    """``net`` behind per-channel normalisation: takes uint8 images in [0, 255] (or floats on that scale),
+    feeds ``(x/255 - mean) / std`` to ``net``, optionally in channels_last memory format."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], channels_last: bool = False):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255)
+        self.channels_last = channels_last
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = (images.float() - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+
+MODELS = {"preact_resnet18": PreActResNet18, "cnn": SmallCNN}
+DEFAULT_WIDTHS = {"preact_resnet18": 64, "cnn": 32}
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3, width: int | None = None) -> nn.Module:
+    """The bare network ``name`` from ``MODELS``; ``width`` None takes the model's default."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    if width is not None and width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    return MODELS[name](num_classes, in_channels, width or DEFAULT_WIDTHS[name])

@@ -1,0 +1,320 @@
+"""Loss-aware selection: score M augmented candidates per image with the model, sample one in proportion.
+
+The method is four small pure steps, each usable alone:
+
+1. ``make_candidates``: M independent augmentations per image, one batched call -> ``candidates (B,M,...)``;
+2. ``score_candidates``: each candidate's loss under the current model, without gradient and without changing the
+   model -> ``scores (B,M)``;
+3. ``selection_probs``: ``probs (B,M)`` proportional to ``scores ** (1 / temperature)``;
+4. ``sample_index`` and ``gather_selected``: draw ``index (B,)`` from ``probs`` and take those candidates.
+
+``select_candidates`` runs 2-4; ``LossAwareAugment`` runs 1-4 for a user's own training loop. The baseline (one
+random augmentation per image) is the same path with ``num_candidates=1``, or ``temperature=math.inf``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lossaug.augment import Augment, call_augment, parse_augment
+
+SCORES = ("loss", "error")
+BN_MODES = ("eval", "batch")
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def make_candidates(
+    images: Tensor, augment: Augment, num_candidates: int, *, generator: torch.Generator | None = None
+) -> Tensor:
+    """``candidates (B,M,...)``: ``num_candidates`` independent draws of ``augment`` per image of
+    ``images (B,...)``, made by one call on the ``(B*M,...)`` batch."""
+    if num_candidates < 1:
+        raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+    batch = images.shape[0]
+    repeated = images.unsqueeze(1).expand(batch, num_candidates, *images.shape[1:])
+    flat = call_augment(augment, repeated.reshape(batch * num_candidates, *images.shape[1:]), generator)
+    return flat.view(batch, num_candidates, *flat.shape[1:])
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@contextlib.contextmanager
+def _scoring_mode(model: nn.Module, bn: str) -> Iterator[None]:
+    """Put ``model`` in its scoring state and restore every ``training`` flag (and BatchNorm attribute) after.
+
+    ``bn="eval"``: the whole model in eval mode (BatchNorm uses running statistics, Dropout is off).
+    ``bn="batch"``: eval mode except BatchNorm, which normalises with the batch's own statistics; setting
+    ``track_running_stats=False`` on a training BatchNorm makes it do so without touching its running buffers or
+    ``num_batches_tracked``.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracking = [(m, m.track_running_stats) for m in batchnorms]
+    try:
+        model.eval()
+        if bn == "batch":
+            for module in batchnorms:
+                module.train()
+                module.track_running_stats = False
+        yield
+    finally:
+        for module, value in tracking:
+            module.track_running_stats = value
+        for module, training in flags:
+            module.training = training
+
+
+def _classification_scores(logits: Tensor, targets: Tensor, score: str) -> Tensor:
+    """Per-row cross-entropy of the true class (``"loss"``) or ``1 - p(true class)`` (``"error"``), float32."""
+    loss = F.cross_entropy(logits.float(), targets, reduction="none")
+    return loss if score == "loss" else -torch.expm1(-loss)
+
+
+def score_candidates(
+    model: nn.Module,
+    candidates: Tensor,
+    targets: Tensor,
+    *,
+    loss_fn: LossFn | None = None,
+    score: str = "loss",
+    bn: str = "eval",
+    chunk_size: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """``scores (B,M)`` float32 of ``candidates (B,M,...)`` for ``targets (B,...)`` under ``model``, no gradient.
+
+    ``score="loss"`` is the per-sample cross-entropy of the true class, ``"error"`` is ``1 - p(true class)``;
+    ``loss_fn(outputs (N,...), targets (N,...)) -> (N,)`` replaces both for any other task. Targets are repeated
+    over the M candidates. ``bn`` picks BatchNorm's statistics (see ``_scoring_mode``). ``chunk_size`` bounds the
+    candidates per forward pass (None: all ``B*M`` at once); with ``bn="batch"`` each chunk uses its own
+    statistics. ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward under autocast.
+
+    The model comes back exactly as it was: parameters, buffers, every ``training`` flag and the grad mode.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if candidates.dim() < 2:
+        raise ValueError(f"candidates must be (B,M,...), got shape {tuple(candidates.shape)}")
+    batch, num_candidates = candidates.shape[:2]
+    if targets.shape[0] != batch:
+        raise ValueError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; choose from {list(SCORES)}")
+    if bn not in BN_MODES:
+        raise ValueError(f"unknown bn mode {bn!r}; choose from {list(BN_MODES)}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    if loss_fn is None and (targets.dim() != 1 or targets.is_floating_point()):
+        raise ValueError(
+            f"classification targets must be (B,) integer class indices, got {targets.dtype} "
+            f"{tuple(targets.shape)}; pass loss_fn for other targets"
+        )
+    total = batch * num_candidates
+    if total == 0:
+        return torch.zeros(batch, num_candidates, device=candidates.device)
+
+    flat = candidates.reshape(total, *candidates.shape[2:])
+    flat_targets = targets.repeat_interleave(num_candidates, dim=0)
+    step = total if chunk_size is None else chunk_size
+    autocast = (
+        torch.autocast(device_type=candidates.device.type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
+    pieces = []
+    out_of_range = None
+    with _scoring_mode(model, bn), torch.inference_mode(), autocast:
+        for start in range(0, total, step):
+            outputs = model(flat[start : start + step])
+            chunk_targets = flat_targets[start : start + step]
+            if loss_fn is not None:
+                values = loss_fn(outputs, chunk_targets)
+                if values.shape != (len(chunk_targets),):
+                    raise ValueError(
+                        f"loss_fn must return one value per candidate, shape ({len(chunk_targets)},), "
+                        f"got {tuple(values.shape)}"
+                    )
+                pieces.append(values.float())
+                continue
+            num_classes = outputs.shape[-1]
+            if out_of_range is None:
+                # Checked on the device and read once at the end: one host sync per call, never a
+                # device-side assert from cross_entropy.
+                out_of_range = (targets < 0) | (targets >= num_classes)
+            pieces.append(_classification_scores(outputs, chunk_targets.clamp(0, num_classes - 1), score))
+    if out_of_range is not None and bool(out_of_range.any()):
+        row = int(out_of_range.nonzero()[0, 0])
+        raise ValueError(f"target {int(targets[row])} at row {row} is out of range for {outputs.shape[-1]} classes")
+    return torch.cat(pieces).view(batch, num_candidates)
+
+
+# ---------------------------------------------------------------- probabilities and sampling
+
+
+def _probs_and_fallback(scores: Tensor, temperature: float, uniform_mix: float) -> tuple[Tensor, Tensor]:
+    """``probs (B,M)`` and ``fallback (B,)`` bool: rows that were all zero or non-finite and became uniform."""
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be (B,M), got shape {tuple(scores.shape)}")
+    if math.isnan(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0: argmax, inf: uniform), got {temperature}")
+    if not 0.0 <= uniform_mix <= 1.0:
+        raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}")
+    scores = scores.float()
+    negative = (scores < 0).any(dim=1)
+    if bool(negative.any()):
+        row = int(negative.nonzero()[0, 0])
+        raise ValueError(f"scores must be >= 0; row {row} has {scores[row].tolist()}")
+    num_candidates = scores.shape[1]
+    uniform = torch.full_like(scores, 1.0 / max(num_candidates, 1))
+    fallback = ~torch.isfinite(scores).all(dim=1) | (scores == 0).all(dim=1)
+    if math.isinf(temperature):
+        probs = uniform
+    elif temperature == 0:
+        is_max = scores == scores.max(dim=1, keepdim=True).values
+        probs = is_max / is_max.sum(dim=1, keepdim=True)
+    else:
+        # In log space, so that small temperatures (large powers) neither overflow nor underflow.
+        probs = torch.softmax(torch.log(scores) / temperature, dim=1)
+    probs = torch.where(fallback.unsqueeze(1), uniform, probs)
+    if uniform_mix > 0:
+        probs = (1 - uniform_mix) * probs + uniform_mix * uniform
+    return probs, fallback
+
+
+def selection_probs(scores: Tensor, temperature: float = 1.0, uniform_mix: float = 0.0) -> Tensor:
+    """``probs (B,M)`` with rows summing to 1, proportional to ``scores ** (1 / temperature)``.
+
+    ``temperature=1`` is the method (probability proportional to loss); ``0`` puts all mass on the largest score
+    (MaxUp; tied maxima share it); ``math.inf`` is uniform (the baseline). ``uniform_mix`` blends in
+    ``uniform_mix / M`` of uniform. Rows that are all zero or hold NaN/inf become uniform; negative scores are a
+    ValueError.
+    """
+    return _probs_and_fallback(scores, temperature, uniform_mix)[0]
+
+
+def sample_index(probs: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """``index (B,)`` int64: one draw per row of ``probs (B,M)`` by inverse CDF (no host sync)."""
+    cdf = probs.cumsum(dim=1)
+    # u scaled by each row's total, so float rounding in the cumsum can never pick a zero-probability tail.
+    u = torch.rand(probs.shape[0], 1, device=probs.device, generator=generator) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max(probs.shape[1] - 1)
+
+
+def gather_selected(candidates: Tensor, index: Tensor) -> Tensor:
+    """``inputs (B,...)``: ``candidates[b, index[b]]`` for each row of ``candidates (B,M,...)``."""
+    return candidates[torch.arange(len(index), device=candidates.device), index]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What selection chose: ``inputs (B,...)`` to train on, ``index (B,)`` of the chosen candidate,
+    ``probs (B,M)`` it was drawn from, ``scores (B,M)`` (NaN where the model was not run) and how many rows fell
+    back to uniform because their scores were all zero or non-finite."""
+
+    inputs: Tensor
+    index: Tensor
+    probs: Tensor
+    scores: Tensor
+    fallback_rows: int
+
+
+def select_candidates(
+    model: nn.Module,
+    candidates: Tensor,
+    targets: Tensor,
+    *,
+    temperature: float = 1.0,
+    uniform_mix: float = 0.0,
+    generator: torch.Generator | None = None,
+    **score_kwargs,
+) -> Selection:
+    """Score ``candidates (B,M,...)`` (``score_kwargs`` go to ``score_candidates``), turn the scores into
+    probabilities and sample one candidate per image.
+
+    With one candidate, or a uniform selection (``temperature=math.inf`` or ``uniform_mix=1``), the model is not
+    run and ``scores`` are NaN: selection then costs what the baseline costs.
+    """
+    if candidates.dim() < 2:
+        raise ValueError(f"candidates must be (B,M,...), got shape {tuple(candidates.shape)}")
+    batch, num_candidates = candidates.shape[:2]
+    if targets.shape[0] != batch:
+        raise ValueError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
+    if num_candidates == 1 or math.isinf(temperature) or uniform_mix == 1.0:
+        scores = torch.full((batch, num_candidates), math.nan, device=candidates.device)
+        probs, _ = _probs_and_fallback(torch.ones_like(scores), temperature, uniform_mix)
+        index = (
+            torch.zeros(batch, dtype=torch.long, device=candidates.device)
+            if num_candidates == 1
+            else sample_index(probs, generator=generator)
+        )
+        return Selection(gather_selected(candidates, index), index, probs, scores, 0)
+    scores = score_candidates(model, candidates, targets, **score_kwargs)
+    probs, fallback = _probs_and_fallback(scores, temperature, uniform_mix)
+    index = sample_index(probs, generator=generator)
+    return Selection(gather_selected(candidates, index), index, probs, scores, int(fallback.sum()))
+
+
+@dataclass(frozen=True)
+class LossAwareAugment:
+    """Loss-aware augmentation for a user's own loop: ``sel = la(model, images, targets, generator=g)``, then
+    train on ``sel.inputs``.
+
+    ``augment`` is any ``(images, generator) -> images`` callable, a one-argument transform (kornia), or a spec
+    string such as ``"flip,crop,cutout"``. ``num_candidates`` is M; ``temperature`` 1 samples in proportion to the
+    loss, 0 takes the hardest candidate, ``math.inf`` is plain random augmentation. The rest go to
+    ``score_candidates``.
+    """
+
+    augment: Augment | str
+    num_candidates: int = 4
+    temperature: float = 1.0
+    score: str = "loss"
+    bn: str = "eval"
+    uniform_mix: float = 0.0
+    loss_fn: LossFn | None = None
+    chunk_size: int | None = None
+    autocast_dtype: torch.dtype | None = None
+    _augment: Augment = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+        if math.isnan(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.score not in SCORES:
+            raise ValueError(f"unknown score {self.score!r}; choose from {list(SCORES)}")
+        if self.bn not in BN_MODES:
+            raise ValueError(f"unknown bn mode {self.bn!r}; choose from {list(BN_MODES)}")
+        augment = parse_augment(self.augment) if isinstance(self.augment, str) else self.augment
+        if not callable(augment):
+            raise ValueError(f"augment must be callable or a spec string, got {type(augment).__name__}")
+        object.__setattr__(self, "_augment", augment)
+
+    def __call__(
+        self, model: nn.Module, images: Tensor, targets: Tensor, *, generator: torch.Generator | None = None
+    ) -> Selection:
+        """Augment ``images (B,...)`` M times, score, and pick one candidate per image."""
+        if targets.shape[0] != images.shape[0]:
+            raise ValueError(f"images hold {images.shape[0]} samples but targets hold {targets.shape[0]}")
+        candidates = make_candidates(images, self._augment, self.num_candidates, generator=generator)
+        return select_candidates(
+            model,
+            candidates,
+            targets,
+            temperature=self.temperature,
+            uniform_mix=self.uniform_mix,
+            generator=generator,
+            loss_fn=self.loss_fn,
+            score=self.score,
+            bn=self.bn,
+            chunk_size=self.chunk_size,
+            autocast_dtype=self.autocast_dtype,
+        )
