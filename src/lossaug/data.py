@@ -1,0 +1,577 @@
+"""Image classification data sets, loaded whole into memory as uint8 tensors.
+
+Sources: CIFAR-10/100 in the official python format (archive, extracted folder, or downloaded), any image folder
+`root/{train,test}/<class>/<image>` or an archive of one, and a mini CIFAR-10 bundled with the package so tests and
+examples run offline. Every loader returns an `ImageDataset` with `(N,C,H,W)` uint8 images and `(N,)` int64 labels.
+
+The library writes to disk only under a `cache_dir` it is given: downloads, extracted archives and decoded arrays
+(so a second load skips JPEG decoding). See docs/DATA.md.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import importlib
+import importlib.resources
+import io
+import os
+import pickle
+import tarfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lossaug import _archive
+from lossaug._archive import download, safe_extract
+
+__all__ = [
+    "CIFAR_SOURCES",
+    "DATASETS",
+    "IMAGE_SUFFIXES",
+    "ImageDataset",
+    "Split",
+    "download",
+    "load_cifar",
+    "load_dataset",
+    "load_image_folder",
+    "load_mini_cifar10",
+    "safe_extract",
+]
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Split:
+    """images (N,C,H,W) uint8 on the CPU, contiguous; labels (N,) int64 class indices."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be (N,C,H,W) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+        if self.labels.dtype != torch.int64 or self.labels.ndim != 1:
+            raise ValueError(f"labels must be (N,) int64, got {tuple(self.labels.shape)} {self.labels.dtype}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """A train and a test split over the same classes; label i means classes[i]."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: Split
+    test: Split
+
+    def __post_init__(self) -> None:
+        for split_name, split in (("train", self.train), ("test", self.test)):
+            if len(split.labels) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(self.classes):
+                raise ValueError(
+                    f"{self.name} {split_name} labels span [{int(split.labels.min())}, "
+                    f"{int(split.labels.max())}], outside [0, {len(self.classes)})"
+                )
+        if self.train.images.shape[1:] != self.test.images.shape[1:]:
+            raise ValueError(
+                f"{self.name}: train images are {tuple(self.train.images.shape[1:])} but test images are "
+                f"{tuple(self.test.images.shape[1:])}"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+DATASETS = ("cifar10", "cifar100", "folder", "mini")
+
+# name -> (url, md5, archive file name): the official python-format archives.
+CIFAR_SOURCES = {
+    "cifar10": (
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+        "cifar-10-python.tar.gz",
+    ),
+    "cifar100": (
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+        "cifar-100-python.tar.gz",
+    ),
+}
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+_TEST_SPLIT_NAMES = ("test", "val")  # the first that exists is the test split
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
+_CACHE_VERSION = 1  # bump when the decoded layout changes, so old cache files are never read
+_MINI_ASSET = "mini_cifar10.tar.xz"
+
+
+def _silent(_message: str) -> None:
+    pass
+
+
+def load_dataset(
+    name: str,
+    path: str | Path | None = None,
+    *,
+    cache_dir: Path | None = None,
+    image_size: int | None = None,
+    download: bool = True,
+    log: Log | None = None,
+) -> ImageDataset:
+    """Load one of DATASETS. `path`: CIFAR archive/folder/download folder, or the image folder/archive.
+
+    `cache_dir` holds downloads (CIFAR, when `path` is None), extracted archives and decoded arrays; nothing is
+    written without it. `image_size` resizes folder images to a square; CIFAR and mini are always 32x32.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {list(DATASETS)}")
+    cache_dir = None if cache_dir is None else Path(cache_dir)
+    if name == "folder":
+        if path is None:
+            raise ValueError(
+                "dataset 'folder' needs a path: a folder with train/<class>/<image> and test/<class>/<image>, "
+                "or an archive of one"
+            )
+        return load_image_folder(Path(path), image_size=image_size, cache_dir=cache_dir, log=log)
+    if image_size not in (None, 32):
+        raise ValueError(f"image_size={image_size} applies to 'folder' data only; {name} images are 32x32")
+    if name == "mini":
+        if path is not None:
+            raise ValueError(f"dataset 'mini' is bundled with lossaug and takes no path; got {path}")
+        return load_mini_cifar10()
+    return load_cifar(name, None if path is None else Path(path), cache_dir=cache_dir, download=download, log=log)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100, official python format
+
+
+@dataclass(frozen=True)
+class _CifarLayout:
+    folder: str  # top-level folder inside the official archive
+    train: tuple[str, ...]  # batch files, in order
+    test: str
+    meta: str
+    label_key: str
+    names_key: str
+
+
+_CIFAR_LAYOUTS = {
+    "cifar10": _CifarLayout(
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        "test_batch",
+        "batches.meta",
+        "labels",
+        "label_names",
+    ),
+    "cifar100": _CifarLayout("cifar-100-python", ("train",), "test", "meta", "fine_labels", "fine_label_names"),
+}
+
+
+def _numpy_private(name: str) -> Callable:
+    """numpy 2 moved numpy.core to numpy._core; pickles written by either name the function under its own."""
+    module, attr = name.rsplit(".", 1)
+    try:
+        return getattr(importlib.import_module(f"numpy._core.{module}"), attr)
+    except ImportError:  # numpy < 2
+        return getattr(importlib.import_module(f"numpy.core.{module}"), attr)
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(text, "latin1"); allow that use and no other
+    # codec (some codecs, e.g. zlib, would turn a tiny pickle into a huge allocation).
+    if codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError(f"codec {encoding!r} is not allowed")
+    return text.encode("latin1")
+
+
+# Every global the official CIFAR pickles (Python 2, numpy arrays) or a numpy re-dump of them can name.
+# Anything else, e.g. os.system or builtins.eval, is refused, so a malicious batch file cannot run code.
+_PICKLE_GLOBALS: dict[tuple[str, str], object] = {
+    **{
+        (module, "_reconstruct"): _numpy_private("multiarray._reconstruct")
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    },
+    **{
+        (module, "_frombuffer"): _numpy_private("numeric._frombuffer")
+        for module in ("numpy.core.numeric", "numpy._core.numeric")
+    },
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+    **{
+        (module, kind.__name__): kind
+        for module in ("builtins", "__builtin__")
+        for kind in (list, dict, tuple, set, frozenset, bytearray)
+    },
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _PICKLE_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch") from None
+
+
+def _unpickle_batch(blob: bytes, where: str) -> dict[str, object]:
+    """Read one CIFAR batch or meta file; keys come back as str whether written by Python 2 or 3."""
+    try:
+        # latin1: the official files are Python 2 pickles whose byte strings are raw pixel data.
+        obj = _RestrictedUnpickler(io.BytesIO(blob), encoding="latin1").load()
+    except Exception as e:  # a hostile or corrupt pickle can raise nearly anything
+        raise ValueError(f"cannot read CIFAR batch {where}: {type(e).__name__}: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"CIFAR batch {where} holds a {type(obj).__name__}, expected a dict")
+    return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
+
+
+def _as_text(value: object) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _cifar_split(batches: Sequence[tuple[str, dict[str, object]]], label_key: str, num_classes: int) -> Split:
+    images, labels = [], []
+    for where, batch in batches:
+        data, batch_labels = batch.get("data"), batch.get(label_key)
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            shape = getattr(data, "shape", None)
+            raise ValueError(f"CIFAR batch {where}: 'data' must be an (N,3072) uint8 array, got {shape}")
+        batch_labels = np.asarray(batch_labels, dtype=np.int64) if batch_labels is not None else None
+        if batch_labels is None or batch_labels.shape != (len(data),):
+            raise ValueError(f"CIFAR batch {where}: '{label_key}' must hold {len(data)} labels")
+        if len(batch_labels) and not 0 <= batch_labels.min() <= batch_labels.max() < num_classes:
+            raise ValueError(f"CIFAR batch {where}: labels outside [0, {num_classes})")
+        # Each row is the R plane, then G, then B, each 32x32 row-major: exactly (3,32,32) in C order.
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(batch_labels)
+    return Split(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+
+
+def _read_cifar_files(source: Path, folder: str, names: Sequence[str]) -> dict[str, bytes]:
+    """The named batch files, from an extracted folder or from the official archive (read in memory)."""
+    if source.is_dir():
+        missing = [source / n for n in names if not (source / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"CIFAR folder {source} lacks {', '.join(str(m) for m in missing)}")
+        return {n: (source / n).read_bytes() for n in names}
+    wanted = {PurePosixPath(folder, n): n for n in names}
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(source, "r:*") as tar:
+            for member in tar:
+                name = wanted.get(PurePosixPath(member.name))
+                if name is not None and member.isfile():
+                    found[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read CIFAR archive {source}: {e}") from e
+    missing = [f"{folder}/{n}" for n in names if n not in found]
+    if missing:
+        raise ValueError(f"CIFAR archive {source} lacks {', '.join(missing)}")
+    return found
+
+
+def _find_cifar_source(name: str, path: Path | None, cache_dir: Path | None, download: bool, log: Log) -> Path:
+    url, md5, filename = CIFAR_SOURCES[name]
+    layout = _CIFAR_LAYOUTS[name]
+    if path is None:
+        if cache_dir is None:
+            raise ValueError(f"{name}: pass a path (archive or folder) or a cache_dir to download into")
+        root = Path(cache_dir)
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        root = Path(path)
+        if not root.exists():
+            raise FileNotFoundError(f"{name} data not found: {root}")
+        if root.is_file():
+            return root
+    if (root / layout.meta).is_file():  # root is the extracted folder itself
+        return root
+    if (root / layout.folder).is_dir():
+        return root / layout.folder
+    if (root / filename).is_file():
+        return root / filename
+    if not download:
+        raise FileNotFoundError(
+            f"no {name} data in {root}: expected {root / layout.folder} or {root / filename} "
+            "(allow downloading to fetch it)"
+        )
+    return _archive.download(url, root / filename, md5, log=log)
+
+
+def load_cifar(
+    name: str, path: Path | None, *, cache_dir: Path | None, download: bool = True, log: Log | None = None
+) -> ImageDataset:
+    """CIFAR-10 or CIFAR-100 (fine labels): (N,3,32,32) uint8 images, 50,000 train and 10,000 test.
+
+    `path`: the official .tar.gz, the extracted folder, or a folder holding either; missing data is downloaded
+    there (or into `cache_dir` when `path` is None) if `download`.
+    """
+    if name not in CIFAR_SOURCES:
+        raise ValueError(f"unknown CIFAR data set {name!r}; choose from {sorted(CIFAR_SOURCES)}")
+    say = log or _silent
+    layout = _CIFAR_LAYOUTS[name]
+    source = _find_cifar_source(name, path, cache_dir, download, say)
+    say(f"reading {name} from {source}")
+    blobs = _read_cifar_files(source, layout.folder, (layout.meta, *layout.train, layout.test))
+    batches = {n: _unpickle_batch(blob, f"{source}:{n}") for n, blob in blobs.items()}
+    names = batches[layout.meta].get(layout.names_key)
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"CIFAR meta {source}:{layout.meta} has no '{layout.names_key}' list")
+    classes = tuple(_as_text(n) for n in names)
+    return ImageDataset(
+        name=name,
+        classes=classes,
+        train=_cifar_split([(f"{source}:{n}", batches[n]) for n in layout.train], layout.label_key, len(classes)),
+        test=_cifar_split([(f"{source}:{layout.test}", batches[layout.test])], layout.label_key, len(classes)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image folders: root/{train,test}/<class>/<image>
+
+
+class _Image(NamedTuple):
+    where: str  # shown in errors: a file path, or archive:member
+    source: Path | bytes
+
+
+# split name ("train"/"test") -> class name -> images in file-name order
+_Tree = dict[str, dict[str, list[_Image]]]
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _scan_split(split_dir: Path) -> dict[str, list[_Image]]:
+    classes: dict[str, list[_Image]] = {}
+    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            files = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and _is_image_name(e.name))
+            if not files:
+                raise ValueError(f"class folder {entry.path} has no images ({', '.join(IMAGE_SUFFIXES)})")
+            classes[entry.name] = [_Image(str(Path(entry.path, f)), Path(entry.path, f)) for f in files]
+        elif _is_image_name(entry.name):
+            raise ValueError(f"image {entry.path} is not in a class folder; expected {split_dir}/<class>/<image>")
+    if not classes:
+        raise ValueError(f"split folder {split_dir} has no class folders; expected {split_dir}/<class>/<image>")
+    return classes
+
+
+def _scan_folder(root: Path) -> _Tree:
+    layout = f"expected {root}/train/<class>/<image> and {root}/test/<class>/<image> (or val/)"
+    if not (root / "train").is_dir():
+        raise FileNotFoundError(f"no train folder in {root}; {layout}")
+    test_dir = next((root / n for n in _TEST_SPLIT_NAMES if (root / n).is_dir()), None)
+    if test_dir is None:
+        raise FileNotFoundError(f"no test (or val) folder in {root}; {layout}")
+    return {"train": _scan_split(root / "train"), "test": _scan_split(test_dir)}
+
+
+def _check_classes(tree: _Tree, where: str) -> tuple[str, ...]:
+    train, test = set(tree["train"]), set(tree["test"])
+    if train != test:
+        raise ValueError(
+            f"{where}: test classes differ from train classes; only in train: {sorted(train - test)}, "
+            f"only in test: {sorted(test - train)}"
+        )
+    return tuple(sorted(train))
+
+
+def _decode_one(image: _Image, image_size: int | None) -> np.ndarray:
+    """(H,W) for grayscale images, (H,W,3) otherwise."""
+    try:
+        source = io.BytesIO(image.source) if isinstance(image.source, bytes) else image.source
+        with Image.open(source) as im:
+            if im.mode not in ("L", "RGB"):
+                im = im.convert("L" if im.mode in _GRAY_MODES else "RGB")
+            if image_size is not None and im.size != (image_size, image_size):
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            return np.asarray(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot decode image {image.where}: {e}") from e
+
+
+def _decode_images(images: Sequence[_Image], image_size: int | None) -> np.ndarray:
+    """All images as one (N,C,H,W) uint8 array: C=1 if every image is grayscale, else C=3."""
+    # A plain loop: PIL decodes a 32x32 JPEG in ~50 us here, and a 2-thread pool was slower (0.9 s vs 0.5 s
+    # per 10k CIFAR JPEGs on 2 cores), so parallelism is not worth its complexity.
+    arrays: list[np.ndarray] = []
+    for image in images:
+        array = _decode_one(image, image_size)
+        if arrays and array.shape[:2] != arrays[0].shape[:2]:
+            (h0, w0), (h, w) = arrays[0].shape[:2], array.shape[:2]
+            raise ValueError(
+                f"images differ in size: {images[0].where} is {w0}x{h0} but {image.where} is {w}x{h}; "
+                "pass image_size (--image-size) to resize every image to one square size"
+            )
+        arrays.append(array)
+    height, width = arrays[0].shape[:2]
+    channels = 3 if any(a.ndim == 3 for a in arrays) else 1
+    out = np.empty((len(arrays), height, width, channels), dtype=np.uint8)
+    for i, array in enumerate(arrays):
+        out[i] = array if array.ndim == 3 else array[..., None]  # gray -> RGB repeats the one channel
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def _decode_tree(name: str, tree: _Tree, image_size: int | None, where: str, log: Log) -> ImageDataset:
+    classes = _check_classes(tree, where)
+    images, labels = [], []
+    for split in ("train", "test"):
+        split_images = [image for c in classes for image in tree[split][c]]
+        images.append(split_images)
+        labels.append(np.repeat(np.arange(len(classes)), [len(tree[split][c]) for c in classes]))
+    log(f"decoding {len(images[0]) + len(images[1])} images from {where}...")
+    # One decode call over both splits, so the size check and the gray-or-RGB decision cover all images.
+    decoded = _decode_images(images[0] + images[1], image_size)
+    num_train = len(images[0])
+    return ImageDataset(
+        name=name,
+        classes=classes,
+        train=Split(torch.from_numpy(decoded[:num_train]), torch.from_numpy(labels[0])),
+        test=Split(torch.from_numpy(decoded[num_train:]), torch.from_numpy(labels[1])),
+    )
+
+
+def _folder_hash(root: Path, tree: _Tree) -> str:
+    """sha256 over every image's path relative to root and its bytes, in load order."""
+    h = hashlib.sha256()
+    for split in ("train", "test"):
+        for cls in sorted(tree[split]):
+            for image in tree[split][cls]:
+                assert isinstance(image.source, Path)
+                data = image.source.read_bytes()
+                h.update(f"{image.source.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+                h.update(data)
+    return h.hexdigest()
+
+
+def _cache_file(cache_dir: Path, stem: str, content_hash: str, image_size: int | None) -> Path:
+    key = hashlib.sha256(f"lossaug-decoded-v{_CACHE_VERSION}\0{content_hash}\0{image_size}".encode())
+    return cache_dir / f"{stem}-decoded-{key.hexdigest()[:24]}.npz"
+
+
+def _read_cache(path: Path, name: str, log: Log) -> ImageDataset | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            dataset = ImageDataset(
+                name=name,
+                classes=tuple(str(c) for c in z["classes"]),
+                train=Split(torch.from_numpy(z["train_images"]), torch.from_numpy(z["train_labels"])),
+                test=Split(torch.from_numpy(z["test_images"]), torch.from_numpy(z["test_labels"])),
+            )
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        log(f"ignoring unreadable cache file {path} ({e}); decoding again")
+        return None
+    log(f"cache hit {path}")
+    return dataset
+
+
+def _write_cache(path: Path, dataset: ImageDataset, log: Log) -> None:
+    with _archive.atomic_file(path) as f:
+        # Uncompressed: JPEG-decoded pixels barely compress, and loading stays a plain read.
+        np.savez(
+            f,
+            classes=np.array(dataset.classes),
+            train_images=dataset.train.images.numpy(),
+            train_labels=dataset.train.labels.numpy(),
+            test_images=dataset.test.images.numpy(),
+            test_labels=dataset.test.labels.numpy(),
+        )
+    log(f"cached decoded images in {path}")
+
+
+def _archive_root(extracted: Path) -> Path:
+    """The extracted folder, or its only top-level folder when the archive wraps everything in one."""
+    entries = [e for e in extracted.iterdir() if not e.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_dir() and not (extracted / "train").is_dir():
+        return entries[0]
+    return extracted
+
+
+def load_image_folder(
+    root: Path, *, image_size: int | None = None, cache_dir: Path | None = None, log: Log | None = None
+) -> ImageDataset:
+    """Images under `root/train/<class>/` and `root/test/<class>/` (or `val/`); class i = i-th sorted name.
+
+    `root` may be an archive (.tar, .tar.gz, .tgz, .tar.xz, .zip), unpacked into `cache_dir`. Grayscale data stay
+    C=1; any color image makes all C=3. `image_size` resizes every image to that square (bilinear). With a
+    `cache_dir`, decoded arrays are cached there under a hash of the content and `image_size`.
+    """
+    root = Path(root)
+    say = log or _silent
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    if not root.exists():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    cache_dir = None if cache_dir is None else Path(cache_dir)
+    if root.is_file():
+        if not _archive.is_archive_name(root):
+            raise ValueError(f"{root} is a file but not an archive ({', '.join(_archive.ARCHIVE_SUFFIXES)})")
+        if cache_dir is None:
+            raise ValueError(f"loading the archive {root} needs a cache_dir to unpack it into")
+        stem = _archive.archive_stem(root)
+        digest = _archive.file_digest(root, "sha256")
+        cache_file = _cache_file(cache_dir, stem, digest, image_size)
+        cached = _read_cache(cache_file, stem, say)
+        if cached is not None:
+            return cached
+        say(f"unpacking {root} into {cache_dir}")
+        folder = _archive_root(safe_extract(root, cache_dir / f"{stem}-{digest[:16]}"))
+        dataset = _decode_tree(stem, _scan_folder(folder), image_size, str(root), say)
+    else:
+        tree = _scan_folder(root)
+        if cache_dir is None:
+            return _decode_tree(root.name, tree, image_size, str(root), say)
+        cache_file = _cache_file(cache_dir, root.name, _folder_hash(root, tree), image_size)
+        cached = _read_cache(cache_file, root.name, say)
+        if cached is not None:
+            return cached
+        dataset = _decode_tree(root.name, tree, image_size, str(root), say)
+    _write_cache(cache_file, dataset, say)
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mini CIFAR-10, bundled (see experiments/make_mini_cifar10.py and docs/DATA.md for the subset rule)
+
+
+def _tree_from_tar(blob: bytes, where: str) -> _Tree:
+    """An image-folder tree from archive bytes, read in memory: nothing touches the disk."""
+    tree: _Tree = {"train": {}, "test": {}}
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as tar:
+        for member in tar:
+            parts = PurePosixPath(member.name).parts
+            if member.isfile() and len(parts) == 3 and parts[0] in tree and _is_image_name(parts[2]):
+                data = tar.extractfile(member).read()
+                tree[parts[0]].setdefault(parts[1], []).append(_Image(f"{where}:{member.name}", data))
+    for split in tree.values():
+        for images in split.values():
+            images.sort(key=lambda image: image.where)
+    return tree
+
+
+def load_mini_cifar10() -> ImageDataset:
+    """The bundled subset of CIFAR-10 (JPEG, quality 75): 500 train and 100 test images per class, 32x32 RGB.
+
+    Decoded from the package in memory (~0.5 s), with no network and no cache.
+    """
+    asset = importlib.resources.files("lossaug").joinpath("assets", _MINI_ASSET)
+    where = f"lossaug/assets/{_MINI_ASSET}"
+    return _decode_tree("mini", _tree_from_tar(asset.read_bytes(), where), None, where, _silent)

@@ -1,0 +1,112 @@
+"""Tests of the command line: a tiny real run, config files, and one-line errors with exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lossaug.cli import build_parser, config_from_args, main
+
+TINY = [
+    "--dataset",
+    "mini",
+    "--train-size",
+    "128",
+    "--model",
+    "cnn",
+    "--width",
+    "4",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--device",
+    "cpu",
+]
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSAUG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LOSSAUG_DEBUG", raising=False)
+
+
+def test_train_command_runs_and_writes_the_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--method", "proposed", "--candidates", "2", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} >= {
+        "config.json",
+        "metrics.jsonl",
+        "final.json",
+        "checkpoint.pt",
+        "curves.png",
+    }
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["candidates"] == 2 and config["cache_dir"] == str(tmp_path / "cache")
+    assert "test error" in capsys.readouterr().out
+
+
+def test_config_file_and_precedence(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('method = "maxup"\ncandidates = 8\nbatch-size = 32\ntemperature = inf\n')
+    args = build_parser().parse_args(["train", "--config", str(path), "--candidates", "3"])
+    config = config_from_args(args)
+    assert (config.method, config.candidates, config.batch_size, config.temperature) == ("maxup", 3, 32, float("inf"))
+    preset = config_from_args(build_parser().parse_args(["train", "--preset", "seed"]))
+    assert (preset.epochs, preset.lr, preset.batch_size, preset.weight_decay) == (200, 0.1, 128, 5e-4)
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["train", "--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'cifar10', 'cifar100'"),
+        (["train", "--model", "vit"], "invalid choice: 'vit' (choose from 'preact_resnet18', 'cnn')"),
+        (["train", "--frobnicate", "3"], "unrecognized arguments: --frobnicate 3"),
+        (["train", "--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
+        (["train", "--dataset", "folder", "--data", "/no/such/dir", "--out", "OUT"], "/no/such/dir"),
+        (["train", "--config", "/no/such.toml"], "config file /no/such.toml does not exist"),
+        (["train", *TINY, "--candidates", "0", "--out", "OUT"], "candidates must be >= 1, got 0"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(argv, needle, capsys, tmp_path):
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unknown_key_in_config_file_names_file_and_key(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text("epochs = 3\nlearning_rate = 0.1\n")
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option 'learning_rate'" in err and str(path) in err
+
+
+def test_python_dash_m_help_lists_the_fixed_options():
+    out = subprocess.run([sys.executable, "-m", "lossaug", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for option in (
+        "--dataset",
+        "--data",
+        "--image-size",
+        "--model",
+        "--width",
+        "--method",
+        "--setting",
+        "--candidates",
+        "--temperature",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--seed",
+        "--config",
+        "--out",
+        "--device",
+        "--score",
+        "--bn",
+        "--uniform-mix",
+    ):
+        assert option in out.stdout, option
