@@ -51,7 +51,7 @@ def test_train_writes_every_output_file(tmp_path):
     final = json.loads((out / "final.json").read_text())
     assert final["test_error"] == result.test_error and final["epochs"] == 2
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert checkpoint["epoch"] == 2
+    assert checkpoint["position"]["epoch"] == 2 and checkpoint["global_step"] == 8
     assert all(torch.equal(v, result.model.state_dict()[k]) for k, v in checkpoint["model"].items())
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

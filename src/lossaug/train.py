@@ -12,14 +12,19 @@ changing M or the temperature does not reshuffle the data order. When ``out`` is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import platform
+import signal
 import subprocess
+import threading
 import time
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,14 +36,18 @@ from torch import Tensor, nn
 import lossaug
 from lossaug import data as data_module
 from lossaug.augment import Augment, Compose, Cutout, parse_augment
+from lossaug.checkpoint import CheckpointError, newest_valid_checkpoint, save_checkpoint
 from lossaug.models import MODELS, Normalized, build_model
 from lossaug.progress import Reporter
-from lossaug.selection import BN_MODES, SCORES, make_candidates, select_candidates
+from lossaug.selection import BN_MODES, SCORES, Selection, make_candidates, select_candidates
 
 METHODS = ("baseline", "proposed", "maxup")
 SETTINGS = ("A", "B")
 DEVICES = ("auto", "cpu", "cuda")
 PLACEMENTS = ("auto", "device", "host")
+NONFINITE = ("raise", "skip")
+# Changing these on resume would change tensor shapes or the data itself: an error. Other changes only warn.
+RESUME_FIXED = ("dataset", "model", "width", "image_size", "train_size", "batch_size")
 # Cutout side per dataset for setting B, as in DeVries & Taylor (2017): 16 px on CIFAR-10, 8 px on CIFAR-100.
 CUTOUT_SIZES = {"cifar10": 16, "mini": 16, "cifar100": 8}
 
@@ -94,6 +103,12 @@ class TrainConfig:
         "auto", "where the uint8 training set lives: device, host (pinned), auto", choices=PLACEMENTS
     )
     eval_every: int = _opt(1, "evaluate the test set every N epochs (and always after the last)")
+    checkpoint_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
+    on_nonfinite: str = _opt(
+        "raise",
+        "non-finite loss or gradient: raise (stop after saving) or skip (skip the update, count it)",
+        choices=NONFINITE,
+    )
     out: str | None = _opt(None, "run directory for config, metrics, checkpoint and plots (None: write nothing)")
 
     def resolved_temperature(self) -> float:
@@ -126,6 +141,8 @@ def validate_config(config: TrainConfig) -> None:
         "candidates": config.candidates,
         "eval_every": config.eval_every,
     }
+    if config.checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
     for name in ("width", "image_size", "train_size", "score_chunk"):
         if getattr(config, name) is not None:
             positive[name] = getattr(config, name)
@@ -224,6 +241,11 @@ def cosine_lr(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def training_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy of ``logits (B,K)`` for ``labels (B,)``, computed in float32."""
+    return F.cross_entropy(logits.float(), labels)
+
+
 def probs_entropy(probs: Tensor) -> Tensor:
     """``(B,)`` entropy in nats of each row of ``probs (B,M)`` (0 log 0 = 0)."""
     return -(probs * torch.log(probs.clamp_min(1e-30))).sum(dim=1)
@@ -251,20 +273,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def save_atomic(payload: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, fsync, then ``os.replace``: ``path`` is never half-written."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise OSError(error.errno, f"could not save checkpoint {path}: {error.strerror}") from error
 
 
 def write_json(payload: Any, path: Path) -> None:
@@ -380,14 +388,120 @@ def run_metadata(config: TrainConfig, device: torch.device) -> dict:
     }
 
 
-def train(config: TrainConfig, *, reporter: Reporter | None = None) -> RunResult:
+# ---------------------------------------------------------------- interruption, non-finite values, resume
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT stopped the run after a finished step; ``checkpoint`` holds it (None without ``out``)."""
+
+    def __init__(self, signum: int, checkpoint: Path | None, global_step: int):
+        name = signal.Signals(signum).name
+        where = f"checkpoint saved to {checkpoint}" if checkpoint else "no run directory, nothing saved"
+        super().__init__(f"{name} received: stopped after step {global_step}; {where}")
+        self.signum, self.checkpoint, self.global_step = signum, checkpoint, global_step
+        self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as shells report them
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step produced a non-finite loss or gradient under ``on_nonfinite="raise"``."""
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[dict]:
+    """Turn SIGTERM/SIGINT into a request (``flag["signum"]``) honoured after the current step; a second SIGINT
+    interrupts at once. The caller's handlers are restored on exit. Outside the main thread, installs nothing."""
+    flag: dict = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request(signum: int, _frame: Any) -> None:
+        if flag["signum"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag["signum"] = signum
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def config_differences(saved: dict, config: TrainConfig) -> tuple[list[str], list[str]]:
+    """``(fixed, other)``: descriptions of fields that differ between a checkpoint's config and ``config``;
+    ``fixed`` ones (``RESUME_FIXED``) make resuming impossible."""
+    fixed, other = [], []
+    for name, value in dataclasses.asdict(config).items():
+        if name == "out" or name not in saved or saved[name] == value:
+            continue
+        (fixed if name in RESUME_FIXED else other).append(f"{name}: {saved[name]!r} -> {value!r}")
+    return fixed, other
+
+
+@dataclass
+class _Position:
+    """Where the loop is and what the current epoch has accumulated; all of it goes into checkpoints."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps finished in the current epoch
+    global_step: int = 0
+    permutation: Tensor | None = None  # the current epoch's data order, (N,) int64 on the CPU
+    stats: Tensor | None = None  # (6,) float64: loss sum, wrong, entropy sum, chosen-score sum, mean-score sum, n
+    fallback_rows: int = 0
+    nonfinite_steps: int = 0
+    epoch_seconds: float = 0.0
+    run_seconds: float = 0.0
+    test_error: float = math.nan
+    test_loss: float = math.nan
+    metrics: list[dict] = field(default_factory=list)
+
+
+def _random_states(generators: dict[str, torch.Generator]) -> dict[str, Tensor]:
+    states = {name: g.get_state() for name, g in generators.items()}
+    states["torch_cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        states.update({f"torch_cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return states
+
+
+def _set_random_states(generators: dict[str, torch.Generator], states: dict[str, Tensor]) -> None:
+    for name, generator in generators.items():
+        generator.set_state(states[name])
+    torch.set_rng_state(states["torch_cpu"])
+    cuda = [states[k] for k in sorted(states) if k.startswith("torch_cuda")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    reporter: Reporter | None = None,
+    on_step: Callable[[int, Selection], None] | None = None,
+    resume: bool = False,
+) -> RunResult:
     """Train ``config.model`` with ``config.method`` and return the final errors, timings and per-epoch metrics.
 
-    Writes files only when ``config.out`` is set. ``reporter`` receives progress (see ``progress.py``).
+    Writes files only when ``config.out`` is set. ``reporter`` receives progress (see ``progress.py``);
+    ``on_step(global_step, selection)`` is called after every step. ``resume=True`` continues from the newest
+    valid checkpoint in ``config.out``: on the CPU the result equals the uninterrupted run's bit for bit.
+    SIGTERM/SIGINT stop after the current step with a checkpoint and raise ``TrainingInterrupted``.
     """
     validate_config(config)
     device = resolve_device(config.device)
     out_dir = Path(config.out) if config.out else None
+    checkpoint = None
+    if resume:
+        if out_dir is None:
+            raise ValueError("resume needs config.out, the run directory holding the checkpoint")
+        checkpoint_path, checkpoint = newest_valid_checkpoint(out_dir)
+        fixed, other = config_differences(checkpoint["config"], config)
+        if fixed:
+            raise CheckpointError(f"cannot resume {checkpoint_path} with changed {'; '.join(fixed)}")
+        if other:
+            warnings.warn(f"resuming {checkpoint_path} with changed {'; '.join(other)}", stacklevel=2)
+
     data = _prepare_data(config, device, reporter)
     in_channels = data.train_images.shape[1]
     model = _build(config, data, device, in_channels)
@@ -402,7 +516,6 @@ def train(config: TrainConfig, *, reporter: Reporter | None = None) -> RunResult
         chunk_size=config.score_chunk or (config.batch_size if device.type == "cpu" else None),
         autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
     )
-
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
@@ -414,130 +527,190 @@ def train(config: TrainConfig, *, reporter: Reporter | None = None) -> RunResult
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr(step, total_steps, warmup_steps))
-    order_gen = make_generator(config.seed, "order", torch.device("cpu"))
-    augment_gen = make_generator(config.seed, "augment", device)
-    select_gen = make_generator(config.seed, "select", device)
+    generators = {
+        "order": make_generator(config.seed, "order", torch.device("cpu")),
+        "augment": make_generator(config.seed, "augment", device),
+        "select": make_generator(config.seed, "select", device),
+    }
+    at = _Position()
+    if checkpoint is not None:
+        if checkpoint["num_classes"] != data.num_classes:
+            raise CheckpointError(
+                f"cannot resume {checkpoint_path}: it has {checkpoint['num_classes']} classes, the data "
+                f"{data.num_classes}"
+            )
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        _set_random_states(generators, checkpoint["random"])
+        at = _Position(**checkpoint["position"])
+        if at.stats is not None:
+            at.stats = at.stats.to(device)
+
+    def save(position: _Position, random_states: dict[str, Tensor]) -> Path | None:
+        if out_dir is None:
+            return None
+        stats = position.stats.cpu() if position.stats is not None else None
+        return save_checkpoint(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "random": random_states,
+                "position": {
+                    **dataclasses.asdict(dataclasses.replace(position, stats=None)),
+                    "stats": stats,
+                    "permutation": position.permutation,
+                },
+                "global_step": position.global_step,
+                "num_classes": data.num_classes,
+                "config": dataclasses.asdict(config),
+            },
+            out_dir,
+        )
 
     metadata = run_metadata(config, device)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if checkpoint is not None:
+            metadata["resumed_from_step"] = at.global_step
         write_json(metadata, out_dir / "config.json")
-        (out_dir / "metrics.jsonl").write_text("")
+        # The metrics of the checkpoint are the truth: a line written after it (before a crash) is dropped.
+        (out_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in at.metrics))
     if reporter is not None:
+        resumed = f", resuming at epoch {at.epoch + 1} step {at.step}" if checkpoint is not None else ""
         reporter.log(
             f"{config.method} (M={num_candidates}, T={temperature}) {config.model} on {config.dataset}: "
-            f"{len(data.train_labels)} train / {len(data.test_labels)} test images, {metadata['device']}"
+            f"{len(data.train_labels)} train / {len(data.test_labels)} test images, {metadata['device']}{resumed}"
         )
 
-    metrics: list[dict] = []
-    run_seconds = 0.0
-    test_error = test_loss = math.nan
     model.train()
-    for epoch in range(config.epochs):
-        started = time.perf_counter()
-        stats = torch.zeros(6, dtype=torch.float64, device=device)  # loss, wrong, entropy, chosen, mean, count
-        fallback_rows = 0
-        permutation = torch.randperm(len(data.train_labels), generator=order_gen)
-        if data.on_device:
-            permutation = permutation.to(device)
-        if reporter is not None:
-            reporter.start(f"epoch {epoch + 1}/{config.epochs}", steps_per_epoch * config.batch_size)
-        for step in range(steps_per_epoch):
-            index = permutation[step * config.batch_size : (step + 1) * config.batch_size]
-            images = data.train_images[index].to(device, non_blocking=True)
-            labels = data.train_labels[index].to(device, non_blocking=True)
-            candidates = make_candidates(images, augment, num_candidates, generator=augment_gen)
-            selection = select_candidates(
-                model,
-                candidates,
-                labels,
-                temperature=temperature,
-                uniform_mix=config.uniform_mix,
-                generator=select_gen,
-                **score_kwargs,
-            )
-            with _autocast(device):
-                logits = model(selection.inputs)
-                loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            fallback_rows += selection.fallback_rows
-            with torch.no_grad():
-                chosen = selection.scores.gather(1, selection.index.view(-1, 1)).squeeze(1)
-                stats += torch.stack(
-                    [
-                        loss.detach().double() * len(labels),
-                        (logits.argmax(dim=1) != labels).sum().double(),
-                        probs_entropy(selection.probs).sum().double(),
-                        chosen.nansum().double(),
-                        selection.scores.mean(dim=1).nansum().double(),
-                        torch.tensor(float(len(labels)), device=device, dtype=torch.float64),
-                    ]
-                )
+    with _stop_requests() as stop:
+        while at.epoch < config.epochs:
+            if at.permutation is None:
+                at.permutation = torch.randperm(len(data.train_labels), generator=generators["order"])
+                at.stats = torch.zeros(6, dtype=torch.float64, device=device)
+                at.fallback_rows = at.nonfinite_steps = 0
+                at.epoch_seconds = 0.0
+            order = at.permutation.to(device) if data.on_device else at.permutation
             if reporter is not None:
-                reporter.advance(len(labels))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - started
-        run_seconds += train_seconds
-        loss_sum, wrong, entropy_sum, chosen_sum, mean_sum, count = stats.tolist()
-        last = epoch + 1 == config.epochs
-        if last or (epoch + 1) % config.eval_every == 0:
-            test_error, test_loss = evaluate(model, data.test_images, data.test_labels, device)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / count,
-            "train_error": wrong / count,
-            "test_error": test_error,
-            "test_loss": test_loss,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": train_seconds,
-            "elapsed_seconds": run_seconds,
-            "images_per_second": count / train_seconds,
-            "entropy": entropy_sum / count,
-            "uniform_entropy": math.log(num_candidates),
-            "chosen_score_ratio": chosen_sum / mean_sum if mean_sum > 0 else None,
-            "fallback_rows": fallback_rows,
-        }
-        metrics.append(record)
-        if reporter is not None:
-            reporter.finish(
-                f"epoch {epoch + 1}/{config.epochs} train loss {record['train_loss']:.4f} "
-                f"err {record['train_error']:.2%} | test err {test_error:.2%} | {train_seconds:.1f}s "
-                f"{record['images_per_second']:.0f} img/s | entropy {record['entropy']:.3f}"
-            )
-        if out_dir is not None:
-            with open(out_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch + 1,
-                    "generators": {
-                        "order": order_gen.get_state(),
-                        "augment": augment_gen.get_state(),
-                        "select": select_gen.get_state(),
-                    },
-                    "config": dataclasses.asdict(config),
-                    "metrics": metrics,
-                },
-                out_dir / "checkpoint.pt",
-            )
+                reporter.start(f"epoch {at.epoch + 1}/{config.epochs}", steps_per_epoch * config.batch_size)
+                reporter.advance(at.step * config.batch_size)
+            started = time.perf_counter()
+            while at.step < steps_per_epoch:
+                before = _random_states(generators)
+                index = order[at.step * config.batch_size : (at.step + 1) * config.batch_size]
+                images = data.train_images[index].to(device, non_blocking=True)
+                labels = data.train_labels[index].to(device, non_blocking=True)
+                candidates = make_candidates(images, augment, num_candidates, generator=generators["augment"])
+                selection = select_candidates(
+                    model,
+                    candidates,
+                    labels,
+                    temperature=temperature,
+                    uniform_mix=config.uniform_mix,
+                    generator=generators["select"],
+                    **score_kwargs,
+                )
+                with _autocast(device):
+                    logits = model(selection.inputs)
+                    loss = training_loss(logits, labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
+                finite = bool(torch.stack([loss.detach(), *torch._foreach_norm(grads)]).isfinite().all())
+                if finite:
+                    optimizer.step()
+                elif config.on_nonfinite == "raise":
+                    at.epoch_seconds += time.perf_counter() - started
+                    # The step's update was not applied: save the state as it was before the step.
+                    path = save(at, before)
+                    kind = "loss" if not torch.isfinite(loss) else "gradient"
+                    raise NonFiniteError(
+                        f"non-finite {kind} at step {at.global_step + 1} (epoch {at.epoch + 1}, step {at.step + 1})"
+                        + (f"; last good state saved to {path}" if path else "")
+                        + "; lower --lr or use --on-nonfinite skip"
+                    )
+                else:
+                    at.nonfinite_steps += 1
+                scheduler.step()
+                at.fallback_rows += selection.fallback_rows
+                if finite:
+                    with torch.no_grad():
+                        chosen = selection.scores.gather(1, selection.index.view(-1, 1)).squeeze(1)
+                        at.stats += torch.stack(
+                            [
+                                loss.detach().double() * len(labels),
+                                (logits.argmax(dim=1) != labels).sum().double(),
+                                probs_entropy(selection.probs).sum().double(),
+                                chosen.nansum().double(),
+                                selection.scores.mean(dim=1).nansum().double(),
+                                torch.tensor(float(len(labels)), device=device, dtype=torch.float64),
+                            ]
+                        )
+                at.step += 1
+                at.global_step += 1
+                if reporter is not None:
+                    reporter.advance(len(labels))
+                if on_step is not None:
+                    on_step(at.global_step, selection)
+                stopping = stop["signum"] is not None
+                periodic = config.checkpoint_every and at.global_step % config.checkpoint_every == 0
+                if (stopping or periodic) and at.step < steps_per_epoch:
+                    now = time.perf_counter()
+                    at.epoch_seconds += now - started
+                    started = now
+                    path = save(at, _random_states(generators))
+                    if stopping:
+                        raise TrainingInterrupted(stop["signum"], path, at.global_step)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            at.epoch_seconds += time.perf_counter() - started
+            at.run_seconds += at.epoch_seconds
+            loss_sum, wrong, entropy_sum, chosen_sum, mean_sum, count = at.stats.tolist()
+            if at.epoch + 1 == config.epochs or (at.epoch + 1) % config.eval_every == 0:
+                at.test_error, at.test_loss = evaluate(model, data.test_images, data.test_labels, device)
+            record = {
+                "epoch": at.epoch + 1,
+                "train_loss": loss_sum / count if count else math.nan,
+                "train_error": wrong / count if count else math.nan,
+                "test_error": at.test_error,
+                "test_loss": at.test_loss,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": at.epoch_seconds,
+                "elapsed_seconds": at.run_seconds,
+                "images_per_second": steps_per_epoch * config.batch_size / at.epoch_seconds,
+                "entropy": entropy_sum / count if count else math.nan,
+                "uniform_entropy": math.log(num_candidates),
+                "chosen_score_ratio": chosen_sum / mean_sum if mean_sum > 0 else None,
+                "fallback_rows": at.fallback_rows,
+                "nonfinite_steps": at.nonfinite_steps,
+            }
+            at.metrics.append(record)
+            at.epoch, at.step, at.permutation = at.epoch + 1, 0, None
+            if reporter is not None:
+                reporter.finish(
+                    f"epoch {record['epoch']}/{config.epochs} train loss {record['train_loss']:.4f} "
+                    f"err {record['train_error']:.2%} | test err {at.test_error:.2%} | {at.epoch_seconds:.1f}s "
+                    f"{record['images_per_second']:.0f} img/s | entropy {record['entropy']:.3f}"
+                )
+            if out_dir is not None:
+                with open(out_dir / "metrics.jsonl", "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            path = save(at, _random_states(generators))
+            if stop["signum"] is not None and at.epoch < config.epochs:
+                raise TrainingInterrupted(stop["signum"], path, at.global_step)
 
-    final = metrics[-1]
+    final = at.metrics[-1]
     result = RunResult(
         config=config,
         test_error=final["test_error"],
         test_loss=final["test_loss"],
         train_error=final["train_error"],
         train_loss=final["train_loss"],
-        seconds=run_seconds,
-        images_per_second=sum(m["images_per_second"] * m["seconds"] for m in metrics) / run_seconds,
-        metrics=tuple(metrics),
+        seconds=at.run_seconds,
+        images_per_second=sum(m["images_per_second"] * m["seconds"] for m in at.metrics) / at.run_seconds,
+        metrics=tuple(at.metrics),
         device=metadata["device"],
         out_dir=out_dir,
         model=model,
@@ -546,8 +719,8 @@ def train(config: TrainConfig, *, reporter: Reporter | None = None) -> RunResult
         summary = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
         for name in ("model", "metrics", "config"):
             summary.pop(name)
-        write_json({**summary, "epochs": len(metrics), "out_dir": str(out_dir)}, out_dir / "final.json")
+        write_json({**summary, "epochs": len(at.metrics), "out_dir": str(out_dir)}, out_dir / "final.json")
         from lossaug.plots import plot_curves
 
-        plot_curves({config.method: metrics}, out_dir / "curves.png", title=f"{config.model} on {config.dataset}")
+        plot_curves({config.method: at.metrics}, out_dir / "curves.png", title=f"{config.model} on {config.dataset}")
     return result
