@@ -251,6 +251,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(kind):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind.__name__}, got {text!r}"
+            ) from None
+
+    parse.__name__ = f"{kind.__name__} list"
+    return parse
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lossaug.compare import CompareConfig, run_compare, summary_markdown
+
+    if not getattr(args, "out", None):
+        raise UsageError("lossaug compare needs --out DIR (re-running with the same DIR skips finished runs)")
+    base = config_from_args(args)
+    config = CompareConfig(base=base, out=args.out, arms=args.arms, settings=args.settings, seeds=args.seeds)
+    summary = run_compare(config, reporter=_reporter())
+    print(summary_markdown(summary))
+    print(f"summary: {Path(args.out) / 'summary.md'} and summary.json")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lossaug.plots import plot_report, read_run
+
+    runs = {}
+    for directory in args.run_dirs:
+        label, records = read_run(Path(directory))
+        runs[label if label not in runs else f"{label} [{directory}]"] = records
+    path = plot_report(runs, Path(args.out), title=args.title)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lossaug", description="Loss-aware augmentation selection: train, compare, inspect.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -271,6 +309,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_options(train_parser)
     train_parser.set_defaults(func=cmd_train)
+
+    compare = sub.add_parser(
+        "compare",
+        help="run arms x settings x seeds and summarise error, paired differences and time",
+        description="Run baseline, proposed, maxup and baseline-equal-time (baseline given the proposed run's "
+        "measured time in epochs) for each setting and seed, sequentially into --out; re-running skips finished "
+        "runs. Every train option sets what the arms share.",
+    )
+    compare.add_argument("--arms", type=_csv(str), default=("baseline", "proposed", "maxup", "baseline-equal-time"),
+                         help="comma-separated arms (default: all four)")  # fmt: skip
+    compare.add_argument("--settings", type=_csv(str), default=("A",), help="comma-separated settings (default: A)")
+    compare.add_argument("--seeds", type=_csv(int), default=(0, 1, 2), help="comma-separated seeds (default: 0,1,2)")
+    compare.add_argument("--config", metavar="FILE.toml", help="read shared train options from a TOML file")
+    compare.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
+    add_config_options(compare)
+    compare.set_defaults(func=cmd_compare)
+
+    report = sub.add_parser(
+        "report",
+        help="plot test error vs epoch and wall-clock, and selection telemetry, for run directories",
+        description="Read metrics.jsonl of each RUN_DIR and draw one PNG: test error against epoch and training "
+        "wall-clock, selection entropy and chosen-score ratio against epoch.",
+    )
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", default="report.png", help="PNG to write (default: report.png)")
+    report.add_argument("--title", default="", help="figure title")
+    report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser(
         "demo",

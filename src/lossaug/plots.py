@@ -45,3 +45,53 @@ def plot_curves(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "") -> Path:
+    """Write a 2x2 PNG: test error against epoch and against training wall-clock, and the selection telemetry
+    (entropy of the selection probabilities relative to uniform, chosen score ÷ mean score) against epoch."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    for label, records in runs.items():
+        epochs = [r["epoch"] for r in records]
+        evaluated = [r for r in records if not math.isnan(r["test_error"])]
+        (line,) = axes[0, 0].plot([r["epoch"] for r in evaluated], [100 * r["test_error"] for r in evaluated],
+                                  marker=".", label=label)  # fmt: skip
+        axes[0, 1].plot([r["elapsed_seconds"] for r in evaluated], [100 * r["test_error"] for r in evaluated],
+                        marker=".", color=line.get_color(), label=label)  # fmt: skip
+        relative = [r["entropy"] / r["uniform_entropy"] if r["uniform_entropy"] > 0 else math.nan for r in records]
+        axes[1, 0].plot(epochs, relative, color=line.get_color(), label=label)
+        ratio = [r["chosen_score_ratio"] if r["chosen_score_ratio"] is not None else math.nan for r in records]
+        axes[1, 1].plot(epochs, ratio, color=line.get_color(), label=label)
+    labels = (
+        (axes[0, 0], "epoch", "test error (%)"),
+        (axes[0, 1], "training wall-clock (s)", "test error (%)"),
+        (axes[1, 0], "epoch", "entropy of selection probs ÷ log M (1 = uniform)"),
+        (axes[1, 1], "epoch", "chosen score ÷ mean candidate score"),
+    )
+    for ax, xlabel, ylabel in labels:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def read_run(directory: Path) -> tuple[str, list[dict]]:
+    """``(label, per-epoch records)`` of a run directory, from its ``config.json`` and ``metrics.jsonl``."""
+    import json
+
+    directory = Path(directory)
+    metrics_path = directory / "metrics.jsonl"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"no metrics.jsonl in run directory {directory}")
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    config = json.loads((directory / "config.json").read_text())["config"]
+    label = f"{config['method']} {config['setting']} seed {config['seed']} ({config['epochs']} ep)"
+    return label, records

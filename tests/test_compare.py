@@ -1,0 +1,76 @@
+"""Tests of lossaug compare (tiny arms x settings x seeds) and lossaug report."""
+
+import json
+import math
+
+import pytest
+
+import lossaug.compare as compare_module
+from lossaug.cli import main
+from lossaug.compare import CompareConfig, equal_time_epochs, mean_interval, run_compare, validate_compare
+from lossaug.train import TrainConfig
+
+BASE = TrainConfig(dataset="mini", train_size=64, model="cnn", width=2, epochs=1, batch_size=32, lr=0.05,
+                   device="cpu", candidates=2)  # fmt: skip
+
+
+def test_compare_runs_every_arm_and_summarises(tmp_path, monkeypatch):
+    config = CompareConfig(base=BASE, out=str(tmp_path / "cmp"), settings=("A", "B"), seeds=(0, 1))
+    summary = run_compare(config)
+    for setting in ("A", "B"):
+        rows = summary["settings"][setting]
+        assert list(rows) == ["baseline", "proposed", "maxup", "baseline-equal-time"]
+        for arm, row in rows.items():
+            assert row["test_error"]["n"] == 2 and row["diff_to_baseline"]["n"] == 2
+            assert 0 <= row["test_error"]["mean"] <= 1
+        assert rows["baseline"]["diff_to_baseline"]["mean"] == 0
+        proposed, baseline = rows["proposed"]["per_seed"], rows["baseline"]["per_seed"]
+        for seed in (0, 1):
+            expected = equal_time_epochs(1, baseline[seed]["seconds"], proposed[seed]["seconds"])
+            assert rows["baseline-equal-time"]["per_seed"][seed]["epochs"] == expected
+    markdown = (tmp_path / "cmp" / "summary.md").read_text()
+    assert "## Setting A" in markdown and "## Setting B" in markdown and "baseline-equal-time" in markdown
+    assert json.loads((tmp_path / "cmp" / "summary.json").read_text())["seeds"] == [0, 1]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(compare_module, "train", no_training)
+    assert run_compare(config)["settings"] == summary["settings"]
+
+
+def test_statistics_helpers():
+    stats = mean_interval([0.1, 0.2, 0.3])
+    assert stats["n"] == 3 and math.isclose(stats["mean"], 0.2) and math.isclose(stats["std"], 0.1)
+    assert math.isclose(stats["ci95"], 4.303 * 0.1 / math.sqrt(3))
+    assert math.isnan(mean_interval([0.5])["std"])
+    assert equal_time_epochs(10, 5.0, 10.0) == 20 and equal_time_epochs(10, 5.0, 4.0) == 10
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(arms=("baseline", "mixup")), "unknown arm 'mixup'"),
+        (dict(settings=("C",)), "unknown setting 'C'"),
+        (dict(seeds=(1, 1)), "distinct"),
+        (dict(arms=("baseline-equal-time",)), "needs the arms 'baseline' and 'proposed'"),
+    ],
+)
+def test_bad_compare_config(change, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        validate_compare(CompareConfig(base=BASE, out=str(tmp_path), **change))
+
+
+def test_compare_and_report_commands(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LOSSAUG_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "cmp"
+    argv = ["compare", "--arms", "baseline,proposed", "--seeds", "3", "--dataset", "mini", "--train-size", "64",
+            "--model", "cnn", "--width", "2", "--epochs", "1", "--batch-size", "32", "--device", "cpu",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "| proposed | 1 |" in capsys.readouterr().out
+    runs = [str(out / "setting-A" / arm / "seed-3") for arm in ("baseline", "proposed")]
+    assert main(["report", *runs, "--out", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
