@@ -20,7 +20,7 @@ def test_compare_runs_every_arm_and_summarises(tmp_path, monkeypatch):
     for setting in ("A", "B"):
         rows = summary["settings"][setting]
         assert list(rows) == ["baseline", "proposed", "maxup", "baseline-equal-time"]
-        for arm, row in rows.items():
+        for row in rows.values():
             assert row["test_error"]["n"] == 2 and row["diff_to_baseline"]["n"] == 2
             assert 0 <= row["test_error"]["mean"] <= 1
         assert rows["baseline"]["diff_to_baseline"]["mean"] == 0
@@ -74,3 +74,18 @@ def test_compare_and_report_commands(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_gpu_protocol_script_runs_tiny_on_cpu(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "gpu_protocol.py"
+    out = tmp_path / "gpu"
+    done = subprocess.run([sys.executable, str(script), "--tiny", "--budget", "0", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads((out / "gpu_record.json").read_text())
+    assert record["seeds_completed"] == [0] and set(record["epoch_seconds"]) == {"baseline", "proposed"}
+    assert (out / "summary.md").exists()

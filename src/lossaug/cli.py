@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from lossaug.models import MODELS as MODEL_NAMES
 from lossaug.train import PRESETS, TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -269,11 +270,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if not getattr(args, "out", None):
         raise UsageError("lossaug compare needs --out DIR (re-running with the same DIR skips finished runs)")
+    from lossaug.train import TrainingInterrupted
+
     base = config_from_args(args)
     config = CompareConfig(base=base, out=args.out, arms=args.arms, settings=args.settings, seeds=args.seeds)
-    summary = run_compare(config, reporter=_reporter())
+    try:
+        summary = run_compare(config, reporter=_reporter())
+    except TrainingInterrupted as stop:
+        print(f"lossaug: {stop}", file=sys.stderr)
+        print("lossaug: run the same compare command again to continue where it stopped", file=sys.stderr)
+        return stop.exit_code
     print(summary_markdown(summary))
     print(f"summary: {Path(args.out) / 'summary.md'} and summary.json")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lossaug.bench import BenchConfig, format_bench, run_bench
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    names = {f.name for f in dataclasses.fields(BenchConfig)}
+    config = BenchConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    reporter = _reporter()
+    result = run_bench(config, log=reporter.log)
+    print(format_bench(result))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        print(f"wrote {out}")
     return 0
 
 
@@ -325,6 +353,30 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
     add_config_options(compare)
     compare.set_defaults(func=cmd_compare)
+
+    bench = sub.add_parser(
+        "bench",
+        help="time the training step of baseline and proposed for M candidates (cost of selection)",
+        description="Time, in one process and interleaved, the training step with M = 1 (baseline), 2, 4, 8 "
+        "candidates, the training step alone and the scoring forward alone; print R(M), the floor 1 + M*c and "
+        "the efficiency floor / R(M), with where the time goes. --quick finishes within 60 s on 2 CPU cores.",
+    )
+    bench.add_argument("--model", choices=sorted(MODEL_NAMES), help="network (default: preact_resnet18)")
+    bench.add_argument("--width", type=int, help="model width (default: the model's)")
+    bench.add_argument("--batch-size", type=int, help="images per step (default: 128)")
+    bench.add_argument(
+        "--candidates", type=_csv(int), help="comma-separated M values, must include 1 (default: 1,2,4,8)"
+    )
+    bench.add_argument("--setting", choices=("A", "B"), help="augmentation setting (default: A)")
+    bench.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device (default: auto)")
+    bench.add_argument("--repeats", type=int, help="timed repeats per measurement (default: 20)")
+    bench.add_argument("--warmup", type=int, help="untimed repeats first (default: 3)")
+    bench.add_argument("--score-chunk", type=int, help="candidates per scoring pass (default: as train picks)")
+    bench.add_argument("--seed", type=int, help="seed (default: 0)")
+    bench.add_argument("--quick", action="store_true", default=None, help="small CPU model, few repeats (< 60 s)")
+    bench.add_argument("--threads", type=int, help="torch CPU threads (1 gives stable timings on a busy machine)")
+    bench.add_argument("--out", metavar="FILE.json", help="also write the result as JSON")
+    bench.set_defaults(func=cmd_bench)
 
     report = sub.add_parser(
         "report",

@@ -76,9 +76,19 @@ def run_dir(config: CompareConfig, setting: str, arm: str, seed: int) -> Path:
 
 
 def _read_run(directory: Path) -> dict:
+    """A finished run's results. ``seconds`` is the median epoch time x epochs: on a shared machine a few epochs
+    can stall for tens of seconds (seen here: 34 s against 0.47 s), and the sum would charge that to the method;
+    ``seconds_total`` keeps the plain sum."""
     final = json.loads((directory / "final.json").read_text())
     meta = json.loads((directory / "config.json").read_text())
-    return {**final, "epochs": meta["config"]["epochs"], "dir": str(directory)}
+    epoch_seconds = [json.loads(line)["seconds"] for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    return {
+        **final,
+        "seconds_total": final["seconds"],
+        "seconds": statistics.median(epoch_seconds) * len(epoch_seconds),
+        "epochs": meta["config"]["epochs"],
+        "dir": str(directory),
+    }
 
 
 def _run_arm(config: TrainConfig, reporter: Reporter | None) -> dict:
@@ -183,7 +193,7 @@ def summary_markdown(summary: dict) -> str:
         "",
         "Errors in %: mean ± sample std over seeds; Δ is the paired difference to the baseline of the same seed, "
         "± the 95% t-interval half-width (negative = better than baseline). Time ratio: training wall-clock ÷ the "
-        "baseline's, same seed.",
+        "baseline's, same seed, each taken as median epoch time × epochs (robust to stalls on a shared machine).",
     ]
     for setting, rows in summary["settings"].items():
         lines += ["", f"## Setting {setting}", "",

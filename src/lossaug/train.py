@@ -262,7 +262,19 @@ def resolve_device(name: str) -> torch.device:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({_cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo on Linux (platform.processor() is empty there)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str | None:
@@ -346,7 +358,7 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, device: torch.dev
     model.eval()
     wrong = torch.zeros((), device=device)
     loss_sum = torch.zeros((), device=device)
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), autocast_for(device):
         for start in range(0, len(labels), batch_size):
             x = images[start : start + batch_size].to(device, non_blocking=True)
             y = labels[start : start + batch_size].to(device, non_blocking=True)
@@ -357,7 +369,7 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, device: torch.dev
     return float(wrong) / len(labels), float(loss_sum) / len(labels)
 
 
-def _autocast(device: torch.device):
+def autocast_for(device: torch.device):
     """bf16 autocast on CUDA; fp32 elsewhere (CPU bf16 is slower than fp32 on most CPUs)."""
     return (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -612,7 +624,7 @@ def train(
                     generator=generators["select"],
                     **score_kwargs,
                 )
-                with _autocast(device):
+                with autocast_for(device):
                     logits = model(selection.inputs)
                     loss = training_loss(logits, labels)
                 optimizer.zero_grad(set_to_none=True)
@@ -722,5 +734,10 @@ def train(
         write_json({**summary, "epochs": len(at.metrics), "out_dir": str(out_dir)}, out_dir / "final.json")
         from lossaug.plots import plot_curves
 
-        plot_curves({config.method: at.metrics}, out_dir / "curves.png", title=f"{config.model} on {config.dataset}")
+        try:
+            plot_curves(
+                {config.method: at.metrics}, out_dir / "curves.png", title=f"{config.model} on {config.dataset}"
+            )
+        except ImportError as error:  # e.g. a GPU box without matplotlib: the numbers matter more than the plot
+            warnings.warn(f"curves.png not written: {error}", stacklevel=2)
     return result

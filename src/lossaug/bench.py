@@ -1,0 +1,421 @@
+"""What one training step costs with M candidates: ``run_bench(BenchConfig) -> BenchResult``.
+
+A step with M candidates is the baseline step plus augmenting M copies, M scoring forward passes and picking one.
+With ``c = score_forward / train_step`` (a no-grad forward over B images against a forward, backward and update
+over B images), the step cannot cost less than ``floor(M) = 1 + M*c`` baseline steps (``floor(1) = 1``: the
+baseline runs no model to select). The measured ratio is ``R(M) = step(M) / step(1)`` and
+``efficiency = floor(M) / R(M)``: 1 when every extra millisecond is a scoring forward, below 1 when augmentation or
+selection overhead adds more, above 1 when one large scoring pass beats M passes of B.
+
+Everything is measured in one process on random uint8 images and labels, interleaved: each repeat runs every
+measurement once, in an order rotated by one per repeat, so that load from other processes and clock drift hit all
+of them alike. Medians and spreads are reported. The step is the one ``train.train`` runs: ``Normalized`` model,
+the setting's augmentation, scoring chunks, autocast and memory format as ``train`` picks them, SGD with Nesterov
+momentum and the non-finite check before each update. Not timed: the scheduler and the per-epoch statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import lossaug
+from lossaug.augment import parse_augment
+from lossaug.models import DEFAULT_WIDTHS, MODELS, Normalized, build_model
+from lossaug.selection import make_candidates, score_candidates, select_candidates
+from lossaug.train import (
+    DEVICES,
+    TrainConfig,
+    autocast_for,
+    channel_stats,
+    device_name,
+    git_commit,
+    make_generator,
+    resolve_device,
+    stream_seed,
+    training_loss,
+)
+
+# The augmentation of each setting as ``train`` builds it on CIFAR-10 (Cutout's fill does not change its cost).
+SETTINGS = {"A": "flip,crop:4", "B": "flip,crop:4,cutout:16"}
+# The published cost: training took about 1.8x the baseline's time. We set it beside R(4), M = 4 being our default
+# number of candidates.
+PUBLISHED_RATIO = 1.8
+PUBLISHED_CANDIDATES = 4
+# What ``quick`` changes, field by field, where the config still holds the default. cnn width 16 at batch 128
+# takes ~150 ms per training step on one free core of this 2-core machine, so 6 repeats over M in (1,2,4,8)
+# take ~10 s; under load from other jobs with 2 threads the same run took ~40 s.
+QUICK = {"model": "cnn", "width": 16, "repeats": 5, "warmup": 1}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run. Times are per step of ``batch_size`` images."""
+
+    model: str = "preact_resnet18"  # a key of models.MODELS
+    width: int | None = None  # first-stage channels; None: the model's default (preact_resnet18 64, cnn 32)
+    batch_size: int = 128  # B, the published batch
+    candidates: tuple[int, ...] = (1, 2, 4, 8)  # the M to time; must include 1, the baseline of every ratio
+    setting: str = "A"  # augmentation: "A" = flip + pad-4 crop, "B" = A + 16 px Cutout
+    image_size: int = 32  # S: images are (B,3,S,S) uint8
+    num_classes: int = 10
+    device: str = "auto"  # auto (cuda if available), cpu or cuda
+    repeats: int = 20  # timed repeats of every measurement, interleaved
+    warmup: int = 3  # untimed repeats first (allocator, cuDNN autotuning, caches)
+    seed: int = 0  # data, model init, augmentation and selection streams
+    quick: bool = False  # a CPU run within 60 s on 2 cores: see QUICK and resolve_config
+    score_chunk: int | None = None  # candidates per scoring pass; None: batch_size on CPU, all at once on CUDA
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "candidates", tuple(self.candidates))
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose from {sorted(MODELS)}")
+        if self.setting not in SETTINGS:
+            raise ValueError(f"unknown setting {self.setting!r}; choose from {sorted(SETTINGS)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; choose from {list(DEVICES)}")
+        for name in ("batch_size", "image_size", "num_classes", "repeats", "width", "score_chunk"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        for m in self.candidates:
+            if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+                raise ValueError(f"candidates must be integers >= 1, got {m!r} in {self.candidates}")
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError(f"candidates must be distinct, got {self.candidates}")
+        if 1 not in self.candidates:
+            raise ValueError(
+                f"candidates must include 1, the baseline every ratio is relative to; got {self.candidates}"
+            )
+
+
+def resolve_config(config: BenchConfig) -> BenchConfig:
+    """``config`` with ``quick`` applied: each ``QUICK`` field still at its default takes the quick value; the
+    model and width change only together (a chosen model or width is kept)."""
+    if not config.quick:
+        return config
+    defaults = BenchConfig()
+    changes = {name: QUICK[name] for name in ("repeats", "warmup") if getattr(config, name) == getattr(defaults, name)}
+    if config.model == defaults.model and config.width == defaults.width:
+        changes.update(model=QUICK["model"], width=QUICK["width"])
+    return dataclasses.replace(config, **changes)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Repeated timings in ms (``samples`` in run order) and their median, extremes and quartiles."""
+
+    samples: tuple[float, ...]
+    median: float
+    min: float
+    q1: float
+    q3: float
+    max: float
+
+    @classmethod
+    def of(cls, samples: list[float]) -> Spread:
+        low, q1, median, q3, high = (float(v) for v in np.percentile(samples, [0, 25, 50, 75, 100]))
+        return cls(tuple(samples), median, low, q1, q3, high)
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "iqr": self.iqr}
+
+
+@dataclass(frozen=True)
+class CandidateTiming:
+    """The full step with ``num_candidates`` (M) and its parts; ``ratio`` is R(M), ``floor`` is 1 + M*c."""
+
+    num_candidates: int
+    step: Spread  # augment + select + train, summed per repeat
+    augment: Spread  # make_candidates
+    select: Spread  # select_candidates: scoring, probabilities, sampling, gather
+    train: Spread  # forward, backward, non-finite check, SGD update
+    ratio: float
+    floor: float
+    efficiency: float
+    images_per_second: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "candidates": self.num_candidates,
+            "step_ms": self.step.to_json(),
+            "augment_ms": self.augment.to_json(),
+            "select_ms": self.select.to_json(),
+            "train_ms": self.train.to_json(),
+            "ratio": self.ratio,
+            "floor": self.floor,
+            "efficiency": self.efficiency,
+            "images_per_second": self.images_per_second,
+        }
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Timings of one ``run_bench`` call with the resolved config and where they were measured."""
+
+    config: BenchConfig
+    device: str
+    torch_version: str
+    lossaug_version: str
+    git_commit: str | None
+    timestamp: str
+    seconds: float  # wall-clock time of the whole benchmark, set-up included
+    train_step: Spread
+    score_forward: Spread
+    steps: tuple[CandidateTiming, ...]
+    published_ratio: float = PUBLISHED_RATIO
+
+    @property
+    def c(self) -> float:
+        """Scoring forward over B images per training step over B images (medians)."""
+        return self.score_forward.median / self.train_step.median
+
+    def timing(self, num_candidates: int) -> CandidateTiming | None:
+        return next((t for t in self.steps if t.num_candidates == num_candidates), None)
+
+    @property
+    def comparison(self) -> str:
+        """One sentence placing the measured R(4) against the published 1.8x."""
+        m, published = PUBLISHED_CANDIDATES, self.published_ratio
+        timing = self.timing(m)
+        if timing is None:
+            return f"R({m}) not measured (candidates {self.config.candidates}); published R({m}) = {published}x"
+        relative = timing.ratio / published - 1
+        where = f"{abs(relative):.0%} {'above' if relative > 0 else 'below'}" if abs(relative) >= 0.005 else "equal"
+        return (
+            f"R({m})={timing.ratio:.2f}x vs published {published}x ({where}); "
+            f"the scoring floor 1+{m}c is {timing.floor:.2f}x on {self.device}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "lossaug.bench",
+            "config": {**dataclasses.asdict(self.config), "candidates": list(self.config.candidates)},
+            "device": self.device,
+            "torch_version": self.torch_version,
+            "lossaug_version": self.lossaug_version,
+            "git_commit": self.git_commit,
+            "timestamp": self.timestamp,
+            "seconds": self.seconds,
+            "train_step_ms": self.train_step.to_json(),
+            "score_forward_ms": self.score_forward.to_json(),
+            "c": self.c,
+            "per_candidates": [t.to_json() for t in self.steps],
+            "published_ratio": self.published_ratio,
+            "comparison": self.comparison,
+        }
+
+
+# ---------------------------------------------------------------- measuring
+
+
+class _Stopwatch:
+    """Marks within one measurement: CUDA events on the current stream (the GPU's own clock, after waiting for
+    earlier work so that the first mark is not queued behind it), else ``time.perf_counter``."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list[Any] = []
+        if self.cuda:
+            torch.cuda.synchronize(device)
+
+    def mark(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def segments_ms(self) -> list[float]:
+        """Milliseconds between consecutive marks."""
+        pairs = zip(self.marks[:-1], self.marks[1:], strict=True)
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [start.elapsed_time(end) for start, end in pairs]
+        return [1e3 * (end - start) for start, end in pairs]
+
+
+def _train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, inputs: Tensor, labels: Tensor, device: torch.device
+) -> None:
+    """One update as ``train`` makes it: forward and loss under its autocast, backward, the non-finite check (a
+    host sync over the loss and every gradient norm), SGD step."""
+    with autocast_for(device):
+        loss = training_loss(model(inputs), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if bool(torch.stack([loss.detach(), *torch._foreach_norm(grads)]).isfinite().all()):
+        optimizer.step()
+
+
+def _build_model(config: BenchConfig, images: Tensor, device: torch.device) -> nn.Module:
+    """The network behind ``Normalized`` as ``train`` builds it (channels_last on CUDA), initialised from the
+    ``init`` stream without touching the caller's global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(config.seed, "init"))
+        net = build_model(config.model, config.num_classes, images.shape[1], config.width)
+    mean, std = channel_stats(images)
+    model = Normalized(net, mean, std, channels_last=device.type == "cuda").to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model.train()
+
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> BenchResult:
+    """Time the training step, the scoring forward and the full step for every M in ``config.candidates``,
+    interleaved; ``log`` receives a line per repeat."""
+    started = time.perf_counter()
+    config = resolve_config(config)
+    device = resolve_device(config.device)
+    data_generator = make_generator(config.seed, "bench-data", torch.device("cpu"))
+    shape = (config.batch_size, 3, config.image_size, config.image_size)
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=data_generator)
+    labels = torch.randint(0, config.num_classes, (config.batch_size,), generator=data_generator)
+    model = _build_model(config, images, device)
+    images, labels = images.to(device), labels.to(device)
+    defaults = TrainConfig()  # the seed preset's optimiser and scoring options
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=defaults.lr,
+        momentum=defaults.momentum,
+        nesterov=True,
+        weight_decay=defaults.weight_decay,
+    )
+    score_kwargs = dict(
+        score=defaults.score,
+        bn=defaults.bn,
+        chunk_size=config.score_chunk or (config.batch_size if device.type == "cpu" else None),
+        autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+    )
+    augment = parse_augment(SETTINGS[config.setting])
+    augment_generator = make_generator(config.seed, "augment", device)
+    select_generator = make_generator(config.seed, "select", device)
+
+    def train_alone(watch: _Stopwatch) -> None:
+        watch.mark()
+        _train_step(model, optimizer, images, labels, device)
+        watch.mark()
+
+    def score_alone(watch: _Stopwatch) -> None:
+        watch.mark()
+        score_candidates(model, images.unsqueeze(1), labels, **score_kwargs)
+        watch.mark()
+
+    def full_step(num_candidates: int) -> Callable[[_Stopwatch], None]:
+        def run(watch: _Stopwatch) -> None:
+            watch.mark()
+            candidates = make_candidates(images, augment, num_candidates, generator=augment_generator)
+            watch.mark()
+            selection = select_candidates(model, candidates, labels, generator=select_generator, **score_kwargs)
+            watch.mark()
+            _train_step(model, optimizer, selection.inputs, labels, device)
+            watch.mark()
+
+        return run
+
+    measurements: list[tuple[Any, Callable[[_Stopwatch], None]]] = [("train", train_alone), ("score", score_alone)]
+    measurements += [(m, full_step(m)) for m in config.candidates]
+    samples: dict[Any, list[list[float]]] = {key: [] for key, _ in measurements}
+    total = config.warmup + config.repeats
+    if log is not None:
+        log(
+            f"bench: {config.model} width {config.width or DEFAULT_WIDTHS[config.model]}, batch {config.batch_size}, "
+            f"M in {config.candidates}, setting {config.setting}, {config.warmup} warm-up + {config.repeats} "
+            f"repeats on {device_name(device)}"
+        )
+    for repeat in range(total):
+        # Rotated by one each repeat: no measurement always runs first, or always right after the same one.
+        shift = repeat % len(measurements)
+        for key, measure in measurements[shift:] + measurements[:shift]:
+            watch = _Stopwatch(device)
+            measure(watch)
+            if repeat >= config.warmup:
+                samples[key].append(watch.segments_ms())
+        if log is not None:
+            warming = repeat < config.warmup
+            count = f"{repeat + 1}/{config.warmup}" if warming else f"{repeat + 1 - config.warmup}/{config.repeats}"
+            done = f"{'warm-up' if warming else 'repeat'} {count}"
+            log(f"{done} done ({time.perf_counter() - started:.0f} s)")
+
+    train_step = Spread.of([s[0] for s in samples["train"]])
+    score_forward = Spread.of([s[0] for s in samples["score"]])
+    c = score_forward.median / train_step.median
+    step_spreads = {m: Spread.of([sum(s) for s in samples[m]]) for m in config.candidates}
+    baseline_ms = step_spreads[1].median
+    steps = []
+    for m in config.candidates:
+        step = step_spreads[m]
+        ratio = step.median / baseline_ms
+        floor = 1.0 if m == 1 else 1 + m * c
+        parts = [Spread.of([s[i] for s in samples[m]]) for i in range(3)]
+        steps.append(
+            CandidateTiming(m, step, *parts, ratio, floor, floor / ratio, config.batch_size / step.median * 1e3)
+        )
+    return BenchResult(
+        config=config,
+        device=device_name(device),
+        torch_version=torch.__version__,
+        lossaug_version=lossaug.__version__,
+        git_commit=git_commit(),
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        seconds=time.perf_counter() - started,
+        train_step=train_step,
+        score_forward=score_forward,
+        steps=tuple(steps),
+    )
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def format_bench(result: BenchResult) -> str:
+    """A plain-text table of ``result``: medians in ms, the step's range and IQR, ratio, floor, efficiency."""
+    config = result.config
+    width = config.width or DEFAULT_WIDTHS[config.model]
+    lines = [
+        f"lossaug bench: {config.model} width {width}, batch {config.batch_size}, {config.image_size}px, "
+        f"setting {config.setting} ({SETTINGS[config.setting]})",
+        f"{result.device}, torch {result.torch_version}, commit {(result.git_commit or 'unknown')[:10]}, "
+        f"medians of {config.repeats} interleaved repeats after {config.warmup} warm-up",
+        f"train step {result.train_step.median:.1f} ms (IQR {result.train_step.iqr:.1f}), "
+        f"score forward {result.score_forward.median:.1f} ms (IQR {result.score_forward.iqr:.1f}), "
+        f"c = {result.c:.3f}",
+        "",
+    ]
+    header = ("M", "step ms", "[min, max]", "IQR", "augment", "select", "train", "R(M)", "floor", "effic.", "img/s")
+    rows = [header]
+    for t in result.steps:
+        rows.append(
+            (
+                str(t.num_candidates),
+                f"{t.step.median:.1f}",
+                f"[{t.step.min:.1f}, {t.step.max:.1f}]",
+                f"{t.step.iqr:.1f}",
+                f"{t.augment.median:.1f}",
+                f"{t.select.median:.1f}",
+                f"{t.train.median:.1f}",
+                f"{t.ratio:.2f}",
+                f"{t.floor:.2f}",
+                f"{t.efficiency:.2f}",
+                f"{t.images_per_second:.0f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines += ["", result.comparison]
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Tests of the step-cost benchmark on one tiny CPU run (about a second) and of its config checks."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from lossaug.bench import QUICK, BenchConfig, BenchResult, format_bench, resolve_config, run_bench
+
+TINY = dict(model="cnn", width=4, batch_size=8, image_size=16, candidates=(1, 2), repeats=2, warmup=1, device="cpu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # On the shared 2-core machine, torch's 2 threads made the tiny run take 7 s instead of 1 s while another job
+    # was busy: every parallel region waits for a descheduled thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> BenchResult:
+    return run_bench(BenchConfig(**TINY))
+
+
+def test_json_has_every_key_and_is_serialisable(tiny):
+    payload = json.loads(json.dumps(tiny.to_json()))
+    assert {
+        "config",
+        "device",
+        "torch_version",
+        "lossaug_version",
+        "git_commit",
+        "timestamp",
+        "seconds",
+        "train_step_ms",
+        "score_forward_ms",
+        "c",
+        "per_candidates",
+        "published_ratio",
+        "comparison",
+    } <= payload.keys()
+    assert payload["config"]["candidates"] == [1, 2] and payload["config"]["model"] == "cnn"
+    assert payload["torch_version"] == torch.__version__ and payload["published_ratio"] == 1.8
+    assert payload["device"].startswith("cpu")
+    spread_keys = {"median", "min", "q1", "q3", "max", "iqr", "samples"}
+    assert spread_keys <= payload["train_step_ms"].keys() and spread_keys <= payload["score_forward_ms"].keys()
+    assert len(payload["train_step_ms"]["samples"]) == TINY["repeats"]
+    assert [row["candidates"] for row in payload["per_candidates"]] == [1, 2]
+    for row in payload["per_candidates"]:
+        for part in ("step_ms", "augment_ms", "select_ms", "train_ms"):
+            assert spread_keys <= row[part].keys() and len(row[part]["samples"]) == TINY["repeats"]
+        assert {"ratio", "floor", "efficiency", "images_per_second"} <= row.keys()
+
+
+def test_ratios_floors_and_efficiency_follow_their_definitions(tiny):
+    assert tiny.c == pytest.approx(tiny.score_forward.median / tiny.train_step.median) and tiny.c > 0
+    base, two = tiny.steps
+    assert base.num_candidates == 1 and base.ratio == 1.0 and base.floor == 1.0
+    assert two.ratio == pytest.approx(two.step.median / base.step.median) and two.ratio > 0
+    assert two.floor == pytest.approx(1 + 2 * tiny.c)
+    for t in tiny.steps:
+        assert t.efficiency == pytest.approx(t.floor / t.ratio)
+        assert t.images_per_second == pytest.approx(TINY["batch_size"] / t.step.median * 1e3)
+        # The step is timed as its three parts, so each repeat's step is their sum.
+        for i, total in enumerate(t.step.samples):
+            assert total == pytest.approx(t.augment.samples[i] + t.select.samples[i] + t.train.samples[i])
+        assert t.step.min <= t.step.q1 <= t.step.median <= t.step.q3 <= t.step.max
+        assert all(math.isfinite(v) and v > 0 for v in t.step.samples)
+
+
+def test_format_mentions_every_m_and_the_comparison(tiny):
+    text = format_bench(tiny)
+    rows = {line.split()[0] for line in text.splitlines() if line.strip()}
+    assert {"1", "2"} <= rows
+    assert "R(4) not measured" in text and tiny.comparison in text
+
+
+def test_comparison_states_r4_against_the_published_ratio():
+    result = run_bench(BenchConfig(**{**TINY, "candidates": (1, 4), "repeats": 1, "warmup": 0}))
+    assert result.comparison.startswith(f"R(4)={result.timing(4).ratio:.2f}x vs published 1.8x")
+
+
+def test_global_random_state_is_untouched():
+    before = torch.get_rng_state()
+    run_bench(BenchConfig(**{**TINY, "candidates": (1,), "repeats": 1, "warmup": 0}))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_quick_fills_only_fields_left_at_their_defaults():
+    assert resolve_config(BenchConfig(quick=True)) == BenchConfig(quick=True, **QUICK)
+    kept = resolve_config(BenchConfig(quick=True, model="preact_resnet18", width=8, repeats=7))
+    assert (kept.model, kept.width, kept.repeats, kept.warmup) == ("preact_resnet18", 8, 7, QUICK["warmup"])
+    assert resolve_config(BenchConfig(repeats=7)) == BenchConfig(repeats=7)
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        (dict(candidates=(0, 1, 2)), "0"),
+        (dict(candidates=(2, 4)), r"\(2, 4\)"),
+        (dict(candidates=(1, 2, 2)), r"\(1, 2, 2\)"),
+        (dict(model="resnet50"), "resnet50"),
+        (dict(repeats=0), "repeats must be >= 1, got 0"),
+        (dict(warmup=-1), "-1"),
+        (dict(setting="C"), "'C'"),
+        (dict(device="tpu"), "tpu"),
+        (dict(score_chunk=0), "score_chunk"),
+    ],
+)
+def test_bad_config_names_the_value(changes, named):
+    with pytest.raises(ValueError, match=named):
+        BenchConfig(**changes)
