@@ -33,14 +33,13 @@ from lossaug.selection import make_candidates, score_candidates, select_candidat
 from lossaug.train import (
     DEVICES,
     TrainConfig,
-    autocast_for,
     channel_stats,
     device_name,
     git_commit,
     make_generator,
     resolve_device,
     stream_seed,
-    training_loss,
+    train_step,
 )
 
 # The augmentation of each setting as ``train`` builds it on CIFAR-10 (Cutout's fill does not change its cost).
@@ -249,20 +248,6 @@ class _Stopwatch:
         return [1e3 * (end - start) for start, end in pairs]
 
 
-def _train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, inputs: Tensor, labels: Tensor, device: torch.device
-) -> None:
-    """One update as ``train`` makes it: forward and loss under its autocast, backward, the non-finite check (a
-    host sync over the loss and every gradient norm), SGD step."""
-    with autocast_for(device):
-        loss = training_loss(model(inputs), labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if bool(torch.stack([loss.detach(), *torch._foreach_norm(grads)]).isfinite().all()):
-        optimizer.step()
-
-
 def _build_model(config: BenchConfig, images: Tensor, device: torch.device) -> nn.Module:
     """The network behind ``Normalized`` as ``train`` builds it (channels_last on CUDA), initialised from the
     ``init`` stream without touching the caller's global random state."""
@@ -308,7 +293,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
 
     def train_alone(watch: _Stopwatch) -> None:
         watch.mark()
-        _train_step(model, optimizer, images, labels, device)
+        train_step(model, optimizer, images, labels, device)
         watch.mark()
 
     def score_alone(watch: _Stopwatch) -> None:
@@ -323,7 +308,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
             watch.mark()
             selection = select_candidates(model, candidates, labels, generator=select_generator, **score_kwargs)
             watch.mark()
-            _train_step(model, optimizer, selection.inputs, labels, device)
+            train_step(model, optimizer, selection.inputs, labels, device)
             watch.mark()
 
         return run
@@ -352,9 +337,9 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
             done = f"{'warm-up' if warming else 'repeat'} {count}"
             log(f"{done} done ({time.perf_counter() - started:.0f} s)")
 
-    train_step = Spread.of([s[0] for s in samples["train"]])
+    train_spread = Spread.of([s[0] for s in samples["train"]])
     score_forward = Spread.of([s[0] for s in samples["score"]])
-    c = score_forward.median / train_step.median
+    c = score_forward.median / train_spread.median
     step_spreads = {m: Spread.of([sum(s) for s in samples[m]]) for m in config.candidates}
     baseline_ms = step_spreads[1].median
     steps = []
@@ -374,7 +359,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
         git_commit=git_commit(),
         timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         seconds=time.perf_counter() - started,
-        train_step=train_step,
+        train_step=train_spread,
         score_forward=score_forward,
         steps=tuple(steps),
     )

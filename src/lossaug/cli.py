@@ -317,6 +317,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from lossaug.show import load_run, show_candidates
+
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    run = load_run(Path(args.checkpoint), data=args.data, cache_dir=cache_dir)
+    path = show_candidates(run, Path(args.out), num_images=args.images, num_candidates=args.candidates, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lossaug", description="Loss-aware augmentation selection: train, compare, inspect.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -388,6 +398,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="report.png", help="PNG to write (default: report.png)")
     report.add_argument("--title", default="", help="figure title")
     report.set_defaults(func=cmd_report)
+
+    show = sub.add_parser(
+        "show",
+        help="draw M candidates of a few test images with a trained run's scores and selection probabilities",
+        description="Load a run's checkpoint and test data, make CANDIDATES augmented candidates of IMAGES test "
+        "images with the run's augmentation, score them with the model at the run's temperature (temperature 1 "
+        "for a baseline run) and draw a PNG grid: rows = images, columns = candidates.",
+    )
+    show.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.pt, or a run directory")
+    show.add_argument("--images", type=int, default=6, help="test images, one row each (default: 6)")
+    show.add_argument("--candidates", type=int, default=4, help="candidates per image (default: 4)")
+    show.add_argument("--out", default="candidates.png", help="PNG to write (default: candidates.png)")
+    show.add_argument("--seed", type=int, default=0, help="picks the images and the augmentations (default: 0)")
+    show.add_argument("--data", help="the run's data path, if it moved (default: the path the run used)")
+    show.add_argument("--cache-dir", help="data cache (default: $LOSSAUG_CACHE, else ~/.cache/lossaug)")
+    show.set_defaults(func=cmd_show)
 
     demo = sub.add_parser(
         "demo",

@@ -47,7 +47,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PLACEMENTS = ("auto", "device", "host")
 NONFINITE = ("raise", "skip")
 # Changing these on resume would change tensor shapes or the data itself: an error. Other changes only warn.
-RESUME_FIXED = ("dataset", "model", "width", "image_size", "train_size", "batch_size")
+RESUME_FIXED = ("dataset", "model", "width", "image_size", "train_size", "batch_size", "proxy_model", "proxy_width")
 # Cutout side per dataset for setting B, as in DeVries & Taylor (2017): 16 px on CIFAR-10, 8 px on CIFAR-100.
 CUTOUT_SIZES = {"cifar10": 16, "mini": 16, "cifar100": 8}
 
@@ -89,6 +89,14 @@ class TrainConfig:
     score_chunk: int | None = _opt(
         None, "candidates per scoring forward pass (None: all B*M at once on CUDA, batch-size chunks on CPU)"
     )
+    # cheaper selection (issue: reach the floor, then go below it)
+    select_from: float = _opt(0.0, "fraction of training steps with one random candidate before selection starts")
+    select_every: int = _opt(1, "select on one step in N; the others use one random candidate (baseline cost)")
+    proxy_model: str | None = _opt(
+        None, "score candidates with this small network, trained alongside on the chosen inputs (None: the model)"
+    )
+    proxy_width: int | None = _opt(None, "proxy network width (None: the proxy model's default)")
+    compile_scoring: str = _opt("off", "torch.compile the scoring model: off or on", choices=("off", "on"))
     # optimisation: the 'seed' preset
     epochs: int = _opt(200, "passes over the training set")
     batch_size: int = _opt(128, "images per step (the last partial batch of an epoch is dropped)")
@@ -143,7 +151,12 @@ def validate_config(config: TrainConfig) -> None:
     }
     if config.checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
-    for name in ("width", "image_size", "train_size", "score_chunk"):
+    if not 0 <= config.select_from < 1:
+        raise ValueError(f"select_from must be in [0, 1), got {config.select_from}")
+    if config.proxy_model is not None and config.proxy_model not in MODELS:
+        raise ValueError(f"unknown proxy_model {config.proxy_model!r}; choose from {sorted(MODELS)}")
+    positive["select_every"] = config.select_every
+    for name in ("width", "image_size", "train_size", "score_chunk", "proxy_width"):
         if getattr(config, name) is not None:
             positive[name] = getattr(config, name)
     for name, value in positive.items():
@@ -244,6 +257,36 @@ def cosine_lr(step: int, total_steps: int, warmup_steps: int) -> float:
 def training_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy of ``logits (B,K)`` for ``labels (B,)``, computed in float32."""
     return F.cross_entropy(logits.float(), labels)
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, inputs: Tensor, labels: Tensor, device: torch.device
+) -> tuple[Tensor, Tensor, bool]:
+    """Forward ``inputs (B,...)``, backward, and one optimizer update if the loss and every gradient are finite.
+
+    Returns ``(loss, logits (B,K), finite)``; when not finite the gradients are left and no update is made.
+    Costs one host sync (the finiteness check).
+    """
+    with autocast_for(device):
+        logits = model(inputs)
+        loss = training_loss(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    finite = bool(torch.stack([loss.detach(), *torch._foreach_norm(grads)]).isfinite().all())
+    if finite:
+        optimizer.step()
+    return loss, logits, finite
+
+
+def selects_at(config: TrainConfig, global_step: int, total_steps: int) -> bool:
+    """Whether step ``global_step`` (0-based) scores candidates: after ``select_from`` of training, one step in
+    ``select_every``; the other steps train on one random candidate."""
+    return (
+        config.num_candidates() > 1
+        and global_step >= math.ceil(config.select_from * total_steps)
+        and global_step % config.select_every == 0
+    )
 
 
 def probs_entropy(probs: Tensor) -> Tensor:
@@ -376,11 +419,14 @@ def autocast_for(device: torch.device):
     )
 
 
-def _build(config: TrainConfig, data: _Data, device: torch.device, in_channels: int) -> nn.Module:
+def _build(config: TrainConfig, data: _Data, device: torch.device, in_channels: int, proxy: bool = False) -> nn.Module:
+    """The (proxy) network behind normalisation, on ``device``, initialised from the ``init`` (``proxy-init``)
+    stream."""
+    name, width = (config.proxy_model, config.proxy_width) if proxy else (config.model, config.width)
     # Model init draws from torch's global generator; fork it so the caller's random state is untouched.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stream_seed(config.seed, "init"))
-        net = build_model(config.model, data.num_classes, in_channels, config.width)
+        torch.manual_seed(stream_seed(config.seed, "proxy-init" if proxy else "init"))
+        net = build_model(name, data.num_classes, in_channels, width)
     model = Normalized(net, data.mean, data.std, channels_last=device.type == "cuda").to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -459,7 +505,7 @@ class _Position:
     step: int = 0  # steps finished in the current epoch
     global_step: int = 0
     permutation: Tensor | None = None  # the current epoch's data order, (N,) int64 on the CPU
-    stats: Tensor | None = None  # (6,) float64: loss sum, wrong, entropy sum, chosen-score sum, mean-score sum, n
+    stats: Tensor | None = None  # (7,) float64: loss, wrong, entropy, chosen score, mean score sums; n; n selected
     fallback_rows: int = 0
     nonfinite_steps: int = 0
     epoch_seconds: float = 0.0
@@ -528,17 +574,28 @@ def train(
         chunk_size=config.score_chunk or (config.batch_size if device.type == "cpu" else None),
         autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
     )
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.momentum > 0,
-        weight_decay=config.weight_decay,
-    )
     steps_per_epoch = len(data.train_labels) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr(step, total_steps, warmup_steps))
+
+    def sgd(net: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        opt = torch.optim.SGD(
+            net.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: cosine_lr(step, total_steps, warmup_steps))
+
+    optimizer, scheduler = sgd(model)
+    # The proxy (if any) scores the candidates and learns from the same chosen batches with its own optimizer;
+    # it never sees the main model's loss. torch.compile wraps whichever network scores.
+    proxy = _build(config, data, device, in_channels, proxy=True) if config.proxy_model else None
+    proxy_optimizer, proxy_scheduler = sgd(proxy) if proxy is not None else (None, None)
+    scorer = proxy if proxy is not None else model
+    if config.compile_scoring == "on":
+        scorer = torch.compile(scorer)
     generators = {
         "order": make_generator(config.seed, "order", torch.device("cpu")),
         "augment": make_generator(config.seed, "augment", device),
@@ -554,6 +611,10 @@ def train(
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
+        if proxy is not None:
+            proxy.load_state_dict(checkpoint["proxy"]["model"])
+            proxy_optimizer.load_state_dict(checkpoint["proxy"]["optimizer"])
+            proxy_scheduler.load_state_dict(checkpoint["proxy"]["scheduler"])
         _set_random_states(generators, checkpoint["random"])
         at = _Position(**checkpoint["position"])
         if at.stats is not None:
@@ -573,6 +634,13 @@ def train(
                     **dataclasses.asdict(dataclasses.replace(position, stats=None)),
                     "stats": stats,
                     "permutation": position.permutation,
+                },
+                "proxy": None
+                if proxy is None
+                else {
+                    "model": proxy.state_dict(),
+                    "optimizer": proxy_optimizer.state_dict(),
+                    "scheduler": proxy_scheduler.state_dict(),
                 },
                 "global_step": position.global_step,
                 "num_classes": data.num_classes,
@@ -601,7 +669,7 @@ def train(
         while at.epoch < config.epochs:
             if at.permutation is None:
                 at.permutation = torch.randperm(len(data.train_labels), generator=generators["order"])
-                at.stats = torch.zeros(6, dtype=torch.float64, device=device)
+                at.stats = torch.zeros(7, dtype=torch.float64, device=device)
                 at.fallback_rows = at.nonfinite_steps = 0
                 at.epoch_seconds = 0.0
             order = at.permutation.to(device) if data.on_device else at.permutation
@@ -614,9 +682,12 @@ def train(
                 index = order[at.step * config.batch_size : (at.step + 1) * config.batch_size]
                 images = data.train_images[index].to(device, non_blocking=True)
                 labels = data.train_labels[index].to(device, non_blocking=True)
-                candidates = make_candidates(images, augment, num_candidates, generator=generators["augment"])
+                selecting = selects_at(config, at.global_step, total_steps)
+                candidates = make_candidates(
+                    images, augment, num_candidates if selecting else 1, generator=generators["augment"]
+                )
                 selection = select_candidates(
-                    model,
+                    scorer,
                     candidates,
                     labels,
                     temperature=temperature,
@@ -624,16 +695,8 @@ def train(
                     generator=generators["select"],
                     **score_kwargs,
                 )
-                with autocast_for(device):
-                    logits = model(selection.inputs)
-                    loss = training_loss(logits, labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grads = [p.grad for p in model.parameters() if p.grad is not None]
-                finite = bool(torch.stack([loss.detach(), *torch._foreach_norm(grads)]).isfinite().all())
-                if finite:
-                    optimizer.step()
-                elif config.on_nonfinite == "raise":
+                loss, logits, finite = train_step(model, optimizer, selection.inputs, labels, device)
+                if not finite and config.on_nonfinite == "raise":
                     at.epoch_seconds += time.perf_counter() - started
                     # The step's update was not applied: save the state as it was before the step.
                     path = save(at, before)
@@ -643,9 +706,12 @@ def train(
                         + (f"; last good state saved to {path}" if path else "")
                         + "; lower --lr or use --on-nonfinite skip"
                     )
-                else:
+                if not finite:
                     at.nonfinite_steps += 1
                 scheduler.step()
+                if proxy is not None:
+                    train_step(proxy, proxy_optimizer, selection.inputs, labels, device)
+                    proxy_scheduler.step()
                 at.fallback_rows += selection.fallback_rows
                 if finite:
                     with torch.no_grad():
@@ -658,6 +724,7 @@ def train(
                                 chosen.nansum().double(),
                                 selection.scores.mean(dim=1).nansum().double(),
                                 torch.tensor(float(len(labels)), device=device, dtype=torch.float64),
+                                torch.tensor(float(len(labels) * selecting), device=device, dtype=torch.float64),
                             ]
                         )
                 at.step += 1
@@ -679,7 +746,7 @@ def train(
                 torch.cuda.synchronize(device)
             at.epoch_seconds += time.perf_counter() - started
             at.run_seconds += at.epoch_seconds
-            loss_sum, wrong, entropy_sum, chosen_sum, mean_sum, count = at.stats.tolist()
+            loss_sum, wrong, entropy_sum, chosen_sum, mean_sum, count, selected = at.stats.tolist()
             if at.epoch + 1 == config.epochs or (at.epoch + 1) % config.eval_every == 0:
                 at.test_error, at.test_loss = evaluate(model, data.test_images, data.test_labels, device)
             record = {
@@ -692,7 +759,9 @@ def train(
                 "seconds": at.epoch_seconds,
                 "elapsed_seconds": at.run_seconds,
                 "images_per_second": steps_per_epoch * config.batch_size / at.epoch_seconds,
-                "entropy": entropy_sum / count if count else math.nan,
+                "selected_fraction": selected / count if count else math.nan,
+                # entropy and chosen/mean over the images that went through selection only
+                "entropy": entropy_sum / selected if selected else 0.0,
                 "uniform_entropy": math.log(num_candidates),
                 "chosen_score_ratio": chosen_sum / mean_sum if mean_sum > 0 else None,
                 "fallback_rows": at.fallback_rows,

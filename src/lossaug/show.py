@@ -1,0 +1,168 @@
+"""See what selection sees: M candidates of a few test images, scored by a trained run's model, as a PNG grid.
+
+``load_run`` rebuilds a run's model and test split from its checkpoint; ``score_examples`` makes the candidates
+with the run's augmentation and scores them (tensors in, tensors out); ``plot_candidates`` draws rows = images,
+columns = candidates, each tile titled with the true class, its score and its selection probability.
+``lossaug show`` is ``show_candidates(load_run(...), out)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from lossaug.checkpoint import load_checkpoint, newest_valid_checkpoint
+from lossaug.data import Split, load_dataset
+from lossaug.models import Normalized, build_model
+from lossaug.selection import make_candidates, score_candidates, selection_probs
+from lossaug.train import TrainConfig, build_augment, stream_seed
+
+__all__ = ["CandidateGrid", "LoadedRun", "load_run", "plot_candidates", "score_examples", "show_candidates"]
+
+# The baseline trains with a uniform choice (temperature inf), which would show every probability as 1/M.
+BASELINE_DISPLAY_TEMPERATURE = 1.0
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A trained run: its config, its model (on the CPU, weights from the checkpoint) and its test split."""
+
+    config: TrainConfig
+    model: nn.Module
+    classes: tuple[str, ...]
+    test: Split
+    checkpoint: Path
+
+
+@dataclass(frozen=True)
+class CandidateGrid:
+    """``candidates (N,M,C,H,W)`` uint8 of ``targets (N,)``, their ``scores (N,M)`` and ``probs (N,M)`` at
+    ``temperature``; ``note`` says how the probabilities relate to training (empty when they are the run's)."""
+
+    candidates: Tensor
+    targets: Tensor
+    scores: Tensor
+    probs: Tensor
+    temperature: float
+    note: str
+
+
+def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
+    """A checkpoint file, or a run directory's newest valid checkpoint."""
+    if path.is_dir():
+        return newest_valid_checkpoint(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return path, load_checkpoint(path)
+
+
+def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path | None = None) -> LoadedRun:
+    """Rebuild the model of ``checkpoint`` (a ``checkpoint.pt`` or a run directory) and load the run's test split.
+
+    ``data`` replaces the run's data path (when the data moved); ``cache_dir`` is where to find or put downloads
+    and decoded arrays (None: no cache).
+    """
+    path, payload = _checkpoint_payload(Path(checkpoint))
+    missing = [key for key in ("model", "config", "num_classes") if key not in payload]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in payload["config"].items() if k in known})
+    state = payload["model"]
+    if "mean" not in state:
+        raise ValueError(f"checkpoint {path}: the model has no 'mean' buffer; not a lossaug Normalized model")
+    channels = state["mean"].shape[1]
+    # Model init draws from torch's global generator; fork it so the caller's random state is untouched. The
+    # weights are overwritten by the checkpoint anyway, mean and std included (they are buffers).
+    with torch.random.fork_rng(devices=[]):
+        net = build_model(config.model, payload["num_classes"], channels, config.width)
+    model = Normalized(net, [0.0] * channels, [1.0] * channels)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"checkpoint {path} does not match a {config.model} model: {error}") from None
+    dataset = load_dataset(
+        config.dataset,
+        data if data is not None else config.data,
+        cache_dir=cache_dir,
+        image_size=config.image_size,
+    )
+    if dataset.num_classes != payload["num_classes"]:
+        raise ValueError(
+            f"checkpoint {path} has {payload['num_classes']} classes but the {config.dataset} data has "
+            f"{dataset.num_classes}"
+        )
+    return LoadedRun(config, model, dataset.classes, dataset.test, path)
+
+
+def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4, *, seed: int = 0) -> CandidateGrid:
+    """Make ``num_candidates`` candidates of ``num_images`` test images (picked at random from ``seed``) with the
+    run's augmentation and score them as the run did (its score, BatchNorm mode and temperature)."""
+    if num_images < 1 or num_images > len(run.test.labels):
+        raise ValueError(f"num_images must be in [1, {len(run.test.labels)}], got {num_images}")
+    if num_candidates < 1:
+        raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+    config = run.config
+    pick = torch.Generator().manual_seed(stream_seed(seed, "show-images"))
+    index = torch.randperm(len(run.test.labels), generator=pick)[:num_images]
+    images, targets = run.test.images[index], run.test.labels[index]
+    # Cutout (setting B) fills with the training mean on the 0-255 scale, as train() does; the model holds it.
+    fill = tuple(round(float(m)) for m in run.model.mean.flatten())
+    augment = build_augment(config, fill)
+    augment_generator = torch.Generator().manual_seed(stream_seed(seed, "show-augment"))
+    candidates = make_candidates(images, augment, num_candidates, generator=augment_generator)
+    scores = score_candidates(run.model, candidates, targets, score=config.score, bn=config.bn)
+    temperature, note = config.resolved_temperature(), ""
+    if math.isinf(temperature):
+        temperature = BASELINE_DISPLAY_TEMPERATURE
+        note = "baseline run (trained on a uniform choice): probabilities shown at temperature 1"
+    probs = selection_probs(scores, temperature, config.uniform_mix)
+    return CandidateGrid(candidates, targets, scores, probs, temperature, note)
+
+
+def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *, title: str = "") -> Path:
+    """Write a PNG: one row per image, one column per candidate, each tile titled with the true class, its score
+    and probability; the most probable candidate of each row is titled in red."""
+    from lossaug.plots import _pyplot
+
+    plt = _pyplot()
+    num_images, num_candidates = grid.scores.shape
+    fig, axes = plt.subplots(
+        num_images, num_candidates, figsize=(1.9 * num_candidates, 2.1 * num_images + 0.6), squeeze=False
+    )
+    best = grid.probs.argmax(dim=1)
+    for row in range(num_images):
+        name = classes[int(grid.targets[row])]
+        for column in range(num_candidates):
+            ax = axes[row, column]
+            image = grid.candidates[row, column].permute(1, 2, 0).numpy()
+            ax.imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray" if image.shape[2] == 1 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            score, prob = float(grid.scores[row, column]), float(grid.probs[row, column])
+            ax.set_title(
+                f"{name}\nscore {score:.3f}  p {prob:.2f}",
+                fontsize=8,
+                color="tab:red" if column == int(best[row]) else "black",
+            )
+    heading = title + (f"\n{grid.note}" if grid.note else f"  (temperature {grid.temperature:g})")
+    fig.suptitle(heading, fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def show_candidates(run: LoadedRun, out: Path, *, num_images: int = 6, num_candidates: int = 4, seed: int = 0) -> Path:
+    """Score ``num_candidates`` candidates of ``num_images`` test images with ``run`` and draw them into ``out``."""
+    grid = score_examples(run, num_images, num_candidates, seed=seed)
+    config = run.config
+    title = f"{config.method} {config.model} on {config.dataset}: {config.score} scores of candidates"
+    return plot_candidates(grid, run.classes, Path(out), title=title)
