@@ -114,3 +114,18 @@ def test_quick_fills_only_fields_left_at_their_defaults():
 def test_bad_config_names_the_value(changes, named):
     with pytest.raises(ValueError, match=named):
         BenchConfig(**changes)
+
+
+def test_proxy_and_derived_option_costs():
+    from lossaug.bench import BenchConfig, run_bench
+
+    tiny = dict(model="cnn", width=4, batch_size=8, image_size=16, candidates=(1, 2), repeats=2, warmup=1, device="cpu")
+    config = BenchConfig(**tiny, proxy_model="cnn", proxy_width=2, select_every=(2,), select_from=(0.5,))
+    result = run_bench(config)
+    options = {row["option"]: row for row in result.options()}
+    r2 = result.timing(2).ratio
+    assert options["exact"]["ratio"] == r2 and options["proxy cnn"]["measured"]
+    assert options["proxy cnn"]["ratio"] > 0
+    assert abs(options["select_every 2"]["ratio"] - (r2 + 1) / 2) < 1e-12
+    assert abs(options["select_from 0.5"]["ratio"] - (0.5 + 0.5 * r2)) < 1e-12
+    assert "2" in result.to_json()["proxy_step_ms"]

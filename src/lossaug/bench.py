@@ -71,16 +71,28 @@ class BenchConfig:
     seed: int = 0  # data, model init, augmentation and selection streams
     quick: bool = False  # a CPU run within 60 s on 2 cores: see QUICK and resolve_config
     score_chunk: int | None = None  # candidates per scoring pass; None: batch_size on CPU, all at once on CUDA
+    proxy_model: str | None = None  # also time steps scored by this proxy network (trained alongside)
+    proxy_width: int | None = None  # the proxy's width; None: its default
+    select_every: tuple[int, ...] = (3,)  # derived costs of selecting on one step in k (from the medians)
+    select_from: tuple[float, ...] = (0.5,)  # derived costs of selecting after this fraction of training
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidates", tuple(self.candidates))
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose from {sorted(MODELS)}")
+        object.__setattr__(self, "select_every", tuple(self.select_every))
+        object.__setattr__(self, "select_from", tuple(self.select_from))
+        for name in ("model", "proxy_model"):
+            value = getattr(self, name)
+            if value is not None and value not in MODELS:
+                raise ValueError(f"unknown {name} {value!r}; choose from {sorted(MODELS)}")
+        if any(k < 1 for k in self.select_every) or any(not 0 <= f < 1 for f in self.select_from):
+            raise ValueError(
+                f"need select_every >= 1 and 0 <= select_from < 1, got {self.select_every}, {self.select_from}"
+            )
         if self.setting not in SETTINGS:
             raise ValueError(f"unknown setting {self.setting!r}; choose from {sorted(SETTINGS)}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose from {list(DEVICES)}")
-        for name in ("batch_size", "image_size", "num_classes", "repeats", "width", "score_chunk"):
+        for name in ("batch_size", "image_size", "num_classes", "repeats", "width", "score_chunk", "proxy_width"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -175,7 +187,29 @@ class BenchResult:
     train_step: Spread
     score_forward: Spread
     steps: tuple[CandidateTiming, ...]
+    proxy_steps: dict[int, Spread] = dataclasses.field(default_factory=dict)  # M -> step with proxy scoring
     published_ratio: float = PUBLISHED_RATIO
+
+    def options(self) -> list[dict[str, Any]]:
+        """Cost of each cheaper-selection option at every M > 1, as a ratio to the baseline step.
+
+        ``proxy``: measured (scoring by the proxy plus its own training step). ``select_every k``: derived,
+        ``(R(M) + k - 1) / k``. ``select_from f``: derived, ``f + (1 - f) R(M)``."""
+        rows = []
+        for t in self.steps:
+            if t.num_candidates == 1:
+                continue
+            m, ratio = t.num_candidates, t.ratio
+            rows.append({"option": "exact", "M": m, "ratio": ratio, "measured": True})
+            if m in self.proxy_steps:
+                proxy_ratio = self.proxy_steps[m].median / self.timing(1).step.median
+                rows.append({"option": f"proxy {self.config.proxy_model}", "M": m, "ratio": proxy_ratio,
+                             "measured": True})  # fmt: skip
+            rows += [{"option": f"select_every {k}", "M": m, "ratio": (ratio + k - 1) / k, "measured": False}
+                     for k in self.config.select_every]  # fmt: skip
+            rows += [{"option": f"select_from {f}", "M": m, "ratio": f + (1 - f) * ratio, "measured": False}
+                     for f in self.config.select_from]  # fmt: skip
+        return rows
 
     @property
     def c(self) -> float:
@@ -213,6 +247,8 @@ class BenchResult:
             "score_forward_ms": self.score_forward.to_json(),
             "c": self.c,
             "per_candidates": [t.to_json() for t in self.steps],
+            "proxy_step_ms": {str(m): spread.to_json() for m, spread in self.proxy_steps.items()},
+            "options": self.options(),
             "published_ratio": self.published_ratio,
             "comparison": self.comparison,
         }
@@ -315,6 +351,27 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
 
     measurements: list[tuple[Any, Callable[[_Stopwatch], None]]] = [("train", train_alone), ("score", score_alone)]
     measurements += [(m, full_step(m)) for m in config.candidates]
+    if config.proxy_model is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(stream_seed(config.seed, "proxy-init"))
+            proxy_net = build_model(config.proxy_model, config.num_classes, images.shape[1], config.proxy_width)
+        proxy = Normalized(proxy_net, (0.5,) * 3, (0.25,) * 3, channels_last=device.type == "cuda").to(device)
+        if device.type == "cuda":
+            proxy = proxy.to(memory_format=torch.channels_last)
+        proxy_optimizer = torch.optim.SGD(proxy.parameters(), lr=defaults.lr, momentum=defaults.momentum, nesterov=True)
+
+        def proxy_step(num_candidates: int) -> Callable[[_Stopwatch], None]:
+            def run(watch: _Stopwatch) -> None:
+                watch.mark()
+                candidates = make_candidates(images, augment, num_candidates, generator=augment_generator)
+                selection = select_candidates(proxy, candidates, labels, generator=select_generator, **score_kwargs)
+                train_step(model, optimizer, selection.inputs, labels, device)
+                train_step(proxy, proxy_optimizer, selection.inputs, labels, device)
+                watch.mark()
+
+            return run
+
+        measurements += [(("proxy", m), proxy_step(m)) for m in config.candidates if m > 1]
     samples: dict[Any, list[list[float]]] = {key: [] for key, _ in measurements}
     total = config.warmup + config.repeats
     if log is not None:
@@ -362,6 +419,9 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
         train_step=train_spread,
         score_forward=score_forward,
         steps=tuple(steps),
+        proxy_steps={
+            key[1]: Spread.of([s[0] for s in values]) for key, values in samples.items() if isinstance(key, tuple)
+        },  # fmt: skip
     )
 
 
@@ -402,5 +462,8 @@ def format_bench(result: BenchResult) -> str:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines += ["", result.comparison]
+    lines += ["", result.comparison, "", "cheaper selection, step cost relative to the baseline step:"]
+    for row in result.options():
+        how = "measured" if row["measured"] else "derived"
+        lines.append(f"  M={row['M']}  {row['option']:<22} {row['ratio']:.2f}x  ({how})")
     return "\n".join(lines)

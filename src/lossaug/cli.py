@@ -384,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--score-chunk", type=int, help="candidates per scoring pass (default: as train picks)")
     bench.add_argument("--seed", type=int, help="seed (default: 0)")
     bench.add_argument("--quick", action="store_true", default=None, help="small CPU model, few repeats (< 60 s)")
+    bench.add_argument("--proxy-model", choices=sorted(MODEL_NAMES), help="also time scoring by this proxy network")
+    bench.add_argument("--proxy-width", type=int, help="proxy width (default: the proxy model's)")
+    bench.add_argument("--select-every", type=_csv(int), help="derived cost of selecting one step in k (default: 3)")
+    bench.add_argument(
+        "--select-from", type=_csv(float), help="derived cost of selecting after fraction f (default: 0.5)"
+    )
     bench.add_argument("--threads", type=int, help="torch CPU threads (1 gives stable timings on a busy machine)")
     bench.add_argument("--out", metavar="FILE.json", help="also write the result as JSON")
     bench.set_defaults(func=cmd_bench)
