@@ -75,7 +75,7 @@ def run_dir(config: CompareConfig, setting: str, arm: str, seed: int) -> Path:
     return Path(config.out) / f"setting-{setting}" / arm / f"seed-{seed}"
 
 
-def _read_run(directory: Path) -> dict:
+def read_result(directory: Path) -> dict:
     """A finished run's results. ``seconds`` is the median epoch time x epochs: on a shared machine a few epochs
     can stall for tens of seconds (seen here: 34 s against 0.47 s), and the sum would charge that to the method;
     ``seconds_total`` keeps the plain sum."""
@@ -96,9 +96,9 @@ def _run_arm(config: TrainConfig, reporter: Reporter | None) -> dict:
     if (out / "final.json").exists():
         if reporter is not None:
             reporter.log(f"done already: {out}")
-        return _read_run(out)
+        return read_result(out)
     train(config, reporter=reporter, resume=has_checkpoint(out))
-    return _read_run(out)
+    return read_result(out)
 
 
 def equal_time_epochs(base_epochs: int, baseline_seconds: float, proposed_seconds: float) -> int:
