@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lossaug.compare import read_result, mean_interval
+from lossaug.compare import mean_interval, read_result
 
 
 def collect(protocol: Path, options: Path, setting: str) -> dict[str, dict[int, dict]]:
