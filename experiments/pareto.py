@@ -15,16 +15,18 @@ from pathlib import Path
 from lossaug.compare import mean_interval, read_result
 
 
+def finished_seeds(arm_dir: Path) -> dict[int, dict]:
+    """seed -> result of every finished ``seed-N`` run under ``arm_dir``."""
+    runs = (d for d in arm_dir.glob("seed-*") if (d / "final.json").exists())
+    return {int(d.name.split("-")[1]): read_result(d) for d in runs}
+
+
 def collect(protocol: Path, options: Path, setting: str) -> dict[str, dict[int, dict]]:
-    arms: dict[str, dict[int, dict]] = {}
-    for arm_dir in sorted((protocol / f"setting-{setting}").iterdir()):
-        arms[arm_dir.name] = {int(d.name.split("-")[1]): read_result(d) for d in arm_dir.glob("seed-*")
-                              if (d / "final.json").exists()}  # fmt: skip
+    arms = {d.name: finished_seeds(d) for d in sorted((protocol / f"setting-{setting}").iterdir())}
     for option_dir in sorted(p for p in options.iterdir() if p.is_dir()):
         runs = option_dir / f"setting-{setting}" / "proposed"
         if runs.is_dir():
-            arms[f"proposed, {option_dir.name}"] = {int(d.name.split("-")[1]): read_result(d) for d in runs.glob("seed-*")
-                                                    if (d / "final.json").exists()}  # fmt: skip
+            arms[f"proposed, {option_dir.name}"] = finished_seeds(runs)
     return arms
 
 
