@@ -66,8 +66,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"checkpoint {path} is unreadable or unsafe: {first_line}") from None
+        text = str(error).strip()
+        if "Weights only load failed" in text:  # torch's own advice (load with weights_only=False) is wrong here
+            reason = "it holds pickled objects other than tensors and plain data, which are never loaded"
+        else:
+            reason = text.splitlines()[0] if text else type(error).__name__
+        raise CheckpointError(f"checkpoint {path} is unreadable or unsafe: {reason}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a lossaug checkpoint of format {FORMAT}")
     return payload

@@ -165,14 +165,37 @@ def _resume_target(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any
     return run_dir, {**checkpoint["config"], "out": str(run_dir)}
 
 
+def _join_process_group(device: str) -> int:
+    """Under torchrun (``WORLD_SIZE`` > 1) join the process group, NCCL on CUDA and gloo on CPU, with this
+    process on GPU ``LOCAL_RANK``; returns the rank (0 without torchrun)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch
+    import torch.distributed as dist
+
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from lossaug.train import NonFiniteError, TrainingInterrupted, train, validate_config
 
+    rank = _join_process_group(getattr(args, "device", "auto"))
     run_dir, saved = _resume_target(args)
     config = config_from_args(args, saved)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        out = [config.out]  # the default run directory has a timestamp: take rank 0's
+        dist.broadcast_object_list(out, src=0)
+        config = dataclasses.replace(config, out=out[0])
     validate_config(config)
     try:
-        result = train(config, reporter=_reporter(), resume=run_dir is not None)
+        result = train(config, reporter=_reporter() if rank == 0 else None, resume=run_dir is not None)
     except TrainingInterrupted as stop:
         print(f"lossaug: {stop}", file=sys.stderr)
         if stop.checkpoint is not None:
@@ -181,6 +204,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except NonFiniteError as error:
         print(f"lossaug: error: {error}", file=sys.stderr)
         return 1
+    if rank > 0:
+        return 0
     print(
         f"test error {result.test_error:.2%}  train error {result.train_error:.2%}  "
         f"{result.seconds:.1f}s training ({result.images_per_second:.0f} img/s)  -> {result.out_dir}"

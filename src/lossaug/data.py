@@ -11,19 +11,22 @@ The library writes to disk only under a `cache_dir` it is given: downloads, extr
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import hashlib
 import importlib
 import importlib.resources
+import inspect
 import io
 import os
 import pickle
+import random
 import tarfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -588,13 +591,6 @@ def _decoded_mini_cifar10() -> ImageDataset:
 
 # ---------------------------------------------------------------------------------------------------------------
 # MultiView: M candidates per image from any per-image transform, made in DataLoader workers
-#
-# Imported here rather than in the header: this section is self-contained and only MultiView needs them.
-import contextlib  # noqa: E402
-import inspect  # noqa: E402
-import random  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from typing import Any  # noqa: E402
 
 __all__ += ["MultiView", "view_seed"]
 

@@ -17,7 +17,7 @@ import torch
 
 try:
     import lightning.pytorch as pl
-except ImportError as error:  # pragma: no cover - exercised by a test that hides lightning
+except ImportError as error:
     raise ImportError(
         "lossaug.lightning needs Lightning 2.x (the 'lightning' package): pip install lightning"
     ) from error

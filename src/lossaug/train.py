@@ -298,8 +298,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False; use --device cpu")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    # The current CUDA device: under torchrun the launcher's code sets it to the local rank.
+    return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
 
 
 def device_name(device: torch.device) -> str:
@@ -396,20 +397,37 @@ def _prepare_data(config: TrainConfig, device: torch.device, reporter: Reporter 
 
 
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, batch_size: int = 1024):
-    """``(error, mean loss)`` of ``model`` over ``images (N,C,H,W)`` in eval mode; restores the training flag."""
+    """``(error, mean loss)`` of ``model`` over ``images (N,C,H,W)`` in eval mode; restores the training flag.
+    Under ``torch.distributed`` each rank evaluates its share and the sums are reduced."""
+    rank, world = distributed()
+    total = len(labels)
+    images, labels = (images[rank::world], labels[rank::world]) if world > 1 else (images, labels)
     was_training = model.training
     model.eval()
-    wrong = torch.zeros((), device=device)
-    loss_sum = torch.zeros((), device=device)
+    sums = torch.zeros(2, device=device, dtype=torch.float64)  # wrong, loss
     with torch.inference_mode(), autocast_for(device):
         for start in range(0, len(labels), batch_size):
             x = images[start : start + batch_size].to(device, non_blocking=True)
             y = labels[start : start + batch_size].to(device, non_blocking=True)
             logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            wrong += (logits.argmax(dim=1) != y).sum()
+            sums[0] += (logits.argmax(dim=1) != y).sum()
+            sums[1] += F.cross_entropy(logits, y, reduction="sum")
     model.train(was_training)
-    return float(wrong) / len(labels), float(loss_sum) / len(labels)
+    wrong, loss_sum = _all_sum(sums, world).tolist()
+    return wrong / total, loss_sum / total
+
+
+def distributed() -> tuple[int, int]:
+    """``(rank, world_size)`` of an initialised ``torch.distributed`` process group, else ``(0, 1)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_sum(tensor: Tensor, world: int) -> Tensor:
+    if world > 1:
+        torch.distributed.all_reduce(tensor)
+    return tensor
 
 
 def autocast_for(device: torch.device):
@@ -548,7 +566,13 @@ def train(
     """
     validate_config(config)
     device = resolve_device(config.device)
+    rank, world = distributed()
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {world} processes")
+    if rank > 0:
+        reporter = None  # rank 0 reports and writes for everyone
     out_dir = Path(config.out) if config.out else None
+    writes = out_dir is not None and rank == 0
     checkpoint = None
     if resume:
         if out_dir is None:
@@ -596,11 +620,17 @@ def train(
     scorer = proxy if proxy is not None else model
     if config.compile_scoring == "on":
         scorer = torch.compile(scorer)
+    # One data order for all ranks (each takes its share of every batch); augmentation and selection draws are
+    # distinct per rank, and a single process keeps the plain stream names.
+    suffix = f"-rank{rank}" if world > 1 else ""
     generators = {
         "order": make_generator(config.seed, "order", torch.device("cpu")),
-        "augment": make_generator(config.seed, "augment", device),
-        "select": make_generator(config.seed, "select", device),
+        "augment": make_generator(config.seed, "augment" + suffix, device),
+        "select": make_generator(config.seed, "select" + suffix, device),
     }
+    ddp = torch.nn.parallel.DistributedDataParallel
+    trainee = ddp(model) if world > 1 else model
+    proxy_trainee = ddp(proxy) if world > 1 and proxy is not None else proxy
     at = _Position()
     if checkpoint is not None:
         if checkpoint["num_classes"] != data.num_classes:
@@ -615,24 +645,37 @@ def train(
             proxy.load_state_dict(checkpoint["proxy"]["model"])
             proxy_optimizer.load_state_dict(checkpoint["proxy"]["optimizer"])
             proxy_scheduler.load_state_dict(checkpoint["proxy"]["scheduler"])
-        _set_random_states(generators, checkpoint["random"])
-        at = _Position(**checkpoint["position"])
-        if at.stats is not None:
-            at.stats = at.stats.to(device)
+        if len(checkpoint["random"]) != world:
+            raise CheckpointError(
+                f"cannot resume {checkpoint_path}: saved by {len(checkpoint['random'])} processes, resumed by {world}"
+            )
+        _set_random_states(generators, checkpoint["random"][rank])
+        own = checkpoint["random"][rank]
+        at = _Position(**{**checkpoint["position"], "fallback_rows": own["fallback_rows"]})
+        if own["epoch_stats"] is not None:
+            at.stats = own["epoch_stats"].to(device)
 
     def save(position: _Position, random_states: dict[str, Tensor]) -> Path | None:
+        """Checkpoint ``position`` (every rank calls this: the per-rank random states are gathered)."""
         if out_dir is None:
             return None
+        # Each rank's random streams and partial epoch sums differ: all of them are saved.
         stats = position.stats.cpu() if position.stats is not None else None
+        random_states = {**random_states, "epoch_stats": stats, "fallback_rows": position.fallback_rows}
+        every_rank = [random_states]
+        if world > 1:
+            every_rank = [None] * world
+            torch.distributed.all_gather_object(every_rank, random_states)
+        if rank > 0:
+            return out_dir / "checkpoint.pt"
         return save_checkpoint(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "random": random_states,
+                "random": every_rank,
                 "position": {
-                    **dataclasses.asdict(dataclasses.replace(position, stats=None)),
-                    "stats": stats,
+                    **dataclasses.asdict(dataclasses.replace(position, stats=None, permutation=None)),
                     "permutation": position.permutation,
                 },
                 "proxy": None
@@ -649,8 +692,8 @@ def train(
             out_dir,
         )
 
-    metadata = run_metadata(config, device)
-    if out_dir is not None:
+    metadata = {**run_metadata(config, device), "world_size": world}
+    if writes:
         out_dir.mkdir(parents=True, exist_ok=True)
         if checkpoint is not None:
             metadata["resumed_from_step"] = at.global_step
@@ -679,7 +722,7 @@ def train(
             started = time.perf_counter()
             while at.step < steps_per_epoch:
                 before = _random_states(generators)
-                index = order[at.step * config.batch_size : (at.step + 1) * config.batch_size]
+                index = order[at.step * config.batch_size : (at.step + 1) * config.batch_size][rank::world]
                 images = data.train_images[index].to(device, non_blocking=True)
                 labels = data.train_labels[index].to(device, non_blocking=True)
                 selecting = selects_at(config, at.global_step, total_steps)
@@ -695,7 +738,7 @@ def train(
                     generator=generators["select"],
                     **score_kwargs,
                 )
-                loss, logits, finite = train_step(model, optimizer, selection.inputs, labels, device)
+                loss, logits, finite = train_step(trainee, optimizer, selection.inputs, labels, device)
                 if not finite and config.on_nonfinite == "raise":
                     at.epoch_seconds += time.perf_counter() - started
                     # The step's update was not applied: save the state as it was before the step.
@@ -710,7 +753,7 @@ def train(
                     at.nonfinite_steps += 1
                 scheduler.step()
                 if proxy is not None:
-                    train_step(proxy, proxy_optimizer, selection.inputs, labels, device)
+                    train_step(proxy_trainee, proxy_optimizer, selection.inputs, labels, device)
                     proxy_scheduler.step()
                 at.fallback_rows += selection.fallback_rows
                 if finite:
@@ -734,6 +777,11 @@ def train(
                 if on_step is not None:
                     on_step(at.global_step, selection)
                 stopping = stop["signum"] is not None
+                if world > 1:  # every rank must stop at the same step: agree on the request
+                    request = torch.tensor([stop["signum"] or 0], device=device)
+                    torch.distributed.all_reduce(request, op=torch.distributed.ReduceOp.MAX)
+                    stop["signum"] = int(request) or None
+                    stopping = stop["signum"] is not None
                 periodic = config.checkpoint_every and at.global_step % config.checkpoint_every == 0
                 if (stopping or periodic) and at.step < steps_per_epoch:
                     now = time.perf_counter()
@@ -746,7 +794,8 @@ def train(
                 torch.cuda.synchronize(device)
             at.epoch_seconds += time.perf_counter() - started
             at.run_seconds += at.epoch_seconds
-            loss_sum, wrong, entropy_sum, chosen_sum, mean_sum, count, selected = at.stats.tolist()
+            totals = _all_sum(torch.cat([at.stats, at.stats.new_tensor([at.fallback_rows])]), world).tolist()
+            loss_sum, wrong, entropy_sum, chosen_sum, mean_sum, count, selected, fallback_rows = totals
             if at.epoch + 1 == config.epochs or (at.epoch + 1) % config.eval_every == 0:
                 at.test_error, at.test_loss = evaluate(model, data.test_images, data.test_labels, device)
             record = {
@@ -764,7 +813,7 @@ def train(
                 "entropy": entropy_sum / selected if selected else 0.0,
                 "uniform_entropy": math.log(num_candidates),
                 "chosen_score_ratio": chosen_sum / mean_sum if mean_sum > 0 else None,
-                "fallback_rows": at.fallback_rows,
+                "fallback_rows": int(fallback_rows),
                 "nonfinite_steps": at.nonfinite_steps,
             }
             at.metrics.append(record)
@@ -775,7 +824,7 @@ def train(
                     f"err {record['train_error']:.2%} | test err {at.test_error:.2%} | {at.epoch_seconds:.1f}s "
                     f"{record['images_per_second']:.0f} img/s | entropy {record['entropy']:.3f}"
                 )
-            if out_dir is not None:
+            if writes:
                 with open(out_dir / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(record) + "\n")
             path = save(at, _random_states(generators))
@@ -796,11 +845,17 @@ def train(
         out_dir=out_dir,
         model=model,
     )
-    if out_dir is not None:
+    if world > 1:  # DDP keeps replicas identical; check it rather than assume it
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().view(1)
+        every = [torch.zeros_like(checksum) for _ in range(world)]
+        torch.distributed.all_gather(every, checksum)
+        metadata["rank_parameter_checksums"] = [float(c) for c in every]
+    if writes:
         summary = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
         for name in ("model", "metrics", "config"):
             summary.pop(name)
-        write_json({**summary, "epochs": len(at.metrics), "out_dir": str(out_dir)}, out_dir / "final.json")
+        extra = {k: metadata[k] for k in ("world_size", "rank_parameter_checksums") if k in metadata}
+        write_json({**summary, "epochs": len(at.metrics), "out_dir": str(out_dir), **extra}, out_dir / "final.json")
         from lossaug.plots import plot_curves
 
         try:
