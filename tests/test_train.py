@@ -143,3 +143,15 @@ def test_host_placement_gives_the_same_run_as_device_placement():
     on_host = train(TrainConfig(**TINY, method="proposed", data_placement="host"))
     for key, value in on_device.model.state_dict().items():
         assert torch.equal(value, on_host.model.state_dict()[key]), key
+
+
+def test_tensorboard_logging_writes_event_files(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train(TrainConfig(**{**TINY, "epochs": 2}, tensorboard="on", out=str(out)))
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("test_error")] == [1, 2]
+    assert "entropy" in events.Tags()["scalars"]

@@ -118,6 +118,9 @@ class TrainConfig:
         choices=NONFINITE,
     )
     out: str | None = _opt(None, "run directory for config, metrics, checkpoint and plots (None: write nothing)")
+    tensorboard: str = _opt(
+        "off", "also log per-epoch metrics to OUT/tensorboard (needs the tensorboard package)", choices=("off", "on")
+    )
 
     def resolved_temperature(self) -> float:
         if self.method == "baseline":
@@ -149,6 +152,8 @@ def validate_config(config: TrainConfig) -> None:
         "candidates": config.candidates,
         "eval_every": config.eval_every,
     }
+    if config.tensorboard == "on" and config.out is None:
+        raise ValueError("tensorboard 'on' needs out, the run directory to log into")
     if config.checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
     if not 0 <= config.select_from < 1:
@@ -415,6 +420,14 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, device: torch.dev
     model.train(was_training)
     wrong, loss_sum = _all_sum(sums, world).tolist()
     return wrong / total, loss_sum / total
+
+
+def _tensorboard_writer(log_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("tensorboard 'on' needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def distributed() -> tuple[int, int]:
@@ -693,6 +706,7 @@ def train(
         )
 
     metadata = {**run_metadata(config, device), "world_size": world}
+    board = _tensorboard_writer(out_dir / "tensorboard") if writes and config.tensorboard == "on" else None
     if writes:
         out_dir.mkdir(parents=True, exist_ok=True)
         if checkpoint is not None:
@@ -827,10 +841,17 @@ def train(
             if writes:
                 with open(out_dir / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(record) + "\n")
+            if board is not None:
+                for key, value in record.items():
+                    if key != "epoch" and isinstance(value, (int, float)) and not math.isnan(value):
+                        board.add_scalar(key, value, record["epoch"])
+                board.flush()
             path = save(at, _random_states(generators))
             if stop["signum"] is not None and at.epoch < config.epochs:
                 raise TrainingInterrupted(stop["signum"], path, at.global_step)
 
+    if board is not None:
+        board.close()
     final = at.metrics[-1]
     result = RunResult(
         config=config,
