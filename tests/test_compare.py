@@ -89,3 +89,19 @@ def test_gpu_protocol_script_runs_tiny_on_cpu(tmp_path):
     record = json.loads((out / "gpu_record.json").read_text())
     assert record["seeds_completed"] == [0] and set(record["epoch_seconds"]) == {"baseline", "proposed"}
     assert (out / "summary.md").exists()
+
+
+def test_t_quantile_is_conservative_between_table_rows():
+    from lossaug.compare import t_quantile
+
+    assert t_quantile(2) == 4.303 and t_quantile(16) == 2.131 and t_quantile(100) == 2.042
+    assert math.isnan(t_quantile(0))
+
+
+def test_compare_refuses_to_reuse_runs_made_with_other_options(tmp_path):
+    config = CompareConfig(base=BASE, out=str(tmp_path / "cmp"), arms=("baseline",), seeds=(0,))
+    run_compare(config)
+    changed = CompareConfig(base=BASE.__class__(**{**BASE.__dict__, "lr": 0.2}), out=config.out, arms=("baseline",),
+                            seeds=(0,))  # fmt: skip
+    with pytest.raises(ValueError, match=r"holds a run with other options \(lr: 0.05 -> 0.2\)"):
+        run_compare(changed)

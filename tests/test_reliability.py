@@ -306,3 +306,43 @@ def test_resume_without_run_dir_or_checkpoint(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
     assert "no such run directory" in capsys.readouterr().err
     assert dataclasses.replace(TrainConfig(**TINY), epochs=1).epochs == 1
+
+
+def test_resume_applies_a_changed_learning_rate(tmp_path):
+    from lossaug.train import cosine_lr
+
+    out = finished_run(tmp_path)
+    with pytest.warns(UserWarning, match="lr: 0.05 -> 0.01"):
+        result = train(TrainConfig(**{**TINY, "epochs": 4, "lr": 0.01}, out=str(out)), resume=True)
+    assert result.metrics[2]["lr"] == pytest.approx(0.01 * cosine_lr(24, 32, 0))
+    assert result.metrics[1]["lr"] == pytest.approx(0.05 * cosine_lr(16, 16, 0))  # from before the resume
+
+
+def test_a_nonfinite_step_leaves_weights_and_batchnorm_statistics_untouched():
+    from lossaug.models import Normalized, build_model
+    from lossaug.train import train_step
+
+    torch.manual_seed(0)
+    model = Normalized(build_model("cnn", 10, 3, 4), (0.5,) * 3, (0.2,) * 3).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = torch.rand(4, 3, 8, 8) * 255
+    images[0, 0, 0, 0] = float("inf")
+    _, _, finite = train_step(model, optimizer, images, torch.arange(4), torch.device("cpu"))
+    assert not finite
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("at_step,raises", [(8, True), (16, False)])
+def test_signal_at_an_epoch_end(tmp_path, reference, at_step, raises):
+    config = TrainConfig(**TINY, out=str(tmp_path / "run"))
+    steps, on_step = recorder(at_step, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    if not raises:  # the last step of the run: nothing left to stop, the run just finishes
+        train(config, on_step=on_step)
+        return
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(config, on_step=on_step)
+    assert stopped.value.global_step == 8
+    more, on_step = recorder()
+    assert_same_run(train(config, on_step=on_step, resume=True), {**steps, **more}, reference)

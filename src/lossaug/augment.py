@@ -12,6 +12,7 @@ op usable as an ``Augment``: any callable ``(images, generator) -> images``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,18 +36,23 @@ def _check_images(images: Tensor, generator: torch.Generator | None) -> None:
         )
 
 
-def _fill_value(fill: Fill, images: Tensor) -> Tensor:
-    """``fill`` as a tensor broadcastable to ``images (B,C,H,W)``: a scalar or one value per channel."""
-    value = torch.as_tensor(fill, dtype=torch.float32)
-    if value.dim() == 1:
-        if value.numel() != images.shape[1]:
-            raise ValueError(f"fill has {value.numel()} values but images have {images.shape[1]} channels")
-        value = value.view(1, -1, 1, 1)
-    elif value.dim() != 0:
-        raise ValueError(f"fill must be a number or one number per channel, got shape {tuple(value.shape)}")
-    if not images.is_floating_point():
+def _fill_value(fill: Fill, images: Tensor) -> Tensor | float | int:
+    """``fill`` broadcastable to ``images (B,C,H,W)`` in their dtype: a Python number for a scalar, else a cached
+    ``(1,C,1,1)`` tensor on the images' device (built once, so the training step does no host-to-device copy)."""
+    values = tuple(fill) if isinstance(fill, (tuple, list)) else float(fill)
+    if isinstance(values, tuple) and len(values) != images.shape[1]:
+        raise ValueError(f"fill has {len(values)} values but images have {images.shape[1]} channels")
+    if isinstance(values, float):
+        return values if images.is_floating_point() else int(min(max(round(values), 0), 255))
+    return _fill_tensor(values, images.device, images.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _fill_tensor(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    value = torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
+    if not dtype.is_floating_point:
         value = value.round().clamp(0, 255)
-    return value.to(device=images.device, dtype=images.dtype)
+    return value.to(device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------- horizontal flip
@@ -200,9 +206,14 @@ def call_augment(augment: Augment, images: Tensor, generator: torch.Generator | 
     if generator is None:
         return augment(images)
     seed = int(torch.randint(0, 2**62, (1,), device=generator.device, generator=generator).item())
-    devices = [images.device] if images.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=images.device.type):
-        torch.manual_seed(seed)
+    cuda = images.device.type == "cuda"
+    # Seed (and afterwards restore) only the CPU generator and the images' own GPU: torch.manual_seed would
+    # reseed every GPU, which fork_rng would not put back.
+    with torch.random.fork_rng(devices=[images.device] if cuda else []):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(images.device):
+                torch.cuda.manual_seed(seed)
         return augment(images)
 
 

@@ -288,7 +288,7 @@ def _build_model(config: BenchConfig, images: Tensor, device: torch.device) -> n
     """The network behind ``Normalized`` as ``train`` builds it (channels_last on CUDA), initialised from the
     ``init`` stream without touching the caller's global random state."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stream_seed(config.seed, "init"))
+        torch.default_generator.manual_seed(stream_seed(config.seed, "init"))
         net = build_model(config.model, config.num_classes, images.shape[1], config.width)
     mean, std = channel_stats(images)
     model = Normalized(net, mean, std, channels_last=device.type == "cuda").to(device)
@@ -353,7 +353,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
     measurements += [(m, full_step(m)) for m in config.candidates]
     if config.proxy_model is not None:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(stream_seed(config.seed, "proxy-init"))
+            torch.default_generator.manual_seed(stream_seed(config.seed, "proxy-init"))
             proxy_net = build_model(config.proxy_model, config.num_classes, images.shape[1], config.proxy_width)
         proxy = Normalized(proxy_net, (0.5,) * 3, (0.25,) * 3, channels_last=device.type == "cuda").to(device)
         if device.type == "cuda":

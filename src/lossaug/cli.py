@@ -162,6 +162,10 @@ def _resume_target(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any
         if getattr(args, "out", None) and Path(args.out).resolve() != run_dir.resolve():
             raise UsageError(f"--resume {run_dir} and --out {args.out} disagree; a resumed run stays in its directory")
     _, checkpoint = newest_valid_checkpoint(run_dir)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(checkpoint["config"]) - known)
+    if unknown:
+        raise UsageError(f"checkpoint in {run_dir} has options this lossaug does not know: {unknown}")
     return run_dir, {**checkpoint["config"], "out": str(run_dir)}
 
 
@@ -182,11 +186,11 @@ def _join_process_group(device: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lossaug.train import NonFiniteError, TrainingInterrupted, train, validate_config
+    from lossaug.train import validate_config
 
-    rank = _join_process_group(getattr(args, "device", "auto"))
     run_dir, saved = _resume_target(args)
     config = config_from_args(args, saved)
+    rank = _join_process_group(config.device)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 
@@ -195,7 +199,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, out=out[0])
     validate_config(config)
     try:
-        result = train(config, reporter=_reporter() if rank == 0 else None, resume=run_dir is not None)
+        code = _train_and_report(config, rank, resume=run_dir is not None)
+    except BaseException:
+        _leave_process_group(wait=False)  # another rank may never reach a barrier
+        raise
+    _leave_process_group(wait=True)
+    return code
+
+
+def _leave_process_group(wait: bool) -> None:
+    """Shut the process group down (after waiting for every rank): gloo's threads must not outlive it (seen
+    here: 'terminate called without an active exception' and SIGABRT at exit otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def _train_and_report(config: TrainConfig, rank: int, resume: bool) -> int:
+    from lossaug.train import NonFiniteError, TrainingInterrupted, train
+
+    try:
+        result = train(config, reporter=_reporter() if rank == 0 else None, resume=resume)
     except TrainingInterrupted as stop:
         print(f"lossaug: {stop}", file=sys.stderr)
         if stop.checkpoint is not None:
@@ -295,12 +322,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if not getattr(args, "out", None):
         raise UsageError("lossaug compare needs --out DIR (re-running with the same DIR skips finished runs)")
-    from lossaug.train import TrainingInterrupted
+    from lossaug.train import NonFiniteError, TrainingInterrupted
 
     base = config_from_args(args)
     config = CompareConfig(base=base, out=args.out, arms=args.arms, settings=args.settings, seeds=args.seeds)
     try:
         summary = run_compare(config, reporter=_reporter())
+    except NonFiniteError as error:
+        print(f"lossaug: error: {error}", file=sys.stderr)
+        return 1
     except TrainingInterrupted as stop:
         print(f"lossaug: {stop}", file=sys.stderr)
         print("lossaug: run the same compare command again to continue where it stopped", file=sys.stderr)
@@ -313,7 +343,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from lossaug.bench import BenchConfig, format_bench, run_bench
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
@@ -466,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (UsageError, ValueError, FileNotFoundError) as error:
+    except (UsageError, ValueError, OSError) as error:  # bad input, a missing file, a full disk: one line
         if os.environ.get("LOSSAUG_DEBUG"):
             raise
         print(f"lossaug: error: {error}", file=sys.stderr)

@@ -60,7 +60,7 @@ def t_quantile(df: int) -> float:
     """Two-sided 95% quantile of Student's t with ``df`` degrees of freedom (conservative between table rows)."""
     if df < 1:
         return math.nan
-    return T_975.get(df) or next((T_975[k] for k in sorted(T_975) if k > df), 1.96)
+    return T_975[max(k for k in T_975 if k <= df)]  # the nearest tabulated df below: a wider interval
 
 
 def mean_interval(values: Sequence[float]) -> dict:
@@ -91,8 +91,22 @@ def read_result(directory: Path) -> dict:
     }
 
 
+def _check_same_config(config: TrainConfig, out: Path) -> None:
+    """A run found in ``out`` must have been made with ``config``: otherwise its results would be reported under
+    a configuration that did not produce them."""
+    # Fields the saved run predates take their defaults; where things live (out, cache, data path) may differ.
+    saved = {**dataclasses.asdict(TrainConfig()), **json.loads((out / "config.json").read_text())["config"]}
+    ignored = ("out", "cache_dir", "data")
+    changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in dataclasses.asdict(config).items()
+               if k not in ignored and saved[k] != v]  # fmt: skip
+    if changed:
+        raise ValueError(f"{out} holds a run with other options ({'; '.join(changed)}); use another --out")
+
+
 def _run_arm(config: TrainConfig, reporter: Reporter | None) -> dict:
     out = Path(config.out)
+    if (out / "config.json").exists():
+        _check_same_config(config, out)
     if (out / "final.json").exists():
         if reporter is not None:
             reporter.log(f"done already: {out}")

@@ -611,7 +611,7 @@ def _seeded_globals(seed: int) -> Iterator[None]:
         with torch.random.fork_rng(devices=[]):
             random.seed(seed)
             np.random.seed([seed & 0xFFFFFFFF, seed >> 32])  # NumPy's legacy seed takes 32-bit words
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU one only: fork_rng restores no CUDA state here
             yield
     finally:
         random.setstate(python_state)

@@ -159,8 +159,11 @@ def score_candidates(
 # ---------------------------------------------------------------- probabilities and sampling
 
 
-def _probs_and_fallback(scores: Tensor, temperature: float, uniform_mix: float) -> tuple[Tensor, Tensor]:
-    """``probs (B,M)`` and ``fallback (B,)`` bool: rows that were all zero or non-finite and became uniform."""
+def _probs_and_fallback(
+    scores: Tensor, temperature: float, uniform_mix: float, check_negative: bool = True
+) -> tuple[Tensor, Tensor]:
+    """``probs (B,M)`` and ``fallback (B,)`` bool: rows that were all zero or non-finite and became uniform.
+    ``check_negative=False`` skips the (host-syncing) check where scores cannot be negative."""
     if scores.dim() != 2:
         raise ValueError(f"scores must be (B,M), got shape {tuple(scores.shape)}")
     if math.isnan(temperature) or temperature < 0:
@@ -168,8 +171,8 @@ def _probs_and_fallback(scores: Tensor, temperature: float, uniform_mix: float) 
     if not 0.0 <= uniform_mix <= 1.0:
         raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}")
     scores = scores.float()
-    negative = (scores < 0).any(dim=1)
-    if bool(negative.any()):
+    negative = (scores < 0).any(dim=1) if check_negative else None
+    if negative is not None and bool(negative.any()):
         row = int(negative.nonzero()[0, 0])
         raise ValueError(f"scores must be >= 0; row {row} has {scores[row].tolist()}")
     num_candidates = scores.shape[1]
@@ -249,7 +252,7 @@ def select_candidates(
         raise ValueError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
     if num_candidates == 1 or math.isinf(temperature) or uniform_mix == 1.0:
         scores = torch.full((batch, num_candidates), math.nan, device=candidates.device)
-        probs, _ = _probs_and_fallback(torch.ones_like(scores), temperature, uniform_mix)
+        probs, _ = _probs_and_fallback(torch.ones_like(scores), temperature, uniform_mix, check_negative=False)
         index = (
             torch.zeros(batch, dtype=torch.long, device=candidates.device)
             if num_candidates == 1
@@ -257,7 +260,9 @@ def select_candidates(
         )
         return Selection(gather_selected(candidates, index), index, probs, scores, 0)
     scores = score_candidates(model, candidates, targets, **score_kwargs)
-    probs, fallback = _probs_and_fallback(scores, temperature, uniform_mix)
+    # Cross-entropy and 1 - p are never negative: only a user's loss_fn needs the check.
+    check = score_kwargs.get("loss_fn") is not None
+    probs, fallback = _probs_and_fallback(scores, temperature, uniform_mix, check_negative=check)
     index = sample_index(probs, generator=generator)
     return Selection(gather_selected(candidates, index), index, probs, scores, int(fallback.sum()))
 

@@ -152,8 +152,13 @@ def validate_config(config: TrainConfig) -> None:
         "candidates": config.candidates,
         "eval_every": config.eval_every,
     }
-    if config.tensorboard == "on" and config.out is None:
-        raise ValueError("tensorboard 'on' needs out, the run directory to log into")
+    if config.tensorboard == "on":
+        if config.out is None:
+            raise ValueError("tensorboard 'on' needs out, the run directory to log into")
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ValueError("tensorboard 'on' needs the tensorboard package: pip install tensorboard") from None
     if config.checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
     if not 0 <= config.select_from < 1:
@@ -269,18 +274,29 @@ def train_step(
 ) -> tuple[Tensor, Tensor, bool]:
     """Forward ``inputs (B,...)``, backward, and one optimizer update if the loss and every gradient are finite.
 
-    Returns ``(loss, logits (B,K), finite)``; when not finite the gradients are left and no update is made.
-    Costs one host sync (the finiteness check).
+    Returns ``(loss, logits (B,K), finite)``. When not finite, no update is made and the buffers the forward pass
+    changed (BatchNorm running statistics) are put back, so the model is exactly as before the step. Under
+    ``torch.distributed`` the ranks agree: one rank's non-finite loss stops the update everywhere. Costs one host
+    sync (the finiteness check).
     """
+    buffers = [b for b in model.buffers()]
+    saved = [b.clone() for b in buffers]
     with autocast_for(device):
         logits = model(inputs)
         loss = training_loss(logits, labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    finite = bool(torch.stack([loss.detach(), *torch._foreach_norm(grads)]).isfinite().all())
+    bad = (~torch.stack([loss.detach().float(), *torch._foreach_norm(grads)]).isfinite()).any().float().view(1)
+    _, world = distributed()
+    if world > 1:
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    finite = not bool(bad)
     if finite:
         optimizer.step()
+    else:
+        for buffer, value in zip(buffers, saved, strict=True):
+            buffer.copy_(value)
     return loss, logits, finite
 
 
@@ -348,7 +364,7 @@ def write_json(payload: Any, path: Path) -> None:
 @dataclass(frozen=True)
 class _Data:
     train_images: Tensor  # (N,C,H,W) uint8, on the device or pinned host memory
-    train_labels: Tensor  # (N,) int64, same placement
+    train_labels: Tensor  # (N,) int64, always on the device (small)
     test_images: Tensor
     test_labels: Tensor
     num_classes: int
@@ -391,14 +407,36 @@ def _prepare_data(config: TrainConfig, device: torch.device, reporter: Reporter 
     to = (lambda t: t.to(placement)) if on_device else (lambda t: t.pin_memory() if device.type == "cuda" else t)
     return _Data(
         to(train_images.contiguous()),
-        to(train_labels),
+        train_labels.to(device),  # labels are small: always on the device
         to(test.images.contiguous()),
-        to(test.labels),
+        test.labels.to(device),
         dataset.num_classes,
         mean,
         std,
         on_device,
     )
+
+
+class _PinnedBatches:
+    """Batches of a pinned host tensor, gathered into two alternating pinned staging buffers and copied to the
+    GPU without blocking the host; a buffer is refilled only once its previous copy has finished."""
+
+    def __init__(self, images: Tensor, batch_size: int, device: torch.device):
+        self.images, self.device, self.slot = images, device, 0
+        self.staging = [torch.empty((batch_size, *images.shape[1:]), dtype=images.dtype).pin_memory() for _ in range(2)]
+        self.copied: list[torch.cuda.Event | None] = [None, None]
+
+    def __call__(self, index: Tensor) -> Tensor:
+        """``images[index]`` on the device; ``index (B,)`` on the CPU."""
+        slot, self.slot = self.slot, 1 - self.slot
+        if self.copied[slot] is not None:
+            self.copied[slot].synchronize()
+        buffer = self.staging[slot][: len(index)]
+        torch.index_select(self.images, 0, index, out=buffer)
+        batch = buffer.to(self.device, non_blocking=True)
+        self.copied[slot] = torch.cuda.Event()
+        self.copied[slot].record()
+        return batch
 
 
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, batch_size: int = 1024):
@@ -422,12 +460,10 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, device: torch.dev
     return wrong / total, loss_sum / total
 
 
-def _tensorboard_writer(log_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ValueError("tensorboard 'on' needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(log_dir=str(log_dir))
+def _tensorboard_writer(log_dir: Path, purge_step: int):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
 
 def distributed() -> tuple[int, int]:
@@ -456,7 +492,7 @@ def _build(config: TrainConfig, data: _Data, device: torch.device, in_channels: 
     name, width = (config.proxy_model, config.proxy_width) if proxy else (config.model, config.width)
     # Model init draws from torch's global generator; fork it so the caller's random state is untouched.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stream_seed(config.seed, "proxy-init" if proxy else "init"))
+        torch.default_generator.manual_seed(stream_seed(config.seed, "proxy-init" if proxy else "init"))
         net = build_model(name, data.num_classes, in_channels, width)
     model = Normalized(net, data.mean, data.std, channels_last=device.type == "cuda").to(device)
     if device.type == "cuda":
@@ -536,14 +572,52 @@ class _Position:
     step: int = 0  # steps finished in the current epoch
     global_step: int = 0
     permutation: Tensor | None = None  # the current epoch's data order, (N,) int64 on the CPU
-    stats: Tensor | None = None  # (7,) float64: loss, wrong, entropy, chosen score, mean score sums; n; n selected
-    fallback_rows: int = 0
+    stats: Tensor | None = None  # (5,) float64 on the device: sums of loss, wrong, entropy, chosen and mean score
+    fallback_rows: int = 0  # this rank's, like ``stats`` and the two counts below
+    images: int = 0  # trained on (finite steps)
+    selected_images: int = 0  # of which went through selection
     nonfinite_steps: int = 0
     epoch_seconds: float = 0.0
     run_seconds: float = 0.0
     test_error: float = math.nan
     test_loss: float = math.nan
     metrics: list[dict] = field(default_factory=list)
+
+
+_PER_RANK = ("fallback_rows", "images", "selected_images")  # epoch counters each rank keeps for itself
+
+
+def _agree_on_stop(stop: dict, world: int, device: torch.device) -> bool:
+    """Whether to stop now; under ``torch.distributed`` every rank gets the same answer (a signal seen by any)."""
+    if world > 1:
+        request = torch.tensor([stop["signum"] or 0], device=device)
+        torch.distributed.all_reduce(request, op=torch.distributed.ReduceOp.MAX)
+        stop["signum"] = int(request) or None
+    return stop["signum"] is not None
+
+
+def _broadcast_buffers(model: nn.Module, world: int) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics), so that scoring, evaluation and checkpoints see
+    one model. DDP only does this at the start of the next training forward."""
+    if world > 1:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
+
+def reapply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler, config: TrainConfig) -> None:
+    """After loading optimizer and schedule state, make ``config``'s lr, momentum and weight decay take effect:
+    a resumed run may change them (e.g. a lower lr after a non-finite loss). Unchanged values give the same
+    floats the schedule computed, so exact resume is kept."""
+    scheduler.base_lrs = [config.lr for _ in optimizer.param_groups]
+    factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+    for group in optimizer.param_groups:
+        group.update(
+            initial_lr=config.lr,
+            lr=config.lr * factor,
+            momentum=config.momentum,
+            nesterov=config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
 
 
 def _random_states(generators: dict[str, torch.Generator]) -> dict[str, Tensor]:
@@ -654,17 +728,19 @@ def train(
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
+        reapply_hyperparameters(optimizer, scheduler, config)
         if proxy is not None:
             proxy.load_state_dict(checkpoint["proxy"]["model"])
             proxy_optimizer.load_state_dict(checkpoint["proxy"]["optimizer"])
             proxy_scheduler.load_state_dict(checkpoint["proxy"]["scheduler"])
+            reapply_hyperparameters(proxy_optimizer, proxy_scheduler, config)
         if len(checkpoint["random"]) != world:
             raise CheckpointError(
                 f"cannot resume {checkpoint_path}: saved by {len(checkpoint['random'])} processes, resumed by {world}"
             )
         _set_random_states(generators, checkpoint["random"][rank])
         own = checkpoint["random"][rank]
-        at = _Position(**{**checkpoint["position"], "fallback_rows": own["fallback_rows"]})
+        at = _Position(**{**checkpoint["position"], **{k: own[k] for k in _PER_RANK}})
         if own["epoch_stats"] is not None:
             at.stats = own["epoch_stats"].to(device)
 
@@ -674,7 +750,7 @@ def train(
             return None
         # Each rank's random streams and partial epoch sums differ: all of them are saved.
         stats = position.stats.cpu() if position.stats is not None else None
-        random_states = {**random_states, "epoch_stats": stats, "fallback_rows": position.fallback_rows}
+        random_states = {**random_states, "epoch_stats": stats, **{k: getattr(position, k) for k in _PER_RANK}}
         every_rank = [random_states]
         if world > 1:
             every_rank = [None] * world
@@ -706,7 +782,12 @@ def train(
         )
 
     metadata = {**run_metadata(config, device), "world_size": world}
-    board = _tensorboard_writer(out_dir / "tensorboard") if writes and config.tensorboard == "on" else None
+    # purge_step drops events a crashed run wrote after its checkpoint, as metrics.jsonl is cut back to it.
+    board = (
+        _tensorboard_writer(out_dir / "tensorboard", purge_step=at.epoch + 1)
+        if writes and config.tensorboard == "on"
+        else None
+    )
     if writes:
         out_dir.mkdir(parents=True, exist_ok=True)
         if checkpoint is not None:
@@ -722,23 +803,28 @@ def train(
         )
 
     model.train()
-    with _stop_requests() as stop:
+    with _stop_requests() as stop, contextlib.closing(board) if board is not None else contextlib.nullcontext():
         while at.epoch < config.epochs:
             if at.permutation is None:
                 at.permutation = torch.randperm(len(data.train_labels), generator=generators["order"])
-                at.stats = torch.zeros(7, dtype=torch.float64, device=device)
-                at.fallback_rows = at.nonfinite_steps = 0
+                at.stats = torch.zeros(5, dtype=torch.float64, device=device)
+                at.fallback_rows = at.nonfinite_steps = at.images = at.selected_images = 0
                 at.epoch_seconds = 0.0
-            order = at.permutation.to(device) if data.on_device else at.permutation
+            order = at.permutation.to(device)
+            if not data.on_device and device.type == "cuda":
+                fetch = _PinnedBatches(data.train_images, config.batch_size // world, device)
+                host_order = at.permutation
+            else:
+                fetch, host_order = data.train_images.__getitem__, order
             if reporter is not None:
                 reporter.start(f"epoch {at.epoch + 1}/{config.epochs}", steps_per_epoch * config.batch_size)
                 reporter.advance(at.step * config.batch_size)
             started = time.perf_counter()
             while at.step < steps_per_epoch:
                 before = _random_states(generators)
-                index = order[at.step * config.batch_size : (at.step + 1) * config.batch_size][rank::world]
-                images = data.train_images[index].to(device, non_blocking=True)
-                labels = data.train_labels[index].to(device, non_blocking=True)
+                batch = slice(at.step * config.batch_size, (at.step + 1) * config.batch_size)
+                images = fetch(host_order[batch][rank::world]).to(device)
+                labels = data.train_labels[order[batch][rank::world]]
                 selecting = selects_at(config, at.global_step, total_steps)
                 candidates = make_candidates(
                     images, augment, num_candidates if selecting else 1, generator=generators["augment"]
@@ -753,6 +839,7 @@ def train(
                     **score_kwargs,
                 )
                 loss, logits, finite = train_step(trainee, optimizer, selection.inputs, labels, device)
+                _broadcast_buffers(model, world)
                 if not finite and config.on_nonfinite == "raise":
                     at.epoch_seconds += time.perf_counter() - started
                     # The step's update was not applied: save the state as it was before the step.
@@ -768,6 +855,7 @@ def train(
                 scheduler.step()
                 if proxy is not None:
                     train_step(proxy_trainee, proxy_optimizer, selection.inputs, labels, device)
+                    _broadcast_buffers(proxy, world)
                     proxy_scheduler.step()
                 at.fallback_rows += selection.fallback_rows
                 if finite:
@@ -780,22 +868,17 @@ def train(
                                 probs_entropy(selection.probs).sum().double(),
                                 chosen.nansum().double(),
                                 selection.scores.mean(dim=1).nansum().double(),
-                                torch.tensor(float(len(labels)), device=device, dtype=torch.float64),
-                                torch.tensor(float(len(labels) * selecting), device=device, dtype=torch.float64),
                             ]
                         )
+                    at.images += len(labels)
+                    at.selected_images += len(labels) if selecting else 0
                 at.step += 1
                 at.global_step += 1
                 if reporter is not None:
-                    reporter.advance(len(labels))
+                    reporter.advance(config.batch_size)
                 if on_step is not None:
                     on_step(at.global_step, selection)
-                stopping = stop["signum"] is not None
-                if world > 1:  # every rank must stop at the same step: agree on the request
-                    request = torch.tensor([stop["signum"] or 0], device=device)
-                    torch.distributed.all_reduce(request, op=torch.distributed.ReduceOp.MAX)
-                    stop["signum"] = int(request) or None
-                    stopping = stop["signum"] is not None
+                stopping = _agree_on_stop(stop, world, device)
                 periodic = config.checkpoint_every and at.global_step % config.checkpoint_every == 0
                 if (stopping or periodic) and at.step < steps_per_epoch:
                     now = time.perf_counter()
@@ -808,16 +891,18 @@ def train(
                 torch.cuda.synchronize(device)
             at.epoch_seconds += time.perf_counter() - started
             at.run_seconds += at.epoch_seconds
-            totals = _all_sum(torch.cat([at.stats, at.stats.new_tensor([at.fallback_rows])]), world).tolist()
-            loss_sum, wrong, entropy_sum, chosen_sum, mean_sum, count, selected, fallback_rows = totals
-            if at.epoch + 1 == config.epochs or (at.epoch + 1) % config.eval_every == 0:
+            counters = at.stats.new_tensor([getattr(at, k) for k in _PER_RANK])
+            totals = _all_sum(torch.cat([at.stats, counters]), world).tolist()
+            loss_sum, wrong, entropy_sum, chosen_sum, mean_sum, fallback_rows, count, selected = totals
+            evaluated = at.epoch + 1 == config.epochs or (at.epoch + 1) % config.eval_every == 0
+            if evaluated:
                 at.test_error, at.test_loss = evaluate(model, data.test_images, data.test_labels, device)
             record = {
                 "epoch": at.epoch + 1,
                 "train_loss": loss_sum / count if count else math.nan,
                 "train_error": wrong / count if count else math.nan,
-                "test_error": at.test_error,
-                "test_loss": at.test_loss,
+                "test_error": at.test_error if evaluated else math.nan,  # NaN: not evaluated this epoch
+                "test_loss": at.test_loss if evaluated else math.nan,
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": at.epoch_seconds,
                 "elapsed_seconds": at.run_seconds,
@@ -847,11 +932,9 @@ def train(
                         board.add_scalar(key, value, record["epoch"])
                 board.flush()
             path = save(at, _random_states(generators))
-            if stop["signum"] is not None and at.epoch < config.epochs:
+            if _agree_on_stop(stop, world, device) and at.epoch < config.epochs:
                 raise TrainingInterrupted(stop["signum"], path, at.global_step)
 
-    if board is not None:
-        board.close()
     final = at.metrics[-1]
     result = RunResult(
         config=config,
