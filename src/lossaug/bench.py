@@ -29,6 +29,7 @@ from torch import Tensor, nn
 import lossaug
 from lossaug.augment import parse_augment
 from lossaug.models import DEFAULT_WIDTHS, MODELS, Normalized, build_model
+from lossaug.seeds import stream_seed
 from lossaug.selection import make_candidates, score_candidates, select_candidates
 from lossaug.train import (
     DEVICES,
@@ -38,7 +39,6 @@ from lossaug.train import (
     git_commit,
     make_generator,
     resolve_device,
-    stream_seed,
     train_step,
 )
 

@@ -34,6 +34,7 @@ from PIL import Image
 
 from lossaug import _archive
 from lossaug._archive import download, safe_extract
+from lossaug.seeds import stream_seed
 
 __all__ = [
     "CIFAR_SOURCES",
@@ -596,10 +597,8 @@ __all__ += ["MultiView", "view_seed"]
 
 
 def view_seed(seed: int, epoch: int, index: int, view: int) -> int:
-    """The 63-bit seed of draw ``view`` of item ``index`` in ``epoch``: a hash, so that no two (seed, epoch, index,
-    view) share a seed the way ``1000 * seed + epoch`` arithmetic can."""
-    key = f"lossaug.MultiView:{seed}:{epoch}:{index}:{view}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+    """The 63-bit seed of draw ``view`` of item ``index`` in ``epoch`` (a named stream of ``seed``)."""
+    return stream_seed(seed, f"MultiView:{epoch}:{index}:{view}")
 
 
 @contextlib.contextmanager

@@ -22,8 +22,8 @@ except ImportError as error:
         "lossaug.lightning needs Lightning 2.x (the 'lightning' package): pip install lightning"
     ) from error
 
-from lossaug.selection import LossAwareAugment, Selection
-from lossaug.train import probs_entropy, stream_seed
+from lossaug.seeds import stream_seed
+from lossaug.selection import LossAwareAugment, Selection, probs_entropy
 
 __all__ = ["LossAwareSelection"]
 

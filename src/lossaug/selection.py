@@ -203,6 +203,11 @@ def selection_probs(scores: Tensor, temperature: float = 1.0, uniform_mix: float
     return _probs_and_fallback(scores, temperature, uniform_mix)[0]
 
 
+def probs_entropy(probs: Tensor) -> Tensor:
+    """``(B,)`` entropy in nats of each row of ``probs (B,M)`` (0 log 0 = 0); ``log M`` is uniform."""
+    return -(probs * torch.log(probs.clamp_min(1e-30))).sum(dim=1)
+
+
 def sample_index(probs: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
     """``index (B,)`` int64: one draw per row of ``probs (B,M)`` by inverse CDF (no host sync)."""
     cdf = probs.cumsum(dim=1)

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from lossaug.checkpoint import load_checkpoint, newest_valid_checkpoint
 from lossaug.data import Split, load_dataset
 from lossaug.models import Normalized, build_model
+from lossaug.seeds import stream_seed
 from lossaug.selection import make_candidates, score_candidates, selection_probs
-from lossaug.train import TrainConfig, build_augment, stream_seed
+from lossaug.train import TrainConfig, build_augment
 
 __all__ = ["CandidateGrid", "LoadedRun", "load_run", "plot_candidates", "score_examples", "show_candidates"]
 

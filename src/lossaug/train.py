@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -39,7 +38,8 @@ from lossaug.augment import Augment, Compose, Cutout, parse_augment
 from lossaug.checkpoint import CheckpointError, newest_valid_checkpoint, save_checkpoint
 from lossaug.models import MODELS, Normalized, build_model
 from lossaug.progress import Reporter
-from lossaug.selection import BN_MODES, SCORES, Selection, make_candidates, select_candidates
+from lossaug.seeds import stream_seed
+from lossaug.selection import BN_MODES, SCORES, Selection, make_candidates, probs_entropy, select_candidates
 
 METHODS = ("baseline", "proposed", "maxup")
 SETTINGS = ("A", "B")
@@ -205,11 +205,6 @@ class RunResult:
 # ---------------------------------------------------------------- small pure helpers
 
 
-def stream_seed(seed: int, name: str) -> int:
-    """A 63-bit seed for the random stream ``name``; distinct names never collide the way ``1000*seed+k`` can."""
-    return int.from_bytes(hashlib.sha256(f"lossaug:{seed}:{name}".encode()).digest()[:8], "little") >> 1
-
-
 def make_generator(seed: int, name: str, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(stream_seed(seed, name))
 
@@ -308,11 +303,6 @@ def selects_at(config: TrainConfig, global_step: int, total_steps: int) -> bool:
         and global_step >= math.ceil(config.select_from * total_steps)
         and global_step % config.select_every == 0
     )
-
-
-def probs_entropy(probs: Tensor) -> Tensor:
-    """``(B,)`` entropy in nats of each row of ``probs (B,M)`` (0 log 0 = 0)."""
-    return -(probs * torch.log(probs.clamp_min(1e-30))).sum(dim=1)
 
 
 def resolve_device(name: str) -> torch.device:
