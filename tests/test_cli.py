@@ -110,3 +110,14 @@ def test_python_dash_m_help_lists_the_fixed_options():
         "--uniform-mix",
     ):
         assert option in out.stdout, option
+
+
+def test_demo_command_prints_the_table_and_writes_the_plot(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--epochs", "1", "--width", "2", "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "baseline" in printed and "proposed" in printed and "time ratio" in printed
+    assert "cannot tell an effect" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["baseline"]["time_ratio"] == 1.0 and summary["proposed"]["time_ratio"] > 0
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
