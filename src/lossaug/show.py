@@ -31,13 +31,19 @@ BASELINE_DISPLAY_TEMPERATURE = 1.0
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """A trained run: its config, its model (on the CPU, weights from the checkpoint) and its test split."""
+    """A trained run: its config, its model (on the CPU, weights from the checkpoint), its test split, and the
+    network that scored candidates in training (the proxy if the run had one, else the model)."""
 
     config: TrainConfig
     model: nn.Module
     classes: tuple[str, ...]
     test: Split
     checkpoint: Path
+    scorer: nn.Module | None = None
+
+    @property
+    def scoring_model(self) -> nn.Module:
+        return self.scorer if self.scorer is not None else self.model
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,13 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
         model.load_state_dict(state)
     except RuntimeError as error:
         raise ValueError(f"checkpoint {path} does not match a {config.model} model: {error}") from None
+    scorer = None
+    proxy_state = (payload.get("proxy") or {}).get("model")
+    if config.proxy_model is not None and proxy_state is not None:
+        with torch.random.fork_rng(devices=[]):
+            proxy_net = build_model(config.proxy_model, payload["num_classes"], channels, config.proxy_width)
+        scorer = Normalized(proxy_net, [0.0] * channels, [1.0] * channels)
+        scorer.load_state_dict(proxy_state)
     dataset = load_dataset(
         config.dataset,
         data if data is not None else config.data,
@@ -98,7 +111,7 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
             f"checkpoint {path} has {payload['num_classes']} classes but the {config.dataset} data has "
             f"{dataset.num_classes}"
         )
-    return LoadedRun(config, model, dataset.classes, dataset.test, path)
+    return LoadedRun(config, model, dataset.classes, dataset.test, path, scorer)
 
 
 def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4, *, seed: int = 0) -> CandidateGrid:
@@ -117,7 +130,7 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
     augment = build_augment(config, fill)
     augment_generator = torch.Generator().manual_seed(stream_seed(seed, "show-augment"))
     candidates = make_candidates(images, augment, num_candidates, generator=augment_generator)
-    scores = score_candidates(run.model, candidates, targets, score=config.score, bn=config.bn)
+    scores = score_candidates(run.scoring_model, candidates, targets, score=config.score, bn=config.bn)
     temperature, note = config.resolved_temperature(), ""
     if math.isinf(temperature):
         temperature = BASELINE_DISPLAY_TEMPERATURE
