@@ -105,3 +105,14 @@ def test_compare_refuses_to_reuse_runs_made_with_other_options(tmp_path):
                             seeds=(0,))  # fmt: skip
     with pytest.raises(ValueError, match=r"holds a run with other options \(lr: 0.05 -> 0.2\)"):
         run_compare(changed)
+
+
+def test_report_reader_marks_epochs_without_evaluation(tmp_path):
+    from lossaug.plots import read_run
+    from lossaug.train import train
+
+    out = tmp_path / "run"
+    train(TrainConfig(**{**BASE.__dict__, "epochs": 3, "eval_every": 2, "out": str(out)}))
+    label, records = read_run(out)
+    assert label.startswith("proposed A seed 0")
+    assert [math.isnan(r["test_error"]) for r in records] == [True, False, False]

@@ -84,7 +84,12 @@ def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
 
 
 def read_run(directory: Path) -> tuple[str, list[dict]]:
-    """``(label, per-epoch records)`` of a run directory, from its ``config.json`` and ``metrics.jsonl``."""
+    """``(label, per-epoch records)`` of a run directory, from its ``config.json`` and ``metrics.jsonl``.
+
+    Epochs without a test evaluation (per the run's ``eval_every``) get a NaN test error, also for runs written
+    before such epochs were recorded as NaN. The label names the compare arm when the run sits in one (e.g.
+    ``baseline-equal-time``), else the method.
+    """
     import json
 
     directory = Path(directory)
@@ -93,5 +98,9 @@ def read_run(directory: Path) -> tuple[str, list[dict]]:
         raise FileNotFoundError(f"no metrics.jsonl in run directory {directory}")
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     config = json.loads((directory / "config.json").read_text())["config"]
-    label = f"{config['method']} {config['setting']} seed {config['seed']} ({config['epochs']} ep)"
-    return label, records
+    every, last = config.get("eval_every", 1), config["epochs"]
+    for record in records:
+        if record["epoch"] % every and record["epoch"] != last:
+            record["test_error"] = record["test_loss"] = math.nan
+    arm = directory.parent.name if directory.parent.name.startswith(config["method"]) else config["method"]
+    return f"{arm} {config['setting']} seed {config['seed']} ({config['epochs']} ep)", records

@@ -577,6 +577,10 @@ class _Position:
 _PER_RANK = ("fallback_rows", "images", "selected_images")  # epoch counters each rank keeps for itself
 
 
+def _percent(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2%}"
+
+
 def _agree_on_stop(stop: dict, world: int, device: torch.device) -> bool:
     """Whether to stop now; under ``torch.distributed`` every rank gets the same answer (a signal seen by any)."""
     if world > 1:
@@ -910,7 +914,8 @@ def train(
             if reporter is not None:
                 reporter.finish(
                     f"epoch {record['epoch']}/{config.epochs} train loss {record['train_loss']:.4f} "
-                    f"err {record['train_error']:.2%} | test err {at.test_error:.2%} | {at.epoch_seconds:.1f}s "
+                    f"err {record['train_error']:.2%} | test err {_percent(record['test_error'])} | "
+                    f"{at.epoch_seconds:.1f}s "
                     f"{record['images_per_second']:.0f} img/s | entropy {record['entropy']:.3f}"
                 )
             if writes:
