@@ -16,6 +16,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path, title: str) -> Path:
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "") -> Path:
     """Write a PNG with test error against epoch and against wall-clock seconds, and training loss against epoch,
     one line per run in ``runs`` (label -> per-epoch records)."""
@@ -38,13 +47,7 @@ def plot_curves(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, Path(path), title)
 
 
 def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "") -> Path:
@@ -74,13 +77,7 @@ def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize="small")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, Path(path), title)
 
 
 def read_run(directory: Path) -> tuple[str, list[dict]]:
