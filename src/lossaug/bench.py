@@ -358,7 +358,13 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
         proxy = Normalized(proxy_net, (0.5,) * 3, (0.25,) * 3, channels_last=device.type == "cuda").to(device)
         if device.type == "cuda":
             proxy = proxy.to(memory_format=torch.channels_last)
-        proxy_optimizer = torch.optim.SGD(proxy.parameters(), lr=defaults.lr, momentum=defaults.momentum, nesterov=True)
+        proxy_optimizer = torch.optim.SGD(
+            proxy.parameters(),
+            lr=defaults.lr,
+            momentum=defaults.momentum,
+            nesterov=True,
+            weight_decay=defaults.weight_decay,  # as train builds the proxy's optimiser
+        )
 
         def proxy_step(num_candidates: int) -> Callable[[_Stopwatch], None]:
             def run(watch: _Stopwatch) -> None:
