@@ -34,3 +34,36 @@ def test_two_process_gloo_run_keeps_ranks_identical_and_resumes(tmp_path):
     final = json.loads((out / "final.json").read_text())
     assert final["epochs"] == 2 and final["rank_parameter_checksums"][0] == final["rank_parameter_checksums"][1]
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_sigterm_under_torchrun_then_resume_equals_the_uninterrupted_run(tmp_path):
+    import signal
+    import time
+
+    import torch
+
+    tiny = ["--dataset", "mini", "--train-size", "1024", "--model", "cnn", "--width", "4", "--batch-size", "32",
+            "--epochs", "2", "--device", "cpu", "--checkpoint-every", "2"]  # fmt: skip
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LOSSAUG_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lossaug"]
+    process = subprocess.Popen([*command, "train", *tiny, "--out", str(stopped)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (stopped / "checkpoint.pt").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)  # torchrun passes it on to both workers
+    process.communicate(timeout=120)
+    saved = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    assert saved["global_step"] < 64, "the run finished before the signal; the test proves nothing"
+
+    resumed = torchrun("train", "--resume", str(stopped), cache=tmp_path / "cache")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    done = torchrun("train", *tiny, "--out", str(reference), cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    expected = torch.load(reference / "checkpoint.pt", weights_only=True)
+    assert final["global_step"] == expected["global_step"] == 64
+    for key, value in expected["model"].items():
+        assert torch.equal(value, final["model"][key]), key
