@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 import lossaug
 from lossaug.augment import parse_augment
-from lossaug.models import DEFAULT_WIDTHS, MODELS, Normalized, build_model
+from lossaug.models import DEFAULT_WIDTHS, MODELS, build_classifier
 from lossaug.seeds import stream_seed
 from lossaug.selection import make_candidates, score_candidates, select_candidates
 from lossaug.train import (
@@ -285,16 +285,12 @@ class _Stopwatch:
 
 
 def _build_model(config: BenchConfig, images: Tensor, device: torch.device) -> nn.Module:
-    """The network behind ``Normalized`` as ``train`` builds it (channels_last on CUDA), initialised from the
-    ``init`` stream without touching the caller's global random state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(stream_seed(config.seed, "init"))
-        net = build_model(config.model, config.num_classes, images.shape[1], config.width)
-    mean, std = channel_stats(images)
-    model = Normalized(net, mean, std, channels_last=device.type == "cuda").to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model.train()
+    """The network as ``train`` builds it, initialised from the ``init`` stream."""
+    seed = stream_seed(config.seed, "init")
+    return build_classifier(
+        config.model, config.num_classes, images.shape[1], config.width, channel_stats(images),
+        device=device, init_seed=seed,
+    ).train()  # fmt: skip
 
 
 def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> BenchResult:
@@ -352,12 +348,10 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
     measurements: list[tuple[Any, Callable[[_Stopwatch], None]]] = [("train", train_alone), ("score", score_alone)]
     measurements += [(m, full_step(m)) for m in config.candidates]
     if config.proxy_model is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(stream_seed(config.seed, "proxy-init"))
-            proxy_net = build_model(config.proxy_model, config.num_classes, images.shape[1], config.proxy_width)
-        proxy = Normalized(proxy_net, (0.5,) * 3, (0.25,) * 3, channels_last=device.type == "cuda").to(device)
-        if device.type == "cuda":
-            proxy = proxy.to(memory_format=torch.channels_last)
+        proxy = build_classifier(
+            config.proxy_model, config.num_classes, images.shape[1], config.proxy_width, channel_stats(images),
+            device=device, init_seed=stream_seed(config.seed, "proxy-init"),
+        )  # fmt: skip
         proxy_optimizer = torch.optim.SGD(
             proxy.parameters(),
             lr=defaults.lr,

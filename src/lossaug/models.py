@@ -103,3 +103,26 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, width: int | 
     if width is not None and width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
     return MODELS[name](num_classes, in_channels, width or DEFAULT_WIDTHS[name])
+
+
+def build_classifier(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    width: int | None,
+    norm: tuple[Sequence[float], Sequence[float]],
+    *,
+    device: torch.device,
+    init_seed: int,
+) -> nn.Module:
+    """``Normalized`` network ``name`` on ``device`` (channels_last on CUDA), its weights drawn from ``init_seed``.
+
+    ``norm`` is ``(mean, std)`` per channel on the [0, 1] scale. Init draws from torch's CPU generator inside
+    ``fork_rng``, so the caller's random state is untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(init_seed)
+        net = build_model(name, num_classes, in_channels, width)
+    cuda = device.type == "cuda"
+    model = Normalized(net, *norm, channels_last=cuda).to(device)
+    return model.to(memory_format=torch.channels_last) if cuda else model

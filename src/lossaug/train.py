@@ -36,7 +36,7 @@ import lossaug
 from lossaug import data as data_module
 from lossaug.augment import Augment, Compose, Cutout, parse_augment
 from lossaug.checkpoint import CheckpointError, newest_valid_checkpoint, save_checkpoint
-from lossaug.models import MODELS, Normalized, build_model
+from lossaug.models import MODELS, build_classifier
 from lossaug.progress import Reporter
 from lossaug.seeds import stream_seed
 from lossaug.selection import BN_MODES, SCORES, Selection, make_candidates, probs_entropy, select_candidates
@@ -477,17 +477,11 @@ def autocast_for(device: torch.device):
 
 
 def _build(config: TrainConfig, data: _Data, device: torch.device, in_channels: int, proxy: bool = False) -> nn.Module:
-    """The (proxy) network behind normalisation, on ``device``, initialised from the ``init`` (``proxy-init``)
-    stream."""
+    """The (proxy) network behind normalisation, initialised from the ``init`` (``proxy-init``) stream."""
     name, width = (config.proxy_model, config.proxy_width) if proxy else (config.model, config.width)
-    # Model init draws from torch's global generator; fork it so the caller's random state is untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(stream_seed(config.seed, "proxy-init" if proxy else "init"))
-        net = build_model(name, data.num_classes, in_channels, width)
-    model = Normalized(net, data.mean, data.std, channels_last=device.type == "cuda").to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    seed = stream_seed(config.seed, "proxy-init" if proxy else "init")
+    norm = (data.mean, data.std)
+    return build_classifier(name, data.num_classes, in_channels, width, norm, device=device, init_seed=seed)
 
 
 def run_metadata(config: TrainConfig, device: torch.device) -> dict:
