@@ -1,0 +1,179 @@
+"""Paired-difference statistics for ``lossaug compare``: Student-t quantiles, intervals, verdicts and power.
+
+Pure functions of plain floats (no torch, no scipy). Units are the caller's: ``compare`` passes errors as fractions
+of test images in [0, 1] (0.005 = 0.5 percentage points) and converts to points only when it prints. Every
+difference is ``treatment - control`` of one seed, so a negative difference in error means the treatment is better.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+VERDICTS = ("better", "worse", "equivalent within ±δ", "unresolved")
+CONFIDENCE = 0.95  # two-sided level of every interval
+POWER = 0.8  # power at which the minimal detectable effect is given
+RESOLUTION = 0.003  # target 95% half-width for seeds_needed: 0.3 percentage points, as a fraction
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz, Numerical Recipes 6.4)."""
+    tiny, eps = 1e-300, 1e-15
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 10_000):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < eps:
+            return result
+    raise AssertionError(f"incomplete beta did not converge for a={a}, b={b}, x={x}")
+
+
+def regularized_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b), the regularized incomplete beta function, for a, b > 0 and 0 <= x <= 1."""
+    if not (a > 0 and b > 0):
+        raise ValueError(f"regularized_beta needs a, b > 0, got a={a}, b={b}")
+    if not 0 <= x <= 1:
+        raise ValueError(f"regularized_beta needs 0 <= x <= 1, got x={x}")
+    if x in (0, 1):
+        return float(x)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1) / (a + b + 2):  # the fraction converges fast on this side; use the symmetry on the other
+        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` > 0 degrees of freedom."""
+    if not df > 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+    tail = 0.5 * regularized_beta(df / 2, 0.5, df / (df + t * t))  # P(T > |t|)
+    return 1.0 - tail if t >= 0 else tail
+
+
+@functools.lru_cache(maxsize=4096)
+def t_quantile(p: float, df: float) -> float:
+    """The ``p``-quantile of Student's t with ``df`` degrees of freedom (bisection on ``t_cdf``, to ~1e-12).
+
+    ``t_quantile(0.975, n - 1)`` is the two-sided 95% factor of a mean of n values; NaN when ``df`` < 1 would
+    leave no spread to estimate (``df`` = 0).
+    """
+    if not 0 < p < 1:
+        raise ValueError(f"quantile probability must be in (0, 1), got {p}")
+    if df == 0 or math.isnan(df):
+        return math.nan
+    if not df > 0:
+        raise ValueError(f"degrees of freedom must be >= 0, got {df}")
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -t_quantile(1 - p, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        low, high = high, 2 * high
+    for _ in range(200):
+        middle = (low + high) / 2
+        if t_cdf(middle, df) < p:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-12 * max(1.0, high):
+            break
+    return (low + high) / 2
+
+
+def half_width(sd: float, n: int, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the two-sided t-interval of a mean of ``n`` values with sample sd ``sd`` (NaN if n < 2)."""
+    if n < 2 or math.isnan(sd):
+        return math.nan
+    return t_quantile(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of per-seed differences ``treatment - control`` with its sample sd, n and 95% t-interval
+    half-width (``low``/``high`` = mean ∓ half-width), in the units of the differences."""
+
+    n: int
+    mean: float
+    sd: float
+    half_width: float
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "low": self.low, "high": self.high}
+
+
+def paired_difference(differences: Sequence[float]) -> PairedDifference:
+    """Summary of per-seed paired differences (NaN mean for none, NaN sd and half-width for fewer than 2)."""
+    n = len(differences)
+    if any(math.isnan(d) for d in differences):
+        raise ValueError(f"paired differences must not be NaN, got {list(differences)}")
+    mean = statistics.fmean(differences) if n else math.nan
+    sd = statistics.stdev(differences) if n > 1 else math.nan
+    return PairedDifference(n=n, mean=mean, sd=sd, half_width=half_width(sd, n))
+
+
+def verdict(mean: float, half_width: float, margin: float) -> str:
+    """One of ``VERDICTS`` for a difference in error ``mean`` ± ``half_width`` and equivalence margin ``margin``
+    (δ > 0, same units): "better" when the whole interval is below 0, "worse" when above 0, "equivalent within
+    ±δ" when it includes 0 and lies inside [-δ, δ], else "unresolved" (also for a NaN interval, n < 2).
+    An interval excluding 0 is reported as better/worse even when it also lies inside ±δ."""
+    if not margin > 0:
+        raise ValueError(f"equivalence margin must be > 0, got {margin}")
+    if math.isnan(mean) or math.isnan(half_width):
+        return "unresolved"
+    if half_width < 0:
+        raise ValueError(f"half_width must be >= 0, got {half_width}")
+    if mean + half_width < 0:
+        return "better"
+    if mean - half_width > 0:
+        return "worse"
+    if -margin <= mean - half_width and mean + half_width <= margin:
+        return "equivalent within ±δ"
+    return "unresolved"
+
+
+def min_detectable_effect(sd: float, n: int, power: float = POWER, confidence: float = CONFIDENCE) -> float:
+    """The smallest true mean difference a two-sided paired t-test at level ``1 - confidence`` detects with
+    probability ``power`` from ``n`` pairs of sample sd ``sd``: ``(t_{1-α/2,n-1} + t_{power,n-1}) · sd / √n``
+    (the usual approximation, ignoring the test's other tail). NaN when n < 2."""
+    if n < 2 or math.isnan(sd):
+        return math.nan
+    df = n - 1
+    return (t_quantile(0.5 + confidence / 2, df) + t_quantile(power, df)) * sd / math.sqrt(n)
+
+
+def seeds_needed(sd: float, target: float = RESOLUTION, confidence: float = CONFIDENCE) -> int | None:
+    """The smallest n >= 2 whose t-interval half-width ``t_{1-α/2,n-1} · sd / √n`` is at most ``target``
+    (same units as ``sd``), supposing the paired sd stays ``sd``. None when ``sd`` is NaN."""
+    if not target > 0:
+        raise ValueError(f"target half-width must be > 0, got {target}")
+    if math.isnan(sd):
+        return None
+    if sd < 0:
+        raise ValueError(f"sd must be >= 0, got {sd}")
+    # The normal quantile is below every t quantile, so no n below (z·sd/target)^2 can do; start there.
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    n = max(2, math.ceil((z * sd / target) ** 2))
+    while half_width(sd, n, confidence) > target:
+        n += 1
+    return n
