@@ -318,14 +318,46 @@ def _csv(kind):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lossaug.compare import CompareConfig, run_compare, summary_markdown
-
-    if not getattr(args, "out", None):
-        raise UsageError("lossaug compare needs --out DIR (re-running with the same DIR skips finished runs)")
+    from lossaug.compare import ARMS, CompareConfig, config_from_protocol, run_compare, summary_markdown
     from lossaug.train import NonFiniteError, TrainingInterrupted
 
-    base = config_from_args(args)
-    config = CompareConfig(base=base, out=args.out, arms=args.arms, settings=args.settings, seeds=args.seeds)
+    if args.protocol:
+        # A pre-registered protocol is run as committed: any other option would silently change it.
+        options = {k: _option(k) for k in ("arms", "settings", "seeds", "config", "preset", "branch_at", "cost_ratio",
+                                           "margin", "allow_mixed_commits")}  # fmt: skip
+        options.update({f.name: f.metadata.get("option", _option(f.name)) for f in dataclasses.fields(TrainConfig)})
+        typed = [option for name, option in options.items() if getattr(args, name, None) is not None]
+        if typed:
+            raise UsageError(f"--protocol {args.protocol} takes no other options, got {', '.join(typed)}; "
+                             "edit (and commit) the protocol file instead")  # fmt: skip
+        path = Path(args.protocol)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise UsageError(f"protocol file {path} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise UsageError(f"protocol file {path} is not valid TOML: {error}") from None
+        if set(raw) != {"compare", "train"}:
+            raise UsageError(f"protocol file {path} must hold a [compare] and a [train] table only, got {sorted(raw)}")
+        base = TrainConfig(**{"cache_dir": str(default_cache_dir()), **load_config_file(path)})
+        config = config_from_protocol(raw["compare"], base)
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        (Path(config.out) / "protocol.toml").write_text(path.read_text())  # the results carry what they ran
+    else:
+        if not getattr(args, "out", None):
+            raise UsageError("lossaug compare needs --out DIR (re-running with the same DIR skips finished runs)")
+        margin = 0.5 if args.margin is None else args.margin
+        config = CompareConfig(
+            base=config_from_args(args),
+            out=args.out,
+            arms=args.arms or ARMS,
+            settings=args.settings or ("A",),
+            seeds=args.seeds or (0, 1, 2),
+            branch_at=args.branch_at or 0.0,
+            cost_ratio=args.cost_ratio,
+            margin=margin / 100,
+            allow_mixed_commits=bool(args.allow_mixed_commits),
+        )
     try:
         summary = run_compare(config, reporter=_reporter())
     except NonFiniteError as error:
@@ -336,7 +368,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print("lossaug: run the same compare command again to continue where it stopped", file=sys.stderr)
         return stop.exit_code
     print(summary_markdown(summary))
-    print(f"summary: {Path(args.out) / 'summary.md'} and summary.json")
+    print(f"summary: {Path(config.out) / 'summary.md'}, summary.json and forest.png")
     return 0
 
 
@@ -407,15 +439,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser(
         "compare",
-        help="run arms x settings x seeds and summarise error, paired differences and time",
-        description="Run baseline, proposed, maxup and baseline-equal-time (baseline given the proposed run's "
-        "measured time in epochs) for each setting and seed, sequentially into --out; re-running skips finished "
-        "runs. Every train option sets what the arms share.",
+        help="run arms x settings x seeds; report paired differences with intervals, verdicts and time",
+        description="Run baseline, proposed, maxup and baseline-equal-time (the baseline given the proposed arm's "
+        "compute: E*F + E*(1-F)*R epochs for cost ratio R) for each setting and seed, sequentially into --out; "
+        "re-running skips finished runs and resumes interrupted ones. With --branch-at F every arm continues from "
+        "the baseline's checkpoint at fraction F of its steps. Every train option sets what the arms share "
+        "(precedence: defaults < --preset < --config < options). --protocol FILE.toml runs a pre-registered "
+        "protocol ([compare]: out, arms, settings, seeds, branch_at, cost_ratio (number or 'bench'), margin_points, "
+        "allow_mixed_commits; [train]: train options) and takes no other option. Writes summary.md, summary.json "
+        "and forest.png.",
     )
-    compare.add_argument("--arms", type=_csv(str), default=("baseline", "proposed", "maxup", "baseline-equal-time"),
+    compare.add_argument("--protocol", metavar="FILE.toml",
+                         help="run a pre-registered protocol file; no other option may be given")  # fmt: skip
+    compare.add_argument("--arms", type=_csv(str), default=None,
                          help="comma-separated arms (default: all four)")  # fmt: skip
-    compare.add_argument("--settings", type=_csv(str), default=("A",), help="comma-separated settings (default: A)")
-    compare.add_argument("--seeds", type=_csv(int), default=(0, 1, 2), help="comma-separated seeds (default: 0,1,2)")
+    compare.add_argument("--settings", type=_csv(str), default=None, help="comma-separated settings (default: A)")
+    compare.add_argument("--seeds", type=_csv(int), default=None, help="comma-separated seeds (default: 0,1,2)")
+    compare.add_argument("--branch-at", type=float, default=None, metavar="F",
+                         help="fraction of the baseline's steps every arm shares before branching, in [0, 1) "
+                         "(default: 0, every arm from the start)")  # fmt: skip
+    compare.add_argument("--cost-ratio", type=float, default=None, metavar="R",
+                         help="cost of a proposed step in baseline steps, sizing baseline-equal-time (default: "
+                         "measured once by lossaug bench at the start, kept in OUT/cost_ratio.json)")  # fmt: skip
+    compare.add_argument("--margin", type=float, default=None, metavar="POINTS",
+                         help="equivalence margin δ in percentage points (default: 0.5)")  # fmt: skip
+    compare.add_argument("--allow-mixed-commits", action="store_true", default=None,
+                         help="summarise runs made by different git commits (refused by default)")  # fmt: skip
     compare.add_argument("--config", metavar="FILE.toml", help="read shared train options from a TOML file")
     compare.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
     add_config_options(compare)

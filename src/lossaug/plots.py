@@ -80,6 +80,24 @@ def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
     return _save(plt, fig, Path(path), title)
 
 
+def plot_forest(rows: Sequence[tuple[str, float, float]], path: Path, margin: float, title: str = "") -> Path:
+    """Write a forest plot PNG: one row per ``(label, mean, half_width)``, the mean paired difference in test error
+    (percentage points, negative = better) with its 95% interval, a solid line at 0 and dashed lines at ±``margin``
+    (points). A NaN half-width (one seed) draws the mean alone."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * max(1, len(rows))))
+    for y, (_, mean, half) in enumerate(reversed(rows)):
+        ax.errorbar(mean, y, xerr=None if math.isnan(half) else half, fmt="o", color="black", capsize=4)
+    ax.set_yticks(range(len(rows)), [label for label, _, _ in reversed(rows)])
+    ax.axvline(0, color="black", linewidth=1)
+    for edge in (-margin, margin):
+        ax.axvline(edge, color="gray", linestyle="--", linewidth=1)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(f"paired difference in test error (points), 95% t-interval; dashed: ±{margin:g} (negative = better)")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(plt, fig, Path(path), title)
+
+
 def read_run(directory: Path) -> tuple[str, list[dict]]:
     """``(label, per-epoch records)`` of a run directory, from its ``config.json`` and ``metrics.jsonl``.
 
