@@ -2,15 +2,20 @@
 
 A run keeps two files: ``checkpoint.pt`` (newest) and ``checkpoint.prev.pt`` (the one before). A save writes
 ``checkpoint.pt.tmp``, flushes and fsyncs it, moves the current newest to ``.prev``, then renames the temporary
-file into place, so at every instant at least one complete checkpoint exists. Loads use
-``torch.load(weights_only=True)``: a checkpoint carrying arbitrary pickled objects is refused and never runs.
+file into place, so at every instant at least one complete checkpoint exists. Rotation only ever moves a
+checkpoint that loads into ``.prev``: a ``checkpoint.pt`` that does not load (cut short, corrupt, or lacking the
+keys a resume needs) is renamed aside to ``checkpoint.pt.corrupt-<time>`` and kept for inspection, so a bad file
+never replaces the good backup. Loads use ``torch.load(weights_only=True)``: a checkpoint carrying arbitrary
+pickled objects is refused and never runs.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,12 @@ import torch
 NEWEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 FORMAT = 1  # bump when the payload layout changes
+# What ``train(..., resume=True)`` reads from a checkpoint; one without them cannot be resumed.
+RESUME_KEYS = ("model", "optimizer", "scheduler", "random", "position", "global_step", "num_classes", "config")
+
+# Checkpoint files this process wrote or loaded, by (device, inode, size, mtime): whether each loads. A save
+# checks the file it rotates against this record instead of loading it again; an unknown file is loaded once.
+_known: dict[tuple[int, int, int, int], bool] = {}
 
 
 class CheckpointError(ValueError):
@@ -38,24 +49,83 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _remember(path: Path, loads: bool) -> None:
+    identity = _identity(path)
+    if identity is not None:
+        _known[identity] = loads
+
+
+def _recalled(path: Path) -> bool | None:
+    """Whether ``path`` loaded when this process last wrote or read this very file; None if it has not."""
+    identity = _identity(path)
+    return None if identity is None else _known.get(identity)
+
+
+def _loads(path: Path) -> bool:
+    """Whether ``path`` is a usable checkpoint; loads it only if this process has not seen this very file."""
+    known = _recalled(path)
+    if known is not None:
+        return known
+    try:
+        loads = _complete(load_checkpoint(path), path)
+    except CheckpointError:
+        loads = False
+    _remember(path, loads)
+    return loads
+
+
+def _complete(payload: dict[str, Any], path: Path) -> bool:
+    try:
+        require_keys(payload, RESUME_KEYS, path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename an unusable checkpoint to ``<name>.corrupt-<time>`` next to it, kept for inspection."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, suffix = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+    while aside.exists():
+        aside, suffix = path.with_name(f"{path.name}.corrupt-{stamp}-{suffix}"), suffix + 1
+    os.replace(path, aside)
+    warnings.warn(f"checkpoint {path} does not load; kept as {aside}", stacklevel=3)
+    return aside
+
+
 def save_checkpoint(payload: dict[str, Any], run_dir: Path) -> Path:
-    """Write ``payload`` as the run's newest checkpoint; the previous newest becomes ``checkpoint.prev.pt``.
+    """Write ``payload`` as the run's newest checkpoint; the previous newest becomes ``checkpoint.prev.pt`` if it
+    loads, and is renamed aside (``checkpoint.pt.corrupt-<time>``) if not, keeping the older good ``.prev``.
 
     Any error (a full disk included) leaves the existing checkpoints untouched and names the path.
     """
-    newest, tmp = run_dir / NEWEST, run_dir / (NEWEST + ".tmp")
+    newest, previous, tmp = run_dir / NEWEST, run_dir / PREVIOUS, run_dir / (NEWEST + ".tmp")
     try:
         with open(tmp, "wb") as handle:
             torch.save({**payload, "format": FORMAT}, handle)
             handle.flush()
             os.fsync(handle.fileno())
         if newest.exists():
-            os.replace(newest, run_dir / PREVIOUS)
+            if _loads(newest):
+                if _recalled(previous) is False:
+                    _set_aside(previous)  # known bad: keep it for inspection rather than overwrite it
+                os.replace(newest, previous)
+            else:
+                _set_aside(newest)
         os.replace(tmp, newest)
         _fsync_dir(run_dir)
     except OSError as error:
         tmp.unlink(missing_ok=True)
         raise OSError(error.errno, f"could not save checkpoint {newest}: {error.strerror or error}") from error
+    _remember(newest, _complete(payload, newest))
     return newest
 
 
@@ -77,20 +147,38 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
+def require_keys(payload: dict[str, Any], keys: Sequence[str], path: Path) -> dict[str, Any]:
+    """``payload`` itself if it has every one of ``keys``; else a CheckpointError naming the missing ones."""
+    missing = [key for key in keys if key not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {missing}; it is not a complete lossaug training checkpoint")
+    if "global_step" in keys and (
+        isinstance(payload["global_step"], bool) or not isinstance(payload["global_step"], int)
+    ):
+        raise CheckpointError(f"checkpoint {path} has global_step {payload['global_step']!r}, not an int")
+    if "config" in keys and not isinstance(payload["config"], dict):
+        raise CheckpointError(f"checkpoint {path} has a config of type {type(payload['config']).__name__}")
+    return payload
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / NEWEST).exists() or (run_dir / PREVIOUS).exists()
 
 
-def newest_valid_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """The newest checkpoint of ``run_dir`` that loads; unusable ones are skipped with a warning naming them."""
+def newest_valid_checkpoint(run_dir: Path, keys: Sequence[str] = RESUME_KEYS) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint of ``run_dir`` that loads and has ``keys`` (by default all that a resume reads);
+    unusable ones are skipped with a warning naming them and why."""
     candidates = [run_dir / name for name in (NEWEST, PREVIOUS) if (run_dir / name).exists()]
     if not candidates:
         raise CheckpointError(f"no checkpoint in {run_dir} (looked for {NEWEST} and {PREVIOUS})")
     loaded = []
     for path in candidates:
         try:
-            loaded.append((path, load_checkpoint(path)))
+            payload = load_checkpoint(path)
+            _remember(path, _complete(payload, path))
+            loaded.append((path, require_keys(payload, (*keys, "global_step"), path)))
         except CheckpointError as error:
+            _remember(path, False)
             warnings.warn(f"skipping {error}", stacklevel=2)
     if not loaded:
         raise CheckpointError(f"no valid checkpoint in {run_dir}: {', '.join(str(p) for p in candidates)} unusable")
