@@ -111,11 +111,28 @@ def read_run(directory: Path) -> tuple[str, list[dict]]:
     metrics_path = directory / "metrics.jsonl"
     if not metrics_path.is_file():
         raise FileNotFoundError(f"no metrics.jsonl in run directory {directory}")
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    config = json.loads((directory / "config.json").read_text())["config"]
-    every, last = config.get("eval_every", 1), config["epochs"]
+    records = []
+    for number, line in enumerate(metrics_path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{metrics_path} line {number} is not valid JSON: {error.msg}") from None
+        if type(record.get("epoch") if isinstance(record, dict) else None) is not int:
+            raise ValueError(f"{metrics_path} line {number} is not an epoch record (no integer 'epoch')")
+        records.append(record)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"no config.json in run directory {directory}")
+    try:
+        config = json.loads(config_path.read_text(errors="replace"))["config"]
+        every, last = max(1, int(config.get("eval_every", 1))), int(config["epochs"])
+        method, setting, seed = str(config["method"]), config["setting"], config["seed"]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{config_path} is not a lossaug run config: {type(error).__name__}: {error}") from None
     for record in records:
         if record["epoch"] % every and record["epoch"] != last:
             record["test_error"] = record["test_loss"] = math.nan
-    arm = directory.parent.name if directory.parent.name.startswith(config["method"]) else config["method"]
-    return f"{arm} {config['setting']} seed {config['seed']} ({config['epochs']} ep)", records
+    arm = directory.parent.name if directory.parent.name.startswith(method) else method
+    return f"{arm} {setting} seed {seed} ({last} ep)", records
