@@ -15,6 +15,7 @@ import sys
 import time
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -94,24 +95,53 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
-    """Fields from a TOML file: top-level keys (or a ``[train]`` table) named like the options."""
+    """Fields from a TOML file, keys named like the options (``batch-size`` or ``batch_size``).
+
+    Layout: every option at the top level of the file, or every option in a ``[train]`` table (the layout of a
+    ``lossaug compare --protocol`` file, whose ``[compare]`` table that command reads and this one skips). Option
+    keys at the top level beside a ``[train]`` table are an error naming them, as is any unknown key. Values are
+    checked as TOML types: a float option takes a TOML number (``lr = 1`` is 1.0; ``inf`` is a TOML float), an
+    integer option an integer, a text option a string, a flag ``true`` or ``false``; ``"none"`` clears an option
+    that may be None. A boolean or a string where a number belongs (``lr = true``, ``lr = "0.1"``) is an error
+    naming the file and the key.
+    """
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"config file {path} is not valid TOML: {error}") from None
-    raw = raw.get("train", raw)
+    if "train" in raw:
+        if not isinstance(raw["train"], dict):
+            raise UsageError(f"config file {path}: 'train' must be a [train] table of options")
+        misplaced = sorted(k for k in raw if k not in ("train", "compare"))
+        if misplaced:
+            raise UsageError(
+                f"config file {path} has a [train] table and also options outside it: {misplaced}; put every "
+                "option in [train] (or drop the table header)"
+            )
+        raw = raw["train"]
+    kinds = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", dict: "a table", list: "an array"}
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
         if name not in fields:
             raise UsageError(f"unknown option {key!r} in config file {path}; valid: {sorted(fields)}")
-        try:
-            values[name] = _converter(fields[name])(value)
-        except (TypeError, ValueError) as error:
-            raise UsageError(f"bad value {value!r} for {key!r} in config file {path}: {error}") from None
+        if name in values:
+            raise UsageError(f"option {name!r} is given twice in config file {path} (as {key!r} too)")
+        scalar, optional = _field_type(fields[name])
+        kind = kinds.get(type(value), f"a {type(value).__name__}")
+        if optional and isinstance(value, str) and value.lower() == "none":
+            values[name] = None
+            continue
+        if scalar is float and type(value) in (int, float):
+            values[name] = float(value)
+        elif scalar in (bool, int, str) and type(value) is scalar:
+            values[name] = value
+        else:
+            expected = kinds.get(scalar, scalar.__name__) + (' or "none"' if optional else "")
+            raise UsageError(f"bad value {value!r} for {key!r} in config file {path}: expected {expected}, got {kind}")
         choices = fields[name].metadata.get("choices")
         if choices and values[name] not in choices:
             raise UsageError(f"bad value {value!r} for {key!r} in config file {path}; choose from {list(choices)}")
@@ -543,7 +573,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _install_warning_format() -> None:
+    """Print each Python warning once per command, as one line ``lossaug: warning: <message>`` on stderr.
+
+    Python's own format adds the source file and line, and its "default" filter remembers a warning per line of
+    the caller, not per message: a skipped checkpoint, looked up by the command and again by ``train``, printed
+    twice. Here the message text decides.
+    """
+    seen: set[tuple[type[Warning], str]] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # warnings.showwarning signature
+        text = " ".join(str(message).split())
+        if (category, text) in seen:
+            return
+        seen.add((category, text))
+        try:
+            (file or sys.stderr).write(f"lossaug: warning: {text}\n")
+        except (OSError, ValueError):  # stderr closed or gone: nowhere to warn
+            pass
+
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _install_warning_format()
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
