@@ -7,6 +7,7 @@ print one line naming the culprit and exit with status 2; set ``LOSSAUG_DEBUG=1`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -587,10 +588,8 @@ def _install_warning_format() -> None:
         if (category, text) in seen:
             return
         seen.add((category, text))
-        try:
+        with contextlib.suppress(OSError, ValueError):  # stderr closed or gone: nowhere to warn
             (file or sys.stderr).write(f"lossaug: warning: {text}\n")
-        except (OSError, ValueError):  # stderr closed or gone: nowhere to warn
-            pass
 
     warnings.showwarning = show
 
