@@ -2,6 +2,9 @@
 
 Every function here writes only under the path it is given, and every write lands in a temporary name first and
 is then renamed into place, so an interrupted run never leaves a file or folder that looks complete but is not.
+Extraction is capped in total size and in its ratio to the archive's size (a small archive can expand to fill the
+disk), and its temporary folder is removed on an error, Ctrl-C or SIGTERM, or by the next extraction into the same
+place once the process that made it is gone (kill -9).
 """
 
 from __future__ import annotations
@@ -9,10 +12,14 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import shutil
+import signal
+import socket
 import stat
 import tarfile
 import tempfile
+import threading
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
@@ -26,6 +33,13 @@ Log = Callable[[str], None]
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")
 DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation, not for the whole file
 _CHUNK = 1 << 20
+# Extraction caps. The largest archives lossaug reads expand little: CIFAR-10 python 163 MB -> 178 MB, the CIFAR-10
+# JPEG folder 18.6 MB -> 86 MB counting headers (ratio 4.6); image data barely compresses. 4 GiB leaves room for
+# larger image folders; a caller with more passes max_bytes.
+MAX_EXTRACT_BYTES = 4 << 30
+MAX_EXTRACT_RATIO = 200  # extracted bytes per archive byte
+_RATIO_FLOOR = 1 << 20  # tiny archives may always expand to 1 MiB
+_MEMBER_OVERHEAD = 512  # counted per member (a tar header), so a flood of empty files counts too
 # tarfile's extraction filters (and their error) exist from Python 3.10.12 / 3.11.4 on.
 _TarFilterError = getattr(tarfile, "FilterError", type("_TarFilterError", (Exception,), {}))
 
@@ -115,11 +129,34 @@ def _check_member_name(name: str, archive: Path) -> None:
         raise ValueError(f"refusing archive member {name!r} in {archive}: '..' component")
 
 
-def _extract_tar(archive: Path, into: Path) -> None:
+class _Budget:
+    """Running total of the bytes an extraction writes, refused past ``max_bytes`` or ``max_ratio`` times the
+    archive's size, naming the member that crossed the cap."""
+
+    def __init__(self, archive: Path, max_bytes: int, max_ratio: float):
+        size = archive.stat().st_size
+        by_ratio = max(max_ratio * size, _RATIO_FLOOR)
+        self.archive, self.total = archive, 0
+        if by_ratio < max_bytes:
+            self.cap, self.why = int(by_ratio), f"{max_ratio:g} times the archive's {size} bytes"
+        else:
+            self.cap, self.why = max_bytes, "max_bytes"
+
+    def add(self, name: str, size: int) -> None:
+        self.total += max(size, 0) + _MEMBER_OVERHEAD
+        if self.total > self.cap:
+            raise ValueError(
+                f"refusing archive member {name!r} in {self.archive}: extraction would reach {self.total} bytes, "
+                f"over the cap of {self.cap} ({self.why})"
+            )
+
+
+def _extract_tar(archive: Path, into: Path, budget: _Budget) -> None:
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
                 _check_member_name(member.name, archive)
+                budget.add(member.name, member.size if member.isfile() else 0)
                 if not (member.isfile() or member.isdir()):
                     kind = (
                         "symlink"
@@ -141,12 +178,14 @@ def _extract_tar(archive: Path, into: Path) -> None:
         raise ValueError(f"could not read archive {archive}: {e}") from e
 
 
-def _extract_zip(archive: Path, into: Path) -> None:
+def _extract_zip(archive: Path, into: Path, budget: _Budget) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
             for info in members:
                 _check_member_name(info.filename, archive)
+                # zipfile writes at most file_size bytes per member (it stops reading there), so this is exact.
+                budget.add(info.filename, info.file_size)
                 # The high 16 bits are Unix st_mode when the writer recorded one; zero file-type bits mean a
                 # plain file or folder (Python's zipfile.writestr stores permissions only).
                 file_type = stat.S_IFMT(info.external_attr >> 16)
@@ -158,32 +197,92 @@ def _extract_zip(archive: Path, into: Path) -> None:
         raise ValueError(f"could not read archive {archive}: {e}") from e
 
 
-def safe_extract(archive: Path, dest: Path) -> Path:
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OSError:
+        return True  # cannot tell: keep its folder
+    return True
+
+
+def _remove_stale_partials(dest: Path) -> None:
+    """Remove ``dest``'s temporary folders left by dead processes of this host (kill -9, power loss)."""
+    prefix = f".{dest.name}."
+    try:
+        entries = list(os.scandir(dest.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".partial")):
+            continue
+        # .<dest>.<host>.<pid>.<random>.partial; other names (older lossaug, other tools) are left alone.
+        parts = entry.name[len(prefix) : -len(".partial")].split(".")
+        if len(parts) == 3 and parts[0] == _HOST and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit(143) while extracting, so the temporary folder is removed on the way out (the
+    default action kills the process on the spot). A handler the caller installed (e.g. the training loop's) is
+    left alone, as is everything outside the main thread; the previous handler is restored on exit."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def safe_extract(
+    archive: Path, dest: Path, *, max_bytes: int = MAX_EXTRACT_BYTES, max_ratio: float = MAX_EXTRACT_RATIO
+) -> Path:
     """Unpack a .tar(.gz/.xz/.bz2) or .zip `archive` into the folder `dest` and return `dest`.
 
     Members with absolute paths, `..` components, links or device files are refused with a ValueError naming the
-    member. Extraction goes to a temporary sibling folder that is renamed to `dest` only when complete, so an
-    existing `dest` is a finished extraction and is returned as is.
+    member, as is the member that takes the extracted total (file sizes plus 512 bytes per member) past
+    `max_bytes` or past `max_ratio` times the archive's size (at least 1 MiB). Extraction goes to a temporary
+    sibling folder `.<dest>.<host>.<pid>.<random>.partial` that is renamed to `dest` only when complete, so an
+    existing `dest` is a finished extraction and is returned as is. The temporary folder is removed on any error,
+    Ctrl-C and SIGTERM (which then ends the process with status 143, unless the caller handles SIGTERM itself);
+    one left by a process that no longer runs (kill -9) is removed by the next call for the same `dest`.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
         raise FileNotFoundError(f"archive not found: {archive}")
+    if dest.parent.is_dir():
+        _remove_stale_partials(dest)
     if dest.is_dir():
         return dest
+    budget = _Budget(archive, max_bytes, max_ratio)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial"))
-    try:
-        if zipfile.is_zipfile(archive):
-            _extract_zip(archive, tmp)
-        else:
-            _extract_tar(archive, tmp)
+    with _sigterm_raises():
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.{_HOST}.{os.getpid()}.", suffix=".partial"))
         try:
-            os.rename(tmp, dest)
-        except OSError:
-            if not dest.is_dir():  # anything but "another process finished the same extraction first"
-                raise
-            shutil.rmtree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            if zipfile.is_zipfile(archive):
+                _extract_zip(archive, tmp, budget)
+            else:
+                _extract_tar(archive, tmp, budget)
+            try:
+                os.rename(tmp, dest)
+            except OSError:
+                if not dest.is_dir():  # anything but "another process finished the same extraction first"
+                    raise
+                shutil.rmtree(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return dest
