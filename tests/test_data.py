@@ -8,12 +8,16 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import tarfile
 import threading
+import tracemalloc
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -22,10 +26,12 @@ import pytest
 import torch
 from PIL import Image
 
-from lossaug import data
+from lossaug import _archive, data
 from lossaug.data import (
     ImageDataset,
+    data_fingerprint,
     download,
+    fingerprint_differences,
     load_cifar,
     load_dataset,
     load_image_folder,
@@ -205,8 +211,8 @@ def test_cut_cifar_archive_is_an_error_naming_it(tmp_path):
     archive, _, _ = _fake_cifar("cifar10")
     cut = tmp_path / "cifar-10-python.tar.gz"
     cut.write_bytes(archive[: len(archive) // 2])
-    with pytest.raises(ValueError, match="cifar-10-python.tar.gz"):
-        load_cifar("cifar10", cut, cache_dir=None)
+    with pytest.raises(ValueError, match=r"cannot read CIFAR archive .*cifar-10-python.tar.gz"):
+        load_cifar("cifar10", cut, cache_dir=None, verify=False)
 
 
 class _MakeDir:
@@ -236,6 +242,108 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, via_eval):
     with pytest.raises(ValueError, match=r"data_batch_1.*not allowed"):
         load_cifar("cifar10", folder, cache_dir=None)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_local_and_cached_cifar_archives_are_md5_checked(tmp_path):
+    archive, expected, classes = _fake_cifar("cifar10")
+    fake_md5 = hashlib.md5(archive).hexdigest()
+    official_md5 = data.CIFAR_SOURCES["cifar10"][1]
+    path = tmp_path / "cifar-10-python.tar.gz"  # a fake under the official name
+    path.write_bytes(archive)
+    mismatch = rf"^md5 mismatch for {path}: expected {official_md5} .*got {fake_md5}; .*verify=False"
+    with pytest.raises(ValueError, match=mismatch) as error:
+        load_dataset("cifar10", path)  # given as the archive
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=mismatch):
+        load_dataset("cifar10", tmp_path)  # as the folder holding it
+    with pytest.raises(ValueError, match=mismatch):
+        load_dataset("cifar10", cache_dir=tmp_path)  # found in the download cache
+    _assert_matches(load_dataset("cifar10", path, verify=False), expected, classes)
+
+
+def _py2_batch(rows: np.ndarray, labels: list[int]) -> bytes:
+    """A batch file as the official ones are written: Python 2 cPickle protocol 2 of numpy 1 arrays, with the pixels
+    as one byte string (read back as a latin1 str) and the dtype state (3, '|', None, None, None, -1, -1, 0)."""
+    raw = rows.tobytes()
+    return b"".join([
+        b"\x80\x02}(U\x04data",
+        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R",
+        b"(K\x01J" + struct.pack("<i", rows.shape[0]) + b"J" + struct.pack("<i", rows.shape[1]) + b"\x86",
+        b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb",
+        b"\x89T" + struct.pack("<i", len(raw)) + raw + b"tb",
+        b"U\x06labels](" + b"".join(b"K" + bytes([label]) for label in labels) + b"eu.",
+    ])  # fmt: skip
+
+
+def test_official_python2_batch_layout_and_numpy_redumps_load():
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    blob = _py2_batch(rows, [1, 0, 9])
+    with warnings.catch_warnings():  # oracle: numpy's own unpickling of it (numpy 2 warns about numpy.core)
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(pickle.loads(blob, encoding="latin1")["data"], rows)
+    batches = [("py2", data._unpickle_batch(blob, "py2"))]
+    for protocol in range(2, 6):
+        blob = pickle.dumps({"data": rows, "labels": [1, 0, 9]}, protocol=protocol)
+        batches.append((f"protocol {protocol}", data._unpickle_batch(blob, f"protocol {protocol}")))
+    for where, batch in batches:
+        assert batch["data"].dtype == np.uint8 and batch["labels"] == [1, 0, 9], where
+        np.testing.assert_array_equal(batch["data"], rows, err_msg=where)
+    split = data._cifar_split(batches, "labels", 10)
+    assert split.images.shape == (15, 3, 32, 32) and split.images.is_contiguous()
+
+
+_64_MIB = b"J\x00\x00\x00\x04"  # BININT 2**26: 64 MiB of bytes
+_ALLOCATING_PICKLES = {
+    # 30 bytes: bytearray(2**26)
+    "bytearray": (b"\x80\x02cbuiltins\nbytearray\n" + _64_MIB + b"\x85R.", "builtins.bytearray is not allowed"),
+    # _reconstruct(ndarray, (2**26,), "b"): numpy allocates the shape it is given
+    "_reconstruct shape": (
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + _64_MIB + b"\x85U\x01b\x87R.",
+        "has no data",
+    ),
+    # ndarray((2**23,)): 8M float64
+    "ndarray call": (b"\x80\x02cnumpy\nndarray\nJ\x00\x00\x80\x00\x85\x85R.", "numpy.ndarray may not be called"),
+    # a sub-array dtype of 2**26 bytes, then one element of it
+    "subarray dtype": (
+        b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x01\x85"
+        b"cnumpy\ndtype\nU\x02u1" + _64_MIB + b"\x85\x86\x85R\x87R.",
+        "is not allowed",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ALLOCATING_PICKLES))
+def test_tiny_pickles_cannot_allocate_memory(name):
+    blob, reason = _ALLOCATING_PICKLES[name]
+    assert len(blob) < 100
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=rf"cannot read CIFAR batch x:.*{reason}") as error:
+            data._unpickle_batch(blob, "x")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB allocated for a {len(blob)}-byte pickle"
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("module, name", [("_codecs", "encode"), ("numpy", "dtype"), ("numpy", "ndarray")])
+def test_pickle_cannot_modify_the_allowed_globals(module, name):
+    # BUILD with slot state (None, {"pwned": 1}) calls setattr on its object: on a global, for every later load.
+    blob = f"\x80\x02c{module}\n{name}\nN}}U\x05pwnedK\x01s\x86b.".encode("latin1")
+    with pytest.raises(ValueError, match="cannot read CIFAR batch"):
+        data._unpickle_batch(blob, "x")
+    assert not hasattr(data._PICKLE_GLOBALS[(module, name)], "pwned")
+
+
+def test_oversized_cifar_member_is_refused_before_reading(tmp_path, monkeypatch):
+    archive, _, _ = _fake_cifar("cifar10")
+    path = tmp_path / "cifar-10-python.tar.gz"
+    path.write_bytes(archive)
+    monkeypatch.setattr(data, "_MAX_CIFAR_FILE", 1000)
+    with pytest.raises(ValueError, match=r"member cifar-10-batches-py/\w+ is \d+ bytes, over the 1000"):
+        load_cifar("cifar10", path, cache_dir=None, verify=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -460,6 +568,79 @@ def test_safe_extract_extracts_once(tmp_path):
     (dest / "ok" / "fine.txt").write_bytes(b"edited")
     assert safe_extract(archive, dest) == dest  # a finished extraction is reused, not redone
     assert (dest / "ok" / "fine.txt").read_bytes() == b"edited"
+
+
+def _zeros_archive(path: Path, sizes: dict[str, int]) -> Path:
+    """A .tar.gz (or .zip) of zero-filled members: tiny on disk, large when extracted."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, size in sizes.items():
+                zf.writestr(name, bytes(size))
+        return path
+    with tarfile.open(path, "w:gz") as tar:
+        for name, size in sizes.items():
+            tar.addfile(_file_info(name, bytes(size)), io.BytesIO(bytes(size)))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_extraction_is_capped_by_ratio_and_total(tmp_path, kind):
+    bomb = _zeros_archive(tmp_path / f"bomb.{kind}", {"a/small": 1000, "a/zeros": 4 << 20})
+    assert bomb.stat().st_size < 10_000  # ratio > 400
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=rf"'a/zeros' in {bomb}: .* over the cap of \d+ \(200 times the archive's"):
+        safe_extract(bomb, out / "dest")  # the defaults
+    with pytest.raises(ValueError, match=r"'a/zeros' in .* over the cap of 2000000 \(max_bytes\)"):
+        safe_extract(bomb, out / "dest", max_bytes=2_000_000, max_ratio=10_000)
+    assert list(out.iterdir()) == []  # nothing half-extracted left behind
+    assert (safe_extract(bomb, out / "dest", max_ratio=10_000) / "a" / "zeros").stat().st_size == 4 << 20
+
+
+def test_many_empty_members_count_against_the_cap(tmp_path):
+    bomb = _zeros_archive(tmp_path / "empty.tar.gz", {f"e/{i}": 0 for i in range(1000)})
+    with pytest.raises(ValueError, match=r"refusing archive member 'e/\d+'.*over the cap of 400000"):
+        safe_extract(bomb, tmp_path / "dest", max_bytes=400_000, max_ratio=10_000)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_CIFAR_JPEG.is_file(), reason="needs ../shared/data/cifar10-jpeg.tar.xz")
+def test_shared_cifar_jpeg_archive_is_within_the_default_caps():
+    budget = _archive._Budget(SHARED_CIFAR_JPEG, _archive.MAX_EXTRACT_BYTES, _archive.MAX_EXTRACT_RATIO)
+    with tarfile.open(SHARED_CIFAR_JPEG) as tar:  # the member list only, nothing extracted
+        for member in tar:
+            budget.add(member.name, member.size if member.isfile() else 0)
+    assert budget.total < budget.cap / 20  # about 86 MB of 3.7 GB allowed (ratio 4.6 of 200)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data fingerprints
+
+
+def test_data_fingerprint_tells_data_sets_apart():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (500, 3, 8, 8), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (500,), generator=gen)
+    base = data_fingerprint(images, labels, 10)
+    assert base == data_fingerprint(images.clone(), labels.clone(), 10)
+    assert json.loads(json.dumps(base)) == base and base["images_sampled"] == 64
+    assert base["count"] == 500 and base["shape"] == [3, 8, 8]
+    relabelled = labels.clone()
+    relabelled[123] = (relabelled[123] + 1) % 10
+    repainted = images.clone()
+    repainted[499, 0, 0, 0] ^= 1  # the last image is always sampled
+    variants = {
+        "labels_sha256": data_fingerprint(images, relabelled, 10),
+        "images_sha256": data_fingerprint(repainted, labels, 10),
+        "num_classes": data_fingerprint(images, labels, 100),
+        "count": data_fingerprint(images[:499], labels[:499], 10),
+    }
+    for field, other in variants.items():
+        assert other[field] != base[field]
+        assert any(line.startswith(f"{field}: ") for line in fingerprint_differences(base, other))
+    assert fingerprint_differences(base, dict(base)) == []
+    assert data_fingerprint(images[:0], labels[:0], 10)["images_sampled"] == 0
+    with pytest.raises(ValueError, match="expected images"):
+        data_fingerprint(images[0], labels, 10)
 
 
 # ---------------------------------------------------------------------------------------------------------------
