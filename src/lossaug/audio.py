@@ -1,0 +1,568 @@
+"""Audio for lossaug: batched waveform augmentations, band-limited resampling, a log-mel front end and AudioCNN.
+
+Every augmentation is a pure function over a batch ``waveforms (B,C,T)`` (int16 on the int16 scale, or float in
+[-1, 1]) that draws one set of parameters per clip from an explicit ``generator`` on the batch's device, with no
+Python loop over clips, split into ``*_params`` and ``apply_*`` like the image ops in ``lossaug.augment``. Each
+returns the input's shape and dtype; int16 results are rounded and saturated to [-32768, 32767].
+
+Candidates stay waveforms until the forward pass: ``AudioCNN`` computes log-mel features inside the model, so
+SpecAugment-style masks are applied to the waveform in forms that are masks on its log-mel features:
+
+- ``timemask`` zeroes a span of samples. Every STFT frame inside the span is then silent, i.e. at the log floor:
+  a time mask on the spectrogram (frames that straddle the span's edges are partly masked).
+- ``freqmask`` zeroes the FFT bins of the whole clip between the edges of a random run of mel channels (the
+  same HTK mel scale as the front end), a band-stop filter. Channel k of the filterbank is non-zero only between
+  edges k and k+2, so zeroing edges ``first`` .. ``first+count+1`` silences channels ``first`` .. ``first+count-1``
+  and half of each neighbour, up to the leakage of the STFT's Hann window: measured on white noise at 8 kHz with
+  40 mels, the run's inner channels fall by 40-55 dB, its two end channels by about 15 dB (the window's main lobe,
+  +-2 bins or +-62 Hz, is as wide as a low mel channel).
+
+SpecAugment fills masks with the mean (zero after its normalisation); here masked cells sit at the log floor, as
+silence and the zero padding of short clips do.
+
+``parse_audio_augment("shift,gain,noise")`` builds setting A; options go after a colon: ``"shift:0.1,gain:6"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lossaug.augment import Augment, Compose
+
+__all__ = [
+    "AUDIO_AUGMENTATIONS",
+    "AUDIO_SETTINGS",
+    "AdditiveNoise",
+    "AudioCNN",
+    "FreqMask",
+    "LogMel",
+    "RandomGain",
+    "SpeedPerturb",
+    "TimeMask",
+    "TimeShift",
+    "additive_noise",
+    "freq_mask",
+    "mel_edges_hz",
+    "mel_filterbank",
+    "parse_audio_augment",
+    "random_gain",
+    "resample",
+    "speed_perturb",
+    "time_mask",
+    "time_shift",
+]
+
+DEFAULT_SAMPLE_RATE = 8000  # FSDD's rate
+DEFAULT_N_MELS = 40  # the usual choice for speech at 8-16 kHz
+INT16_SCALE = 32768.0  # int16 sample value of full scale 1.0
+
+AUDIO_SETTINGS = {"A": "shift,gain,noise", "B": "shift,gain,noise,timemask,freqmask"}
+
+
+def _check_waveforms(waveforms: Tensor, generator: torch.Generator | None) -> None:
+    if not isinstance(waveforms, Tensor) or waveforms.dim() != 3:
+        shape = tuple(waveforms.shape) if isinstance(waveforms, Tensor) else type(waveforms).__name__
+        raise ValueError(f"waveforms must be a (B,C,T) tensor, got {shape}")
+    if not (waveforms.is_floating_point() or waveforms.dtype == torch.int16):
+        raise ValueError(f"waveforms must be int16 or floating point, got {waveforms.dtype}")
+    if generator is not None and generator.device.type != waveforms.device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but waveforms are on {waveforms.device}; "
+            "create the generator on the waveforms' device"
+        )
+
+
+def _working_copy(waveforms: Tensor) -> Tensor:
+    """Float samples on the input's own scale: float32 for int16, else the input's dtype."""
+    return waveforms.float() if waveforms.dtype == torch.int16 else waveforms
+
+
+def _like(result: Tensor, waveforms: Tensor) -> Tensor:
+    """``result`` in ``waveforms``' dtype; int16 is rounded and saturated, as a recorder would clip."""
+    if waveforms.dtype == torch.int16:
+        return result.round().clamp(-INT16_SCALE, INT16_SCALE - 1).to(torch.int16)
+    return result.to(waveforms.dtype)
+
+
+def _uniform(batch_size: int, low: float, high: float, device: torch.device, generator) -> Tensor:
+    return low + (high - low) * torch.rand(batch_size, device=device, generator=generator)
+
+
+# ---------------------------------------------------------------- time shift (zero-filled, not circular)
+
+
+def shift_params(batch_size: int, max_shift: int, *, device: torch.device, generator=None) -> Tensor:
+    """``shift (B,)`` int64, uniform in ``[-max_shift, max_shift]`` samples; positive moves the clip later."""
+    return torch.randint(-max_shift, max_shift + 1, (batch_size,), device=device, generator=generator)
+
+
+def apply_shift(waveforms: Tensor, shift: Tensor) -> Tensor:
+    """Delay each clip of ``waveforms (B,C,T)`` by ``shift[b]`` samples; samples pushed past an end are dropped
+    and the gap is filled with silence (zero-filled: a circular shift would wrap the end of a word to its start)."""
+    length = waveforms.shape[-1]
+    source = torch.arange(length, device=waveforms.device) - shift.view(-1, 1)  # (B,T)
+    valid = (source >= 0) & (source < length)
+    index = source.clamp(0, max(length - 1, 0)).unsqueeze(1).expand_as(waveforms)
+    return torch.where(valid.unsqueeze(1), waveforms.gather(2, index), 0)
+
+
+def time_shift(waveforms: Tensor, max_fraction: float = 0.1, *, generator: torch.Generator | None = None) -> Tensor:
+    """Shift each clip by a random whole number of samples, up to ``max_fraction`` of its length either way."""
+    _check_waveforms(waveforms, generator)
+    if not 0.0 <= max_fraction <= 1.0:
+        raise ValueError(f"shift max_fraction must be in [0, 1], got {max_fraction}")
+    max_shift = round(max_fraction * waveforms.shape[-1])
+    return apply_shift(waveforms, shift_params(len(waveforms), max_shift, device=waveforms.device, generator=generator))
+
+
+# ---------------------------------------------------------------- gain in dB
+
+
+def gain_params(batch_size: int, max_db: float, *, device: torch.device, generator=None) -> Tensor:
+    """``gain_db (B,)`` float32, uniform in ``[-max_db, max_db]``."""
+    return _uniform(batch_size, -max_db, max_db, device, generator)
+
+
+def apply_gain(waveforms: Tensor, gain_db: Tensor) -> Tensor:
+    """Scale each clip of ``waveforms (B,C,T)`` by ``10 ** (gain_db[b] / 20)``."""
+    x = _working_copy(waveforms)
+    factor = torch.pow(10.0, gain_db.float() / 20).view(-1, 1, 1)
+    return _like(x * factor.to(x.dtype), waveforms)
+
+
+def random_gain(waveforms: Tensor, max_db: float = 6.0, *, generator: torch.Generator | None = None) -> Tensor:
+    """Amplify or attenuate each clip by a random gain, uniform in ``[-max_db, max_db]`` dB."""
+    _check_waveforms(waveforms, generator)
+    if not 0.0 <= max_db <= 60.0:
+        raise ValueError(f"gain max_db must be in [0, 60], got {max_db}")
+    return apply_gain(waveforms, gain_params(len(waveforms), max_db, device=waveforms.device, generator=generator))
+
+
+# ---------------------------------------------------------------- additive white noise at a random SNR
+
+
+def noise_params(
+    shape: tuple[int, int, int], min_snr_db: float, max_snr_db: float, *, device: torch.device, generator=None
+) -> tuple[Tensor, Tensor]:
+    """``(snr_db (B,), noise (B,C,T))``: SNR uniform in ``[min_snr_db, max_snr_db]``, unit Gaussian noise."""
+    snr_db = _uniform(shape[0], min_snr_db, max_snr_db, device, generator)
+    return snr_db, torch.randn(shape, device=device, generator=generator)
+
+
+def apply_noise(waveforms: Tensor, snr_db: Tensor, noise: Tensor) -> Tensor:
+    """Add ``noise (B,C,T)`` scaled so that each clip's signal-to-noise power ratio is ``snr_db[b]``.
+
+    Signal power is the mean square over the whole clip, padding included, so in the speech itself the SNR is
+    higher by the padding's share; a silent clip stays silent."""
+    x = _working_copy(waveforms)
+    work = torch.promote_types(x.dtype, torch.float32)  # float32 at least: float16 squares overflow
+    power = x.to(work).square().mean(dim=(1, 2))
+    scale = torch.sqrt(power / torch.pow(10.0, snr_db.to(work) / 10)).view(-1, 1, 1)
+    return _like(x + (scale * noise.to(work)).to(x.dtype), waveforms)
+
+
+def additive_noise(
+    waveforms: Tensor, min_snr_db: float = 10.0, max_snr_db: float = 40.0, *, generator: torch.Generator | None = None
+) -> Tensor:
+    """Add white Gaussian noise to each clip at a random SNR, uniform in ``[min_snr_db, max_snr_db]`` dB."""
+    _check_waveforms(waveforms, generator)
+    if not min_snr_db <= max_snr_db:
+        raise ValueError(f"noise needs min_snr_db <= max_snr_db, got {min_snr_db} > {max_snr_db}")
+    params = noise_params(tuple(waveforms.shape), min_snr_db, max_snr_db, device=waveforms.device, generator=generator)
+    return apply_noise(waveforms, *params)
+
+
+# ---------------------------------------------------------------- speed perturbation
+
+
+def speed_params(batch_size: int, max_change: float, *, device: torch.device, generator=None) -> Tensor:
+    """``factor (B,)`` float32, uniform in ``[1 - max_change, 1 + max_change]``; above 1 plays faster."""
+    return _uniform(batch_size, 1 - max_change, 1 + max_change, device, generator)
+
+
+def apply_speed(waveforms: Tensor, factor: Tensor) -> Tensor:
+    """Play each clip of ``waveforms (B,C,T)`` ``factor[b]`` times as fast (tempo and pitch, like sox ``speed``),
+    about the clip's centre, keeping T samples: a faster clip gains silence at both ends, a slower one loses its
+    ends. Output sample n reads the input at ``c + (n - c) * factor`` with ``c = (T-1)/2``, linearly interpolated.
+
+    Linear interpolation, not band-limited: at factors up to 1.1 it folds only the top tenth of the band (3.6-4 kHz
+    at 8 kHz), where speech carries little energy, and costs two reads per sample instead of a sinc kernel's ~16.
+    """
+    batch, channels, length = waveforms.shape
+    x = _working_copy(waveforms)
+    centre = (length - 1) / 2
+    work = torch.promote_types(x.dtype, torch.float32)
+    n = torch.arange(length, device=x.device, dtype=work)
+    position = centre + (n - centre) * factor.to(work).view(-1, 1) + 1  # (B,T), in the padded clip below
+    padded = F.pad(x, (1, 1))  # a zero at each end, so reads just past the clip interpolate towards silence
+    valid = (position >= 0) & (position <= length + 1)
+    position = position.clamp(0, length + 1)
+    left = position.floor().clamp(max=length).long()
+    weight = (position - left).to(x.dtype).unsqueeze(1)
+    left = left.unsqueeze(1).expand(batch, channels, length)
+    out = padded.gather(2, left) * (1 - weight) + padded.gather(2, left + 1) * weight
+    return _like(torch.where(valid.unsqueeze(1), out, 0), waveforms)
+
+
+def speed_perturb(waveforms: Tensor, max_change: float = 0.1, *, generator: torch.Generator | None = None) -> Tensor:
+    """Change each clip's speed by a random factor, uniform in ``[1 - max_change, 1 + max_change]``."""
+    _check_waveforms(waveforms, generator)
+    if not 0.0 <= max_change < 1.0:
+        raise ValueError(f"speed max_change must be in [0, 1), got {max_change}")
+    return apply_speed(
+        waveforms, speed_params(len(waveforms), max_change, device=waveforms.device, generator=generator)
+    )
+
+
+# ---------------------------------------------------------------- SpecAugment time mask, on the waveform
+
+
+def _span_params(batch_size: int, size: int, max_width: int, device: torch.device, generator) -> tuple[Tensor, Tensor]:
+    """``(start, width)``, each ``(B,)`` int64: width uniform in ``[0, max_width]``, then start uniform over the
+    positions where ``[start, start + width)`` fits in ``[0, size)`` (SpecAugment's draw)."""
+    width = torch.randint(0, min(max_width, size) + 1, (batch_size,), device=device, generator=generator)
+    start = (torch.rand(batch_size, device=device, generator=generator) * (size - width + 1)).long()
+    return torch.minimum(start, size - width), width  # minimum: guards against rand() rounding up in float32
+
+
+def time_mask_params(
+    batch_size: int, length: int, max_width: int, *, device: torch.device, generator=None
+) -> tuple[Tensor, Tensor]:
+    """``(start, width)``, each ``(B,)`` int64, in samples: width uniform in ``[0, max_width]``, start uniform
+    over the positions where the span fits in the clip."""
+    return _span_params(batch_size, length, max_width, device, generator)
+
+
+def apply_time_mask(waveforms: Tensor, start: Tensor, width: Tensor) -> Tensor:
+    """Zero samples ``[start[b], start[b] + width[b])`` of each clip of ``waveforms (B,C,T)``."""
+    n = torch.arange(waveforms.shape[-1], device=waveforms.device)
+    inside = (n >= start.view(-1, 1)) & (n < (start + width).view(-1, 1))  # (B,T)
+    return torch.where(inside.unsqueeze(1), 0, waveforms)
+
+
+def time_mask(waveforms: Tensor, max_fraction: float = 0.1, *, generator: torch.Generator | None = None) -> Tensor:
+    """Silence one random span per clip, up to ``max_fraction`` of its length: a spectrogram time mask."""
+    _check_waveforms(waveforms, generator)
+    if not 0.0 <= max_fraction <= 1.0:
+        raise ValueError(f"timemask max_fraction must be in [0, 1], got {max_fraction}")
+    length = waveforms.shape[-1]
+    start, width = time_mask_params(
+        len(waveforms), length, round(max_fraction * length), device=waveforms.device, generator=generator
+    )
+    return apply_time_mask(waveforms, start, width)
+
+
+# ---------------------------------------------------------------- SpecAugment frequency mask, as a band-stop filter
+
+
+def freq_mask_params(batch_size: int, n_mels: int, max_bands: int, *, device: torch.device, generator=None):
+    """``(first, count)``, each ``(B,)`` int64: a run of ``count`` mel channels from ``first``, count uniform in
+    ``[0, max_bands]``, first uniform over the positions where the run fits in ``[0, n_mels)``."""
+    return _span_params(batch_size, n_mels, max_bands, device, generator)
+
+
+def apply_freq_mask(
+    waveforms: Tensor, first: Tensor, count: Tensor, *, sample_rate: int, n_mels: int = DEFAULT_N_MELS
+) -> Tensor:
+    """Zero each clip's spectrum between mel edges ``first[b]`` and ``first[b] + count[b] + 1`` (Hz, inclusive),
+    which silences mel channels ``first[b]`` .. ``first[b] + count[b] - 1``; ``count[b] == 0`` leaves it as is."""
+    length = waveforms.shape[-1]
+    if waveforms.numel() == 0:  # MKL's FFT rejects an empty batch
+        return waveforms.clone()
+    x = _working_copy(waveforms)
+    # Edges and bin frequencies in float64, so a bin on an edge (Nyquist, for the top channel) is decided alike
+    # on every device.
+    edges = mel_edges_hz(n_mels, sample_rate).to(x.device)
+    low = edges[first].view(-1, 1, 1)
+    high = edges[(first + count + 1).clamp(max=n_mels + 1)].view(-1, 1, 1)
+    spectrum = torch.fft.rfft(x.to(torch.promote_types(x.dtype, torch.float32)), n=length)  # (B,C,T//2+1)
+    freqs = torch.arange(length // 2 + 1, device=x.device, dtype=torch.float64) * sample_rate / length
+    stop = (freqs >= low) & (freqs <= high) & (count > 0).view(-1, 1, 1)
+    filtered = torch.fft.irfft(spectrum.masked_fill(stop, 0), n=length)
+    return _like(filtered.to(x.dtype), waveforms)
+
+
+def freq_mask(
+    waveforms: Tensor,
+    max_bands: int = 8,
+    *,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    n_mels: int = DEFAULT_N_MELS,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Silence a random run of up to ``max_bands`` of the front end's ``n_mels`` mel channels per clip."""
+    _check_waveforms(waveforms, generator)
+    if not 0 <= max_bands <= n_mels:
+        raise ValueError(f"freqmask max_bands must be in [0, n_mels={n_mels}], got {max_bands}")
+    first, count = freq_mask_params(len(waveforms), n_mels, max_bands, device=waveforms.device, generator=generator)
+    return apply_freq_mask(waveforms, first, count, sample_rate=sample_rate, n_mels=n_mels)
+
+
+# ---------------------------------------------------------------- hyperparameter holders and the spec parser
+
+
+@dataclass(frozen=True)
+class TimeShift:
+    max_fraction: float = 0.1
+
+    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return time_shift(waveforms, self.max_fraction, generator=generator)
+
+
+@dataclass(frozen=True)
+class RandomGain:
+    max_db: float = 6.0
+
+    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return random_gain(waveforms, self.max_db, generator=generator)
+
+
+@dataclass(frozen=True)
+class AdditiveNoise:
+    min_snr_db: float = 10.0
+    max_snr_db: float = 40.0
+
+    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return additive_noise(waveforms, self.min_snr_db, self.max_snr_db, generator=generator)
+
+
+@dataclass(frozen=True)
+class SpeedPerturb:
+    max_change: float = 0.1
+
+    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return speed_perturb(waveforms, self.max_change, generator=generator)
+
+
+@dataclass(frozen=True)
+class TimeMask:
+    max_fraction: float = 0.1
+
+    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return time_mask(waveforms, self.max_fraction, generator=generator)
+
+
+@dataclass(frozen=True)
+class FreqMask:
+    max_bands: int = 8
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+    n_mels: int = DEFAULT_N_MELS
+
+    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return freq_mask(
+            waveforms, self.max_bands, sample_rate=self.sample_rate, n_mels=self.n_mels, generator=generator
+        )
+
+
+def _noise(min_snr_db: float | str = 10.0) -> AdditiveNoise:
+    low = float(min_snr_db)
+    return AdditiveNoise(low, max(40.0, low))
+
+
+# name -> (sample_rate, n_mels, optional value) -> op. The value after a colon in a spec is the op's one option.
+AUDIO_AUGMENTATIONS = {
+    "shift": lambda rate, mels, fraction=0.1: TimeShift(float(fraction)),
+    "gain": lambda rate, mels, db=6.0: RandomGain(float(db)),
+    "noise": lambda rate, mels, snr=10.0: _noise(snr),
+    "speed": lambda rate, mels, change=0.1: SpeedPerturb(float(change)),
+    "timemask": lambda rate, mels, fraction=0.1: TimeMask(float(fraction)),
+    "freqmask": lambda rate, mels, bands=8: FreqMask(int(bands), rate, mels),
+}
+
+
+def parse_audio_augment(spec: str, *, sample_rate: int = DEFAULT_SAMPLE_RATE, n_mels: int = DEFAULT_N_MELS) -> Compose:
+    """Build a ``Compose`` of waveform ops from a spec such as ``"shift,gain,noise"`` or ``"shift:0.2,noise:5"``.
+
+    Options after a colon: ``shift`` the largest shift as a fraction of the clip (0.1), ``gain`` the largest gain
+    in dB either way (6), ``noise`` the lowest SNR in dB (10; the highest is 40, or the lowest if above), ``speed``
+    the largest relative change (0.1), ``timemask`` the longest mask as a fraction of the clip (0.1), ``freqmask``
+    the most mel channels masked (8). ``sample_rate`` and ``n_mels`` must match the model's front end, so that
+    ``freqmask`` masks whole mel channels. An empty spec (or ``"none"``) is the identity. Each op is checked on a
+    tiny batch here, so a bad option fails at parse time, not at the first training step.
+    """
+    augments: list[Augment] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if item in ("", "none"):
+            continue
+        name, _, arg = item.partition(":")
+        if name not in AUDIO_AUGMENTATIONS:
+            raise ValueError(
+                f"unknown audio augmentation {name!r} in {spec!r}; choose from {sorted(AUDIO_AUGMENTATIONS)}"
+            )
+        make = AUDIO_AUGMENTATIONS[name]
+        try:
+            op = make(sample_rate, n_mels, arg) if arg else make(sample_rate, n_mels)
+            op(torch.zeros(1, 1, 64), torch.Generator().manual_seed(0))
+        except ValueError as error:
+            raise ValueError(f"bad value {arg!r} for audio augmentation {name!r} in {spec!r}: {error}") from None
+        augments.append(op)
+    return Compose(tuple(augments))
+
+
+# ---------------------------------------------------------------- band-limited resampling
+
+
+@functools.lru_cache(maxsize=16)
+def _sinc_kernel(orig: int, new: int, zero_crossings: int, rolloff: float) -> tuple[Tensor, int]:
+    """``(kernel (new,1,L) float32, width)``: one Hann-windowed sinc low-pass filter per output phase."""
+    cutoff = min(orig, new) * rolloff  # in cycles per gcd-period; the pass band ends at cutoff / 2
+    width = math.ceil(zero_crossings * orig / cutoff)  # input samples either side of an output sample
+    offsets = torch.arange(-width, width + orig, dtype=torch.float64) / orig  # input times from a frame's start
+    t = (offsets.view(1, -1) - torch.arange(new, dtype=torch.float64).view(-1, 1) / new) * cutoff  # (new,L)
+    t = t.clamp(-zero_crossings, zero_crossings)
+    window = torch.cos(t * math.pi / zero_crossings / 2) ** 2
+    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(math.pi * t) / (math.pi * t).where(t != 0, 1.0))
+    return (sinc * window * cutoff / orig).to(torch.float32).unsqueeze(1), width
+
+
+def resample(
+    waveforms: Tensor, orig_rate: int, new_rate: int, *, zero_crossings: int = 6, rolloff: float = 0.99
+) -> Tensor:
+    """``waveforms (...,T)`` float at ``orig_rate`` Hz resampled to ``new_rate``: ``(..., ceil(T*new/orig))``.
+
+    Band-limited polyphase resampling with a Hann-windowed sinc (the method of torchaudio's default
+    ``sinc_interp_hann``, written here because torchaudio's wheels do not load beside this torch): the rates are
+    reduced by their gcd to ``orig`` in and ``new`` out per period, and one strided convolution applies ``new``
+    filters, one per output phase, each spanning ``zero_crossings`` zero crossings of a low-pass at ``rolloff``
+    times the lower Nyquist frequency. The clip is zero-padded at both ends.
+    """
+    if orig_rate <= 0 or new_rate <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_rate} -> {new_rate}")
+    if not waveforms.is_floating_point():
+        raise ValueError(f"resample needs floating-point waveforms, got {waveforms.dtype}")
+    if orig_rate == new_rate:
+        return waveforms.clone()
+    gcd = math.gcd(orig_rate, new_rate)
+    orig, new = orig_rate // gcd, new_rate // gcd
+    kernel, width = _sinc_kernel(orig, new, zero_crossings, rolloff)
+    *batch, length = waveforms.shape
+    x = F.pad(waveforms.reshape(-1, 1, length), (width, width + orig))
+    phases = F.conv1d(x, kernel.to(device=x.device, dtype=x.dtype), stride=orig)  # (N,new,frames)
+    out = phases.transpose(1, 2).reshape(x.shape[0], -1)[:, : math.ceil(new * length / orig)]
+    return out.reshape(*batch, -1)
+
+
+# ---------------------------------------------------------------- log-mel front end
+
+
+def _hz_to_mel(hz: Tensor) -> Tensor:
+    return 2595.0 * torch.log10(1.0 + hz / 700.0)
+
+
+def _mel_to_hz(mel: Tensor) -> Tensor:
+    return 700.0 * (torch.pow(10.0, mel / 2595.0) - 1.0)
+
+
+def mel_edges_hz(n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
+    """``(n_mels + 2,)`` float64: the triangles' edges in Hz, equally spaced on the HTK mel scale
+    ``2595 log10(1 + f/700)`` from ``f_min`` to ``f_max`` (default: Nyquist); channel k spans edges k to k+2."""
+    f_max = sample_rate / 2 if f_max is None else f_max
+    limits = _hz_to_mel(torch.tensor([f_min, f_max], dtype=torch.float64))
+    return _mel_to_hz(torch.linspace(float(limits[0]), float(limits[1]), n_mels + 2, dtype=torch.float64))
+
+
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
+    """``(n_fft//2 + 1, n_mels)`` float32: HTK-scale triangular filters of peak 1, unnormalised in area (as
+    HTK and torchaudio's default), over the bins of an ``n_fft``-point real FFT at ``sample_rate`` Hz."""
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64).view(-1, 1)
+    edges = mel_edges_hz(n_mels, sample_rate, f_min, f_max)
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    rising = (freqs - lower) / (centre - lower)
+    falling = (upper - freqs) / (upper - centre)
+    return torch.minimum(rising, falling).clamp_min(0).to(torch.float32)
+
+
+class LogMel(nn.Module):
+    """Log mel power spectrogram: ``waveforms (B,C,T)`` float in [-1, 1] -> ``features (B,C,n_mels,frames)``.
+
+    STFT with a periodic Hann window of ``win_ms`` (25 ms), hop ``hop_ms`` (10 ms), FFT size the next power of
+    two, frames centred on ``t * hop`` with the clip zero-padded at both ends (``frames = 1 + T // hop``); power
+    spectrum through ``mel_filterbank`` (HTK); natural log with a floor of ``floor`` (1e-6 on the full-scale-1
+    power scale, about -60 dB below a full-scale sine: int16 quantisation noise sits far lower, so exact digital
+    silence such as padding is what reaches it). Computed in float32 even under autocast.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        n_mels: int = DEFAULT_N_MELS,
+        *,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        floor: float = 1e-6,
+    ):
+        super().__init__()
+        if sample_rate <= 0 or n_mels < 1:
+            raise ValueError(f"LogMel needs sample_rate > 0 and n_mels >= 1, got {sample_rate}, {n_mels}")
+        self.sample_rate, self.n_mels, self.floor = sample_rate, n_mels, floor
+        self.win_length = max(2, round(sample_rate * win_ms / 1000))
+        self.hop_length = max(1, round(sample_rate * hop_ms / 1000))
+        self.n_fft = 1 << (self.win_length - 1).bit_length()
+        # Derived from the arguments, so kept out of state dicts (persistent=False).
+        self.register_buffer("window", torch.hann_window(self.win_length, periodic=True), persistent=False)
+        self.register_buffer(
+            "filterbank", mel_filterbank(self.n_fft, n_mels, sample_rate).T.contiguous(), persistent=False
+        )
+
+    def forward(self, waveforms: Tensor) -> Tensor:
+        batch, channels, length = waveforms.shape
+        with torch.autocast(waveforms.device.type, enabled=False):
+            spectrum = torch.stft(
+                waveforms.reshape(batch * channels, length).float(),
+                self.n_fft,
+                self.hop_length,
+                self.win_length,
+                window=self.window,
+                center=True,
+                pad_mode="constant",
+                return_complex=True,
+            )  # (B*C, n_fft//2+1, frames)
+            power = torch.view_as_real(spectrum).square().sum(-1)
+            mel = torch.matmul(self.filterbank, power)  # (B*C, n_mels, frames)
+            return torch.log(mel.clamp_min(self.floor)).view(batch, channels, self.n_mels, -1)
+
+
+# ---------------------------------------------------------------- the model
+
+
+class AudioCNN(nn.Module):
+    """Small 2-D CNN on log-mel features: waveforms ``(B,C,T)`` -> logits ``(B,num_classes)``.
+
+    Float input is taken as samples in [-1, 1] (what ``models.Normalized`` hands over with mean 0 and std
+    32768/255); int16 input is scaled by 1/32768 first. ``LogMel`` (40 mel channels, 25 ms windows, 10 ms hop),
+    then a fixed per-mel-channel normalisation (BatchNorm over batch and time: running statistics in eval mode,
+    so a clip's features do not depend on its own loudness and gain augmentation keeps its meaning), then four
+    conv-BN-ReLU stages of ``width``, 2x, 4x, 4x channels whose 3x3 convolutions have stride 2, global average
+    pooling and a linear layer. ``in_channels`` audio channels each get their own spectrogram.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 16, sample_rate: int = DEFAULT_SAMPLE_RATE):
+        super().__init__()
+        self.front_end = LogMel(sample_rate)
+        n_mels = self.front_end.n_mels
+        self.in_channels = in_channels
+        self.feature_norm = nn.BatchNorm1d(in_channels * n_mels)
+        widths = (width, 2 * width, 4 * width, 4 * width)
+        layers: list[nn.Module] = []
+        # Strided convolutions, not conv + 2x2 max-pooling: measured 3x faster per step on the CPU (0.11 s vs 0.37 s
+        # for 128 clips of 0.67 s, one thread), at the same FSDD accuracy (official split, 15 epochs: 0.990 vs 0.987).
+        for c_in, c_out in zip((in_channels, *widths[:-1]), widths, strict=True):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.linear = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, waveforms: Tensor) -> Tensor:
+        if waveforms.dim() != 3 or waveforms.shape[1] != self.in_channels:
+            raise ValueError(f"AudioCNN takes (B,{self.in_channels},T) waveforms, got {tuple(waveforms.shape)}")
+        x = waveforms if waveforms.is_floating_point() else waveforms.float() / INT16_SCALE
+        features = self.front_end(x)  # (B,C,n_mels,frames)
+        batch, channels, n_mels, frames = features.shape
+        features = self.feature_norm(features.view(batch, channels * n_mels, frames))
+        out = self.features(features.view(batch, channels, n_mels, frames))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
