@@ -1,0 +1,580 @@
+"""Audio classification data sets, loaded whole into memory as int16 waveforms.
+
+Sources: the Free Spoken Digit Dataset (FSDD; its archive or extracted folder) and any audio folder
+``root/{train,test}/<class>/<clip>`` or an archive of one. Every loader returns an ``AudioDataset`` whose splits hold
+``(N,1,T)`` int16 waveforms at one sample rate: clips are mixed to mono, resampled with ``lossaug.audio.resample``
+(band-limited) and centred in a fixed length, zero-padded or cropped equally at both ends.
+
+PCM WAV (8-bit unsigned, 16/24/32-bit signed) is read with the standard library's ``wave``; other files (FLAC, OGG,
+AIFF, float or extensible WAV) need the optional ``soundfile`` package. torchaudio is not used: its wheels do not
+load beside this torch build (checked with torchaudio 2.11.1 and torch 2.13.0+cpu: its library needs a CUDA torch).
+Archives are read in memory, member by member, so nothing is extracted. With a ``cache_dir``, decoded arrays are
+cached there under a hash of the content and the options, written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import re
+import tarfile
+import wave
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lossaug import _archive
+from lossaug.audio import resample
+
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "FSDD_CLASSES",
+    "AudioDataset",
+    "AudioSplit",
+    "decode_audio",
+    "load_audio_folder",
+    "load_fsdd",
+]
+
+Log = Callable[[str], None]
+
+WAV_SUFFIXES = (".wav", ".wave")
+AUDIO_SUFFIXES = (*WAV_SUFFIXES, ".flac", ".ogg", ".oga", ".aif", ".aiff")  # all but WAV need soundfile
+FSDD_CLASSES = tuple(str(digit) for digit in range(10))
+FSDD_TEST_INDICES = range(5)  # the data set's own split: recordings 0-4 of each digit and speaker are the test set
+_FSDD_NAME = re.compile(r"(\d)_([A-Za-z]+)_(\d+)\.wav")
+_SPLITS = ("train", "test")
+_TEST_SPLIT_NAMES = ("test", "val")  # the first that exists is the test split, as for image folders
+_CLIP_PERCENTILE = 95  # the default clip length covers this percentile of training clip lengths
+_CACHE_VERSION = 1  # bump when the decoded layout changes, so old cache files are never read
+
+
+def _silent(_message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class AudioSplit:
+    """waveforms (N,C,T) int16 on the CPU, contiguous; labels (N,) int64 class indices.
+
+    ``images`` is the same tensor, under the name the image training loop reads."""
+
+    waveforms: Tensor
+    labels: Tensor
+
+    def __post_init__(self) -> None:
+        if self.waveforms.dtype != torch.int16 or self.waveforms.ndim != 3:
+            shape = tuple(self.waveforms.shape)
+            raise ValueError(f"waveforms must be (N,C,T) int16, got {shape} {self.waveforms.dtype}")
+        if self.labels.dtype != torch.int64 or self.labels.ndim != 1:
+            raise ValueError(f"labels must be (N,) int64, got {tuple(self.labels.shape)} {self.labels.dtype}")
+        if len(self.waveforms) != len(self.labels):
+            raise ValueError(f"{len(self.waveforms)} waveforms but {len(self.labels)} labels")
+
+    @property
+    def images(self) -> Tensor:
+        return self.waveforms
+
+
+@dataclass(frozen=True)
+class AudioDataset:
+    """A train and a test split over the same classes at one sample rate (Hz); label i means classes[i]."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: AudioSplit
+    test: AudioSplit
+    sample_rate: int
+
+    def __post_init__(self) -> None:
+        for split_name, split in (("train", self.train), ("test", self.test)):
+            if len(split.labels) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(self.classes):
+                raise ValueError(
+                    f"{self.name} {split_name} labels span [{int(split.labels.min())}, "
+                    f"{int(split.labels.max())}], outside [0, {len(self.classes)})"
+                )
+        if self.train.waveforms.shape[1:] != self.test.waveforms.shape[1:]:
+            raise ValueError(
+                f"{self.name}: train clips are {tuple(self.train.waveforms.shape[1:])} but test clips are "
+                f"{tuple(self.test.waveforms.shape[1:])}"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.train.waveforms.shape[-1] / self.sample_rate
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding one file
+
+
+class _Clip(NamedTuple):
+    where: str  # shown in errors: a file path, or archive:member
+    source: Path | bytes
+
+
+def _pcm_to_float(raw: bytes, width: int, channels: int) -> np.ndarray:
+    """``(frames, channels)`` float32 in [-1, 1] from little-endian PCM: 8-bit unsigned, 16/24/32-bit signed."""
+    raw = raw[: len(raw) - len(raw) % (width * channels)]  # a truncated last frame is dropped
+    if width == 1:
+        samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        value = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        samples = ((value ^ 0x800000) - 0x800000).astype(np.float32) / 2**23  # sign-extend 24 bits
+    else:
+        samples = np.frombuffer(raw, f"<i{width}").astype(np.float32) / 2 ** (8 * width - 1)
+    return samples.reshape(-1, channels)
+
+
+def _read_with_soundfile(source: Path | bytes, where: str, reason: str) -> tuple[np.ndarray, int]:
+    try:
+        import soundfile
+    except ImportError:
+        raise ValueError(
+            f"cannot read audio file {where}: {reason}; only PCM WAV is read without the optional "
+            "'soundfile' package (pip install soundfile)"
+        ) from None
+    try:
+        samples, rate = soundfile.read(
+            io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32", always_2d=True
+        )
+    except Exception as e:  # libsndfile reports bad files as RuntimeError subclasses, among others
+        raise ValueError(f"cannot read audio file {where}: {reason}, and soundfile cannot either ({e})") from e
+    return samples, int(rate)
+
+
+def decode_audio(source: Path | bytes, where: str | None = None) -> tuple[np.ndarray, int]:
+    """``(samples (T,) float32 mono in [-1, 1], sample_rate)`` of one file (a path or its bytes); channels are
+    averaged. ``where`` names the file in errors (default: the path).
+
+    A file that cannot be read, holds no samples, is not audio or has an unsupported sample width raises a
+    one-line ValueError naming it."""
+    where = where or (str(source) if isinstance(source, Path) else "<bytes>")
+    try:
+        if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
+            raise ValueError(f"cannot read audio file {where}: empty file (0 bytes)")
+        with wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), "rb") as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            raw = w.readframes(w.getnframes())
+    except OSError as e:
+        raise ValueError(f"cannot read audio file {where}: {e.strerror or e}") from e
+    except (wave.Error, EOFError) as e:
+        # Not a PCM WAV the standard library reads: float or extensible WAV, FLAC, ..., or not audio at all.
+        samples, rate = _read_with_soundfile(source, where, f"not a PCM WAV file ({e or 'truncated header'})")
+        channels = samples.shape[1]
+    else:
+        if width not in (1, 2, 3, 4):
+            raise ValueError(f"cannot read audio file {where}: unsupported sample width {8 * width} bits")
+        samples = _pcm_to_float(raw, width, channels)
+    if rate <= 0 or channels < 1:
+        raise ValueError(f"cannot read audio file {where}: bad header ({channels} channels at {rate} Hz)")
+    if len(samples) == 0:
+        raise ValueError(f"cannot read audio file {where}: empty (no samples)")
+    return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)), rate
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# From decoded clips to fixed-length int16 arrays
+
+
+def _resolve_rate(rates: list[int], clips: list[_Clip], sample_rate: int | None) -> int:
+    if sample_rate is not None:
+        return sample_rate
+    distinct = sorted(set(rates))
+    if len(distinct) == 1:
+        return distinct[0]
+    first = {rate: clips[rates.index(rate)].where for rate in distinct[:2]}
+    examples = ", ".join(f"{where} at {rate} Hz" for rate, where in first.items())
+    raise ValueError(
+        f"clips have different sample rates ({', '.join(map(str, distinct))} Hz; e.g. {examples}); "
+        "pass sample_rate (--sample-rate) to resample them all to one"
+    )
+
+
+def _fit(samples: np.ndarray, length: int) -> np.ndarray:
+    """``samples (T,)`` float in [-1, 1] as ``(length,)`` int16, centred: padded or cropped equally at both ends."""
+    ints = np.clip(np.round(samples * 32768), -32768, 32767).astype(np.int16)
+    out = np.zeros(length, dtype=np.int16)
+    if len(ints) >= length:
+        start = (len(ints) - length) // 2
+        out[:] = ints[start : start + length]
+    else:
+        start = (length - len(ints)) // 2
+        out[start : start + len(ints)] = ints
+    return out
+
+
+def _to_arrays(
+    clips: list[_Clip], num_train: int, sample_rate: int | None, clip_seconds: float | None, log: Log
+) -> tuple[np.ndarray, int]:
+    """``(waveforms (N,1,T) int16, sample_rate)`` for ``clips``, the first ``num_train`` being training clips."""
+    decoded = [decode_audio(clip.source, clip.where) for clip in clips]
+    rates = [rate for _, rate in decoded]
+    rate = _resolve_rate(rates, clips, sample_rate)
+    if any(r != rate for r in rates):
+        log(f"resampling clips from {', '.join(map(str, sorted(set(rates) - {rate})))} Hz to {rate} Hz")
+    signals = [samples if r == rate else resample(torch.from_numpy(samples), r, rate).numpy() for samples, r in decoded]
+    lengths = np.array([len(s) for s in signals])
+    if clip_seconds is None:
+        # Rounded up to 10 ms, so the chosen length reads well and still covers the percentile.
+        clip_seconds = math.ceil(np.percentile(lengths[:num_train], _CLIP_PERCENTILE) / rate * 100) / 100
+        reason = f"enough for the {_CLIP_PERCENTILE}th percentile of training clips"
+    else:
+        reason = "as given"
+    length = max(1, round(clip_seconds * rate))
+    cropped_train = int((lengths[:num_train] > length).sum())
+    cropped_test = int((lengths[num_train:] > length).sum())
+    log(
+        f"clip length {clip_seconds:g} s ({length} samples at {rate} Hz), {reason}; cropped {cropped_train} of "
+        f"{num_train} train and {cropped_test} of {len(clips) - num_train} test clips, padded the rest"
+    )
+    return np.stack([_fit(s, length) for s in signals])[:, None, :], rate
+
+
+def _check_options(sample_rate: int | None, clip_seconds: float | None) -> None:
+    if sample_rate is not None and (
+        isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1
+    ):
+        raise ValueError(f"sample_rate must be a positive int (Hz) or None, got {sample_rate!r}")
+    if clip_seconds is not None and not (isinstance(clip_seconds, (int, float)) and 0 < clip_seconds < math.inf):
+        raise ValueError(f"clip_seconds must be a positive number or None, got {clip_seconds!r}")
+
+
+# split name ("train"/"test") -> class name -> clips in load order
+_Tree = dict[str, dict[str, list[_Clip]]]
+
+
+def _decode_tree(
+    name: str,
+    classes: tuple[str, ...],
+    tree: _Tree,
+    sample_rate: int | None,
+    clip_seconds: float | None,
+    where: str,
+    log: Log,
+) -> AudioDataset:
+    clips, labels = {}, {}
+    for split in _SPLITS:
+        clips[split] = [clip for c in classes for clip in tree[split].get(c, [])]
+        counts = [len(tree[split].get(c, [])) for c in classes]
+        labels[split] = torch.from_numpy(np.repeat(np.arange(len(classes), dtype=np.int64), counts))
+    num_train = len(clips["train"])
+    if num_train == 0:
+        raise ValueError(f"{where}: no training clips")
+    log(f"decoding {num_train + len(clips['test'])} clips from {where}...")
+    # One pass over both splits, so the sample-rate check covers every clip.
+    waveforms, rate = _to_arrays(clips["train"] + clips["test"], num_train, sample_rate, clip_seconds, log)
+    waveforms = torch.from_numpy(waveforms)
+    return AudioDataset(
+        name=name,
+        classes=classes,
+        train=AudioSplit(waveforms[:num_train].contiguous(), labels["train"]),
+        test=AudioSplit(waveforms[num_train:].contiguous(), labels["test"]),
+        sample_rate=rate,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The decoded-array cache
+
+
+def _cache_file(cache_dir: Path, stem: str, content_hash: str, options: tuple) -> Path:
+    key = hashlib.sha256(f"lossaug-audio-v{_CACHE_VERSION}\0{content_hash}\0{options!r}".encode())
+    return cache_dir / f"{stem}-audio-{key.hexdigest()[:24]}.npz"
+
+
+def _read_cache(path: Path, name: str, log: Log) -> AudioDataset | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            dataset = AudioDataset(
+                name=name,
+                classes=tuple(str(c) for c in z["classes"]),
+                train=AudioSplit(torch.from_numpy(z["train_waveforms"]), torch.from_numpy(z["train_labels"])),
+                test=AudioSplit(torch.from_numpy(z["test_waveforms"]), torch.from_numpy(z["test_labels"])),
+                sample_rate=int(z["sample_rate"]),
+            )
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        log(f"ignoring unreadable cache file {path} ({e}); decoding again")
+        return None
+    log(f"cache hit {path}")
+    return dataset
+
+
+def _write_cache(path: Path, dataset: AudioDataset, log: Log) -> None:
+    with _archive.atomic_file(path) as f:
+        np.savez(
+            f,
+            classes=np.array(dataset.classes),
+            sample_rate=np.array(dataset.sample_rate),
+            train_waveforms=dataset.train.waveforms.numpy(),
+            train_labels=dataset.train.labels.numpy(),
+            test_waveforms=dataset.test.waveforms.numpy(),
+            test_labels=dataset.test.labels.numpy(),
+        )
+    log(f"cached decoded clips in {path}")
+
+
+def _clips_hash(clips: list[_Clip], root: Path) -> str:
+    """sha256 over every file's path relative to ``root`` and its bytes, in load order."""
+    h = hashlib.sha256()
+    for clip in clips:
+        assert isinstance(clip.source, Path)
+        data = clip.source.read_bytes()
+        h.update(f"{clip.source.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def _cached(
+    cache_dir: Path | None,
+    stem: str,
+    content_hash: Callable[[], str],
+    options: tuple,
+    load: Callable[[], AudioDataset],
+    log: Log,
+) -> AudioDataset:
+    """``load()``, or its cached result under ``cache_dir`` (written after a load, never half-written)."""
+    if cache_dir is None:
+        return load()
+    cache_file = _cache_file(Path(cache_dir), stem, content_hash(), options)
+    dataset = _read_cache(cache_file, stem, log)
+    if dataset is None:
+        dataset = load()
+        _write_cache(cache_file, dataset, log)
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Archives, read in memory
+
+
+def _archive_members(archive: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
+    """``(name, bytes)`` of each regular file in a tar (any compression) or zip archive; nothing is written."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    if not info.is_dir():
+                        yield PurePosixPath(info.filename), zf.read(info)
+            return
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                if member.isfile():
+                    yield PurePosixPath(member.name), tar.extractfile(member).read()
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+        raise ValueError(f"could not read archive {archive}: {e}") from e
+
+
+def _is_audio_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(AUDIO_SUFFIXES)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FSDD: recordings/{digit}_{speaker}_{index}.wav
+
+
+class _Recording(NamedTuple):
+    digit: int
+    speaker: str
+    index: int
+    clip: _Clip
+
+
+def _parse_recording(file_name: str, clip: _Clip) -> _Recording:
+    match = _FSDD_NAME.fullmatch(file_name)
+    if match is None:
+        raise ValueError(
+            f"unexpected FSDD file name {clip.where}; expected recordings/{{digit}}_{{speaker}}_{{index}}.wav"
+        )
+    return _Recording(int(match[1]), match[2], int(match[3]), clip)
+
+
+def _fsdd_folder(path: Path) -> Path:
+    """The ``recordings`` folder: ``path`` itself, ``path/recordings`` or ``path/free-spoken-digit-dataset/...``."""
+    for folder in (path / "recordings", path / "free-spoken-digit-dataset" / "recordings", path):
+        if folder.is_dir() and any(_FSDD_NAME.fullmatch(e.name) for e in os.scandir(folder)):
+            return folder
+    raise FileNotFoundError(
+        f"no FSDD recordings in {path}: expected {path}/recordings/{{digit}}_{{speaker}}_{{index}}.wav, or pass "
+        "the fsdd.tar.xz archive"
+    )
+
+
+def _fsdd_recordings(path: Path) -> list[_Recording]:
+    if path.is_file():
+        recordings = [
+            _parse_recording(name.name, _Clip(f"{path}:{name}", data))
+            for name, data in _archive_members(path)
+            if name.parent.name == "recordings" and name.suffix.lower() == ".wav" and not name.name.startswith(".")
+        ]
+        if not recordings:
+            raise ValueError(f"archive {path} has no FSDD recordings (recordings/{{digit}}_{{speaker}}_{{index}}.wav)")
+    else:
+        folder = _fsdd_folder(path)
+        files = sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(".wav"))
+        recordings = [_parse_recording(f, _Clip(str(folder / f), folder / f)) for f in files if not f.startswith(".")]
+    return sorted(recordings, key=lambda r: (r.digit, r.speaker, r.index))
+
+
+def _fsdd_tree(recordings: list[_Recording], test_speaker: str | None) -> _Tree:
+    speakers = sorted({r.speaker for r in recordings})
+    if test_speaker is not None and test_speaker not in speakers:
+        raise ValueError(f"test_speaker {test_speaker!r} is not an FSDD speaker here; choose from {speakers}")
+    tree: _Tree = {split: {} for split in _SPLITS}
+    for r in recordings:
+        is_test = r.speaker == test_speaker if test_speaker is not None else r.index in FSDD_TEST_INDICES
+        tree["test" if is_test else "train"].setdefault(str(r.digit), []).append(r.clip)
+    return tree
+
+
+def load_fsdd(
+    path: str | Path,
+    *,
+    test_speaker: str | None = None,
+    sample_rate: int | None = None,
+    clip_seconds: float | None = None,
+    cache_dir: Path | None = None,
+    log: Log | None = None,
+) -> AudioDataset:
+    """The Free Spoken Digit Dataset from ``fsdd.tar.xz`` or its extracted folder; classes "0" to "9".
+
+    Official split (recordings 0-4 of each digit and speaker are the test set: 2,700 train, 300 test), or with
+    ``test_speaker`` every recording of that speaker is the test set and the others' the training set. See the
+    module docstring for ``sample_rate`` (default: the data's own, 8 kHz), ``clip_seconds`` (default: the 95th
+    percentile of training clip lengths) and ``cache_dir``.
+    """
+    path = Path(path)
+    say = log or _silent
+    _check_options(sample_rate, clip_seconds)
+    if not path.exists():
+        raise FileNotFoundError(f"FSDD data not found: {path}")
+    name = "fsdd" if test_speaker is None else f"fsdd-test-{test_speaker}"
+
+    def load() -> AudioDataset:
+        say(f"reading FSDD from {path}")
+        tree = _fsdd_tree(_fsdd_recordings(path), test_speaker)
+        dataset = _decode_tree(name, FSDD_CLASSES, tree, sample_rate, clip_seconds, str(path), say)
+        split = "official split" if test_speaker is None else f"speaker {test_speaker} held out"
+        say(f"FSDD ({split}): {len(dataset.train.labels)} train / {len(dataset.test.labels)} test clips")
+        return dataset
+
+    def content_hash() -> str:
+        if path.is_file():
+            return _archive.file_digest(path, "sha256")
+        folder = _fsdd_folder(path)
+        return _clips_hash([r.clip for r in _fsdd_recordings(path)], folder)
+
+    return _cached(cache_dir, name, content_hash, (test_speaker, sample_rate, clip_seconds), load, say)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Audio folders: root/{train,test}/<class>/<clip>
+
+
+def _scan_split(split_dir: Path) -> dict[str, list[_Clip]]:
+    classes: dict[str, list[_Clip]] = {}
+    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            files = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and _is_audio_name(e.name))
+            if not files:
+                raise ValueError(f"class folder {entry.path} has no audio files ({', '.join(AUDIO_SUFFIXES)})")
+            classes[entry.name] = [_Clip(str(Path(entry.path, f)), Path(entry.path, f)) for f in files]
+        elif _is_audio_name(entry.name):
+            raise ValueError(f"audio file {entry.path} is not in a class folder; expected {split_dir}/<class>/<clip>")
+    if not classes:
+        raise ValueError(f"split folder {split_dir} has no class folders; expected {split_dir}/<class>/<clip>")
+    return classes
+
+
+def _scan_folder(root: Path) -> _Tree:
+    layout = f"expected {root}/train/<class>/<clip> and {root}/test/<class>/<clip> (or val/)"
+    if not (root / "train").is_dir():
+        raise FileNotFoundError(f"no train folder in {root}; {layout}")
+    test_dir = next((root / n for n in _TEST_SPLIT_NAMES if (root / n).is_dir()), None)
+    if test_dir is None:
+        raise FileNotFoundError(f"no test (or val) folder in {root}; {layout}")
+    return {"train": _scan_split(root / "train"), "test": _scan_split(test_dir)}
+
+
+def _tree_from_archive(archive: Path) -> _Tree:
+    """An audio-folder tree from an archive's members, held in memory; one wrapping top folder is allowed."""
+    members = [(name, data) for name, data in _archive_members(archive) if _is_audio_name(name.name)]
+    top_level = {name.parts[0] for name, _ in members if len(name.parts) == 3}
+    strip = 0 if "train" in top_level else 1
+    splits_present = {name.parts[strip] for name, _ in members if len(name.parts) == 3 + strip}
+    test_name = next((n for n in _TEST_SPLIT_NAMES if n in splits_present), None)
+    tree: _Tree = {split: {} for split in _SPLITS}
+    for name, data in sorted(members, key=lambda member: member[0]):
+        parts = name.parts[strip:]
+        if len(parts) == 3 and parts[0] in ("train", test_name):
+            split = "train" if parts[0] == "train" else "test"
+            tree[split].setdefault(parts[1], []).append(_Clip(f"{archive}:{name}", data))
+    if not tree["train"] or not tree["test"]:
+        raise ValueError(
+            f"archive {archive} has no train/<class>/<clip> and test/<class>/<clip> (or val/) audio files "
+            f"({', '.join(AUDIO_SUFFIXES)})"
+        )
+    return tree
+
+
+def _check_classes(tree: _Tree, where: str) -> tuple[str, ...]:
+    train, test = set(tree["train"]), set(tree["test"])
+    if train != test:
+        raise ValueError(
+            f"{where}: test classes differ from train classes; only in train: {sorted(train - test)}, "
+            f"only in test: {sorted(test - train)}"
+        )
+    return tuple(sorted(train))
+
+
+def load_audio_folder(
+    root: str | Path,
+    *,
+    sample_rate: int | None = None,
+    clip_seconds: float | None = None,
+    cache_dir: Path | None = None,
+    log: Log | None = None,
+) -> AudioDataset:
+    """Clips under ``root/train/<class>/`` and ``root/test/<class>/`` (or ``val/``); class i = i-th sorted name.
+
+    ``root`` may be an archive (.tar, .tar.gz, .tgz, .tar.xz, .zip), read in memory. See the module docstring for
+    ``sample_rate``, ``clip_seconds`` and ``cache_dir``.
+    """
+    root = Path(root)
+    say = log or _silent
+    _check_options(sample_rate, clip_seconds)
+    if not root.exists():
+        raise FileNotFoundError(f"audio folder not found: {root}")
+    if root.is_file() and not _archive.is_archive_name(root):
+        raise ValueError(f"{root} is a file but not an archive ({', '.join(_archive.ARCHIVE_SUFFIXES)})")
+    name = _archive.archive_stem(root) if root.is_file() else root.name
+    tree = None if root.is_file() else _scan_folder(root)
+
+    def load() -> AudioDataset:
+        full_tree = _tree_from_archive(root) if tree is None else tree
+        classes = _check_classes(full_tree, str(root))
+        return _decode_tree(name, classes, full_tree, sample_rate, clip_seconds, str(root), say)
+
+    def content_hash() -> str:
+        if tree is None:
+            return _archive.file_digest(root, "sha256")
+        return _clips_hash([clip for split in _SPLITS for c in sorted(tree[split]) for clip in tree[split][c]], root)
+
+    return _cached(cache_dir, name, content_hash, (sample_rate, clip_seconds), load, say)
