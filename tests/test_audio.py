@@ -156,18 +156,20 @@ def test_time_mask_matches_per_clip_loop():
         assert torch.equal(batched[b], expected), b
 
 
-def test_freq_mask_matches_per_clip_numpy_band_stop():
-    x = random_waveforms(12, torch.float64, length=1000)
+@pytest.mark.parametrize("length,fft_length", [(1000, 1000), (1072, 1080)])  # 1072 = 16 * 67: padded to 2^3 3^3 5
+def test_freq_mask_matches_per_clip_numpy_band_stop(length, fft_length):
+    x = random_waveforms(12, torch.float64, length=length)
     first, count = A.freq_mask_params(12, 40, 10, device=x.device, generator=gen(5))
     batched = A.apply_freq_mask(x, first, count, sample_rate=8000, n_mels=40)
     edges = A.mel_edges_hz(40, 8000).numpy()
-    freqs = np.arange(501) * 8000 / 1000
+    freqs = np.arange(fft_length // 2 + 1) * 8000 / fft_length
     for b in range(12):
-        spectrum = np.fft.rfft(x[b, 0].numpy())
+        spectrum = np.fft.rfft(x[b, 0].numpy(), n=fft_length)
         if count[b] > 0:
             low, high = edges[int(first[b])], edges[int(first[b] + count[b] + 1)]
             spectrum[(freqs >= low) & (freqs <= high)] = 0
-        assert np.allclose(batched[b, 0].numpy(), np.fft.irfft(spectrum, n=1000), atol=1e-6), b
+        expected = np.fft.irfft(spectrum, n=fft_length)[:length]
+        assert np.allclose(batched[b, 0].numpy(), expected, atol=1e-6), b
 
 
 def test_freq_mask_silences_its_mel_channels():

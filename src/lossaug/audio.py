@@ -106,10 +106,12 @@ def apply_shift(waveforms: Tensor, shift: Tensor) -> Tensor:
     """Delay each clip of ``waveforms (B,C,T)`` by ``shift[b]`` samples; samples pushed past an end are dropped
     and the gap is filled with silence (zero-filled: a circular shift would wrap the end of a word to its start)."""
     length = waveforms.shape[-1]
-    source = torch.arange(length, device=waveforms.device) - shift.view(-1, 1)  # (B,T)
-    valid = (source >= 0) & (source < length)
-    index = source.clamp(0, max(length - 1, 0)).unsqueeze(1).expand_as(waveforms)
-    return torch.where(valid.unsqueeze(1), waveforms.gather(2, index), 0)
+    reach = int(shift.abs().max()) if len(shift) else 0
+    # Pad with silence and read a window: 3-4x faster than gather-then-mask (20 ms vs 74 ms for 512 clips of
+    # 5360 samples, one thread).
+    padded = F.pad(waveforms, (reach, reach))
+    index = (reach - shift).view(-1, 1) + torch.arange(length, device=waveforms.device)  # (B,T)
+    return padded.gather(2, index.unsqueeze(1).expand_as(waveforms))
 
 
 def time_shift(waveforms: Tensor, max_fraction: float = 0.1, *, generator: torch.Generator | None = None) -> Tensor:
@@ -261,6 +263,20 @@ def time_mask(waveforms: Tensor, max_fraction: float = 0.1, *, generator: torch.
 # ---------------------------------------------------------------- SpecAugment frequency mask, as a band-stop filter
 
 
+def _fft_length(length: int) -> int:
+    """The smallest ``n >= length`` of the form 2^a 3^b 5^c: FFT sizes with large prime factors are slow (5360 =
+    16 * 5 * 67 took 50 ms per rfft + irfft of 512 clips, 5376 took 25 ms)."""
+    n = length
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
 def freq_mask_params(batch_size: int, n_mels: int, max_bands: int, *, device: torch.device, generator=None):
     """``(first, count)``, each ``(B,)`` int64: a run of ``count`` mel channels from ``first``, count uniform in
     ``[0, max_bands]``, first uniform over the positions where the run fits in ``[0, n_mels)``."""
@@ -271,7 +287,10 @@ def apply_freq_mask(
     waveforms: Tensor, first: Tensor, count: Tensor, *, sample_rate: int, n_mels: int = DEFAULT_N_MELS
 ) -> Tensor:
     """Zero each clip's spectrum between mel edges ``first[b]`` and ``first[b] + count[b] + 1`` (Hz, inclusive),
-    which silences mel channels ``first[b]`` .. ``first[b] + count[b] - 1``; ``count[b] == 0`` leaves it as is."""
+    which silences mel channels ``first[b]`` .. ``first[b] + count[b] - 1``; ``count[b] == 0`` leaves it as is.
+
+    The spectrum is that of the clip zero-padded to a fast FFT size (at least T), and the filtered clip is cut back
+    to its first T samples."""
     length = waveforms.shape[-1]
     if waveforms.numel() == 0:  # MKL's FFT rejects an empty batch
         return waveforms.clone()
@@ -281,10 +300,11 @@ def apply_freq_mask(
     edges = mel_edges_hz(n_mels, sample_rate).to(x.device)
     low = edges[first].view(-1, 1, 1)
     high = edges[(first + count + 1).clamp(max=n_mels + 1)].view(-1, 1, 1)
-    spectrum = torch.fft.rfft(x.to(torch.promote_types(x.dtype, torch.float32)), n=length)  # (B,C,T//2+1)
-    freqs = torch.arange(length // 2 + 1, device=x.device, dtype=torch.float64) * sample_rate / length
+    size = _fft_length(length)
+    spectrum = torch.fft.rfft(x.to(torch.promote_types(x.dtype, torch.float32)), n=size)  # (B,C,size//2+1)
+    freqs = torch.arange(size // 2 + 1, device=x.device, dtype=torch.float64) * sample_rate / size
     stop = (freqs >= low) & (freqs <= high) & (count > 0).view(-1, 1, 1)
-    filtered = torch.fft.irfft(spectrum.masked_fill(stop, 0), n=length)
+    filtered = torch.fft.irfft(spectrum.masked_fill(stop, 0), n=size)[..., :length]
     return _like(filtered.to(x.dtype), waveforms)
 
 
@@ -551,7 +571,8 @@ class AudioCNN(nn.Module):
         widths = (width, 2 * width, 4 * width, 4 * width)
         layers: list[nn.Module] = []
         # Strided convolutions, not conv + 2x2 max-pooling: measured 3x faster per step on the CPU (0.11 s vs 0.37 s
-        # for 128 clips of 0.67 s, one thread), at the same FSDD accuracy (official split, 15 epochs: 0.990 vs 0.987).
+        # for 128 clips of 0.67 s, one thread) at similar FSDD accuracy (15 epochs, one seed, no augmentation: official
+        # split 0.990 vs 0.987, speaker theo held out 0.748 vs 0.770).
         for c_in, c_out in zip((in_channels, *widths[:-1]), widths, strict=True):
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
         self.features = nn.Sequential(*layers)
