@@ -38,6 +38,8 @@ from lossaug.augment import Augment, Compose
 __all__ = [
     "AUDIO_AUGMENTATIONS",
     "AUDIO_SETTINGS",
+    "DEFAULT_N_MELS",
+    "DEFAULT_SAMPLE_RATE",
     "AdditiveNoise",
     "AudioCNN",
     "FreqMask",
@@ -47,14 +49,26 @@ __all__ = [
     "TimeMask",
     "TimeShift",
     "additive_noise",
+    "apply_freq_mask",
+    "apply_gain",
+    "apply_noise",
+    "apply_shift",
+    "apply_speed",
+    "apply_time_mask",
     "freq_mask",
+    "freq_mask_params",
+    "gain_params",
     "mel_edges_hz",
     "mel_filterbank",
+    "noise_params",
     "parse_audio_augment",
     "random_gain",
     "resample",
+    "shift_params",
+    "speed_params",
     "speed_perturb",
     "time_mask",
+    "time_mask_params",
     "time_shift",
 ]
 
@@ -277,7 +291,9 @@ def _fft_length(length: int) -> int:
         n += 1
 
 
-def freq_mask_params(batch_size: int, n_mels: int, max_bands: int, *, device: torch.device, generator=None):
+def freq_mask_params(
+    batch_size: int, n_mels: int, max_bands: int, *, device: torch.device, generator=None
+) -> tuple[Tensor, Tensor]:
     """``(first, count)``, each ``(B,)`` int64: a run of ``count`` mel channels from ``first``, count uniform in
     ``[0, max_bands]``, first uniform over the positions where the run fits in ``[0, n_mels)``."""
     return _span_params(batch_size, n_mels, max_bands, device, generator)
