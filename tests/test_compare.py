@@ -307,6 +307,7 @@ def test_cost_ratio_is_benched_on_the_comparisons_model_and_m(tmp_path, monkeypa
         (dict(branch_at=-0.1), r"branch_at must be in \[0, 1\), got -0.1"),
         (dict(cost_ratio=0.0), "cost_ratio must be a finite number > 0, got 0.0"),
         (dict(margin=0.5 * 100), r"margin must be in \(0, 1\) as a fraction .* got 50.0"),
+        (dict(base=dataclasses.replace(BASE, stop_at=0.5, out="x")), "compare sets stop_at per run .* got stop_at=0.5"),
     ],
 )
 def test_bad_compare_config(change, match, tmp_path):

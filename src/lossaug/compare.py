@@ -32,9 +32,9 @@ from typing import Any
 
 from lossaug import stats
 from lossaug.checkpoint import has_checkpoint
-from lossaug.progress import Reporter
 from lossaug.config import RENAMED, SETTINGS, TrainConfig, validate_config
 from lossaug.metadata import git_commit
+from lossaug.progress import Reporter
 from lossaug.train import train
 
 ARMS = ("baseline", "proposed", "maxup", "baseline-equal-time")
@@ -79,6 +79,9 @@ def validate_compare(config: CompareConfig) -> None:
         raise ValueError(f"margin must be in (0, 1) as a fraction (0.005 = 0.5 points), got {config.margin}")
     if config.branch_at > 0 and not {"stop_at", "branch_from"} <= {f.name for f in dataclasses.fields(TrainConfig)}:
         raise ValueError(f"branch_at {config.branch_at} needs a training loop with stop_at and branch_from")
+    for name in ("stop_at", "branch_from"):
+        if getattr(config.base, name, None) is not None:
+            raise ValueError(f"compare sets {name} per run (use branch_at), got {name}={getattr(config.base, name)!r}")
     validate_config(config.base)
 
 
