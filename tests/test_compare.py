@@ -312,7 +312,7 @@ def test_cost_ratio_is_benched_on_the_comparisons_model_and_m(tmp_path, monkeypa
 )
 def test_bad_compare_config(change, match, tmp_path):
     with pytest.raises(ValueError, match=match):
-        validate_compare(CompareConfig(base=BASE, out=str(tmp_path), **change))
+        validate_compare(CompareConfig(**{"base": BASE, "out": str(tmp_path), **change}))
 
 
 @pytest.mark.parametrize(
