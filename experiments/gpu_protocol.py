@@ -26,9 +26,9 @@ from lossaug.train import TrainConfig, device_name, git_commit
 # not tried), one warm-up epoch, cosine decay. 15 epochs is an estimate of what lets 2+ seed pairs fit in 8 minutes
 # on an H100; it has not been run on a GPU yet: the budget check below stops early if a pair is slower.
 FULL = dict(dataset="folder", model="preact_resnet18", width=None, epochs=15, batch_size=512, lr=0.2,
-            warmup_epochs=1.0, candidates=4, setting="A", eval_every=5, device="cuda")  # fmt: skip
+            warmup_epochs=1.0, num_candidates=4, setting="A", eval_every=5, device="cuda")  # fmt: skip
 TINY = dict(dataset="mini", model="cnn", width=4, epochs=1, batch_size=64, lr=0.05, train_size=256,
-            candidates=2, setting="A", device="cpu")  # fmt: skip
+            num_candidates=2, setting="A", device="cpu")  # fmt: skip
 
 
 def main() -> None:

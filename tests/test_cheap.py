@@ -18,10 +18,10 @@ def scored_steps(config: TrainConfig) -> list[int]:
 
     def on_step(step, selection):
         if selection.probs.shape[1] > 1:
-            assert not torch.isnan(selection.scores).any()
+            assert selection.scored and not torch.isnan(selection.scores).any()
             scored.append(step)
         else:
-            assert torch.isnan(selection.scores).all()
+            assert not selection.scored and selection.scores is None
 
     train(config, on_step=on_step)
     return scored

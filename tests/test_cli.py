@@ -43,7 +43,7 @@ def test_train_command_runs_and_writes_the_run_directory(tmp_path, capsys):
         "curves.png",
     }
     config = json.loads((out / "config.json").read_text())["config"]
-    assert config["candidates"] == 2 and config["cache_dir"] == str(tmp_path / "cache")
+    assert config["num_candidates"] == 2 and config["cache_dir"] == str(tmp_path / "cache")
     assert "test error" in capsys.readouterr().out
 
 
@@ -52,7 +52,12 @@ def test_config_file_and_precedence(tmp_path):
     path.write_text('method = "maxup"\ncandidates = 8\nbatch-size = 32\ntemperature = inf\n')
     args = build_parser().parse_args(["train", "--config", str(path), "--candidates", "3"])
     config = config_from_args(args)
-    assert (config.method, config.candidates, config.batch_size, config.temperature) == ("maxup", 3, 32, float("inf"))
+    assert (config.method, config.num_candidates, config.batch_size, config.temperature) == (
+        "maxup",
+        3,
+        32,
+        float("inf"),
+    )
     preset = config_from_args(build_parser().parse_args(["train", "--preset", "seed"]))
     assert (preset.epochs, preset.lr, preset.batch_size, preset.weight_decay) == (200, 0.1, 128, 5e-4)
 
@@ -61,12 +66,12 @@ def test_config_file_and_precedence(tmp_path):
     "argv,needle",
     [
         (["train", "--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'cifar10', 'cifar100'"),
-        (["train", "--model", "vit"], "invalid choice: 'vit' (choose from 'preact_resnet18', 'cnn')"),
+        (["train", "--model", "vit"], "invalid choice: 'vit' (choose from 'preact_resnet18', 'cnn', 'fast_resnet')"),
         (["train", "--frobnicate", "3"], "unrecognized arguments: --frobnicate 3"),
         (["train", "--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
         (["train", "--dataset", "folder", "--data", "/no/such/dir", "--out", "OUT"], "/no/such/dir"),
         (["train", "--config", "/no/such.toml"], "config file /no/such.toml does not exist"),
-        (["train", *TINY, "--candidates", "0", "--out", "OUT"], "candidates must be >= 1, got 0"),
+        (["train", *TINY, "--candidates", "0", "--out", "OUT"], "num_candidates must be >= 1, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(argv, needle, capsys, tmp_path):

@@ -54,7 +54,7 @@ class FakeTrain:
     def __init__(self, commit="c0ffee"):
         self.calls, self.commit = [], commit
 
-    def __call__(self, config, reporter=None, resume=False):
+    def __call__(self, config, reporter=None, resume=False, overwrite=False):
         self.calls.append(config)
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -460,8 +460,6 @@ def test_report_reader_and_command_on_a_real_run(tmp_path, capsys):
     assert "no metrics.jsonl" in capsys.readouterr().err
 
 
-# Unskip when train's loop ends a stop_at run at its stop step (until then the trunk never returns).
-@pytest.mark.skip(reason="waits for the branching training loop (stop_at / branch_from)")
 def test_branch_at_end_to_end_on_cpu(tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
     argv = ["compare", "--branch-at", "0.5", "--cost-ratio", "2", "--arms", "baseline,proposed,baseline-equal-time",

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 import lossaug.checkpoint as checkpoint_module
-import lossaug.train as train_module
+import lossaug.step as step_module
 from lossaug.checkpoint import CheckpointError, load_checkpoint, newest_valid_checkpoint
 from lossaug.cli import main
 from lossaug.train import NonFiniteError, TrainConfig, TrainingInterrupted, train
@@ -242,14 +242,14 @@ def test_resume_with_changed_options(tmp_path):
 
 
 def nan_at_step(monkeypatch, bad_step: int):
-    real, calls = train_module.training_loss, []
+    real, calls = step_module.training_loss, []
 
-    def loss(logits, labels):
+    def loss(logits, labels, label_smoothing=0.0):
         calls.append(1)
-        value = real(logits, labels)
+        value = real(logits, labels, label_smoothing)
         return value * float("nan") if len(calls) == bad_step else value
 
-    monkeypatch.setattr(train_module, "training_loss", loss)
+    monkeypatch.setattr(step_module, "training_loss", loss)
 
 
 def test_nonfinite_loss_stops_with_the_step_after_saving_the_last_good_state(tmp_path, monkeypatch):

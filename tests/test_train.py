@@ -86,7 +86,7 @@ def test_same_seed_same_weights_and_global_rng_untouched():
 @pytest.mark.parametrize(
     "change,match",
     [
-        (dict(candidates=0), "candidates must be >= 1, got 0"),
+        (dict(num_candidates=0), "num_candidates must be >= 1, got 0"),
         (dict(method="mixup"), "unknown method 'mixup'"),
         (dict(model="vit"), "unknown model 'vit'"),
         (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
@@ -107,7 +107,7 @@ def test_train_size_larger_than_the_data_is_an_error():
 
 
 def test_method_resolution():
-    assert TrainConfig(method="baseline", candidates=8).num_candidates() == 1
+    assert TrainConfig(method="baseline", num_candidates=8).candidates_per_image() == 1
     assert TrainConfig(method="baseline").resolved_temperature() == math.inf
     assert TrainConfig(method="proposed").resolved_temperature() == 1.0
     assert TrainConfig(method="maxup").resolved_temperature() == 0.0

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from lossaug.config import PRESETS, RENAMED, TrainConfig
 from lossaug.models import MODELS as MODEL_NAMES
-from lossaug.train import PRESETS, TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,12 +80,18 @@ def _option(name: str) -> str:
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per ``TrainConfig`` field, defaults suppressed so that only typed options override."""
+    """One option per ``TrainConfig`` field, defaults suppressed so that only typed options override. A bool
+    field is a flag: ``--name`` when it defaults to False, ``--no-name`` when it defaults to True."""
     for f in dataclasses.fields(TrainConfig):
+        if f.type in (bool, "bool"):
+            flag = _option(f.name) if not f.default else "--no-" + f.name.replace("_", "-")
+            action = "store_false" if f.default else "store_true"
+            parser.add_argument(flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=f.metadata["help"])
+            continue
         choices = f.metadata.get("choices")
         default = f.default if f.default is not None else "none"
         parser.add_argument(
-            _option(f.name),
+            f.metadata.get("option", _option(f.name)),
             dest=f.name,
             type=_converter(f),
             choices=choices,
@@ -127,6 +133,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
+        name = RENAMED.get(name, name)
         if name not in fields:
             raise UsageError(f"unknown option {key!r} in config file {path}; valid: {sorted(fields)}")
         if name in values:
@@ -193,11 +200,11 @@ def _resume_target(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any
         if getattr(args, "out", None) and Path(args.out).resolve() != run_dir.resolve():
             raise UsageError(f"--resume {run_dir} and --out {args.out} disagree; a resumed run stays in its directory")
     _, checkpoint = newest_valid_checkpoint(run_dir)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(checkpoint["config"]) - known)
-    if unknown:
-        raise UsageError(f"checkpoint in {run_dir} has options this lossaug does not know: {unknown}")
-    return run_dir, {**checkpoint["config"], "out": str(run_dir)}
+    try:
+        saved = dataclasses.asdict(TrainConfig.from_dict(checkpoint["config"]))
+    except ValueError as error:
+        raise UsageError(f"checkpoint in {run_dir} has {error}") from None
+    return run_dir, {**saved, "out": str(run_dir)}
 
 
 def _join_process_group(device: str) -> int:
@@ -230,7 +237,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, out=out[0])
     validate_config(config)
     try:
-        code = _train_and_report(config, rank, resume=run_dir is not None)
+        overwrite = args.overwrite or (
+            args.resume == "auto" and run_dir is None
+        )  # auto: nothing to resume, start there
+        code = _train_and_report(config, rank, resume=run_dir is not None, overwrite=overwrite)
     except BaseException:
         _leave_process_group(wait=False)  # another rank may never reach a barrier
         raise
@@ -249,11 +259,11 @@ def _leave_process_group(wait: bool) -> None:
         dist.destroy_process_group()
 
 
-def _train_and_report(config: TrainConfig, rank: int, resume: bool) -> int:
+def _train_and_report(config: TrainConfig, rank: int, resume: bool, overwrite: bool) -> int:
     from lossaug.train import NonFiniteError, TrainingInterrupted, train
 
     try:
-        result = train(config, reporter=_reporter() if rank == 0 else None, resume=resume)
+        result = train(config, reporter=_reporter() if rank == 0 else None, resume=resume, overwrite=overwrite)
     except TrainingInterrupted as stop:
         print(f"lossaug: {stop}", file=sys.stderr)
         if stop.checkpoint is not None:
@@ -294,7 +304,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         lr=0.2,
         seed=args.seed,
         device=args.device,
-        candidates=args.candidates,
+        num_candidates=args.candidates,
     )
     results = {}
     for method in ("baseline", "proposed"):
@@ -464,6 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR|auto",
         help="continue RUN_DIR from its newest valid checkpoint (its saved options, overridden by those typed); "
         "'auto': resume --out if it holds a checkpoint, else start there",
+    )
+    train_parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an --out that holds a run: its run files (config, metrics, checkpoints, plots) are removed",
     )
     add_config_options(train_parser)
     train_parser.set_defaults(func=cmd_train)

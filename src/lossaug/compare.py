@@ -197,7 +197,7 @@ def _run_arm(config: TrainConfig, reporter: Reporter | None, trunk: Path | None 
     if (out / "final.json").exists():
         _log(reporter, f"done already: {out}")
         return read_result(out, trunk)
-    train(config, reporter=reporter, resume=has_checkpoint(out))
+    train(config, reporter=reporter, resume=has_checkpoint(out), overwrite=not has_checkpoint(out))
     return read_result(out, trunk)
 
 
@@ -208,7 +208,7 @@ def _run_trunk(config: TrainConfig, reporter: Reporter | None) -> dict:
     if (out / "trunk.json").exists():
         _log(reporter, f"trunk done already: {out}")
     else:
-        train(config, reporter=reporter, resume=has_checkpoint(out))
+        train(config, reporter=reporter, resume=has_checkpoint(out), overwrite=not has_checkpoint(out))
     return _provenance(out)
 
 

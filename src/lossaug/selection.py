@@ -31,12 +31,29 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def make_candidates(
-    images: Tensor, augment: Augment, num_candidates: int, *, generator: torch.Generator | None = None
+    images: Tensor,
+    augment: Augment,
+    num_candidates: int,
+    *,
+    generator: torch.Generator | None = None,
+    extra_generator: torch.Generator | None = None,
 ) -> Tensor:
     """``candidates (B,M,...)``: ``num_candidates`` independent draws of ``augment`` per image of
-    ``images (B,...)``, made by one call on the ``(B*M,...)`` batch."""
+    ``images (B,...)``, made by one call on the ``(B*M,...)`` batch.
+
+    With ``extra_generator`` (common random numbers), candidate 0 of every image is drawn from ``generator``
+    exactly as ``num_candidates=1`` draws it, and candidates 1..M-1 from ``extra_generator``: the baseline's
+    augmentation of an image is then always one of the proposed arm's candidates, and both consume ``generator``
+    identically.
+    """
     if num_candidates < 1:
         raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+    if extra_generator is not None:
+        first = call_augment(augment, images, generator).unsqueeze(1)
+        if num_candidates == 1:
+            return first
+        rest = make_candidates(images, augment, num_candidates - 1, generator=extra_generator)
+        return torch.cat([first, rest.to(first.dtype)], dim=1)
     batch = images.shape[0]
     repeated = images.unsqueeze(1).expand(batch, num_candidates, *images.shape[1:])
     flat = call_augment(augment, repeated.reshape(batch * num_candidates, *images.shape[1:]), generator)
@@ -106,12 +123,7 @@ def score_candidates(
     batch, num_candidates = candidates.shape[:2]
     if targets.shape[0] != batch:
         raise ValueError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
-    if score not in SCORES:
-        raise ValueError(f"unknown score {score!r}; choose from {list(SCORES)}")
-    if bn not in BN_MODES:
-        raise ValueError(f"unknown bn mode {bn!r}; choose from {list(BN_MODES)}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    ScoringOptions(score, bn, chunk_size, autocast_dtype, loss_fn)  # validates them
     if loss_fn is None and (targets.dim() != 1 or targets.is_floating_point()):
         raise ValueError(
             f"classification targets must be (B,) integer class indices, got {targets.dtype} "
@@ -222,16 +234,71 @@ def gather_selected(candidates: Tensor, index: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
+class ScoringOptions:
+    """How candidates are scored (see ``score_candidates``), validated once when made.
+
+    ``score``: ``"loss"`` (cross-entropy of the true class) or ``"error"`` (1 - p(true class)); ``loss_fn``
+    replaces both for other tasks. ``bn``: BatchNorm statistics while scoring (``"eval"`` running, ``"batch"`` the
+    chunk's own). ``chunk_size``: candidates per forward pass (None: all at once). ``autocast_dtype``: e.g.
+    ``torch.bfloat16`` to score under autocast (None: the model's own precision).
+    """
+
+    score: str = "loss"
+    bn: str = "eval"
+    chunk_size: int | None = None
+    autocast_dtype: torch.dtype | None = None
+    loss_fn: LossFn | None = None
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise ValueError(f"unknown score {self.score!r}; choose from {list(SCORES)}")
+        if self.bn not in BN_MODES:
+            raise ValueError(f"unknown bn mode {self.bn!r}; choose from {list(BN_MODES)}")
+        if self.chunk_size is not None and (isinstance(self.chunk_size, bool) or self.chunk_size < 1):
+            raise ValueError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
+        if self.autocast_dtype is not None and not isinstance(self.autocast_dtype, torch.dtype):
+            raise ValueError(f"autocast_dtype must be a torch.dtype or None, got {self.autocast_dtype!r}")
+        if self.loss_fn is not None and not callable(self.loss_fn):
+            raise ValueError(f"loss_fn must be callable, got {type(self.loss_fn).__name__}")
+
+
+@dataclass(frozen=True)
 class Selection:
-    """What selection chose: ``inputs (B,...)`` to train on, ``index (B,)`` of the chosen candidate,
-    ``probs (B,M)`` it was drawn from, ``scores (B,M)`` (NaN where the model was not run) and how many rows fell
-    back to uniform because their scores were all zero or non-finite."""
+    """What selection chose: ``inputs (B,...)`` to train on, ``index (B,)`` of the chosen candidate and
+    ``probs (B,M)`` it was drawn from; ``scores (B,M)`` when the model was run (None when the choice was uniform
+    and nothing was scored: one candidate, ``temperature=inf`` or ``uniform_mix=1``); ``fallback (B,)`` bool marks
+    rows whose scores were all zero or non-finite and fell back to uniform."""
 
     inputs: Tensor
     index: Tensor
     probs: Tensor
-    scores: Tensor
-    fallback_rows: int
+    scores: Tensor | None
+    fallback: Tensor
+
+    @property
+    def scored(self) -> bool:
+        """Whether the model was run to score the candidates."""
+        return self.scores is not None
+
+    @property
+    def fallback_rows(self) -> int:
+        """How many rows fell back to uniform (reads the device: one host sync)."""
+        return int(self.fallback.sum())
+
+
+def _uniform_selection(
+    candidates: Tensor, temperature: float, uniform_mix: float, generator: torch.Generator | None
+) -> Selection:
+    """One candidate, or a uniform choice: no model run, so selection costs what the baseline costs."""
+    batch, num_candidates = candidates.shape[:2]
+    ones = torch.ones(batch, num_candidates, device=candidates.device)
+    probs, fallback = _probs_and_fallback(ones, temperature, uniform_mix, check_negative=False)
+    index = (
+        torch.zeros(batch, dtype=torch.long, device=candidates.device)
+        if num_candidates == 1
+        else sample_index(probs, generator=generator)
+    )
+    return Selection(gather_selected(candidates, index), index, probs, None, fallback)
 
 
 def select_candidates(
@@ -242,45 +309,58 @@ def select_candidates(
     temperature: float = 1.0,
     uniform_mix: float = 0.0,
     generator: torch.Generator | None = None,
-    **score_kwargs,
+    loss_fn: LossFn | None = None,
+    score: str = "loss",
+    bn: str = "eval",
+    chunk_size: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> Selection:
-    """Score ``candidates (B,M,...)`` (``score_kwargs`` go to ``score_candidates``), turn the scores into
-    probabilities and sample one candidate per image.
+    """Score ``candidates (B,M,...)`` (the scoring options are those of ``score_candidates``), turn the scores
+    into probabilities and sample one candidate per image from ``generator``.
 
     With one candidate, or a uniform selection (``temperature=math.inf`` or ``uniform_mix=1``), the model is not
-    run and ``scores`` are NaN: selection then costs what the baseline costs.
+    run (``scores`` is None): selection then costs what the baseline costs.
     """
+    options = ScoringOptions(score, bn, chunk_size, autocast_dtype, loss_fn)
+    return _select(model, candidates, targets, options, temperature, uniform_mix, generator)
+
+
+def _select(
+    model: nn.Module,
+    candidates: Tensor,
+    targets: Tensor,
+    options: ScoringOptions,
+    temperature: float,
+    uniform_mix: float,
+    generator: torch.Generator | None,
+) -> Selection:
     if candidates.dim() < 2:
         raise ValueError(f"candidates must be (B,M,...), got shape {tuple(candidates.shape)}")
     batch, num_candidates = candidates.shape[:2]
     if targets.shape[0] != batch:
         raise ValueError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
     if num_candidates == 1 or math.isinf(temperature) or uniform_mix == 1.0:
-        scores = torch.full((batch, num_candidates), math.nan, device=candidates.device)
-        probs, _ = _probs_and_fallback(torch.ones_like(scores), temperature, uniform_mix, check_negative=False)
-        index = (
-            torch.zeros(batch, dtype=torch.long, device=candidates.device)
-            if num_candidates == 1
-            else sample_index(probs, generator=generator)
-        )
-        return Selection(gather_selected(candidates, index), index, probs, scores, 0)
-    scores = score_candidates(model, candidates, targets, **score_kwargs)
-    # Cross-entropy and 1 - p are never negative: only a user's loss_fn needs the check.
-    check = score_kwargs.get("loss_fn") is not None
-    probs, fallback = _probs_and_fallback(scores, temperature, uniform_mix, check_negative=check)
+        return _uniform_selection(candidates, temperature, uniform_mix, generator)
+    scores = score_candidates(
+        model, candidates, targets, loss_fn=options.loss_fn, score=options.score, bn=options.bn,
+        chunk_size=options.chunk_size, autocast_dtype=options.autocast_dtype,
+    )  # fmt: skip
+    # Cross-entropy and 1 - p are never negative: only a user's loss_fn needs the (host-syncing) check.
+    probs, fallback = _probs_and_fallback(scores, temperature, uniform_mix, check_negative=options.loss_fn is not None)
     index = sample_index(probs, generator=generator)
-    return Selection(gather_selected(candidates, index), index, probs, scores, int(fallback.sum()))
+    return Selection(gather_selected(candidates, index), index, probs, scores, fallback)
 
 
 @dataclass(frozen=True)
 class LossAwareAugment:
-    """Loss-aware augmentation for a user's own loop: ``sel = la(model, images, targets, generator=g)``, then
-    train on ``sel.inputs``.
+    """The method as one object: ``sel = la(model, images, targets, generator=g)``, then train on ``sel.inputs``.
 
     ``augment`` is any ``(images, generator) -> images`` callable, a one-argument transform (kornia), or a spec
     string such as ``"flip,crop,cutout"``. ``num_candidates`` is M; ``temperature`` 1 samples in proportion to the
-    loss, 0 takes the hardest candidate, ``math.inf`` is plain random augmentation. The rest go to
-    ``score_candidates``.
+    loss, 0 takes the hardest candidate, ``math.inf`` is plain random augmentation. ``score``, ``bn``,
+    ``chunk_size``, ``autocast_dtype`` and ``loss_fn`` say how candidates are scored (``ScoringOptions``); every
+    option is validated here, once. The training app, ``bench``, ``show`` and the Lightning callback all select
+    through this object.
     """
 
     augment: Augment | str
@@ -293,38 +373,63 @@ class LossAwareAugment:
     chunk_size: int | None = None
     autocast_dtype: torch.dtype | None = None
     _augment: Augment = field(init=False, repr=False, compare=False)
+    _scoring: ScoringOptions = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.num_candidates < 1:
+        if isinstance(self.num_candidates, bool) or self.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
         if math.isnan(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.score not in SCORES:
-            raise ValueError(f"unknown score {self.score!r}; choose from {list(SCORES)}")
-        if self.bn not in BN_MODES:
-            raise ValueError(f"unknown bn mode {self.bn!r}; choose from {list(BN_MODES)}")
+        if not 0.0 <= self.uniform_mix <= 1.0:
+            raise ValueError(f"uniform_mix must be in [0, 1], got {self.uniform_mix}")
+        scoring = ScoringOptions(self.score, self.bn, self.chunk_size, self.autocast_dtype, self.loss_fn)
         augment = parse_augment(self.augment) if isinstance(self.augment, str) else self.augment
         if not callable(augment):
             raise ValueError(f"augment must be callable or a spec string, got {type(augment).__name__}")
         object.__setattr__(self, "_augment", augment)
+        object.__setattr__(self, "_scoring", scoring)
+
+    @property
+    def scoring(self) -> ScoringOptions:
+        return self._scoring
+
+    def candidates(
+        self,
+        images: Tensor,
+        *,
+        num_candidates: int | None = None,
+        generator: torch.Generator | None = None,
+        extra_generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``candidates (B,M,...)`` of ``images (B,...)``; ``num_candidates`` overrides M (1: a baseline step)."""
+        count = self.num_candidates if num_candidates is None else num_candidates
+        return make_candidates(images, self._augment, count, generator=generator, extra_generator=extra_generator)
+
+    def select(self, model: nn.Module, candidates: Tensor, targets: Tensor, *, generator=None) -> Selection:
+        """Score ``candidates (B,M,...)`` with ``model`` and sample one per image from ``generator``."""
+        return _select(model, candidates, targets, self._scoring, self.temperature, self.uniform_mix, generator)
 
     def __call__(
-        self, model: nn.Module, images: Tensor, targets: Tensor, *, generator: torch.Generator | None = None
+        self,
+        model: nn.Module,
+        images: Tensor,
+        targets: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        num_candidates: int | None = None,
+        extra_generator: torch.Generator | None = None,
+        select_generator: torch.Generator | None = None,
     ) -> Selection:
-        """Augment ``images (B,...)`` M times, score, and pick one candidate per image."""
+        """Augment ``images (B,...)`` M times, score, and pick one candidate per image.
+
+        ``generator`` draws the augmentations (and the choice, unless ``select_generator`` is given);
+        ``extra_generator`` draws candidates 1..M-1 (common random numbers, see ``make_candidates``);
+        ``num_candidates`` overrides M for this call (1: a plain random augmentation, the model is not run).
+        """
         if targets.shape[0] != images.shape[0]:
             raise ValueError(f"images hold {images.shape[0]} samples but targets hold {targets.shape[0]}")
-        candidates = make_candidates(images, self._augment, self.num_candidates, generator=generator)
-        return select_candidates(
-            model,
-            candidates,
-            targets,
-            temperature=self.temperature,
-            uniform_mix=self.uniform_mix,
-            generator=generator,
-            loss_fn=self.loss_fn,
-            score=self.score,
-            bn=self.bn,
-            chunk_size=self.chunk_size,
-            autocast_dtype=self.autocast_dtype,
+        candidates = self.candidates(
+            images, num_candidates=num_candidates, generator=generator, extra_generator=extra_generator
         )
+        chooser = select_generator if select_generator is not None else generator
+        return self.select(model, candidates, targets, generator=chooser)

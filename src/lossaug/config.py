@@ -1,0 +1,236 @@
+"""What defines a training run: ``TrainConfig`` (one frozen dataclass; the CLI makes an option of every field),
+its validation, named presets, and ``RunResult``, what a run returns.
+
+Imports nothing else of lossaug's training code, so every other module can import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lossaug import data as data_module
+from lossaug.augment import parse_augment
+from lossaug.models import MODELS
+from lossaug.selection import BN_MODES, SCORES
+
+METHODS = ("baseline", "proposed", "maxup")
+SETTINGS = ("A", "B")
+DEVICES = ("auto", "cpu", "cuda")
+PLACEMENTS = ("auto", "device", "host")
+NONFINITE = ("raise", "skip")
+# Changing these on resume would change tensor shapes or the data itself: an error. Other changes only warn.
+RESUME_FIXED = ("dataset", "model", "width", "image_size", "train_size", "batch_size", "proxy_model", "proxy_width")
+# What a branch may change from its trunk (the method and how long it trains); everything else must match.
+BRANCH_FREE = (
+    "method", "num_candidates", "temperature", "score", "bn", "uniform_mix", "score_chunk", "select_from",
+    "select_every", "compile_scoring", "epochs", "out", "stop_at", "branch_from", "eval_every", "checkpoint_every",
+    "on_nonfinite", "max_nonfinite", "tensorboard", "cache_dir", "data", "data_placement",
+)  # fmt: skip
+# Renamed fields: a saved config (checkpoint, config.json, TOML file) may still use the old name.
+RENAMED = {"candidates": "num_candidates"}
+
+
+def _opt(default: Any, help: str, **metadata: Any) -> Any:
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run. Defaults are the ``seed`` preset (the published protocol) on mini data."""
+
+    # data
+    dataset: str = _opt(
+        "mini", "cifar10, cifar100, folder (root/train/<class>/*) or mini (bundled)", choices=data_module.DATASETS
+    )
+    data: str | None = _opt(None, "archive, extracted folder or download directory (cifar: default cache dir)")
+    image_size: int | None = _opt(None, "resize folder images to SIZE x SIZE pixels (needed for mixed sizes)")
+    train_size: int | None = _opt(
+        None, "train on a fixed class-balanced subset of this many images (same for every seed)"
+    )
+    cache_dir: str | None = _opt(
+        None, "downloads and decoded-array cache; None: no cache (the CLI uses ~/.cache/lossaug)"
+    )
+    verify: bool = _opt(True, "check the official md5 of CIFAR archives (--no-verify skips it; recorded in config)")
+    allow_data_change: bool = _opt(False, "resume even if the data differ from the checkpoint's (fingerprint)")
+    # model
+    model: str = _opt("preact_resnet18", "network", choices=tuple(MODELS))
+    width: int | None = _opt(None, "first-stage channels (preact_resnet18: 64 as published; cnn: 32)")
+    # method
+    method: str = _opt(
+        "proposed", "baseline: 1 random candidate; proposed: sample by loss; maxup: hardest", choices=METHODS
+    )
+    setting: str = _opt("A", "A: flip + crop (pad 4); B: A + Cutout (16 px CIFAR-10, 8 px CIFAR-100)", choices=SETTINGS)
+    augment: str | None = _opt(None, "custom augmentation spec (e.g. 'flip,crop:2'); overrides --setting")
+    num_candidates: int = _opt(
+        4, "M: candidates per image for proposed/maxup (baseline always uses 1)", option="--candidates"
+    )
+    temperature: float | None = _opt(None, "selection temperature; None: the method's (proposed 1, maxup 0)")
+    score: str = _opt("loss", "candidate score: loss (cross-entropy) or error (1 - p(true class))", choices=SCORES)
+    bn: str = _opt("eval", "BatchNorm statistics while scoring: eval (running) or batch", choices=BN_MODES)
+    uniform_mix: float = _opt(0.0, "blend this fraction of uniform probability into selection")
+    score_chunk: int | None = _opt(
+        None, "candidates per scoring forward pass (None: all B*M at once on CUDA, batch-size chunks on CPU)"
+    )
+    # cheaper selection
+    select_from: float = _opt(0.0, "fraction of training steps with one random candidate before selection starts")
+    select_every: int = _opt(1, "select on one step in N; the others use one random candidate (baseline cost)")
+    proxy_model: str | None = _opt(
+        None, "score candidates with this small network, trained alongside on the chosen inputs (None: the model)"
+    )
+    proxy_width: int | None = _opt(None, "proxy network width (None: the proxy model's default)")
+    compile_scoring: str = _opt("off", "torch.compile the scoring model: off or on", choices=("off", "on"))
+    # optimisation: the 'seed' preset
+    epochs: int = _opt(200, "passes over the training set")
+    batch_size: int = _opt(128, "images per step (the last partial batch of an epoch is dropped)")
+    lr: float = _opt(0.1, "peak SGD learning rate (0.1 at batch 128 as published; scale with the batch)")
+    momentum: float = _opt(0.9, "SGD momentum (Nesterov)")
+    weight_decay: float = _opt(5e-4, "L2 weight decay")
+    warmup_epochs: float = _opt(0.0, "linear LR warm-up before the cosine decay, in epochs")
+    label_smoothing: float = _opt(0.0, "label smoothing of the training loss (scores stay plain cross-entropy)")
+    seed: int = _opt(0, "seed of every random stream (init, data order, augmentation, selection)")
+    # branching: one trunk, several arms continuing from it (lossaug compare --branch-at)
+    stop_at: float | None = _opt(
+        None, "stop with a checkpoint after this fraction of the training steps (a trunk for --branch-from runs)"
+    )
+    branch_from: str | None = _opt(
+        None, "continue a trunk run directory's checkpoint with this run's method and epochs (tail of the "
+        "schedule stretched to this run's length)"
+    )  # fmt: skip
+    # machinery
+    device: str = _opt("auto", "auto (cuda if available), cpu or cuda", choices=DEVICES)
+    data_placement: str = _opt(
+        "auto", "where the uint8 training set lives: device, host (pinned), auto", choices=PLACEMENTS
+    )
+    eval_every: int = _opt(1, "evaluate the test set every N epochs (and always after the last)")
+    checkpoint_every: int = _opt(0, "also checkpoint every N steps (0: only at epoch ends)")
+    on_nonfinite: str = _opt(
+        "raise",
+        "non-finite loss, gradient or update: raise (stop, keeping the last good state) or skip (undo the step, "
+        "count it)",
+        choices=NONFINITE,
+    )
+    max_nonfinite: int = _opt(20, "with skip: stop with an error after this many non-finite steps in a row")
+    out: str | None = _opt(None, "run directory for config, metrics, checkpoint and plots (None: write nothing)")
+    tensorboard: str = _opt(
+        "off", "also log per-epoch metrics to OUT/tensorboard (needs the tensorboard package)", choices=("off", "on")
+    )
+
+    def resolved_temperature(self) -> float:
+        if self.method == "baseline":
+            return math.inf
+        if self.temperature is not None:
+            return self.temperature
+        return 0.0 if self.method == "maxup" else 1.0
+
+    def candidates_per_image(self) -> int:
+        """M of a selecting step: 1 for the baseline."""
+        return 1 if self.method == "baseline" else self.num_candidates
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from saved values (a checkpoint's or config.json's): renamed fields are mapped to their new
+        names, fields this version does not know are an error naming them."""
+        values = {RENAMED.get(k, k): v for k, v in values.items()}
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"options this lossaug does not know: {unknown}")
+        return cls(**values)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The published protocol (equal to the defaults). The slides do not state the schedule; we use the standard
+    # CIFAR ResNet recipe with cosine decay.
+    "seed": dict(model="preact_resnet18", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4),
+    # The CPU protocol of experiments/ (1,000 images; PreActResNet-18 at width 8 fits them in 100 epochs).
+    "cpu": dict(model="preact_resnet18", width=8, epochs=100, batch_size=64, lr=0.05, train_size=1000),
+    # The demo's small CNN: a run on the bundled data in about a minute on 2 CPU cores.
+    "demo": dict(dataset="mini", model="cnn", width=16, epochs=25, batch_size=128, lr=0.2),
+}
+
+
+def _finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Raise ValueError naming the first bad field of ``config``."""
+    for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        value = getattr(config, f.name)
+        if choices and value not in choices:
+            raise ValueError(f"unknown {f.name} {value!r}; choose from {list(choices)}")
+    for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "uniform_mix", "select_from"):
+        _finite(name, getattr(config, name))
+    positive = {
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "num_candidates": config.num_candidates,
+        "eval_every": config.eval_every,
+        "select_every": config.select_every,
+        "max_nonfinite": config.max_nonfinite,
+    }
+    for name in ("width", "image_size", "train_size", "score_chunk", "proxy_width"):
+        if getattr(config, name) is not None:
+            positive[name] = getattr(config, name)
+    for name, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if config.tensorboard == "on":
+        if config.out is None:
+            raise ValueError("tensorboard 'on' needs out, the run directory to log into")
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ValueError("tensorboard 'on' needs the tensorboard package: pip install tensorboard") from None
+    if config.checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
+    if not 0 <= config.select_from < 1:
+        raise ValueError(f"select_from must be in [0, 1), got {config.select_from}")
+    if config.proxy_model is not None and config.proxy_model not in MODELS:
+        raise ValueError(f"unknown proxy_model {config.proxy_model!r}; choose from {sorted(MODELS)}")
+    if config.temperature is not None and not config.temperature >= 0:
+        raise ValueError(f"temperature must be >= 0, got {config.temperature}")
+    if not 0 <= config.uniform_mix <= 1:
+        raise ValueError(f"uniform_mix must be in [0, 1], got {config.uniform_mix}")
+    if not 0 <= config.label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    if not config.lr > 0 or config.weight_decay < 0 or not 0 <= config.momentum < 1 or config.warmup_epochs < 0:
+        raise ValueError(
+            f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1, warmup_epochs >= 0; got lr={config.lr}, "
+            f"weight_decay={config.weight_decay}, momentum={config.momentum}, warmup_epochs={config.warmup_epochs}"
+        )
+    if config.warmup_epochs > config.epochs:
+        raise ValueError(f"warmup_epochs {config.warmup_epochs} exceeds epochs {config.epochs}")
+    if config.stop_at is not None and not 0 < config.stop_at < 1:
+        raise ValueError(f"stop_at must be in (0, 1), got {config.stop_at}")
+    if config.stop_at is not None and config.branch_from is not None:
+        raise ValueError("stop_at and branch_from exclude each other: a trunk cannot itself be a branch")
+    if (config.stop_at is not None or config.branch_from is not None) and config.out is None:
+        raise ValueError("stop_at and branch_from need out, the run directory holding the checkpoints")
+    if config.augment is not None:
+        parse_augment(config.augment)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced. Errors are fractions in [0, 1]; ``metrics`` holds one dict per epoch. A trunk
+    (``stop_at``) returns early: its test error and loss are NaN unless an evaluation fell before the stop."""
+
+    config: TrainConfig
+    test_error: float
+    test_loss: float
+    train_error: float
+    train_loss: float
+    seconds: float
+    images_per_second: float
+    metrics: tuple[dict, ...]
+    device: str
+    out_dir: Path | None
+    model: nn.Module = field(repr=False)

@@ -1,0 +1,89 @@
+"""The distributed helper: who this process is, and the collective operations the loop needs, each a no-op in a
+single process. ``torchrun`` starts the processes; ``cli`` joins the process group; the loop only calls these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's ``rank`` among ``size`` processes (``World(0, 1)``: not distributed)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @classmethod
+    def current(cls) -> World:
+        """The initialised ``torch.distributed`` process group's rank and size, else ``World(0, 1)``."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return cls(torch.distributed.get_rank(), torch.distributed.get_world_size())
+        return cls()
+
+    @property
+    def leader(self) -> bool:
+        """Rank 0: the process that reports and writes files for everyone."""
+        return self.rank == 0
+
+    def share(self, batch: Tensor) -> Tensor:
+        """This rank's share of every batch (rows ``rank::size``)."""
+        return batch[self.rank :: self.size] if self.size > 1 else batch
+
+    def all_sum(self, tensor: Tensor) -> Tensor:
+        """``tensor`` summed over ranks, in place."""
+        if self.size > 1:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def all_max(self, tensor: Tensor) -> Tensor:
+        if self.size > 1:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return tensor
+
+    def agree_on_stop(self, signum: int | None, device: torch.device) -> int | None:
+        """The signal to stop for, the same on every rank (one seen by any rank stops all)."""
+        if self.size == 1:
+            return signum
+        request = torch.tensor([signum or 0], device=device)
+        return int(self.all_max(request)) or None
+
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics) in one broadcast per dtype, so that scoring,
+        evaluation and checkpoints see one model; DDP only does this at the start of the next training forward."""
+        if self.size == 1:
+            return
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for buffer in model.buffers():
+            by_dtype.setdefault(buffer.dtype, []).append(buffer)
+        for buffers in by_dtype.values():
+            flat = torch.cat([b.reshape(-1) for b in buffers])
+            torch.distributed.broadcast(flat, src=0)
+            torch._foreach_copy_(buffers, [v.view_as(b) for v, b in zip(flat.split([b.numel() for b in buffers]),
+                                                                         buffers, strict=True)])  # fmt: skip
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        """``value`` of every rank, in rank order (picklable values; used for checkpoints only)."""
+        if self.size == 1:
+            return [value]
+        every: list[Any] = [None] * self.size
+        torch.distributed.all_gather_object(every, value)
+        return every
+
+    def parameter_checksums(self, model: nn.Module) -> list[float]:
+        """Each rank's sum of all parameters: equal when the replicas agree."""
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().view(1)
+        if self.size == 1:
+            return [float(checksum)]
+        every = [torch.zeros_like(checksum) for _ in range(self.size)]
+        torch.distributed.all_gather(every, checksum)
+        return [float(c) for c in every]
+
+    def wrap(self, model: nn.Module | None) -> nn.Module | None:
+        """``model`` as a DistributedDataParallel replica when there are several ranks."""
+        if model is None or self.size == 1:
+            return model
+        return torch.nn.parallel.DistributedDataParallel(model)

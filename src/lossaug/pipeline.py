@@ -1,0 +1,189 @@
+"""The data side of a run: the device, the uint8 training set on it (or in pinned host memory), batches in a
+seeded order, named random streams, and evaluation. Candidates stay uint8 until the model's forward pass
+(normalisation is inside the model, ``models.Normalized``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lossaug import data as data_module
+from lossaug.config import TrainConfig
+from lossaug.distributed import World
+from lossaug.seeds import stream_seed
+from lossaug.step import autocast_for
+
+Log = Callable[[str], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    # The current CUDA device: under torchrun the launcher's code sets it to the local rank.
+    return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
+
+
+def make_generator(seed: int, name: str, device: torch.device) -> torch.Generator:
+    """The generator of the random stream ``name`` under ``seed``, on ``device``."""
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, name))
+
+
+def balanced_subset(labels: Tensor, size: int, num_classes: int) -> Tensor:
+    """Indices of ``size`` examples, as even over classes as the data allows, from a fixed shuffle (seed 0):
+    the same subset for every run seed, method and setting."""
+    if size > len(labels):
+        raise ValueError(f"train_size {size} exceeds the {len(labels)} training images")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    shuffled = labels[order]
+    rank = torch.zeros_like(shuffled)
+    for c in range(num_classes):
+        members = shuffled == c
+        rank[members] = torch.arange(int(members.sum()))
+    keys = rank * num_classes + shuffled  # round-robin over classes
+    return order[torch.argsort(keys, stable=True)[:size]].sort().values
+
+
+def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 ``images (N,C,H,W)`` on any device, on the [0, 1] scale, in chunks (no
+    float copy of the whole set). Sums are float64 on the images' device: the same numbers on every device."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].double().div_(255).transpose(0, 1).flatten(1)
+        total += x.sum(dim=1)
+        squares += (x * x).sum(dim=1)
+    count = images.numel() / images.shape[1]
+    mean = total / count
+    std = (squares / count - mean**2).clamp_min(1e-6).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The run's data, ready for the loop."""
+
+    train_images: Tensor  # (N,C,H,W) uint8, on the device or pinned host memory
+    train_labels: Tensor  # (N,) int64, always on the device (small)
+    test_images: Tensor
+    test_labels: Tensor
+    num_classes: int
+    mean: tuple[float, ...]  # per channel, [0, 1] scale, of the training images
+    std: tuple[float, ...]
+    on_device: bool
+
+    @property
+    def in_channels(self) -> int:
+        return self.train_images.shape[1]
+
+
+def _check_labels(dataset, name: str) -> None:
+    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
+        if len(split.labels) == 0:
+            raise ValueError(f"the {split_name} split of {name!r} is empty")
+        bad = (split.labels < 0) | (split.labels >= dataset.num_classes)
+        if bool(bad.any()):
+            index = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"{split_name} label {int(split.labels[index])} at index {index} is outside [0, {dataset.num_classes})"
+            )
+
+
+def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> TrainData:
+    """Load ``config``'s data set, take the training subset, and place it for the loop."""
+    dataset = data_module.load_dataset(
+        config.dataset,
+        config.data,
+        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+        image_size=config.image_size,
+        log=log,
+        verify=config.verify,
+    )
+    _check_labels(dataset, config.dataset)
+    train, test = dataset.train, dataset.test
+    train_images, train_labels = train.images, train.labels
+    if config.train_size is not None:
+        keep = balanced_subset(train_labels, config.train_size, dataset.num_classes)
+        train_images, train_labels = train_images[keep], train_labels[keep]
+    if len(train_labels) < config.batch_size:
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_labels)} training images")
+    mean, std = channel_stats(train_images)
+    on_device = config.data_placement != "host"
+    if device.type == "cuda" and config.data_placement == "auto":
+        free, _ = torch.cuda.mem_get_info(device)
+        on_device = train_images.numel() + test.images.numel() < 0.3 * free  # leave room for activations
+    placement = device if on_device else torch.device("cpu")
+    pin = not on_device and device.type == "cuda"
+
+    def place(t: Tensor) -> Tensor:
+        t = t.contiguous().to(placement)
+        return t.pin_memory() if pin else t
+
+    return TrainData(
+        place(train_images), train_labels.to(device), place(test.images), test.labels.to(device),
+        dataset.num_classes, mean, std, on_device,
+    )  # fmt: skip
+
+
+class PinnedBatches:
+    """Batches of a pinned host tensor, gathered into two alternating pinned staging buffers and copied to the
+    GPU without blocking the host; a buffer is refilled only once its previous copy has finished."""
+
+    def __init__(self, images: Tensor, batch_size: int, device: torch.device):
+        self.images, self.device, self.slot = images, device, 0
+        self.staging = [torch.empty((batch_size, *images.shape[1:]), dtype=images.dtype).pin_memory() for _ in range(2)]
+        self.copied: list[torch.cuda.Event | None] = [None, None]
+
+    def __call__(self, index: Tensor) -> Tensor:
+        """``images[index]`` on the device; ``index (B,)`` on the CPU."""
+        slot, self.slot = self.slot, 1 - self.slot
+        if self.copied[slot] is not None:
+            self.copied[slot].synchronize()
+        buffer = self.staging[slot][: len(index)]
+        torch.index_select(self.images, 0, index, out=buffer)
+        batch = buffer.to(self.device, non_blocking=True)
+        self.copied[slot] = torch.cuda.Event()
+        self.copied[slot].record()
+        return batch
+
+
+def epoch_batches(
+    data: TrainData, permutation: Tensor, first_step: int, batch_size: int, world: World, device: torch.device
+):
+    """``(images (b,...), labels (b,))`` on the device for steps ``first_step..`` of the epoch ordered by
+    ``permutation (N,)`` (CPU); ``b`` is this rank's share of ``batch_size``; the last partial batch is dropped."""
+    order = permutation.to(device)
+    if not data.on_device and device.type == "cuda":
+        fetch, host_order = PinnedBatches(data.train_images, batch_size // world.size, device), permutation
+    else:
+        fetch, host_order = data.train_images.__getitem__, order
+    for step in range(first_step, len(permutation) // batch_size):
+        batch = slice(step * batch_size, (step + 1) * batch_size)
+        yield fetch(world.share(host_order[batch])).to(device), data.train_labels[world.share(order[batch])]
+
+
+def evaluate(model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, batch_size: int = 1024):
+    """``(error, mean loss)`` of ``model`` over ``images (N,C,H,W)`` in eval mode; restores the training flag.
+    Under ``torch.distributed`` each rank evaluates its share and the sums are reduced."""
+    world = World.current()
+    total = len(labels)
+    images, labels = world.share(images), world.share(labels)
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(2, device=device, dtype=torch.float64)  # wrong, loss
+    with torch.inference_mode(), autocast_for(device):
+        for start in range(0, len(labels), batch_size):
+            x = images[start : start + batch_size].to(device, non_blocking=True)
+            y = labels[start : start + batch_size].to(device, non_blocking=True)
+            logits = model(x).float()
+            sums[0] += (logits.argmax(dim=1) != y).sum()
+            sums[1] += F.cross_entropy(logits, y, reduction="sum")
+    model.train(was_training)
+    wrong, loss_sum = world.all_sum(sums).tolist()
+    return wrong / total, loss_sum / total

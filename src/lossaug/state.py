@@ -1,0 +1,171 @@
+"""Run state and its checkpoints: where the loop is (``RunState``), what the epoch has summed (``EpochStats``),
+the named random streams (``Streams``), each network with its optimizer and schedule (``Learner``), and the
+checkpoint payload built from them and restored into them. Resuming from it is bit-exact on the CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lossaug.config import TrainConfig
+from lossaug.distributed import World
+from lossaug.method import reapply_hyperparameters
+from lossaug.pipeline import make_generator
+from lossaug.selection import Selection, probs_entropy
+from lossaug.step import StepOutput, StepSnapshot, train_step
+
+_SUMS = ("loss", "wrong", "entropy", "chosen_score", "mean_score", "fallback_rows")
+
+
+@dataclass
+class EpochStats:
+    """Sums over an epoch's finite steps on this rank. ``sums`` stay on the device (float64, updated without a
+    host sync); the image counts are host integers."""
+
+    sums: dict[str, Tensor]
+    images: int = 0  # trained on (finite steps)
+    selected_images: int = 0  # of which went through selection
+    nonfinite_steps: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> EpochStats:
+        return cls({name: torch.zeros((), dtype=torch.float64, device=device) for name in _SUMS})
+
+    def add(self, out: StepOutput, labels: Tensor, selection: Selection, selecting: bool) -> None:
+        """Count a step: non-finite ones only as such."""
+        if not out.finite:
+            self.nonfinite_steps += 1
+            return
+        with torch.no_grad():
+            sums = self.sums
+            sums["loss"] += out.loss.detach().double() * len(labels)
+            sums["wrong"] += (out.logits.argmax(dim=1) != labels).sum().double()
+            sums["entropy"] += probs_entropy(selection.probs).sum().double()
+            sums["fallback_rows"] += selection.fallback.sum().double()
+            if selection.scored:
+                sums["chosen_score"] += selection.scores.gather(1, selection.index.view(-1, 1)).sum().double()
+                sums["mean_score"] += selection.scores.mean(dim=1).sum().double()
+        self.images += len(labels)
+        self.selected_images += len(labels) if selecting else 0
+
+    def totals(self, world) -> dict[str, float]:
+        """Every sum and count over all ranks (one all-reduce; reads the device once)."""
+        names = [*_SUMS, "images", "selected_images"]
+        values = torch.stack([*(self.sums[n] for n in _SUMS), *(self.sums["loss"].new_tensor(float(v))
+                              for v in (self.images, self.selected_images))])  # fmt: skip
+        return dict(zip(names, world.all_sum(values).tolist(), strict=True))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sums": {k: v.cpu() for k, v in self.sums.items()},
+            "images": self.images,
+            "selected_images": self.selected_images,
+            "nonfinite_steps": self.nonfinite_steps,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochStats:
+        return cls(
+            {k: v.to(device) for k, v in state["sums"].items()},
+            state["images"], state["selected_images"], state["nonfinite_steps"],
+        )  # fmt: skip
+
+
+@dataclass
+class RunState:
+    """Where the loop is and what it has recorded; all of it goes into checkpoints."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps finished in the current epoch
+    global_step: int = 0
+    permutation: Tensor | None = None  # the current epoch's data order, (N,) int64 on the CPU
+    nonfinite_in_a_row: int = 0
+    epoch_seconds: float = 0.0
+    run_seconds: float = 0.0
+    test_error: float = math.nan
+    test_loss: float = math.nan
+    metrics: list[dict] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RunState:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in known})
+
+
+class Streams:
+    """The run's named random streams: ``order`` (data order, CPU, shared by all ranks), ``augment`` (each
+    image's first candidate: the baseline's augmentation), ``augment-extra`` (candidates 1..M-1, common random
+    numbers) and ``select`` (the choice), distinct per rank under torch.distributed."""
+
+    NAMES = ("order", "augment", "augment-extra", "select")
+
+    def __init__(self, seed: int, device: torch.device, rank: int, world_size: int):
+        suffix = f"-rank{rank}" if world_size > 1 else ""
+        self.generators = {
+            name: make_generator(seed, name if name == "order" else name + suffix,
+                                 torch.device("cpu") if name == "order" else device)
+            for name in self.NAMES
+        }  # fmt: skip
+
+    def __getitem__(self, name: str) -> torch.Generator:
+        return self.generators[name]
+
+    def state(self) -> dict[str, Tensor]:
+        states = {name: g.get_state() for name, g in self.generators.items()}
+        states["torch_cpu"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            states.update({f"torch_cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        return states
+
+    def load(self, states: dict[str, Tensor]) -> None:
+        for name, generator in self.generators.items():
+            if name in states:  # a trunk saved before a stream existed leaves it at its seed
+                generator.set_state(states[name])
+        torch.set_rng_state(states["torch_cpu"])
+        cuda = [states[k] for k in sorted(states) if k.startswith("torch_cuda")]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+@dataclass
+class Learner:
+    """A network trained by the loop (the model, or the proxy): ``model`` itself, ``trainee`` what steps run
+    (its DistributedDataParallel replica, or the model), its optimizer and schedule."""
+
+    model: nn.Module
+    trainee: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    world: World
+    snapshot: StepSnapshot = field(default_factory=StepSnapshot)
+
+    def step(self, inputs: Tensor, labels: Tensor, device: torch.device, label_smoothing: float) -> StepOutput:
+        """One guarded update (``step.train_step``); every rank then holds rank 0's buffers."""
+        out = train_step(
+            self.trainee, self.optimizer, inputs, labels, device,
+            label_smoothing=label_smoothing, snapshot=self.snapshot,
+        )  # fmt: skip
+        self.world.broadcast_buffers(self.model)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], config: TrainConfig) -> None:
+        """Load weights, optimizer and schedule position; ``config``'s hyperparameters then take effect."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        reapply_hyperparameters(self.optimizer, self.scheduler, config)
