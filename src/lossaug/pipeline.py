@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from lossaug import data as data_module
 from lossaug.config import TrainConfig
 from lossaug.distributed import World
+from lossaug.models import MIN_IMAGE_SIZE
 from lossaug.seeds import stream_seed
 from lossaug.step import autocast_for
 
@@ -107,6 +108,13 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
     )
     _check_labels(dataset, config.dataset)
     train, test = dataset.train, dataset.test
+    side = min(train.images.shape[-2:])
+    for name in filter(None, (config.model, config.proxy_model)):
+        if side < MIN_IMAGE_SIZE.get(name, 1):
+            raise ValueError(
+                f"{config.dataset} images are {tuple(train.images.shape[-2:])} px but {name} needs at least "
+                f"{MIN_IMAGE_SIZE[name]} px per side; pass --image-size {MIN_IMAGE_SIZE[name]} or larger"
+            )
     train_images, train_labels = train.images, train.labels
     if config.train_size is not None:
         keep = balanced_subset(train_labels, config.train_size, dataset.num_classes)
