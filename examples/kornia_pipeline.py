@@ -17,6 +17,7 @@ from torch import nn
 import lossaug
 from lossaug.data import load_mini_cifar10
 from lossaug.models import SmallCNN
+from lossaug.seeds import stream_seed
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--steps", type=int, default=200, help="training steps (default: 200)")
@@ -53,8 +54,8 @@ with torch.random.fork_rng(devices=[]):  # model init draws from torch's global 
 optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
 
 la = lossaug.LossAwareAugment(pipeline, num_candidates=args.candidates)
-augment_gen = torch.Generator().manual_seed(args.seed)
-order_gen = torch.Generator().manual_seed(args.seed + 1)
+augment_gen = torch.Generator().manual_seed(stream_seed(args.seed, "augment"))  # named streams: never collide
+order_gen = torch.Generator().manual_seed(stream_seed(args.seed, "order"))
 
 for step in range(1, args.steps + 1):
     index = torch.randint(0, len(labels), (args.batch_size,), generator=order_gen)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 import lossaug
 from lossaug.data import MultiView, load_mini_cifar10
 from lossaug.models import Normalized, SmallCNN
+from lossaug.seeds import stream_seed
 
 
 class PadCropFlip:
@@ -70,7 +71,7 @@ def main() -> None:
         torch.manual_seed(args.seed)
         model = Normalized(SmallCNN(num_classes=10, width=8), mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-    select_gen = torch.Generator().manual_seed(args.seed)
+    select_gen = torch.Generator().manual_seed(stream_seed(args.seed, "select"))
 
     step, epoch = 0, 0
     while step < args.steps:

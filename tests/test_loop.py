@@ -178,3 +178,18 @@ def test_images_smaller_than_the_model_accepts_are_refused_at_load(tmp_path, cap
             "--batch-size", "4", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "r")]  # fmt: skip
     assert main(argv) == 2
     assert "cnn needs at least 8 px per side; pass --image-size 8" in capsys.readouterr().err
+
+
+def test_channel_stats_accumulates_on_the_images_device():
+    from lossaug.pipeline import channel_stats
+
+    images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+    mean, std = channel_stats(images, chunk=3)
+    x = images.double() / 255
+    assert mean == pytest.approx(x.mean(dim=(0, 2, 3)).tolist()) and std == pytest.approx(x.std(dim=(0, 2, 3),
+                                                                                              correction=0).tolist())  # fmt: skip
+    # On another device (meta stands in for CUDA here) the sums live beside the images: the only failure left is
+    # reading numbers out of a meta tensor, not "Expected all tensors to be on the same device" (the bench bug).
+    with pytest.raises((RuntimeError, NotImplementedError)) as error:
+        channel_stats(images.to("meta"))
+    assert "same device" not in str(error.value)

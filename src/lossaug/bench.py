@@ -24,23 +24,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import lossaug
-from lossaug.augment import parse_augment
+from lossaug.config import DEVICES, TrainConfig
+from lossaug.distributed import World
+from lossaug.metadata import device_name, git_commit
+from lossaug.method import Schedule, build_sgd, method_for
 from lossaug.models import DEFAULT_WIDTHS, MODELS, build_classifier
+from lossaug.pipeline import channel_stats, make_generator, resolve_device
 from lossaug.seeds import stream_seed
-from lossaug.selection import make_candidates, score_candidates, select_candidates
-from lossaug.train import (
-    DEVICES,
-    TrainConfig,
-    channel_stats,
-    device_name,
-    git_commit,
-    make_generator,
-    resolve_device,
-    train_step,
-)
+from lossaug.selection import LossAwareAugment, score_candidates
+from lossaug.state import Learner
 
 # The augmentation of each setting as ``train`` builds it on CIFAR-10 (Cutout's fill does not change its cost).
 SETTINGS = {"A": "flip,crop:4", "B": "flip,crop:4,cutout:16"}
@@ -284,102 +279,98 @@ class _Stopwatch:
         return [1e3 * (end - start) for start, end in pairs]
 
 
-def _build_model(config: BenchConfig, images: Tensor, device: torch.device) -> nn.Module:
-    """The network as ``train`` builds it, initialised from the ``init`` stream."""
-    seed = stream_seed(config.seed, "init")
-    return build_classifier(
-        config.model, config.num_classes, images.shape[1], config.width, channel_stats(images),
-        device=device, init_seed=seed,
+@dataclass
+class _Parts:
+    """What the timed step runs, built by the same functions ``train`` uses: the method object
+    (``method.method_for``), the network (``models.build_classifier``), its SGD and guarded step (``state.Learner``),
+    and the random streams."""
+
+    images: Tensor
+    labels: Tensor
+    method: LossAwareAugment
+    learner: Learner
+    proxy: Learner | None
+    streams: dict[str, torch.Generator]
+
+
+def _train_config(config: BenchConfig) -> TrainConfig:
+    """The training config whose step is timed (the seed preset's optimiser and scoring options)."""
+    return TrainConfig(
+        model=config.model, width=config.width, batch_size=config.batch_size, setting=config.setting,
+        num_candidates=max(config.candidates), score_chunk=config.score_chunk, seed=config.seed,
+        proxy_model=config.proxy_model, proxy_width=config.proxy_width,
+    )  # fmt: skip
+
+
+def _learner(config: BenchConfig, name: str, width, images: Tensor, device, stream: str) -> Learner:
+    train_config = _train_config(config)
+    net = build_classifier(
+        name, config.num_classes, images.shape[1], width,
+        channel_stats(images), device=device, init_seed=stream_seed(train_config.seed, stream),
     ).train()  # fmt: skip
+    schedule = Schedule(total_steps=1, warmup_steps=0, trunk_steps=1)
+    optimizer, scheduler = build_sgd(net, train_config, schedule)
+    return Learner(net, net, optimizer, scheduler, World())
 
 
-def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> BenchResult:
-    """Time the training step, the scoring forward and the full step for every M in ``config.candidates``,
-    interleaved; ``log`` receives a line per repeat."""
-    started = time.perf_counter()
-    config = resolve_config(config)
-    device = resolve_device(config.device)
+def _build_parts(config: BenchConfig, device: torch.device) -> _Parts:
     data_generator = make_generator(config.seed, "bench-data", torch.device("cpu"))
     shape = (config.batch_size, 3, config.image_size, config.image_size)
     images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=data_generator)
     labels = torch.randint(0, config.num_classes, (config.batch_size,), generator=data_generator)
-    model = _build_model(config, images, device)
-    images, labels = images.to(device), labels.to(device)
-    defaults = TrainConfig()  # the seed preset's optimiser and scoring options
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=defaults.lr,
-        momentum=defaults.momentum,
-        nesterov=True,
-        weight_decay=defaults.weight_decay,
-    )
-    score_kwargs = dict(
-        score=defaults.score,
-        bn=defaults.bn,
-        chunk_size=config.score_chunk or (config.batch_size if device.type == "cpu" else None),
-        autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
-    )
-    augment = parse_augment(SETTINGS[config.setting])
-    augment_generator = make_generator(config.seed, "augment", device)
-    select_generator = make_generator(config.seed, "select", device)
+    train_config = _train_config(config)
+    learner = _learner(config, config.model, config.width, images, device, "init")
+    proxy = None
+    if config.proxy_model is not None:
+        proxy = _learner(config, config.proxy_model, config.proxy_width, images, device, "proxy-init")
+    method = method_for(train_config, channel_stats(images)[0], device)
+    streams = {name: make_generator(config.seed, name, device) for name in ("augment", "augment-extra", "select")}
+    return _Parts(images.to(device), labels.to(device), method, learner, proxy, streams)
+
+
+def _measurements(config: BenchConfig, parts: _Parts, device: torch.device) -> list[tuple[Any, Callable]]:
+    """Every timed measurement: the training step alone, the scoring forward alone, the step for each M (marks
+    after augmenting, selecting and updating), and with a proxy, the step scored by the proxy."""
+    images, labels, method, learner, streams = parts.images, parts.labels, parts.method, parts.learner, parts.streams
+    scoring = method.scoring
 
     def train_alone(watch: _Stopwatch) -> None:
         watch.mark()
-        train_step(model, optimizer, images, labels, device)
+        learner.step(images, labels, device, 0.0)
         watch.mark()
 
     def score_alone(watch: _Stopwatch) -> None:
         watch.mark()
-        score_candidates(model, images.unsqueeze(1), labels, **score_kwargs)
+        score_candidates(learner.model, images.unsqueeze(1), labels, score=scoring.score, bn=scoring.bn,
+                         chunk_size=scoring.chunk_size, autocast_dtype=scoring.autocast_dtype)  # fmt: skip
         watch.mark()
 
-    def full_step(num_candidates: int) -> Callable[[_Stopwatch], None]:
-        def run(watch: _Stopwatch) -> None:
+    def full_step(num_candidates: int, scorer: Learner, proxy: Learner | None):
+        def run(watch: _Stopwatch) -> None:  # the loop's step: method.__call__ is candidates + select
             watch.mark()
-            candidates = make_candidates(images, augment, num_candidates, generator=augment_generator)
+            candidates = method.candidates(images, num_candidates=num_candidates, generator=streams["augment"],
+                                           extra_generator=streams["augment-extra"])  # fmt: skip
             watch.mark()
-            selection = select_candidates(model, candidates, labels, generator=select_generator, **score_kwargs)
+            selection = method.select(scorer.model, candidates, labels, generator=streams["select"])
             watch.mark()
-            train_step(model, optimizer, selection.inputs, labels, device)
+            learner.step(selection.inputs, labels, device, 0.0)
+            if proxy is not None:
+                proxy.step(selection.inputs, labels, device, 0.0)
             watch.mark()
 
         return run
 
-    measurements: list[tuple[Any, Callable[[_Stopwatch], None]]] = [("train", train_alone), ("score", score_alone)]
-    measurements += [(m, full_step(m)) for m in config.candidates]
-    if config.proxy_model is not None:
-        proxy = build_classifier(
-            config.proxy_model, config.num_classes, images.shape[1], config.proxy_width, channel_stats(images),
-            device=device, init_seed=stream_seed(config.seed, "proxy-init"),
-        )  # fmt: skip
-        proxy_optimizer = torch.optim.SGD(
-            proxy.parameters(),
-            lr=defaults.lr,
-            momentum=defaults.momentum,
-            nesterov=True,
-            weight_decay=defaults.weight_decay,  # as train builds the proxy's optimiser
-        )
+    measurements: list[tuple[Any, Callable]] = [("train", train_alone), ("score", score_alone)]
+    measurements += [(m, full_step(m, learner, None)) for m in config.candidates]
+    if parts.proxy is not None:
+        measurements += [(("proxy", m), full_step(m, parts.proxy, parts.proxy)) for m in config.candidates if m > 1]
+    return measurements
 
-        def proxy_step(num_candidates: int) -> Callable[[_Stopwatch], None]:
-            def run(watch: _Stopwatch) -> None:
-                watch.mark()
-                candidates = make_candidates(images, augment, num_candidates, generator=augment_generator)
-                selection = select_candidates(proxy, candidates, labels, generator=select_generator, **score_kwargs)
-                train_step(model, optimizer, selection.inputs, labels, device)
-                train_step(proxy, proxy_optimizer, selection.inputs, labels, device)
-                watch.mark()
 
-            return run
-
-        measurements += [(("proxy", m), proxy_step(m)) for m in config.candidates if m > 1]
+def _run_interleaved(config: BenchConfig, measurements, device, log, started: float) -> dict[Any, list[list[float]]]:
+    """Each repeat runs every measurement once, in an order rotated by one per repeat."""
     samples: dict[Any, list[list[float]]] = {key: [] for key, _ in measurements}
     total = config.warmup + config.repeats
-    if log is not None:
-        log(
-            f"bench: {config.model} width {config.width or DEFAULT_WIDTHS[config.model]}, batch {config.batch_size}, "
-            f"M in {config.candidates}, setting {config.setting}, {config.warmup} warm-up + {config.repeats} "
-            f"repeats on {device_name(device)}"
-        )
     for repeat in range(total):
         # Rotated by one each repeat: no measurement always runs first, or always right after the same one.
         shift = repeat % len(measurements)
@@ -391,38 +382,45 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
         if log is not None:
             warming = repeat < config.warmup
             count = f"{repeat + 1}/{config.warmup}" if warming else f"{repeat + 1 - config.warmup}/{config.repeats}"
-            done = f"{'warm-up' if warming else 'repeat'} {count}"
-            log(f"{done} done ({time.perf_counter() - started:.0f} s)")
+            log(f"{'warm-up' if warming else 'repeat'} {count} done ({time.perf_counter() - started:.0f} s)")
+    return samples
 
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> BenchResult:
+    """Time the training step, the scoring forward and the full step for every M in ``config.candidates``,
+    interleaved; ``log`` receives a line per repeat."""
+    started = time.perf_counter()
+    config = resolve_config(config)
+    device = resolve_device(config.device)
+    parts = _build_parts(config, device)
+    if log is not None:
+        log(
+            f"bench: {config.model} width {config.width or DEFAULT_WIDTHS[config.model]}, batch {config.batch_size}, "
+            f"M in {config.candidates}, setting {config.setting}, {config.warmup} warm-up + {config.repeats} "
+            f"repeats on {device_name(device)}"
+        )
+    samples = _run_interleaved(config, _measurements(config, parts, device), device, log, started)
     train_spread = Spread.of([s[0] for s in samples["train"]])
     score_forward = Spread.of([s[0] for s in samples["score"]])
     c = score_forward.median / train_spread.median
     step_spreads = {m: Spread.of([sum(s) for s in samples[m]]) for m in config.candidates}
-    baseline_ms = step_spreads[1].median
     steps = []
     for m in config.candidates:
         step = step_spreads[m]
-        ratio = step.median / baseline_ms
+        ratio = step.median / step_spreads[1].median
         floor = 1.0 if m == 1 else 1 + m * c
-        parts = [Spread.of([s[i] for s in samples[m]]) for i in range(3)]
+        part_spreads = [Spread.of([s[i] for s in samples[m]]) for i in range(3)]
         steps.append(
-            CandidateTiming(m, step, *parts, ratio, floor, floor / ratio, config.batch_size / step.median * 1e3)
+            CandidateTiming(m, step, *part_spreads, ratio, floor, floor / ratio, config.batch_size / step.median * 1e3)
         )
+    proxy_steps = {key[1]: Spread.of([sum(s) for s in values]) for key, values in samples.items()
+                   if isinstance(key, tuple)}  # fmt: skip
     return BenchResult(
-        config=config,
-        device=device_name(device),
-        torch_version=torch.__version__,
-        lossaug_version=lossaug.__version__,
-        git_commit=git_commit(),
-        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        seconds=time.perf_counter() - started,
-        train_step=train_spread,
-        score_forward=score_forward,
-        steps=tuple(steps),
-        proxy_steps={
-            key[1]: Spread.of([s[0] for s in values]) for key, values in samples.items() if isinstance(key, tuple)
-        },  # fmt: skip
-    )
+        config=config, device=device_name(device), torch_version=torch.__version__,
+        lossaug_version=lossaug.__version__, git_commit=git_commit(), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        seconds=time.perf_counter() - started, train_step=train_spread, score_forward=score_forward,
+        steps=tuple(steps), proxy_steps=proxy_steps,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- reporting

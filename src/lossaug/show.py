@@ -17,11 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from lossaug.checkpoint import load_checkpoint, newest_valid_checkpoint
+from lossaug.config import TrainConfig
 from lossaug.data import Split, load_dataset
-from lossaug.models import Normalized, build_model
+from lossaug.method import method_for
+from lossaug.models import build_classifier
 from lossaug.seeds import stream_seed
-from lossaug.selection import make_candidates, score_candidates, selection_probs
-from lossaug.train import TrainConfig, build_augment
+from lossaug.selection import score_candidates, selection_probs
 
 __all__ = ["CandidateGrid", "LoadedRun", "load_run", "plot_candidates", "score_examples", "show_candidates"]
 
@@ -62,7 +63,7 @@ class CandidateGrid:
 def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
     """A checkpoint file, or a run directory's newest valid checkpoint."""
     if path.is_dir():
-        return newest_valid_checkpoint(path)
+        return newest_valid_checkpoint(path, keys=("model", "config", "num_classes"))
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return path, load_checkpoint(path)
@@ -78,17 +79,16 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
     missing = [key for key in ("model", "config", "num_classes") if key not in payload]
     if missing:
         raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in payload["config"].items() if k in known})
+    config = TrainConfig.from_dict(payload["config"])
     state = payload["model"]
     if "mean" not in state:
         raise ValueError(f"checkpoint {path}: the model has no 'mean' buffer; not a lossaug Normalized model")
     channels = state["mean"].shape[1]
-    # Model init draws from torch's global generator; fork it so the caller's random state is untouched. The
-    # weights are overwritten by the checkpoint anyway, mean and std included (they are buffers).
-    with torch.random.fork_rng(devices=[]):
-        net = build_model(config.model, payload["num_classes"], channels, config.width)
-    model = Normalized(net, [0.0] * channels, [1.0] * channels)
+    # The weights, mean and std included (buffers), come from the checkpoint; the init seed does not matter.
+    neutral = ([0.0] * channels, [1.0] * channels)
+    cpu = torch.device("cpu")
+    model = build_classifier(config.model, payload["num_classes"], channels, config.width, neutral, device=cpu,
+                             init_seed=0)  # fmt: skip
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -96,9 +96,8 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
     scorer = None
     proxy_state = (payload.get("proxy") or {}).get("model")
     if config.proxy_model is not None and proxy_state is not None:
-        with torch.random.fork_rng(devices=[]):
-            proxy_net = build_model(config.proxy_model, payload["num_classes"], channels, config.proxy_width)
-        scorer = Normalized(proxy_net, [0.0] * channels, [1.0] * channels)
+        scorer = build_classifier(config.proxy_model, payload["num_classes"], channels, config.proxy_width, neutral,
+                                  device=cpu, init_seed=0)  # fmt: skip
         scorer.load_state_dict(proxy_state)
     dataset = load_dataset(
         config.dataset,
@@ -125,12 +124,15 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
     pick = torch.Generator().manual_seed(stream_seed(seed, "show-images"))
     index = torch.randperm(len(run.test.labels), generator=pick)[:num_images]
     images, targets = run.test.images[index], run.test.labels[index]
-    # Cutout (setting B) fills with the training mean on the 0-255 scale, as train() does; the model holds it.
-    fill = tuple(round(float(m)) for m in run.model.mean.flatten())
-    augment = build_augment(config, fill)
+    # The run's own method object (augmentation of its setting, Cutout filled with the training mean the model
+    # holds, scoring options), asked for num_candidates candidates.
+    mean = tuple(float(m) / 255 for m in run.model.mean.flatten())
+    method = method_for(dataclasses.replace(config, num_candidates=num_candidates), mean, torch.device("cpu"))
     augment_generator = torch.Generator().manual_seed(stream_seed(seed, "show-augment"))
-    candidates = make_candidates(images, augment, num_candidates, generator=augment_generator)
-    scores = score_candidates(run.scoring_model, candidates, targets, score=config.score, bn=config.bn)
+    candidates = method.candidates(images, num_candidates=num_candidates, generator=augment_generator)
+    scoring = method.scoring
+    scores = score_candidates(run.scoring_model, candidates, targets, score=scoring.score, bn=scoring.bn,
+                              chunk_size=scoring.chunk_size)  # fmt: skip
     temperature, note = config.resolved_temperature(), ""
     if math.isinf(temperature):
         temperature = BASELINE_DISPLAY_TEMPERATURE

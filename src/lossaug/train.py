@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -42,6 +40,7 @@ from lossaug.config import (
 )
 from lossaug.data import data_fingerprint, fingerprint_differences
 from lossaug.distributed import World
+from lossaug.interrupts import NonFiniteError, TrainingInterrupted, stop_requests
 from lossaug.metadata import device_name, git_commit, run_metadata, write_json
 from lossaug.method import (
     Schedule,
@@ -77,43 +76,6 @@ __all__ = [
     "evaluate", "git_commit", "make_generator", "reapply_hyperparameters", "resolve_device", "selects_at",
     "stream_seed", "train", "train_step", "training_loss", "validate_config",
 ]  # fmt: skip
-
-
-class TrainingInterrupted(Exception):
-    """SIGTERM or SIGINT stopped the run after a finished step; ``checkpoint`` holds it (None without ``out``)."""
-
-    def __init__(self, signum: int, checkpoint: Path | None, global_step: int):
-        name = signal.Signals(signum).name
-        where = f"checkpoint saved to {checkpoint}" if checkpoint else "no run directory, nothing saved"
-        super().__init__(f"{name} received: stopped after step {global_step}; {where}")
-        self.signum, self.checkpoint, self.global_step = signum, checkpoint, global_step
-        self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as shells report them
-
-
-class NonFiniteError(FloatingPointError):
-    """A training step came out non-finite under ``on_nonfinite="raise"``, or too many in a row under "skip"."""
-
-
-@contextlib.contextmanager
-def _stop_requests() -> Iterator[dict]:
-    """Turn SIGTERM/SIGINT into a request (``flag["signum"]``) honoured after the current step; a second SIGINT
-    interrupts at once. The caller's handlers are restored on exit. Outside the main thread, installs nothing."""
-    flag: dict = {"signum": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def request(signum: int, _frame: Any) -> None:
-        if flag["signum"] is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag["signum"] = signum
-
-    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield flag
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def config_differences(saved: dict, config: TrainConfig) -> tuple[list[str], list[str]]:
@@ -330,7 +292,7 @@ class _Run:
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """Signals become stop requests for the run's life; callbacks are closed however it ends."""
-        with _stop_requests() as stop:
+        with stop_requests() as stop:
             self.stop = stop
             try:
                 self.model.model.train()

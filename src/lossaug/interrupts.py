@@ -1,0 +1,49 @@
+"""How a run stops early: SIGTERM/SIGINT become a request honoured after the current step
+(``stop_requests``), and the exceptions the loop raises when it stops (``TrainingInterrupted``,
+``NonFiniteError``)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT stopped the run after a finished step; ``checkpoint`` holds it (None without ``out``)."""
+
+    def __init__(self, signum: int, checkpoint: Path | None, global_step: int):
+        name = signal.Signals(signum).name
+        where = f"checkpoint saved to {checkpoint}" if checkpoint else "no run directory, nothing saved"
+        super().__init__(f"{name} received: stopped after step {global_step}; {where}")
+        self.signum, self.checkpoint, self.global_step = signum, checkpoint, global_step
+        self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as shells report them
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step came out non-finite under ``on_nonfinite="raise"``, or too many in a row under "skip"."""
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[dict]:
+    """Turn SIGTERM/SIGINT into a request (``flag["signum"]``) honoured after the current step; a second SIGINT
+    interrupts at once. The caller's handlers are restored on exit. Outside the main thread, installs nothing."""
+    flag: dict = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request(signum: int, _frame: Any) -> None:
+        if flag["signum"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag["signum"] = signum
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
