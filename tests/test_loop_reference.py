@@ -2,7 +2,8 @@
 
 On the kind of CPU the reference was made on (same ISA flags, torch and thread count) the final weights must be
 bit-identical; elsewhere float kernels may sum in another order, so they must agree to float noise, which still
-catches any change of random stream, step order or schedule (those move weights by orders of magnitude more).
+catches a change of random stream, step order, method or schedule (those move weights over 3x more than kernel
+noise does; the proxy case alone is then too close to tell and only the same-CPU check guards it).
 """
 
 import importlib.util
@@ -28,6 +29,8 @@ def test_loop_matches_reference(name):
         if SAME_CPU:
             assert torch.equal(got["state"][key], value), f"{name}: {key} differs from the reference"
         else:
-            torch.testing.assert_close(got["state"][key], value, rtol=1e-3, atol=1e-4, msg=f"{name}: {key}")
+            # Measured here: 1 thread instead of 2 moves weights by up to 3.2e-3; a change of method or option
+            # (baseline vs proposed, select-every, select-from, maxup) by 5e-2 or more.
+            torch.testing.assert_close(got["state"][key], value, rtol=0, atol=1.5e-2, msg=f"{name}: {key}")
     if SAME_CPU:
         assert got["train_loss"] == expected["train_loss"]

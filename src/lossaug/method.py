@@ -53,6 +53,7 @@ def method_for(config: TrainConfig, mean: tuple[float, ...], device: torch.devic
         uniform_mix=config.uniform_mix,
         chunk_size=scoring_chunk(config, device),
         autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+        check_targets=False,  # labels were checked once when the data loaded: no host sync per scoring call
     )
 
 

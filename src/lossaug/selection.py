@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lossaug.augment import Augment, call_augment, parse_augment
+from lossaug.errors import InputError
 
 SCORES = ("loss", "error")
 BN_MODES = ("eval", "batch")
@@ -47,7 +48,7 @@ def make_candidates(
     identically.
     """
     if num_candidates < 1:
-        raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        raise InputError(f"num_candidates must be >= 1, got {num_candidates}")
     if extra_generator is not None:
         first = call_augment(augment, images, generator).unsqueeze(1)
         if num_candidates == 1:
@@ -105,6 +106,7 @@ def score_candidates(
     bn: str = "eval",
     chunk_size: int | None = None,
     autocast_dtype: torch.dtype | None = None,
+    check_targets: bool = True,
 ) -> Tensor:
     """``scores (B,M)`` float32 of ``candidates (B,M,...)`` for ``targets (B,...)`` under ``model``, no gradient.
 
@@ -113,19 +115,21 @@ def score_candidates(
     over the M candidates. ``bn`` picks BatchNorm's statistics (see ``_scoring_mode``). ``chunk_size`` bounds the
     candidates per forward pass (None: all ``B*M`` at once); with ``bn="batch"`` each chunk uses its own
     statistics. ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward under autocast.
+    ``check_targets=False`` skips the target range check (its host sync) when the caller validated the targets
+    already, as the training app does once at load.
 
     The model comes back exactly as it was: parameters, buffers, every ``training`` flag and the grad mode.
     """
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if candidates.dim() < 2:
-        raise ValueError(f"candidates must be (B,M,...), got shape {tuple(candidates.shape)}")
+        raise InputError(f"candidates must be (B,M,...), got shape {tuple(candidates.shape)}")
     batch, num_candidates = candidates.shape[:2]
     if targets.shape[0] != batch:
-        raise ValueError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
-    ScoringOptions(score, bn, chunk_size, autocast_dtype, loss_fn)  # validates them
+        raise InputError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
+    ScoringOptions(score, bn, chunk_size, autocast_dtype, loss_fn, check_targets)  # validates them
     if loss_fn is None and (targets.dim() != 1 or targets.is_floating_point()):
-        raise ValueError(
+        raise InputError(
             f"classification targets must be (B,) integer class indices, got {targets.dtype} "
             f"{tuple(targets.shape)}; pass loss_fn for other targets"
         )
@@ -150,21 +154,21 @@ def score_candidates(
             if loss_fn is not None:
                 values = loss_fn(outputs, chunk_targets)
                 if values.shape != (len(chunk_targets),):
-                    raise ValueError(
+                    raise InputError(
                         f"loss_fn must return one value per candidate, shape ({len(chunk_targets)},), "
                         f"got {tuple(values.shape)}"
                     )
                 pieces.append(values.float())
                 continue
             num_classes = outputs.shape[-1]
-            if out_of_range is None:
+            if out_of_range is None and check_targets:
                 # Checked on the device and read once at the end: one host sync per call, never a
                 # device-side assert from cross_entropy.
                 out_of_range = (targets < 0) | (targets >= num_classes)
             pieces.append(_classification_scores(outputs, chunk_targets.clamp(0, num_classes - 1), score))
     if out_of_range is not None and bool(out_of_range.any()):
         row = int(out_of_range.nonzero()[0, 0])
-        raise ValueError(f"target {int(targets[row])} at row {row} is out of range for {outputs.shape[-1]} classes")
+        raise InputError(f"target {int(targets[row])} at row {row} is out of range for {outputs.shape[-1]} classes")
     return torch.cat(pieces).view(batch, num_candidates)
 
 
@@ -177,16 +181,16 @@ def _probs_and_fallback(
     """``probs (B,M)`` and ``fallback (B,)`` bool: rows that were all zero or non-finite and became uniform.
     ``check_negative=False`` skips the (host-syncing) check where scores cannot be negative."""
     if scores.dim() != 2:
-        raise ValueError(f"scores must be (B,M), got shape {tuple(scores.shape)}")
+        raise InputError(f"scores must be (B,M), got shape {tuple(scores.shape)}")
     if math.isnan(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0: argmax, inf: uniform), got {temperature}")
+        raise InputError(f"temperature must be >= 0 (0: argmax, inf: uniform), got {temperature}")
     if not 0.0 <= uniform_mix <= 1.0:
-        raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix}")
+        raise InputError(f"uniform_mix must be in [0, 1], got {uniform_mix}")
     scores = scores.float()
     negative = (scores < 0).any(dim=1) if check_negative else None
     if negative is not None and bool(negative.any()):
         row = int(negative.nonzero()[0, 0])
-        raise ValueError(f"scores must be >= 0; row {row} has {scores[row].tolist()}")
+        raise InputError(f"scores must be >= 0; row {row} has {scores[row].tolist()}")
     num_candidates = scores.shape[1]
     uniform = torch.full_like(scores, 1.0 / max(num_candidates, 1))
     fallback = ~torch.isfinite(scores).all(dim=1) | (scores == 0).all(dim=1)
@@ -248,18 +252,19 @@ class ScoringOptions:
     chunk_size: int | None = None
     autocast_dtype: torch.dtype | None = None
     loss_fn: LossFn | None = None
+    check_targets: bool = True  # False: the caller validated the targets (skips one host sync per call)
 
     def __post_init__(self) -> None:
         if self.score not in SCORES:
-            raise ValueError(f"unknown score {self.score!r}; choose from {list(SCORES)}")
+            raise InputError(f"unknown score {self.score!r}; choose from {list(SCORES)}")
         if self.bn not in BN_MODES:
-            raise ValueError(f"unknown bn mode {self.bn!r}; choose from {list(BN_MODES)}")
+            raise InputError(f"unknown bn mode {self.bn!r}; choose from {list(BN_MODES)}")
         if self.chunk_size is not None and (isinstance(self.chunk_size, bool) or self.chunk_size < 1):
-            raise ValueError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
+            raise InputError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
         if self.autocast_dtype is not None and not isinstance(self.autocast_dtype, torch.dtype):
-            raise ValueError(f"autocast_dtype must be a torch.dtype or None, got {self.autocast_dtype!r}")
+            raise InputError(f"autocast_dtype must be a torch.dtype or None, got {self.autocast_dtype!r}")
         if self.loss_fn is not None and not callable(self.loss_fn):
-            raise ValueError(f"loss_fn must be callable, got {type(self.loss_fn).__name__}")
+            raise InputError(f"loss_fn must be callable, got {type(self.loss_fn).__name__}")
 
 
 @dataclass(frozen=True)
@@ -335,15 +340,15 @@ def _select(
     generator: torch.Generator | None,
 ) -> Selection:
     if candidates.dim() < 2:
-        raise ValueError(f"candidates must be (B,M,...), got shape {tuple(candidates.shape)}")
+        raise InputError(f"candidates must be (B,M,...), got shape {tuple(candidates.shape)}")
     batch, num_candidates = candidates.shape[:2]
     if targets.shape[0] != batch:
-        raise ValueError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
+        raise InputError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
     if num_candidates == 1 or math.isinf(temperature) or uniform_mix == 1.0:
         return _uniform_selection(candidates, temperature, uniform_mix, generator)
     scores = score_candidates(
         model, candidates, targets, loss_fn=options.loss_fn, score=options.score, bn=options.bn,
-        chunk_size=options.chunk_size, autocast_dtype=options.autocast_dtype,
+        chunk_size=options.chunk_size, autocast_dtype=options.autocast_dtype, check_targets=options.check_targets,
     )  # fmt: skip
     # Cross-entropy and 1 - p are never negative: only a user's loss_fn needs the (host-syncing) check.
     probs, fallback = _probs_and_fallback(scores, temperature, uniform_mix, check_negative=options.loss_fn is not None)
@@ -372,20 +377,23 @@ class LossAwareAugment:
     loss_fn: LossFn | None = None
     chunk_size: int | None = None
     autocast_dtype: torch.dtype | None = None
+    check_targets: bool = True
     _augment: Augment = field(init=False, repr=False, compare=False)
     _scoring: ScoringOptions = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.num_candidates, bool) or self.num_candidates < 1:
-            raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+            raise InputError(f"num_candidates must be >= 1, got {self.num_candidates}")
         if math.isnan(self.temperature) or self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise InputError(f"temperature must be >= 0, got {self.temperature}")
         if not 0.0 <= self.uniform_mix <= 1.0:
-            raise ValueError(f"uniform_mix must be in [0, 1], got {self.uniform_mix}")
-        scoring = ScoringOptions(self.score, self.bn, self.chunk_size, self.autocast_dtype, self.loss_fn)
+            raise InputError(f"uniform_mix must be in [0, 1], got {self.uniform_mix}")
+        scoring = ScoringOptions(
+            self.score, self.bn, self.chunk_size, self.autocast_dtype, self.loss_fn, self.check_targets
+        )
         augment = parse_augment(self.augment) if isinstance(self.augment, str) else self.augment
         if not callable(augment):
-            raise ValueError(f"augment must be callable or a spec string, got {type(augment).__name__}")
+            raise InputError(f"augment must be callable or a spec string, got {type(augment).__name__}")
         object.__setattr__(self, "_augment", augment)
         object.__setattr__(self, "_scoring", scoring)
 
@@ -427,7 +435,7 @@ class LossAwareAugment:
         ``num_candidates`` overrides M for this call (1: a plain random augmentation, the model is not run).
         """
         if targets.shape[0] != images.shape[0]:
-            raise ValueError(f"images hold {images.shape[0]} samples but targets hold {targets.shape[0]}")
+            raise InputError(f"images hold {images.shape[0]} samples but targets hold {targets.shape[0]}")
         candidates = self.candidates(
             images, num_candidates=num_candidates, generator=generator, extra_generator=extra_generator
         )
