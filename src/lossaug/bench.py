@@ -29,6 +29,7 @@ from torch import Tensor
 import lossaug
 from lossaug.config import DEVICES, TrainConfig
 from lossaug.distributed import World
+from lossaug.errors import InputError
 from lossaug.metadata import device_name, git_commit
 from lossaug.method import Schedule, build_sgd, method_for
 from lossaug.models import DEFAULT_WIDTHS, MODELS, build_classifier
@@ -78,28 +79,28 @@ class BenchConfig:
         for name in ("model", "proxy_model"):
             value = getattr(self, name)
             if value is not None and value not in MODELS:
-                raise ValueError(f"unknown {name} {value!r}; choose from {sorted(MODELS)}")
+                raise InputError(f"unknown {name} {value!r}; choose from {sorted(MODELS)}")
         if any(k < 1 for k in self.select_every) or any(not 0 <= f < 1 for f in self.select_from):
-            raise ValueError(
+            raise InputError(
                 f"need select_every >= 1 and 0 <= select_from < 1, got {self.select_every}, {self.select_from}"
             )
         if self.setting not in SETTINGS:
-            raise ValueError(f"unknown setting {self.setting!r}; choose from {sorted(SETTINGS)}")
+            raise InputError(f"unknown setting {self.setting!r}; choose from {sorted(SETTINGS)}")
         if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; choose from {list(DEVICES)}")
+            raise InputError(f"unknown device {self.device!r}; choose from {list(DEVICES)}")
         for name in ("batch_size", "image_size", "num_classes", "repeats", "width", "score_chunk", "proxy_width"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise InputError(f"{name} must be >= 1, got {value}")
         if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+            raise InputError(f"warmup must be >= 0, got {self.warmup}")
         for m in self.candidates:
             if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-                raise ValueError(f"candidates must be integers >= 1, got {m!r} in {self.candidates}")
+                raise InputError(f"candidates must be integers >= 1, got {m!r} in {self.candidates}")
         if len(set(self.candidates)) != len(self.candidates):
-            raise ValueError(f"candidates must be distinct, got {self.candidates}")
+            raise InputError(f"candidates must be distinct, got {self.candidates}")
         if 1 not in self.candidates:
-            raise ValueError(
+            raise InputError(
                 f"candidates must include 1, the baseline every ratio is relative to; got {self.candidates}"
             )
 

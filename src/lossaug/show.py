@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from lossaug.checkpoint import load_checkpoint, newest_valid_checkpoint
 from lossaug.config import TrainConfig
 from lossaug.data import Split, load_dataset
+from lossaug.errors import InputError
 from lossaug.method import method_for
 from lossaug.models import build_classifier
 from lossaug.seeds import stream_seed
@@ -78,11 +79,11 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
     path, payload = _checkpoint_payload(Path(checkpoint))
     missing = [key for key in ("model", "config", "num_classes") if key not in payload]
     if missing:
-        raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
+        raise InputError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
     config = TrainConfig.from_dict(payload["config"])
     state = payload["model"]
     if "mean" not in state:
-        raise ValueError(f"checkpoint {path}: the model has no 'mean' buffer; not a lossaug Normalized model")
+        raise InputError(f"checkpoint {path}: the model has no 'mean' buffer; not a lossaug Normalized model")
     channels = state["mean"].shape[1]
     # The weights, mean and std included (buffers), come from the checkpoint; the init seed does not matter.
     neutral = ([0.0] * channels, [1.0] * channels)
@@ -92,7 +93,7 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise ValueError(f"checkpoint {path} does not match a {config.model} model: {error}") from None
+        raise InputError(f"checkpoint {path} does not match a {config.model} model: {error}") from None
     scorer = None
     proxy_state = (payload.get("proxy") or {}).get("model")
     if config.proxy_model is not None and proxy_state is not None:
@@ -106,7 +107,7 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
         image_size=config.image_size,
     )
     if dataset.num_classes != payload["num_classes"]:
-        raise ValueError(
+        raise InputError(
             f"checkpoint {path} has {payload['num_classes']} classes but the {config.dataset} data has "
             f"{dataset.num_classes}"
         )
@@ -117,9 +118,9 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
     """Make ``num_candidates`` candidates of ``num_images`` test images (picked at random from ``seed``) with the
     run's augmentation and score them as the run did (its score, BatchNorm mode and temperature)."""
     if num_images < 1 or num_images > len(run.test.labels):
-        raise ValueError(f"num_images must be in [1, {len(run.test.labels)}], got {num_images}")
+        raise InputError(f"num_images must be in [1, {len(run.test.labels)}], got {num_images}")
     if num_candidates < 1:
-        raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        raise InputError(f"num_candidates must be >= 1, got {num_candidates}")
     config = run.config
     pick = torch.Generator().manual_seed(stream_seed(seed, "show-images"))
     index = torch.randperm(len(run.test.labels), generator=pick)[:num_images]

@@ -40,6 +40,7 @@ from lossaug.config import (
 )
 from lossaug.data import data_fingerprint, fingerprint_differences
 from lossaug.distributed import World
+from lossaug.errors import InputError
 from lossaug.interrupts import NonFiniteError, TrainingInterrupted, stop_requests
 from lossaug.metadata import device_name, git_commit, run_metadata, write_json
 from lossaug.method import (
@@ -145,7 +146,7 @@ class _Run:
     def __init__(self, config: TrainConfig, reporter: Reporter | None, on_step, resume: bool):
         self.config, self.device, self.world = config, resolve_device(config.device), World.current()
         if config.batch_size % self.world.size:
-            raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {self.world.size} processes")
+            raise InputError(f"batch_size {config.batch_size} must be a multiple of the {self.world.size} processes")
         self.reporter = reporter if self.world.leader else None  # rank 0 reports and writes for everyone
         self.out_dir = Path(config.out) if config.out else None
         self.writes = self.out_dir is not None and self.world.leader
@@ -186,7 +187,7 @@ class _Run:
         config = self.config
         if resume:
             if self.out_dir is None:
-                raise ValueError("resume needs config.out, the run directory holding the checkpoint")
+                raise InputError("resume needs config.out, the run directory holding the checkpoint")
             path, payload = newest_valid_checkpoint(self.out_dir)
             fixed, other = config_differences(payload["config"], config)
             if fixed:
