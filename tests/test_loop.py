@@ -193,3 +193,27 @@ def test_channel_stats_accumulates_on_the_images_device():
     with pytest.raises((RuntimeError, NotImplementedError)) as error:
         channel_stats(images.to("meta"))
     assert "same device" not in str(error.value)
+
+
+def test_a_bad_augmentation_spec_is_refused_before_any_data_loads(tmp_path, capsys, monkeypatch):
+    import lossaug.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline.data_module, "load_dataset", lambda *a, **k: pytest.fail("data loaded first"))
+    assert main(["train", "--dataset", "mini", "--augment", "crop:-5", "--out", str(tmp_path / "r")]) == 2
+    assert "crop" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_writing_config_json_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import lossaug.metadata as metadata
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(metadata.os, "fsync", full)
+    out = tmp_path / "run"
+    with pytest.raises(OSError, match=r"could not write .*config\.json: No space left on device"):
+        train(TrainConfig(**TINY, out=str(out)))
+    assert not list(out.glob("*.tmp"))

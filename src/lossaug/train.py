@@ -147,6 +147,8 @@ class _Run:
         self.config, self.device, self.world = config, resolve_device(config.device), World.current()
         if config.batch_size % self.world.size:
             raise InputError(f"batch_size {config.batch_size} must be a multiple of the {self.world.size} processes")
+        if self.device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
+            torch.backends.cudnn.benchmark = True  # shapes are fixed within a run: let cuDNN pick its kernels
         self.reporter = reporter if self.world.leader else None  # rank 0 reports and writes for everyone
         self.out_dir = Path(config.out) if config.out else None
         self.writes = self.out_dir is not None and self.world.leader
