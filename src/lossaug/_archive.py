@@ -28,6 +28,8 @@ from http.client import IncompleteRead
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from lossaug.errors import InputError
+
 Log = Callable[[str], None]
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")
@@ -102,19 +104,19 @@ def download(url: str, dest: Path, md5: str, *, log: Log | None = None) -> Path:
         except IncompleteRead as e:
             # http.client notices a connection cut short of Content-Length on some paths only; the length check
             # below catches the rest.
-            raise ValueError(
+            raise InputError(
                 f"download of {url} to {dest} was cut short: got {received + len(e.partial)} bytes, "
                 f"expected {received + len(e.partial) + (e.expected or 0)}"
             ) from e
         except OSError as e:
             raise OSError(f"could not download {url} to {dest}: {e}") from e
         if total is not None and received != total:
-            raise ValueError(
+            raise InputError(
                 f"download of {url} to {dest} was cut short: got {received} bytes, expected {total} "
                 f"(md5 expected {md5}, got {digest.hexdigest()})"
             )
         if digest.hexdigest() != md5.lower():
-            raise ValueError(
+            raise InputError(
                 f"md5 mismatch for {dest} (from {url}): expected {md5}, got {digest.hexdigest()}; the file was not kept"
             )
     say(f"downloaded {dest} ({received / 1e6:.1f} MB, md5 ok)")
@@ -124,9 +126,9 @@ def download(url: str, dest: Path, md5: str, *, log: Log | None = None) -> Path:
 def _check_member_name(name: str, archive: Path) -> None:
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or name.startswith(("/", "\\")) or name[1:2] == ":":
-        raise ValueError(f"refusing archive member {name!r} in {archive}: absolute path")
+        raise InputError(f"refusing archive member {name!r} in {archive}: absolute path")
     if ".." in path.parts:
-        raise ValueError(f"refusing archive member {name!r} in {archive}: '..' component")
+        raise InputError(f"refusing archive member {name!r} in {archive}: '..' component")
 
 
 class _Budget:
@@ -145,7 +147,7 @@ class _Budget:
     def add(self, name: str, size: int) -> None:
         self.total += max(size, 0) + _MEMBER_OVERHEAD
         if self.total > self.cap:
-            raise ValueError(
+            raise InputError(
                 f"refusing archive member {name!r} in {self.archive}: extraction would reach {self.total} bytes, "
                 f"over the cap of {self.cap} ({self.why})"
             )
@@ -167,15 +169,15 @@ def _extract_tar(archive: Path, into: Path, budget: _Budget) -> None:
                         if member.isdev()
                         else "special member"
                     )
-                    raise ValueError(f"refusing archive member {member.name!r} in {archive}: {kind}")
+                    raise InputError(f"refusing archive member {member.name!r} in {archive}: {kind}")
                 if hasattr(tarfile, "data_filter"):
                     tar.extract(member, into, filter="data")
                 else:  # Python < 3.10.12 has no extraction filters; the checks above are then the only guard
                     tar.extract(member, into)
     except _TarFilterError as e:
-        raise ValueError(f"refusing archive member in {archive}: {e}") from e
+        raise InputError(f"refusing archive member in {archive}: {e}") from e
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise ValueError(f"could not read archive {archive}: {e}") from e
+        raise InputError(f"could not read archive {archive}: {e}") from e
 
 
 def _extract_zip(archive: Path, into: Path, budget: _Budget) -> None:
@@ -190,11 +192,11 @@ def _extract_zip(archive: Path, into: Path, budget: _Budget) -> None:
                 # plain file or folder (Python's zipfile.writestr stores permissions only).
                 file_type = stat.S_IFMT(info.external_attr >> 16)
                 if file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
-                    raise ValueError(f"refusing archive member {info.filename!r} in {archive}: not a plain file")
+                    raise InputError(f"refusing archive member {info.filename!r} in {archive}: not a plain file")
             for info in members:
                 zf.extract(info, into)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"could not read archive {archive}: {e}") from e
+        raise InputError(f"could not read archive {archive}: {e}") from e
 
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lossaug.augment import Augment, Compose
+from lossaug.errors import InputError
 
 __all__ = [
     "AUDIO_AUGMENTATIONS",
@@ -82,11 +83,11 @@ AUDIO_SETTINGS = {"A": "shift,gain,noise", "B": "shift,gain,noise,timemask,freqm
 def _check_waveforms(waveforms: Tensor, generator: torch.Generator | None) -> None:
     if not isinstance(waveforms, Tensor) or waveforms.dim() != 3:
         shape = tuple(waveforms.shape) if isinstance(waveforms, Tensor) else type(waveforms).__name__
-        raise ValueError(f"waveforms must be a (B,C,T) tensor, got {shape}")
+        raise InputError(f"waveforms must be a (B,C,T) tensor, got {shape}")
     if not (waveforms.is_floating_point() or waveforms.dtype == torch.int16):
-        raise ValueError(f"waveforms must be int16 or floating point, got {waveforms.dtype}")
+        raise InputError(f"waveforms must be int16 or floating point, got {waveforms.dtype}")
     if generator is not None and generator.device.type != waveforms.device.type:
-        raise ValueError(
+        raise InputError(
             f"generator is on {generator.device} but waveforms are on {waveforms.device}; "
             "create the generator on the waveforms' device"
         )
@@ -132,7 +133,7 @@ def time_shift(waveforms: Tensor, max_fraction: float = 0.1, *, generator: torch
     """Shift each clip by a random whole number of samples, up to ``max_fraction`` of its length either way."""
     _check_waveforms(waveforms, generator)
     if not 0.0 <= max_fraction <= 1.0:
-        raise ValueError(f"shift max_fraction must be in [0, 1], got {max_fraction}")
+        raise InputError(f"shift max_fraction must be in [0, 1], got {max_fraction}")
     max_shift = round(max_fraction * waveforms.shape[-1])
     return apply_shift(waveforms, shift_params(len(waveforms), max_shift, device=waveforms.device, generator=generator))
 
@@ -156,7 +157,7 @@ def random_gain(waveforms: Tensor, max_db: float = 6.0, *, generator: torch.Gene
     """Amplify or attenuate each clip by a random gain, uniform in ``[-max_db, max_db]`` dB."""
     _check_waveforms(waveforms, generator)
     if not 0.0 <= max_db <= 60.0:
-        raise ValueError(f"gain max_db must be in [0, 60], got {max_db}")
+        raise InputError(f"gain max_db must be in [0, 60], got {max_db}")
     return apply_gain(waveforms, gain_params(len(waveforms), max_db, device=waveforms.device, generator=generator))
 
 
@@ -189,7 +190,7 @@ def additive_noise(
     """Add white Gaussian noise to each clip at a random SNR, uniform in ``[min_snr_db, max_snr_db]`` dB."""
     _check_waveforms(waveforms, generator)
     if not min_snr_db <= max_snr_db:
-        raise ValueError(f"noise needs min_snr_db <= max_snr_db, got {min_snr_db} > {max_snr_db}")
+        raise InputError(f"noise needs min_snr_db <= max_snr_db, got {min_snr_db} > {max_snr_db}")
     params = noise_params(tuple(waveforms.shape), min_snr_db, max_snr_db, device=waveforms.device, generator=generator)
     return apply_noise(waveforms, *params)
 
@@ -230,7 +231,7 @@ def speed_perturb(waveforms: Tensor, max_change: float = 0.1, *, generator: torc
     """Change each clip's speed by a random factor, uniform in ``[1 - max_change, 1 + max_change]``."""
     _check_waveforms(waveforms, generator)
     if not 0.0 <= max_change < 1.0:
-        raise ValueError(f"speed max_change must be in [0, 1), got {max_change}")
+        raise InputError(f"speed max_change must be in [0, 1), got {max_change}")
     return apply_speed(
         waveforms, speed_params(len(waveforms), max_change, device=waveforms.device, generator=generator)
     )
@@ -266,7 +267,7 @@ def time_mask(waveforms: Tensor, max_fraction: float = 0.1, *, generator: torch.
     """Silence one random span per clip, up to ``max_fraction`` of its length: a spectrogram time mask."""
     _check_waveforms(waveforms, generator)
     if not 0.0 <= max_fraction <= 1.0:
-        raise ValueError(f"timemask max_fraction must be in [0, 1], got {max_fraction}")
+        raise InputError(f"timemask max_fraction must be in [0, 1], got {max_fraction}")
     length = waveforms.shape[-1]
     start, width = time_mask_params(
         len(waveforms), length, round(max_fraction * length), device=waveforms.device, generator=generator
@@ -335,7 +336,7 @@ def freq_mask(
     """Silence a random run of up to ``max_bands`` of the front end's ``n_mels`` mel channels per clip."""
     _check_waveforms(waveforms, generator)
     if not 0 <= max_bands <= n_mels:
-        raise ValueError(f"freqmask max_bands must be in [0, n_mels={n_mels}], got {max_bands}")
+        raise InputError(f"freqmask max_bands must be in [0, n_mels={n_mels}], got {max_bands}")
     first, count = freq_mask_params(len(waveforms), n_mels, max_bands, device=waveforms.device, generator=generator)
     return apply_freq_mask(waveforms, first, count, sample_rate=sample_rate, n_mels=n_mels)
 
@@ -428,7 +429,7 @@ def parse_audio_augment(spec: str, *, sample_rate: int = DEFAULT_SAMPLE_RATE, n_
             continue
         name, _, arg = item.partition(":")
         if name not in AUDIO_AUGMENTATIONS:
-            raise ValueError(
+            raise InputError(
                 f"unknown audio augmentation {name!r} in {spec!r}; choose from {sorted(AUDIO_AUGMENTATIONS)}"
             )
         make = AUDIO_AUGMENTATIONS[name]
@@ -436,7 +437,7 @@ def parse_audio_augment(spec: str, *, sample_rate: int = DEFAULT_SAMPLE_RATE, n_
             op = make(sample_rate, n_mels, arg) if arg else make(sample_rate, n_mels)
             op(torch.zeros(1, 1, 64), torch.Generator().manual_seed(0))
         except ValueError as error:
-            raise ValueError(f"bad value {arg!r} for audio augmentation {name!r} in {spec!r}: {error}") from None
+            raise InputError(f"bad value {arg!r} for audio augmentation {name!r} in {spec!r}: {error}") from None
         augments.append(op)
     return Compose(tuple(augments))
 
@@ -469,9 +470,9 @@ def resample(
     times the lower Nyquist frequency. The clip is zero-padded at both ends.
     """
     if orig_rate <= 0 or new_rate <= 0:
-        raise ValueError(f"sample rates must be positive, got {orig_rate} -> {new_rate}")
+        raise InputError(f"sample rates must be positive, got {orig_rate} -> {new_rate}")
     if not waveforms.is_floating_point():
-        raise ValueError(f"resample needs floating-point waveforms, got {waveforms.dtype}")
+        raise InputError(f"resample needs floating-point waveforms, got {waveforms.dtype}")
     if orig_rate == new_rate:
         return waveforms.clone()
     gcd = math.gcd(orig_rate, new_rate)
@@ -535,7 +536,7 @@ class LogMel(nn.Module):
     ):
         super().__init__()
         if sample_rate <= 0 or n_mels < 1:
-            raise ValueError(f"LogMel needs sample_rate > 0 and n_mels >= 1, got {sample_rate}, {n_mels}")
+            raise InputError(f"LogMel needs sample_rate > 0 and n_mels >= 1, got {sample_rate}, {n_mels}")
         self.sample_rate, self.n_mels, self.floor = sample_rate, n_mels, floor
         self.win_length = max(2, round(sample_rate * win_ms / 1000))
         self.hop_length = max(1, round(sample_rate * hop_ms / 1000))
@@ -596,7 +597,7 @@ class AudioCNN(nn.Module):
 
     def forward(self, waveforms: Tensor) -> Tensor:
         if waveforms.dim() != 3 or waveforms.shape[1] != self.in_channels:
-            raise ValueError(f"AudioCNN takes (B,{self.in_channels},T) waveforms, got {tuple(waveforms.shape)}")
+            raise InputError(f"AudioCNN takes (B,{self.in_channels},T) waveforms, got {tuple(waveforms.shape)}")
         x = waveforms if waveforms.is_floating_point() else waveforms.float() / INT16_SCALE
         features = self.front_end(x)  # (B,C,n_mels,frames)
         batch, channels, n_mels, frames = features.shape

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from lossaug import _archive
 from lossaug.audio import resample
+from lossaug.errors import InputError
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -73,11 +74,11 @@ class AudioSplit:
     def __post_init__(self) -> None:
         if self.waveforms.dtype != torch.int16 or self.waveforms.ndim != 3:
             shape = tuple(self.waveforms.shape)
-            raise ValueError(f"waveforms must be (N,C,T) int16, got {shape} {self.waveforms.dtype}")
+            raise InputError(f"waveforms must be (N,C,T) int16, got {shape} {self.waveforms.dtype}")
         if self.labels.dtype != torch.int64 or self.labels.ndim != 1:
-            raise ValueError(f"labels must be (N,) int64, got {tuple(self.labels.shape)} {self.labels.dtype}")
+            raise InputError(f"labels must be (N,) int64, got {tuple(self.labels.shape)} {self.labels.dtype}")
         if len(self.waveforms) != len(self.labels):
-            raise ValueError(f"{len(self.waveforms)} waveforms but {len(self.labels)} labels")
+            raise InputError(f"{len(self.waveforms)} waveforms but {len(self.labels)} labels")
 
     @property
     def images(self) -> Tensor:
@@ -97,12 +98,12 @@ class AudioDataset:
     def __post_init__(self) -> None:
         for split_name, split in (("train", self.train), ("test", self.test)):
             if len(split.labels) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(self.classes):
-                raise ValueError(
+                raise InputError(
                     f"{self.name} {split_name} labels span [{int(split.labels.min())}, "
                     f"{int(split.labels.max())}], outside [0, {len(self.classes)})"
                 )
         if self.train.waveforms.shape[1:] != self.test.waveforms.shape[1:]:
-            raise ValueError(
+            raise InputError(
                 f"{self.name}: train clips are {tuple(self.train.waveforms.shape[1:])} but test clips are "
                 f"{tuple(self.test.waveforms.shape[1:])}"
             )
@@ -143,7 +144,7 @@ def _read_with_soundfile(source: Path | bytes, where: str, reason: str) -> tuple
     try:
         import soundfile
     except ImportError:
-        raise ValueError(
+        raise InputError(
             f"cannot read audio file {where}: {reason}; only PCM WAV is read without the optional "
             "'soundfile' package (pip install soundfile)"
         ) from None
@@ -152,7 +153,7 @@ def _read_with_soundfile(source: Path | bytes, where: str, reason: str) -> tuple
             io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32", always_2d=True
         )
     except Exception as e:  # libsndfile reports bad files as RuntimeError subclasses, among others
-        raise ValueError(f"cannot read audio file {where}: {reason}, and soundfile cannot either ({e})") from e
+        raise InputError(f"cannot read audio file {where}: {reason}, and soundfile cannot either ({e})") from e
     return samples, int(rate)
 
 
@@ -165,24 +166,24 @@ def decode_audio(source: Path | bytes, where: str | None = None) -> tuple[np.nda
     where = where or (str(source) if isinstance(source, Path) else "<bytes>")
     try:
         if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
-            raise ValueError(f"cannot read audio file {where}: empty file (0 bytes)")
+            raise InputError(f"cannot read audio file {where}: empty file (0 bytes)")
         with wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), "rb") as w:
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
             raw = w.readframes(w.getnframes())
     except OSError as e:
-        raise ValueError(f"cannot read audio file {where}: {e.strerror or e}") from e
+        raise InputError(f"cannot read audio file {where}: {e.strerror or e}") from e
     except (wave.Error, EOFError) as e:
         # Not a PCM WAV the standard library reads: float or extensible WAV, FLAC, ..., or not audio at all.
         samples, rate = _read_with_soundfile(source, where, f"not a PCM WAV file ({e or 'truncated header'})")
         channels = samples.shape[1]
     else:
         if width not in (1, 2, 3, 4):
-            raise ValueError(f"cannot read audio file {where}: unsupported sample width {8 * width} bits")
+            raise InputError(f"cannot read audio file {where}: unsupported sample width {8 * width} bits")
         samples = _pcm_to_float(raw, width, channels)
     if rate <= 0 or channels < 1:
-        raise ValueError(f"cannot read audio file {where}: bad header ({channels} channels at {rate} Hz)")
+        raise InputError(f"cannot read audio file {where}: bad header ({channels} channels at {rate} Hz)")
     if len(samples) == 0:
-        raise ValueError(f"cannot read audio file {where}: empty (no samples)")
+        raise InputError(f"cannot read audio file {where}: empty (no samples)")
     return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)), rate
 
 
@@ -198,7 +199,7 @@ def _resolve_rate(rates: list[int], clips: list[_Clip], sample_rate: int | None)
         return distinct[0]
     first = {rate: clips[rates.index(rate)].where for rate in distinct[:2]}
     examples = ", ".join(f"{where} at {rate} Hz" for rate, where in first.items())
-    raise ValueError(
+    raise InputError(
         f"clips have different sample rates ({', '.join(map(str, distinct))} Hz; e.g. {examples}); "
         "pass sample_rate (--sample-rate) to resample them all to one"
     )
@@ -248,9 +249,9 @@ def _check_options(sample_rate: int | None, clip_seconds: float | None) -> None:
     if sample_rate is not None and (
         isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1
     ):
-        raise ValueError(f"sample_rate must be a positive int (Hz) or None, got {sample_rate!r}")
+        raise InputError(f"sample_rate must be a positive int (Hz) or None, got {sample_rate!r}")
     if clip_seconds is not None and not (isinstance(clip_seconds, (int, float)) and 0 < clip_seconds < math.inf):
-        raise ValueError(f"clip_seconds must be a positive number or None, got {clip_seconds!r}")
+        raise InputError(f"clip_seconds must be a positive number or None, got {clip_seconds!r}")
 
 
 # split name ("train"/"test") -> class name -> clips in load order
@@ -273,7 +274,7 @@ def _decode_tree(
         labels[split] = torch.from_numpy(np.repeat(np.arange(len(classes), dtype=np.int64), counts))
     num_train = len(clips["train"])
     if num_train == 0:
-        raise ValueError(f"{where}: no training clips")
+        raise InputError(f"{where}: no training clips")
     log(f"decoding {num_train + len(clips['test'])} clips from {where}...")
     # One pass over both splits, so the sample-rate check covers every clip.
     waveforms, rate = _to_arrays(clips["train"] + clips["test"], num_train, sample_rate, clip_seconds, log)
@@ -377,7 +378,7 @@ def _archive_members(archive: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
                 if member.isfile():
                     yield PurePosixPath(member.name), tar.extractfile(member).read()
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise ValueError(f"could not read archive {archive}: {e}") from e
+        raise InputError(f"could not read archive {archive}: {e}") from e
 
 
 def _is_audio_name(name: str) -> bool:
@@ -398,7 +399,7 @@ class _Recording(NamedTuple):
 def _parse_recording(file_name: str, clip: _Clip) -> _Recording:
     match = _FSDD_NAME.fullmatch(file_name)
     if match is None:
-        raise ValueError(
+        raise InputError(
             f"unexpected FSDD file name {clip.where}; expected recordings/{{digit}}_{{speaker}}_{{index}}.wav"
         )
     return _Recording(int(match[1]), match[2], int(match[3]), clip)
@@ -423,7 +424,7 @@ def _fsdd_recordings(path: Path) -> list[_Recording]:
             if name.parent.name == "recordings" and name.suffix.lower() == ".wav" and not name.name.startswith(".")
         ]
         if not recordings:
-            raise ValueError(f"archive {path} has no FSDD recordings (recordings/{{digit}}_{{speaker}}_{{index}}.wav)")
+            raise InputError(f"archive {path} has no FSDD recordings (recordings/{{digit}}_{{speaker}}_{{index}}.wav)")
     else:
         folder = _fsdd_folder(path)
         files = sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(".wav"))
@@ -434,7 +435,7 @@ def _fsdd_recordings(path: Path) -> list[_Recording]:
 def _fsdd_tree(recordings: list[_Recording], test_speaker: str | None) -> _Tree:
     speakers = sorted({r.speaker for r in recordings})
     if test_speaker is not None and test_speaker not in speakers:
-        raise ValueError(f"test_speaker {test_speaker!r} is not an FSDD speaker here; choose from {speakers}")
+        raise InputError(f"test_speaker {test_speaker!r} is not an FSDD speaker here; choose from {speakers}")
     tree: _Tree = {split: {} for split in _SPLITS}
     for r in recordings:
         is_test = r.speaker == test_speaker if test_speaker is not None else r.index in FSDD_TEST_INDICES
@@ -494,12 +495,12 @@ def _scan_split(split_dir: Path) -> dict[str, list[_Clip]]:
         if entry.is_dir():
             files = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and _is_audio_name(e.name))
             if not files:
-                raise ValueError(f"class folder {entry.path} has no audio files ({', '.join(AUDIO_SUFFIXES)})")
+                raise InputError(f"class folder {entry.path} has no audio files ({', '.join(AUDIO_SUFFIXES)})")
             classes[entry.name] = [_Clip(str(Path(entry.path, f)), Path(entry.path, f)) for f in files]
         elif _is_audio_name(entry.name):
-            raise ValueError(f"audio file {entry.path} is not in a class folder; expected {split_dir}/<class>/<clip>")
+            raise InputError(f"audio file {entry.path} is not in a class folder; expected {split_dir}/<class>/<clip>")
     if not classes:
-        raise ValueError(f"split folder {split_dir} has no class folders; expected {split_dir}/<class>/<clip>")
+        raise InputError(f"split folder {split_dir} has no class folders; expected {split_dir}/<class>/<clip>")
     return classes
 
 
@@ -527,7 +528,7 @@ def _tree_from_archive(archive: Path) -> _Tree:
             split = "train" if parts[0] == "train" else "test"
             tree[split].setdefault(parts[1], []).append(_Clip(f"{archive}:{name}", data))
     if not tree["train"] or not tree["test"]:
-        raise ValueError(
+        raise InputError(
             f"archive {archive} has no train/<class>/<clip> and test/<class>/<clip> (or val/) audio files "
             f"({', '.join(AUDIO_SUFFIXES)})"
         )
@@ -537,7 +538,7 @@ def _tree_from_archive(archive: Path) -> _Tree:
 def _check_classes(tree: _Tree, where: str) -> tuple[str, ...]:
     train, test = set(tree["train"]), set(tree["test"])
     if train != test:
-        raise ValueError(
+        raise InputError(
             f"{where}: test classes differ from train classes; only in train: {sorted(train - test)}, "
             f"only in test: {sorted(test - train)}"
         )
@@ -563,7 +564,7 @@ def load_audio_folder(
     if not root.exists():
         raise FileNotFoundError(f"audio folder not found: {root}")
     if root.is_file() and not _archive.is_archive_name(root):
-        raise ValueError(f"{root} is a file but not an archive ({', '.join(_archive.ARCHIVE_SUFFIXES)})")
+        raise InputError(f"{root} is a file but not an archive ({', '.join(_archive.ARCHIVE_SUFFIXES)})")
     name = _archive.archive_stem(root) if root.is_file() else root.name
     tree = None if root.is_file() else _scan_folder(root)
 

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lossaug.errors import InputError
+
 Augment = Callable[[Tensor, "torch.Generator | None"], Tensor]
 Fill = float | Sequence[float]
 
@@ -28,9 +30,9 @@ Fill = float | Sequence[float]
 def _check_images(images: Tensor, generator: torch.Generator | None) -> None:
     if not isinstance(images, Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a (B,C,H,W) tensor, got {shape}")
+        raise InputError(f"images must be a (B,C,H,W) tensor, got {shape}")
     if generator is not None and generator.device.type != images.device.type:
-        raise ValueError(
+        raise InputError(
             f"generator is on {generator.device} but images are on {images.device}; "
             "create the generator on the images' device"
         )
@@ -41,7 +43,7 @@ def _fill_value(fill: Fill, images: Tensor) -> Tensor | float | int:
     ``(1,C,1,1)`` tensor on the images' device (built once, so the training step does no host-to-device copy)."""
     values = tuple(fill) if isinstance(fill, (tuple, list)) else float(fill)
     if isinstance(values, tuple) and len(values) != images.shape[1]:
-        raise ValueError(f"fill has {len(values)} values but images have {images.shape[1]} channels")
+        raise InputError(f"fill has {len(values)} values but images have {images.shape[1]} channels")
     if isinstance(values, float):
         return values if images.is_floating_point() else int(min(max(round(values), 0), 255))
     return _fill_tensor(values, images.device, images.dtype)
@@ -72,7 +74,7 @@ def horizontal_flip(images: Tensor, p: float = 0.5, *, generator: torch.Generato
     """Mirror each image left-right independently with probability ``p``; ``(B,C,H,W)`` in and out."""
     _check_images(images, generator)
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"flip probability p must be in [0, 1], got {p}")
+        raise InputError(f"flip probability p must be in [0, 1], got {p}")
     return apply_flip(images, flip_params(len(images), p, device=images.device, generator=generator))
 
 
@@ -110,7 +112,7 @@ def random_crop(images: Tensor, padding: int, *, fill: Fill = 0, generator: torc
     """Pad by ``padding`` pixels and cut a random crop of the original size per image (the CIFAR standard)."""
     _check_images(images, generator)
     if padding < 0:
-        raise ValueError(f"crop padding must be >= 0, got {padding}")
+        raise InputError(f"crop padding must be >= 0, got {padding}")
     top, left = crop_params(len(images), padding, device=images.device, generator=generator)
     return apply_crop(images, top, left, padding, fill)
 
@@ -143,7 +145,7 @@ def cutout(images: Tensor, size: int, *, fill: Fill = 0, generator: torch.Genera
     """Blank one ``size`` x ``size`` square per image, centred uniformly over the image, clipped at the borders."""
     _check_images(images, generator)
     if size < 0:
-        raise ValueError(f"cutout size must be >= 0, got {size}")
+        raise InputError(f"cutout size must be >= 0, got {size}")
     center_y, center_x = cutout_params(
         len(images), images.shape[2], images.shape[3], device=images.device, generator=generator
     )
@@ -248,9 +250,9 @@ def parse_augment(spec: str) -> Compose:
             continue
         name, _, arg = item.partition(":")
         if name not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {name!r} in {spec!r}; choose from {sorted(AUGMENTATIONS)}")
+            raise InputError(f"unknown augmentation {name!r} in {spec!r}; choose from {sorted(AUGMENTATIONS)}")
         try:
             augments.append(AUGMENTATIONS[name](arg) if arg else AUGMENTATIONS[name]())
         except ValueError as error:
-            raise ValueError(f"bad value {arg!r} for augmentation {name!r} in {spec!r}: {error}") from None
+            raise InputError(f"bad value {arg!r} for augmentation {name!r} in {spec!r}: {error}") from None
     return Compose(tuple(augments))

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from lossaug.errors import InputError
+
 NEWEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
 FORMAT = 1  # bump when the payload layout changes
@@ -32,7 +34,7 @@ RESUME_KEYS = ("model", "optimizer", "scheduler", "random", "position", "global_
 _known: dict[tuple[int, int, int, int], bool] = {}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """No usable checkpoint, or one that cannot be resumed with the given configuration."""
 
 

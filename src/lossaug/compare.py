@@ -33,6 +33,7 @@ from typing import Any
 from lossaug import stats
 from lossaug.checkpoint import has_checkpoint
 from lossaug.config import RENAMED, SETTINGS, TrainConfig, validate_config
+from lossaug.errors import InputError
 from lossaug.metadata import git_commit
 from lossaug.progress import Reporter
 from lossaug.train import train
@@ -63,25 +64,25 @@ class CompareConfig:
 def validate_compare(config: CompareConfig) -> None:
     for arm in config.arms:
         if arm not in ARMS:
-            raise ValueError(f"unknown arm {arm!r}; choose from {list(ARMS)}")
+            raise InputError(f"unknown arm {arm!r}; choose from {list(ARMS)}")
     for setting in config.settings:
         if setting not in SETTINGS:
-            raise ValueError(f"unknown setting {setting!r}; choose from {list(SETTINGS)}")
+            raise InputError(f"unknown setting {setting!r}; choose from {list(SETTINGS)}")
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
-        raise ValueError(f"seeds must be distinct and non-empty, got {list(config.seeds)}")
+        raise InputError(f"seeds must be distinct and non-empty, got {list(config.seeds)}")
     if "baseline-equal-time" in config.arms and not {"baseline", "proposed"} <= set(config.arms):
-        raise ValueError("arm 'baseline-equal-time' needs the arms 'baseline' and 'proposed' (it is sized from them)")
+        raise InputError("arm 'baseline-equal-time' needs the arms 'baseline' and 'proposed' (it is sized from them)")
     if not 0 <= config.branch_at < 1:
-        raise ValueError(f"branch_at must be in [0, 1), got {config.branch_at}")
+        raise InputError(f"branch_at must be in [0, 1), got {config.branch_at}")
     if config.cost_ratio is not None and not (config.cost_ratio > 0 and math.isfinite(config.cost_ratio)):
-        raise ValueError(f"cost_ratio must be a finite number > 0, got {config.cost_ratio}")
+        raise InputError(f"cost_ratio must be a finite number > 0, got {config.cost_ratio}")
     if not 0 < config.margin < 1:
-        raise ValueError(f"margin must be in (0, 1) as a fraction (0.005 = 0.5 points), got {config.margin}")
+        raise InputError(f"margin must be in (0, 1) as a fraction (0.005 = 0.5 points), got {config.margin}")
     if config.branch_at > 0 and not {"stop_at", "branch_from"} <= {f.name for f in dataclasses.fields(TrainConfig)}:
-        raise ValueError(f"branch_at {config.branch_at} needs a training loop with stop_at and branch_from")
+        raise InputError(f"branch_at {config.branch_at} needs a training loop with stop_at and branch_from")
     for name in ("stop_at", "branch_from"):
         if getattr(config.base, name, None) is not None:
-            raise ValueError(f"compare sets {name} per run (use branch_at), got {name}={getattr(config.base, name)!r}")
+            raise InputError(f"compare sets {name} per run (use branch_at), got {name}={getattr(config.base, name)!r}")
     validate_config(config.base)
 
 
@@ -182,7 +183,7 @@ def _check_same_config(config: TrainConfig, out: Path) -> None:
     if (saved.get("branch_from") is None) != (getattr(config, "branch_from", None) is None):
         changed.append(f"branch_from: {saved.get('branch_from')!r} -> {getattr(config, 'branch_from', None)!r}")
     if changed:
-        raise ValueError(f"{out} holds a run with other options ({'; '.join(changed)}); use another --out")
+        raise InputError(f"{out} holds a run with other options ({'; '.join(changed)}); use another --out")
 
 
 def _log(reporter: Reporter | None, line: str) -> None:
@@ -221,7 +222,7 @@ def check_commits(runs: Sequence[Mapping[str, Any]], allow_mixed: bool) -> dict:
         commits.setdefault(run.get("git_commit") or "unknown", []).append(str(run.get("dir", "?")))
     if len(commits) > 1 and not allow_mixed:
         listed = "; ".join(f"{commit} ({len(dirs)} runs, e.g. {dirs[0]})" for commit, dirs in sorted(commits.items()))
-        raise ValueError(f"runs come from {len(commits)} git commits: {listed}; rerun them under one commit or "
+        raise InputError(f"runs come from {len(commits)} git commits: {listed}; rerun them under one commit or "
                          "pass --allow-mixed-commits")  # fmt: skip
     dirty = [run.get("git_dirty") for run in runs]
     return {
@@ -260,7 +261,7 @@ def measure_cost_ratio(config: CompareConfig, setting: str, log: Callable[[str],
     unlike.update({"select_from": base.select_from} if base.select_from else {})
     unlike = {k: v for k, v in unlike.items() if v is not None}
     if unlike:
-        raise ValueError(f"bench times exact selection at every step of a named setting, not {unlike}; declare "
+        raise InputError(f"bench times exact selection at every step of a named setting, not {unlike}; declare "
                          "the cost ratio (--cost-ratio R)")  # fmt: skip
     bench = BenchConfig(model=base.model, width=base.width, batch_size=base.batch_size,
                         candidates=tuple(sorted({1, base.num_candidates})), setting=setting, device=base.device,
@@ -434,15 +435,15 @@ def config_from_protocol(table: Mapping[str, Any], base: TrainConfig) -> Compare
     (a number or "bench"), ``margin_points`` (δ in percentage points) and ``allow_mixed_commits``."""
     unknown = sorted(set(table) - set(PROTOCOL_KEYS))
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in the protocol's [compare] table; valid: {list(PROTOCOL_KEYS)}")
+        raise InputError(f"unknown key(s) {unknown} in the protocol's [compare] table; valid: {list(PROTOCOL_KEYS)}")
     if not isinstance(table.get("out"), str):
-        raise ValueError(f"the protocol's [compare] table needs out, a directory; got {table.get('out')!r}")
+        raise InputError(f"the protocol's [compare] table needs out, a directory; got {table.get('out')!r}")
     values: dict[str, Any] = {"base": base, "out": table["out"]}
     for key, kind in (("arms", str), ("settings", str), ("seeds", int)):
         if key in table:
             items = table[key]
             if not isinstance(items, list) or not all(isinstance(i, kind) and not isinstance(i, bool) for i in items):
-                raise ValueError(f"protocol key {key} must be a list of {kind.__name__}, got {items!r}")
+                raise InputError(f"protocol key {key} must be a list of {kind.__name__}, got {items!r}")
             values[key] = tuple(items)
     if "branch_at" in table:
         values["branch_at"] = _number(table["branch_at"], "branch_at")
@@ -453,14 +454,14 @@ def config_from_protocol(table: Mapping[str, Any], base: TrainConfig) -> Compare
     if "allow_mixed_commits" in table:
         allow = table["allow_mixed_commits"]
         if not isinstance(allow, bool):
-            raise ValueError(f"protocol key allow_mixed_commits must be true or false, got {allow!r}")
+            raise InputError(f"protocol key allow_mixed_commits must be true or false, got {allow!r}")
         values["allow_mixed_commits"] = allow
     return CompareConfig(**values)
 
 
 def _number(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"protocol key {key} must be a number, got {value!r}")
+        raise InputError(f"protocol key {key} must be a number, got {value!r}")
     return float(value)
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from lossaug import data as data_module
 from lossaug.augment import parse_augment
+from lossaug.errors import InputError
 from lossaug.models import MODELS
 from lossaug.selection import BN_MODES, SCORES
 
@@ -139,7 +140,7 @@ class TrainConfig:
         values = {RENAMED.get(k, k): v for k, v in values.items()}
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"options this lossaug does not know: {unknown}")
+            raise InputError(f"options this lossaug does not know: {unknown}")
         return cls(**values)
 
 
@@ -156,7 +157,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def _finite(name: str, value: float) -> None:
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
+        raise InputError(f"{name} must be a finite number, got {value}")
 
 
 def validate_config(config: TrainConfig) -> None:
@@ -165,7 +166,7 @@ def validate_config(config: TrainConfig) -> None:
         choices = f.metadata.get("choices")
         value = getattr(config, f.name)
         if choices and value not in choices:
-            raise ValueError(f"unknown {f.name} {value!r}; choose from {list(choices)}")
+            raise InputError(f"unknown {f.name} {value!r}; choose from {list(choices)}")
     for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "uniform_mix", "select_from"):
         _finite(name, getattr(config, name))
     positive = {
@@ -181,39 +182,39 @@ def validate_config(config: TrainConfig) -> None:
             positive[name] = getattr(config, name)
     for name, value in positive.items():
         if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+            raise InputError(f"{name} must be >= 1, got {value}")
     if config.tensorboard == "on":
         if config.out is None:
-            raise ValueError("tensorboard 'on' needs out, the run directory to log into")
+            raise InputError("tensorboard 'on' needs out, the run directory to log into")
         try:
             import tensorboard  # noqa: F401
         except ImportError:
-            raise ValueError("tensorboard 'on' needs the tensorboard package: pip install tensorboard") from None
+            raise InputError("tensorboard 'on' needs the tensorboard package: pip install tensorboard") from None
     if config.checkpoint_every < 0:
-        raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
+        raise InputError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
     if not 0 <= config.select_from < 1:
-        raise ValueError(f"select_from must be in [0, 1), got {config.select_from}")
+        raise InputError(f"select_from must be in [0, 1), got {config.select_from}")
     if config.proxy_model is not None and config.proxy_model not in MODELS:
-        raise ValueError(f"unknown proxy_model {config.proxy_model!r}; choose from {sorted(MODELS)}")
+        raise InputError(f"unknown proxy_model {config.proxy_model!r}; choose from {sorted(MODELS)}")
     if config.temperature is not None and not config.temperature >= 0:
-        raise ValueError(f"temperature must be >= 0, got {config.temperature}")
+        raise InputError(f"temperature must be >= 0, got {config.temperature}")
     if not 0 <= config.uniform_mix <= 1:
-        raise ValueError(f"uniform_mix must be in [0, 1], got {config.uniform_mix}")
+        raise InputError(f"uniform_mix must be in [0, 1], got {config.uniform_mix}")
     if not 0 <= config.label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+        raise InputError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
     if not config.lr > 0 or config.weight_decay < 0 or not 0 <= config.momentum < 1 or config.warmup_epochs < 0:
-        raise ValueError(
+        raise InputError(
             f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1, warmup_epochs >= 0; got lr={config.lr}, "
             f"weight_decay={config.weight_decay}, momentum={config.momentum}, warmup_epochs={config.warmup_epochs}"
         )
     if config.warmup_epochs > config.epochs:
-        raise ValueError(f"warmup_epochs {config.warmup_epochs} exceeds epochs {config.epochs}")
+        raise InputError(f"warmup_epochs {config.warmup_epochs} exceeds epochs {config.epochs}")
     if config.stop_at is not None and not 0 < config.stop_at < 1:
-        raise ValueError(f"stop_at must be in (0, 1), got {config.stop_at}")
+        raise InputError(f"stop_at must be in (0, 1), got {config.stop_at}")
     if config.stop_at is not None and config.branch_from is not None:
-        raise ValueError("stop_at and branch_from exclude each other: a trunk cannot itself be a branch")
+        raise InputError("stop_at and branch_from exclude each other: a trunk cannot itself be a branch")
     if (config.stop_at is not None or config.branch_from is not None) and config.out is None:
-        raise ValueError("stop_at and branch_from need out, the run directory holding the checkpoints")
+        raise InputError("stop_at and branch_from need out, the run directory holding the checkpoints")
     if config.augment is not None:
         parse_augment(config.augment)
 

@@ -35,6 +35,7 @@ from PIL import Image
 
 from lossaug import _archive
 from lossaug._archive import download, safe_extract
+from lossaug.errors import InputError
 from lossaug.seeds import stream_seed
 
 __all__ = [
@@ -65,11 +66,11 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be (N,C,H,W) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+            raise InputError(f"images must be (N,C,H,W) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
         if self.labels.dtype != torch.int64 or self.labels.ndim != 1:
-            raise ValueError(f"labels must be (N,) int64, got {tuple(self.labels.shape)} {self.labels.dtype}")
+            raise InputError(f"labels must be (N,) int64, got {tuple(self.labels.shape)} {self.labels.dtype}")
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+            raise InputError(f"{len(self.images)} images but {len(self.labels)} labels")
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,12 @@ class ImageDataset:
     def __post_init__(self) -> None:
         for split_name, split in (("train", self.train), ("test", self.test)):
             if len(split.labels) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(self.classes):
-                raise ValueError(
+                raise InputError(
                     f"{self.name} {split_name} labels span [{int(split.labels.min())}, "
                     f"{int(split.labels.max())}], outside [0, {len(self.classes)})"
                 )
         if self.train.images.shape[1:] != self.test.images.shape[1:]:
-            raise ValueError(
+            raise InputError(
                 f"{self.name}: train images are {tuple(self.train.images.shape[1:])} but test images are "
                 f"{tuple(self.test.images.shape[1:])}"
             )
@@ -144,20 +145,20 @@ def load_dataset(
     `verify`: check the official md5 of a CIFAR archive, whether downloaded, cached or given (see `load_cifar`).
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {list(DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}; choose from {list(DATASETS)}")
     cache_dir = None if cache_dir is None else Path(cache_dir)
     if name == "folder":
         if path is None:
-            raise ValueError(
+            raise InputError(
                 "dataset 'folder' needs a path: a folder with train/<class>/<image> and test/<class>/<image>, "
                 "or an archive of one"
             )
         return load_image_folder(Path(path), image_size=image_size, cache_dir=cache_dir, log=log)
     if image_size not in (None, 32):
-        raise ValueError(f"image_size={image_size} applies to 'folder' data only; {name} images are 32x32")
+        raise InputError(f"image_size={image_size} applies to 'folder' data only; {name} images are 32x32")
     if name == "mini":
         if path is not None:
-            raise ValueError(f"dataset 'mini' is bundled with lossaug and takes no path; got {path}")
+            raise InputError(f"dataset 'mini' is bundled with lossaug and takes no path; got {path}")
         return load_mini_cifar10()
     return load_cifar(
         name, None if path is None else Path(path), cache_dir=cache_dir, download=download, verify=verify, log=log
@@ -341,9 +342,9 @@ def _unpickle_batch(blob: bytes, where: str) -> dict[str, object]:
         # latin1: the official files are Python 2 pickles whose byte strings are raw pixel data.
         obj = _arrays(_RestrictedUnpickler(io.BytesIO(blob), encoding="latin1").load())
     except Exception as e:  # a hostile or corrupt pickle can raise nearly anything
-        raise ValueError(f"cannot read CIFAR batch {where}: {type(e).__name__}: {e}") from e
+        raise InputError(f"cannot read CIFAR batch {where}: {type(e).__name__}: {e}") from e
     if not isinstance(obj, dict):
-        raise ValueError(f"CIFAR batch {where} holds a {type(obj).__name__}, expected a dict")
+        raise InputError(f"CIFAR batch {where} holds a {type(obj).__name__}, expected a dict")
     return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
 
 
@@ -357,12 +358,12 @@ def _cifar_split(batches: Sequence[tuple[str, dict[str, object]]], label_key: st
         data, batch_labels = batch.get("data"), batch.get(label_key)
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             shape = getattr(data, "shape", None)
-            raise ValueError(f"CIFAR batch {where}: 'data' must be an (N,3072) uint8 array, got {shape}")
+            raise InputError(f"CIFAR batch {where}: 'data' must be an (N,3072) uint8 array, got {shape}")
         batch_labels = np.asarray(batch_labels, dtype=np.int64) if batch_labels is not None else None
         if batch_labels is None or batch_labels.shape != (len(data),):
-            raise ValueError(f"CIFAR batch {where}: '{label_key}' must hold {len(data)} labels")
+            raise InputError(f"CIFAR batch {where}: '{label_key}' must hold {len(data)} labels")
         if len(batch_labels) and not 0 <= batch_labels.min() <= batch_labels.max() < num_classes:
-            raise ValueError(f"CIFAR batch {where}: labels outside [0, {num_classes})")
+            raise InputError(f"CIFAR batch {where}: labels outside [0, {num_classes})")
         # Each row is the R plane, then G, then B, each 32x32 row-major: exactly (3,32,32) in C order.
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(batch_labels)
@@ -384,16 +385,16 @@ def _read_cifar_files(source: Path, folder: str, names: Sequence[str]) -> dict[s
                 name = wanted.get(PurePosixPath(member.name))
                 if name is not None and member.isfile():
                     if member.size > _MAX_CIFAR_FILE:  # read in memory: a compressed archive could claim any size
-                        raise ValueError(
+                        raise InputError(
                             f"CIFAR archive {source}: member {member.name} is {member.size} bytes, over the "
                             f"{_MAX_CIFAR_FILE} a CIFAR batch can be"
                         )
                     found[name] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read CIFAR archive {source}: {e}") from e
+        raise InputError(f"cannot read CIFAR archive {source}: {e}") from e
     missing = [f"{folder}/{n}" for n in names if n not in found]
     if missing:
-        raise ValueError(f"CIFAR archive {source} lacks {', '.join(missing)}")
+        raise InputError(f"CIFAR archive {source} lacks {', '.join(missing)}")
     return found
 
 
@@ -401,7 +402,7 @@ def _check_md5(archive: Path, name: str) -> None:
     _, md5, filename = CIFAR_SOURCES[name]
     digest = _archive.file_digest(archive, "md5")
     if digest != md5.lower():
-        raise ValueError(
+        raise InputError(
             f"md5 mismatch for {archive}: expected {md5} (the official {filename}), got {digest}; pass verify=False "
             "(--no-verify) to use it anyway"
         )
@@ -415,7 +416,7 @@ def _find_cifar_source(
     layout = _CIFAR_LAYOUTS[name]
     if path is None:
         if cache_dir is None:
-            raise ValueError(f"{name}: pass a path (archive or folder) or a cache_dir to download into")
+            raise InputError(f"{name}: pass a path (archive or folder) or a cache_dir to download into")
         root = Path(cache_dir)
         root.mkdir(parents=True, exist_ok=True)
     else:
@@ -455,7 +456,7 @@ def load_cifar(
     file and both digests. An extracted folder has no official digest and is read as it is.
     """
     if name not in CIFAR_SOURCES:
-        raise ValueError(f"unknown CIFAR data set {name!r}; choose from {sorted(CIFAR_SOURCES)}")
+        raise InputError(f"unknown CIFAR data set {name!r}; choose from {sorted(CIFAR_SOURCES)}")
     say = log or _silent
     layout = _CIFAR_LAYOUTS[name]
     source, checked = _find_cifar_source(name, path, cache_dir, download, say)
@@ -466,7 +467,7 @@ def load_cifar(
     batches = {n: _unpickle_batch(blob, f"{source}:{n}") for n, blob in blobs.items()}
     names = batches[layout.meta].get(layout.names_key)
     if not isinstance(names, list) or not names:
-        raise ValueError(f"CIFAR meta {source}:{layout.meta} has no '{layout.names_key}' list")
+        raise InputError(f"CIFAR meta {source}:{layout.meta} has no '{layout.names_key}' list")
     classes = tuple(_as_text(n) for n in names)
     return ImageDataset(
         name=name,
@@ -501,12 +502,12 @@ def _scan_split(split_dir: Path) -> dict[str, list[_Image]]:
         if entry.is_dir():
             files = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and _is_image_name(e.name))
             if not files:
-                raise ValueError(f"class folder {entry.path} has no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise InputError(f"class folder {entry.path} has no images ({', '.join(IMAGE_SUFFIXES)})")
             classes[entry.name] = [_Image(str(Path(entry.path, f)), Path(entry.path, f)) for f in files]
         elif _is_image_name(entry.name):
-            raise ValueError(f"image {entry.path} is not in a class folder; expected {split_dir}/<class>/<image>")
+            raise InputError(f"image {entry.path} is not in a class folder; expected {split_dir}/<class>/<image>")
     if not classes:
-        raise ValueError(f"split folder {split_dir} has no class folders; expected {split_dir}/<class>/<image>")
+        raise InputError(f"split folder {split_dir} has no class folders; expected {split_dir}/<class>/<image>")
     return classes
 
 
@@ -523,7 +524,7 @@ def _scan_folder(root: Path) -> _Tree:
 def _check_classes(tree: _Tree, where: str) -> tuple[str, ...]:
     train, test = set(tree["train"]), set(tree["test"])
     if train != test:
-        raise ValueError(
+        raise InputError(
             f"{where}: test classes differ from train classes; only in train: {sorted(train - test)}, "
             f"only in test: {sorted(test - train)}"
         )
@@ -541,7 +542,7 @@ def _decode_one(image: _Image, image_size: int | None) -> np.ndarray:
                 im = im.resize((image_size, image_size), Image.BILINEAR)
             return np.asarray(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot decode image {image.where}: {e}") from e
+        raise InputError(f"cannot decode image {image.where}: {e}") from e
 
 
 def _decode_images(images: Sequence[_Image], image_size: int | None) -> np.ndarray:
@@ -553,7 +554,7 @@ def _decode_images(images: Sequence[_Image], image_size: int | None) -> np.ndarr
         array = _decode_one(image, image_size)
         if arrays and array.shape[:2] != arrays[0].shape[:2]:
             (h0, w0), (h, w) = arrays[0].shape[:2], array.shape[:2]
-            raise ValueError(
+            raise InputError(
                 f"images differ in size: {images[0].where} is {w0}x{h0} but {image.where} is {w}x{h}; "
                 "pass image_size (--image-size) to resize every image to one square size"
             )
@@ -655,15 +656,15 @@ def load_image_folder(
     root = Path(root)
     say = log or _silent
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+        raise InputError(f"image_size must be a positive int or None, got {image_size!r}")
     if not root.exists():
         raise FileNotFoundError(f"image folder not found: {root}")
     cache_dir = None if cache_dir is None else Path(cache_dir)
     if root.is_file():
         if not _archive.is_archive_name(root):
-            raise ValueError(f"{root} is a file but not an archive ({', '.join(_archive.ARCHIVE_SUFFIXES)})")
+            raise InputError(f"{root} is a file but not an archive ({', '.join(_archive.ARCHIVE_SUFFIXES)})")
         if cache_dir is None:
-            raise ValueError(f"loading the archive {root} needs a cache_dir to unpack it into")
+            raise InputError(f"loading the archive {root} needs a cache_dir to unpack it into")
         stem = _archive.archive_stem(root)
         digest = _archive.file_digest(root, "sha256")
         cache_file = _cache_file(cache_dir, stem, digest, image_size)
@@ -737,7 +738,7 @@ def data_fingerprint(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     differs in one field (the sampled images cover 64 of N, so an edit of other pixels goes unseen). About 3 ms for
     50,000 CIFAR images on the CPU (hashing the labels dominates)."""
     if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"expected images (N,C,H,W) and labels (N,), got {tuple(images.shape)}, {tuple(labels.shape)}")
+        raise InputError(f"expected images (N,C,H,W) and labels (N,), got {tuple(images.shape)}, {tuple(labels.shape)}")
     count = len(labels)
     sample = min(_FINGERPRINT_SAMPLE, count)
     # Integer spacing (no float rounding): the first and the last image are always in.
@@ -831,17 +832,17 @@ def _as_chw_tensor(view: Any, where: str) -> torch.Tensor:
     elif isinstance(view, (Image.Image, np.ndarray)):
         array = np.asarray(view)
         if array.ndim not in (2, 3):
-            raise ValueError(f"{where}: expected an (H,W,C) or (H,W) image, got an array of shape {array.shape}")
+            raise InputError(f"{where}: expected an (H,W,C) or (H,W) image, got an array of shape {array.shape}")
         array = array[:, :, None] if array.ndim == 2 else array
         tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
     else:
-        raise ValueError(
+        raise InputError(
             f"{where}: the transform returned a {type(view).__name__}; expected a tensor, PIL image or numpy array"
         )
     if tensor.dim() == 2:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 3:
-        raise ValueError(f"{where}: expected a (C,H,W) image, got a tensor of shape {tuple(tensor.shape)}")
+        raise InputError(f"{where}: expected a (C,H,W) image, got a tensor of shape {tuple(tensor.shape)}")
     return tensor
 
 
@@ -873,13 +874,13 @@ class MultiView(torch.utils.data.Dataset):
 
     def __init__(self, dataset: Any, transform: Callable, num_candidates: int, *, seed: int = 0):
         if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise ValueError(f"dataset must be map-style (__getitem__ and __len__), got {type(dataset).__name__}")
+            raise InputError(f"dataset must be map-style (__getitem__ and __len__), got {type(dataset).__name__}")
         if not callable(transform):
-            raise ValueError(f"transform must be callable, got {type(transform).__name__}")
+            raise InputError(f"transform must be callable, got {type(transform).__name__}")
         if isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1:
-            raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
+            raise InputError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+            raise InputError(f"seed must be an int, got {seed!r}")
         self.dataset = dataset
         self.transform = transform
         self.num_candidates = num_candidates
@@ -897,7 +898,7 @@ class MultiView(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Draw this epoch's views from now on; call it before iterating the DataLoader each epoch."""
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+            raise InputError(f"epoch must be an int >= 0, got {epoch!r}")
         self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
@@ -920,7 +921,7 @@ class MultiView(torch.utils.data.Dataset):
         index = int(index)
         item = self.dataset[index]
         if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise ValueError(f"dataset item {index} must be an (image, target) pair, got {type(item).__name__}")
+            raise InputError(f"dataset item {index} must be an (image, target) pair, got {type(item).__name__}")
         image, target = item
         epoch = self.epoch
         views = [
@@ -929,7 +930,7 @@ class MultiView(torch.utils.data.Dataset):
         ]
         shapes = {tuple(v.shape) for v in views}
         if len(shapes) > 1:
-            raise ValueError(
+            raise InputError(
                 f"item {index}: the transform gave views of different shapes {sorted(shapes)}; "
                 "candidates must share one shape (crop or resize to a fixed size)"
             )

@@ -22,6 +22,7 @@ except ImportError as error:
         "lossaug.lightning needs Lightning 2.x (the 'lightning' package): pip install lightning"
     ) from error
 
+from lossaug.errors import InputError
 from lossaug.seeds import stream_seed
 from lossaug.selection import LossAwareAugment, Selection, probs_entropy
 
@@ -49,7 +50,7 @@ class LossAwareSelection(pl.Callback):
         if isinstance(augment, str):
             augment = LossAwareAugment(augment)
         if not isinstance(augment, LossAwareAugment):
-            raise ValueError(f"augment must be a LossAwareAugment or a spec string, got {type(augment).__name__}")
+            raise InputError(f"augment must be a LossAwareAugment or a spec string, got {type(augment).__name__}")
         self.augment = augment
         self.seed = seed
         self.input_key = input_key
@@ -67,14 +68,14 @@ class LossAwareSelection(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if isinstance(batch, tuple) or not hasattr(batch, "__setitem__"):
-            raise ValueError(
+            raise InputError(
                 f"LossAwareSelection replaces the inputs inside the batch, so the batch must be a list or dict; got "
                 f"a {type(batch).__name__} (return a list from your collate_fn)"
             )
         try:
             images, targets = batch[self.input_key], batch[self.target_key]
         except (KeyError, IndexError):
-            raise ValueError(f"batch has no input_key {self.input_key!r} or target_key {self.target_key!r}") from None
+            raise InputError(f"batch has no input_key {self.input_key!r} or target_key {self.target_key!r}") from None
         generator = self._seeded_generator(images.device, trainer.global_rank, trainer.current_epoch, batch_idx)
         selection = self.augment(pl_module, images, targets, generator=generator)
         batch[self.input_key] = selection.inputs

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lossaug.errors import InputError
+
 
 class PreActBlock(nn.Module):
     """Pre-activation basic block (He et al. 2016): BN-ReLU-conv twice, identity or 1x1 shortcut."""
@@ -166,9 +168,9 @@ RECIPES = {
 def build_model(name: str, num_classes: int, in_channels: int = 3, width: int | None = None) -> nn.Module:
     """The bare network ``name`` from ``MODELS``; ``width`` None takes the model's default."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+        raise InputError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     if width is not None and width < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
+        raise InputError(f"width must be >= 1, got {width}")
     return MODELS[name](num_classes, in_channels, width or DEFAULT_WIDTHS[name])
 
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from lossaug import data as data_module
 from lossaug.config import TrainConfig
 from lossaug.distributed import World
+from lossaug.errors import InputError
 from lossaug.models import MIN_IMAGE_SIZE
 from lossaug.seeds import stream_seed
 from lossaug.step import autocast_for
@@ -24,7 +25,7 @@ Log = Callable[[str], None]
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False; use --device cpu")
+        raise InputError("device 'cuda' requested but torch.cuda.is_available() is False; use --device cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     # The current CUDA device: under torchrun the launcher's code sets it to the local rank.
@@ -40,7 +41,7 @@ def balanced_subset(labels: Tensor, size: int, num_classes: int) -> Tensor:
     """Indices of ``size`` examples, as even over classes as the data allows, from a fixed shuffle (seed 0):
     the same subset for every run seed, method and setting."""
     if size > len(labels):
-        raise ValueError(f"train_size {size} exceeds the {len(labels)} training images")
+        raise InputError(f"train_size {size} exceeds the {len(labels)} training images")
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
     shuffled = labels[order]
     rank = torch.zeros_like(shuffled)
@@ -87,11 +88,11 @@ class TrainData:
 def _check_labels(dataset, name: str) -> None:
     for split_name, split in (("train", dataset.train), ("test", dataset.test)):
         if len(split.labels) == 0:
-            raise ValueError(f"the {split_name} split of {name!r} is empty")
+            raise InputError(f"the {split_name} split of {name!r} is empty")
         bad = (split.labels < 0) | (split.labels >= dataset.num_classes)
         if bool(bad.any()):
             index = int(bad.nonzero()[0, 0])
-            raise ValueError(
+            raise InputError(
                 f"{split_name} label {int(split.labels[index])} at index {index} is outside [0, {dataset.num_classes})"
             )
 
@@ -111,7 +112,7 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
     side = min(train.images.shape[-2:])
     for name in filter(None, (config.model, config.proxy_model)):
         if side < MIN_IMAGE_SIZE.get(name, 1):
-            raise ValueError(
+            raise InputError(
                 f"{config.dataset} images are {tuple(train.images.shape[-2:])} px but {name} needs at least "
                 f"{MIN_IMAGE_SIZE[name]} px per side; pass --image-size {MIN_IMAGE_SIZE[name]} or larger"
             )
@@ -120,7 +121,7 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
         keep = balanced_subset(train_labels, config.train_size, dataset.num_classes)
         train_images, train_labels = train_images[keep], train_labels[keep]
     if len(train_labels) < config.batch_size:
-        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_labels)} training images")
+        raise InputError(f"batch_size {config.batch_size} exceeds the {len(train_labels)} training images")
     mean, std = channel_stats(train_images)
     on_device = config.data_placement != "host"
     if device.type == "cuda" and config.data_placement == "auto":

@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lossaug.errors import InputError
+
 
 def _pyplot():
     import matplotlib
@@ -118,9 +120,9 @@ def read_run(directory: Path) -> tuple[str, list[dict]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{metrics_path} line {number} is not valid JSON: {error.msg}") from None
+            raise InputError(f"{metrics_path} line {number} is not valid JSON: {error.msg}") from None
         if type(record.get("epoch") if isinstance(record, dict) else None) is not int:
-            raise ValueError(f"{metrics_path} line {number} is not an epoch record (no integer 'epoch')")
+            raise InputError(f"{metrics_path} line {number} is not an epoch record (no integer 'epoch')")
         records.append(record)
     config_path = directory / "config.json"
     if not config_path.is_file():
@@ -130,7 +132,7 @@ def read_run(directory: Path) -> tuple[str, list[dict]]:
         every, last = max(1, int(config.get("eval_every", 1))), int(config["epochs"])
         method, setting, seed = str(config["method"]), config["setting"], config["seed"]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{config_path} is not a lossaug run config: {type(error).__name__}: {error}") from None
+        raise InputError(f"{config_path} is not a lossaug run config: {type(error).__name__}: {error}") from None
     for record in records:
         if record["epoch"] % every and record["epoch"] != last:
             record["test_error"] = record["test_loss"] = math.nan

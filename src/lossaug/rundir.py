@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
+from lossaug.errors import InputError
+
 __all__ = ["LOCK_NAME", "RUN_FILES", "RunDirError", "RunLock", "claim_run_dir", "run_files"]
 
 LOCK_NAME = ".lock"
@@ -22,7 +24,7 @@ RUN_FILES = ("config.json", "metrics.jsonl", "final.json", "curves.png", "tensor
 _CHECKPOINT_GLOB = "checkpoint*.pt*"  # checkpoint.pt, .prev.pt, .pt.tmp, .pt.corrupt-<time>
 
 
-class RunDirError(ValueError):
+class RunDirError(InputError):
     """The run directory holds another run, or another live process is using it."""
 
 

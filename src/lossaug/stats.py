@@ -13,6 +13,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from lossaug.errors import InputError
+
 VERDICTS = ("better", "worse", "equivalent within ±δ", "unresolved")
 CONFIDENCE = 0.95  # two-sided level of every interval
 POWER = 0.8  # power at which the minimal detectable effect is given
@@ -43,9 +45,9 @@ def _beta_continued_fraction(a: float, b: float, x: float) -> float:
 def regularized_beta(a: float, b: float, x: float) -> float:
     """I_x(a, b), the regularized incomplete beta function, for a, b > 0 and 0 <= x <= 1."""
     if not (a > 0 and b > 0):
-        raise ValueError(f"regularized_beta needs a, b > 0, got a={a}, b={b}")
+        raise InputError(f"regularized_beta needs a, b > 0, got a={a}, b={b}")
     if not 0 <= x <= 1:
-        raise ValueError(f"regularized_beta needs 0 <= x <= 1, got x={x}")
+        raise InputError(f"regularized_beta needs 0 <= x <= 1, got x={x}")
     if x in (0, 1):
         return float(x)
     log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
@@ -57,7 +59,7 @@ def regularized_beta(a: float, b: float, x: float) -> float:
 def t_cdf(t: float, df: float) -> float:
     """P(T <= t) for Student's t with ``df`` > 0 degrees of freedom."""
     if not df > 0:
-        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+        raise InputError(f"degrees of freedom must be > 0, got {df}")
     tail = 0.5 * regularized_beta(df / 2, 0.5, df / (df + t * t))  # P(T > |t|)
     return 1.0 - tail if t >= 0 else tail
 
@@ -70,11 +72,11 @@ def t_quantile(p: float, df: float) -> float:
     leave no spread to estimate (``df`` = 0).
     """
     if not 0 < p < 1:
-        raise ValueError(f"quantile probability must be in (0, 1), got {p}")
+        raise InputError(f"quantile probability must be in (0, 1), got {p}")
     if df == 0 or math.isnan(df):
         return math.nan
     if not df > 0:
-        raise ValueError(f"degrees of freedom must be >= 0, got {df}")
+        raise InputError(f"degrees of freedom must be >= 0, got {df}")
     if p == 0.5:
         return 0.0
     if p < 0.5:
@@ -126,7 +128,7 @@ def paired_difference(differences: Sequence[float]) -> PairedDifference:
     """Summary of per-seed paired differences (NaN mean for none, NaN sd and half-width for fewer than 2)."""
     n = len(differences)
     if any(math.isnan(d) for d in differences):
-        raise ValueError(f"paired differences must not be NaN, got {list(differences)}")
+        raise InputError(f"paired differences must not be NaN, got {list(differences)}")
     mean = statistics.fmean(differences) if n else math.nan
     sd = statistics.stdev(differences) if n > 1 else math.nan
     return PairedDifference(n=n, mean=mean, sd=sd, half_width=half_width(sd, n))
@@ -138,11 +140,11 @@ def verdict(mean: float, half_width: float, margin: float) -> str:
     ±δ" when it includes 0 and lies inside [-δ, δ], else "unresolved" (also for a NaN interval, n < 2).
     An interval excluding 0 is reported as better/worse even when it also lies inside ±δ."""
     if not margin > 0:
-        raise ValueError(f"equivalence margin must be > 0, got {margin}")
+        raise InputError(f"equivalence margin must be > 0, got {margin}")
     if math.isnan(mean) or math.isnan(half_width):
         return "unresolved"
     if half_width < 0:
-        raise ValueError(f"half_width must be >= 0, got {half_width}")
+        raise InputError(f"half_width must be >= 0, got {half_width}")
     if mean + half_width < 0:
         return "better"
     if mean - half_width > 0:
@@ -166,11 +168,11 @@ def seeds_needed(sd: float, target: float = RESOLUTION, confidence: float = CONF
     """The smallest n >= 2 whose t-interval half-width ``t_{1-α/2,n-1} · sd / √n`` is at most ``target``
     (same units as ``sd``), supposing the paired sd stays ``sd``. None when ``sd`` is NaN."""
     if not target > 0:
-        raise ValueError(f"target half-width must be > 0, got {target}")
+        raise InputError(f"target half-width must be > 0, got {target}")
     if math.isnan(sd):
         return None
     if sd < 0:
-        raise ValueError(f"sd must be >= 0, got {sd}")
+        raise InputError(f"sd must be >= 0, got {sd}")
     # The normal quantile is below every t quantile, so no n below (z·sd/target)^2 can do; start there.
     z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
     n = max(2, math.ceil((z * sd / target) ** 2))
