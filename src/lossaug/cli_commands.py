@@ -1,0 +1,288 @@
+"""What each ``lossaug`` subcommand does, given its parsed arguments; ``cli`` builds the parser and calls them.
+
+Each ``cmd_*`` returns the process exit status. A run that stops early reports one line and exits with
+``stop_exit_code``: 1 for a non-finite step, 128 + the signal number for SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lossaug.cli_config import UsageError, config_from_args, default_cache_dir, load_protocol_file, option_flag
+from lossaug.config import TrainConfig
+
+if TYPE_CHECKING:
+    from lossaug.train import NonFiniteError, TrainingInterrupted
+
+__all__ = ["cmd_bench", "cmd_compare", "cmd_demo", "cmd_report", "cmd_show", "cmd_train", "stop_exit_code"]
+
+
+def stop_exit_code(stop: NonFiniteError | TrainingInterrupted, resume_hint: str) -> int:
+    """Report on stderr a run that stopped early and return the exit status: 1 for a non-finite step
+    (``NonFiniteError``); for SIGTERM/SIGINT (``TrainingInterrupted``) 128 + the signal number, with
+    ``resume_hint`` when a checkpoint was saved to resume from."""
+    from lossaug.train import TrainingInterrupted
+
+    if not isinstance(stop, TrainingInterrupted):
+        print(f"lossaug: error: {stop}", file=sys.stderr)
+        return 1
+    print(f"lossaug: {stop}", file=sys.stderr)
+    if stop.checkpoint is not None:
+        print(f"lossaug: {resume_hint}", file=sys.stderr)
+    return stop.exit_code
+
+
+def _reporter():
+    from lossaug.progress import ConsoleReporter
+
+    return ConsoleReporter(sys.stderr)
+
+
+def _resume_target(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any] | None]:
+    """For ``--resume``: the run directory and its saved config, or ``(None, None)`` to start afresh."""
+    from lossaug.checkpoint import has_checkpoint, newest_valid_checkpoint
+
+    if not args.resume:
+        return None, None
+    if args.resume == "auto":
+        if not getattr(args, "out", None):
+            raise UsageError("--resume auto needs --out RUN_DIR (resume there if it holds a checkpoint, else start)")
+        run_dir = Path(args.out)
+        if not has_checkpoint(run_dir):
+            return None, None
+    else:
+        run_dir = Path(args.resume)
+        if not run_dir.is_dir():
+            raise UsageError(f"--resume {run_dir}: no such run directory")
+        if getattr(args, "out", None) and Path(args.out).resolve() != run_dir.resolve():
+            raise UsageError(f"--resume {run_dir} and --out {args.out} disagree; a resumed run stays in its directory")
+    _, checkpoint = newest_valid_checkpoint(run_dir)
+    try:
+        saved = dataclasses.asdict(TrainConfig.from_dict(checkpoint["config"]))
+    except ValueError as error:
+        raise UsageError(f"checkpoint in {run_dir} has {error}") from None
+    return run_dir, {**saved, "out": str(run_dir)}
+
+
+def _join_process_group(device: str) -> int:
+    """Under torchrun (``WORLD_SIZE`` > 1) join the process group, NCCL on CUDA and gloo on CPU, with this
+    process on GPU ``LOCAL_RANK``; returns the rank (0 without torchrun)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch
+    import torch.distributed as dist
+
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lossaug.train import validate_config
+
+    run_dir, saved = _resume_target(args)
+    config = config_from_args(args, saved)
+    rank = _join_process_group(config.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        out = [config.out]  # the default run directory has a timestamp: take rank 0's
+        dist.broadcast_object_list(out, src=0)
+        config = dataclasses.replace(config, out=out[0])
+    validate_config(config)
+    try:
+        overwrite = args.overwrite or (
+            args.resume == "auto" and run_dir is None
+        )  # auto: nothing to resume, start there
+        code = _train_and_report(config, rank, resume=run_dir is not None, overwrite=overwrite)
+    except BaseException:
+        _leave_process_group(wait=False)  # another rank may never reach a barrier
+        raise
+    _leave_process_group(wait=True)
+    return code
+
+
+def _leave_process_group(wait: bool) -> None:
+    """Shut the process group down (after waiting for every rank): gloo's threads must not outlive it (seen
+    here: 'terminate called without an active exception' and SIGABRT at exit otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def _train_and_report(config: TrainConfig, rank: int, resume: bool, overwrite: bool) -> int:
+    from lossaug.train import NonFiniteError, TrainingInterrupted, train
+
+    try:
+        result = train(config, reporter=_reporter() if rank == 0 else None, resume=resume, overwrite=overwrite)
+    except (NonFiniteError, TrainingInterrupted) as stop:
+        return stop_exit_code(stop, f"resume with: lossaug train --resume {config.out}")
+    if rank > 0:
+        return 0
+    print(
+        f"test error {result.test_error:.2%}  train error {result.train_error:.2%}  "
+        f"{result.seconds:.1f}s training ({result.images_per_second:.0f} img/s)  -> {result.out_dir}"
+    )
+    return 0
+
+
+DEMO_NOTE = """\
+What this shows: both arms ran the same model, data, epochs and seed, so the time ratio is the price of scoring
+{candidates} candidates per image on this device. What it cannot show: whether selection helps. This is one seed
+of a small CNN on 5,000 images for {epochs} epochs, far from the published regime (PreActResNet-18, 50,000 images,
+200 epochs); a single seed cannot tell an effect of a point or two from seed-to-seed noise. Settle that with
+several seeds per arm."""
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lossaug.plots import plot_curves
+    from lossaug.train import train
+
+    out = Path(args.out)
+    common = dict(
+        dataset="mini",
+        model="cnn",
+        width=args.width,
+        setting="A",
+        epochs=args.epochs,
+        batch_size=128,
+        lr=0.2,
+        seed=args.seed,
+        device=args.device,
+        num_candidates=args.candidates,
+    )
+    results = {}
+    for method in ("baseline", "proposed"):
+        config = TrainConfig(**common, method=method, out=str(out / method))
+        results[method] = train(config, reporter=_reporter())
+    base = results["baseline"]
+    rows = [("method", "test error", "train error", "train time", "time ratio")]
+    for method, r in results.items():
+        rows.append(
+            (
+                method,
+                f"{r.test_error:.2%}",
+                f"{r.train_error:.2%}",
+                f"{r.seconds:.1f}s",
+                f"{r.seconds / base.seconds:.2f}x",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print(
+        f"\nlossaug demo: mini CIFAR-10, cnn width {args.width}, {args.epochs} epochs, seed {args.seed}, {base.device}"
+    )
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    plot = plot_curves({m: r.metrics for m, r in results.items()}, out / "comparison.png", title="lossaug demo")
+    summary = {
+        m: {
+            "test_error": r.test_error,
+            "train_error": r.train_error,
+            "seconds": r.seconds,
+            "time_ratio": r.seconds / base.seconds,
+            "run_dir": str(r.out_dir),
+        }
+        for m, r in results.items()
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nplot: {plot}\nsummary: {out / 'summary.json'}\n")
+    print(DEMO_NOTE.format(candidates=args.candidates, epochs=args.epochs))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from lossaug.compare import ARMS, CompareConfig, config_from_protocol, run_compare, summary_markdown
+    from lossaug.train import NonFiniteError, TrainingInterrupted
+
+    if args.protocol:
+        # A pre-registered protocol is run as committed: any other option would silently change it.
+        own = ("arms", "settings", "seeds", "config", "preset", "branch_at", "cost_ratio", "margin")
+        options = {k: option_flag(k) for k in (*own, "allow_mixed_commits")}
+        options.update({f.name: f.metadata.get("option", option_flag(f.name)) for f in dataclasses.fields(TrainConfig)})
+        typed = [option for name, option in options.items() if getattr(args, name, None) is not None]
+        if typed:
+            raise UsageError(f"--protocol {args.protocol} takes no other options, got {', '.join(typed)}; "
+                             "edit (and commit) the protocol file instead")  # fmt: skip
+        path = Path(args.protocol)
+        table, base = load_protocol_file(path)
+        config = config_from_protocol(table, base)
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        (Path(config.out) / "protocol.toml").write_text(path.read_text())  # the results carry what they ran
+    else:
+        if not getattr(args, "out", None):
+            raise UsageError("lossaug compare needs --out DIR (re-running with the same DIR skips finished runs)")
+        margin = 0.5 if args.margin is None else args.margin
+        config = CompareConfig(
+            base=config_from_args(args),
+            out=args.out,
+            arms=args.arms or ARMS,
+            settings=args.settings or ("A",),
+            seeds=args.seeds or (0, 1, 2),
+            branch_at=args.branch_at or 0.0,
+            cost_ratio=args.cost_ratio,
+            margin=margin / 100,
+            allow_mixed_commits=bool(args.allow_mixed_commits),
+        )
+    try:
+        summary = run_compare(config, reporter=_reporter())
+    except (NonFiniteError, TrainingInterrupted) as stop:
+        return stop_exit_code(stop, "run the same compare command again to continue where it stopped")
+    print(summary_markdown(summary))
+    print(f"summary: {Path(config.out) / 'summary.md'}, summary.json and forest.png")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lossaug.bench import BenchConfig, format_bench, run_bench
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    names = {f.name for f in dataclasses.fields(BenchConfig)}
+    config = BenchConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    reporter = _reporter()
+    result = run_bench(config, log=reporter.log)
+    print(format_bench(result))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lossaug.plots import plot_report, read_run
+
+    runs = {}
+    for directory in args.run_dirs:
+        label, records = read_run(Path(directory))
+        runs[label if label not in runs else f"{label} [{directory}]"] = records
+    path = plot_report(runs, Path(args.out), title=args.title)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from lossaug.show import load_run, show_candidates
+
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    run = load_run(Path(args.checkpoint), data=args.data, cache_dir=cache_dir)
+    path = show_candidates(run, Path(args.out), num_images=args.images, num_candidates=args.candidates, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
