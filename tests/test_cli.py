@@ -82,6 +82,35 @@ def test_bad_input_is_one_line_and_exit_status_2(argv, needle, capsys, tmp_path)
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_a_value_error_from_a_bug_keeps_its_traceback_and_only_input_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    """A plain ValueError raised inside training is a bug: main lets it propagate (the interpreter prints its
+    traceback) instead of reporting it as bad input. An InputError from the same place is one line, status 2;
+    LOSSAUG_DEBUG=1 shows its traceback too."""
+    import lossaug.step as step_module
+    from lossaug.errors import InputError
+
+    def fail_with(error):
+        def loss(*args, **kwargs):
+            raise error
+
+        return loss
+
+    monkeypatch.setattr(step_module, "training_loss", fail_with(ValueError("a bug deep in the step")))
+    with pytest.raises(ValueError, match="a bug deep in the step") as caught:
+        main(["train", *TINY, "--out", str(tmp_path / "bug")])
+    assert not isinstance(caught.value, InputError)
+    assert "lossaug: error" not in capsys.readouterr().err
+
+    monkeypatch.setattr(step_module, "training_loss", fail_with(InputError("bad value the user gave")))
+    assert main(["train", *TINY, "--out", str(tmp_path / "input")]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "lossaug: error: bad value the user gave" and "Traceback" not in err
+
+    monkeypatch.setenv("LOSSAUG_DEBUG", "1")
+    with pytest.raises(InputError, match="bad value the user gave"):
+        main(["train", *TINY, "--out", str(tmp_path / "debug")])
+
+
 def test_unknown_key_in_config_file_names_file_and_key(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text("epochs = 3\nlearning_rate = 0.1\n")
