@@ -155,3 +155,19 @@ def test_demo_command_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["baseline"]["time_ratio"] == 1.0 and summary["proposed"]["time_ratio"] > 0
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_run_that_stops_early_maps_to_one_exit_status_for_train_and_compare(capsys):
+    import signal
+    from pathlib import Path
+
+    from lossaug.cli_commands import stop_exit_code
+    from lossaug.train import NonFiniteError, TrainingInterrupted
+
+    assert stop_exit_code(NonFiniteError("non-finite loss at step 6"), "HINT") == 1
+    assert capsys.readouterr().err == "lossaug: error: non-finite loss at step 6\n"
+    assert stop_exit_code(TrainingInterrupted(signal.SIGTERM, Path("run/checkpoint.pt"), 5), "HINT") == 143
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("lossaug: SIGTERM received: stopped after step 5") and err[1] == "lossaug: HINT"
+    assert stop_exit_code(TrainingInterrupted(signal.SIGINT, None, 2), "HINT") == 130
+    assert "HINT" not in capsys.readouterr().err  # nothing saved, nothing to resume
