@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lossaug import _archive, data
+from lossaug import _archive, cifar, data
 from lossaug.data import (
     ImageDataset,
     data_fingerprint,
@@ -161,7 +161,7 @@ def test_cifar_download_round_trips_pixels_and_labels(server, monkeypatch, tmp_p
     _assert_matches(again, expected, classes)
     _assert_matches(load_dataset(name, tmp_path / "cache" / filename), expected, classes)
     safe_extract(tmp_path / "cache" / filename, tmp_path / "extracted")
-    folder = data._CIFAR_LAYOUTS[name].folder
+    folder = cifar._CIFAR_LAYOUTS[name].folder
     _assert_matches(load_dataset(name, tmp_path / "extracted"), expected, classes)
     _assert_matches(load_dataset(name, tmp_path / "extracted" / folder), expected, classes)
     assert len(server.requests) == 1
@@ -172,7 +172,7 @@ def test_cifar_pixel_layout_is_rgb_planes():
     image[0, 1, 2, 3] = 7  # green, row 2, column 3
     rows = _cifar_rows(image)
     assert rows[0, 1024 + 2 * 32 + 3] == 7 and rows.sum() == 7
-    split = data._cifar_split([("x", {"data": rows, "labels": [0]})], "labels", 10)
+    split = cifar._cifar_split([("x", {"data": rows, "labels": [0]})], "labels", 10)
     assert split.images[0, 1, 2, 3] == 7 and int(split.images.sum()) == 7
 
 
@@ -282,14 +282,14 @@ def test_official_python2_batch_layout_and_numpy_redumps_load():
     with warnings.catch_warnings():  # oracle: numpy's own unpickling of it (numpy 2 warns about numpy.core)
         warnings.simplefilter("ignore")
         np.testing.assert_array_equal(pickle.loads(blob, encoding="latin1")["data"], rows)
-    batches = [("py2", data._unpickle_batch(blob, "py2"))]
+    batches = [("py2", cifar._unpickle_batch(blob, "py2"))]
     for protocol in range(2, 6):
         blob = pickle.dumps({"data": rows, "labels": [1, 0, 9]}, protocol=protocol)
-        batches.append((f"protocol {protocol}", data._unpickle_batch(blob, f"protocol {protocol}")))
+        batches.append((f"protocol {protocol}", cifar._unpickle_batch(blob, f"protocol {protocol}")))
     for where, batch in batches:
         assert batch["data"].dtype == np.uint8 and batch["labels"] == [1, 0, 9], where
         np.testing.assert_array_equal(batch["data"], rows, err_msg=where)
-    split = data._cifar_split(batches, "labels", 10)
+    split = cifar._cifar_split(batches, "labels", 10)
     assert split.images.shape == (15, 3, 32, 32) and split.images.is_contiguous()
 
 
@@ -320,7 +320,7 @@ def test_tiny_pickles_cannot_allocate_memory(name):
     tracemalloc.start()
     try:
         with pytest.raises(ValueError, match=rf"cannot read CIFAR batch x:.*{reason}") as error:
-            data._unpickle_batch(blob, "x")
+            cifar._unpickle_batch(blob, "x")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -333,15 +333,15 @@ def test_pickle_cannot_modify_the_allowed_globals(module, name):
     # BUILD with slot state (None, {"pwned": 1}) calls setattr on its object: on a global, for every later load.
     blob = f"\x80\x02c{module}\n{name}\nN}}U\x05pwnedK\x01s\x86b.".encode("latin1")
     with pytest.raises(ValueError, match="cannot read CIFAR batch"):
-        data._unpickle_batch(blob, "x")
-    assert not hasattr(data._PICKLE_GLOBALS[(module, name)], "pwned")
+        cifar._unpickle_batch(blob, "x")
+    assert not hasattr(cifar._PICKLE_GLOBALS[(module, name)], "pwned")
 
 
 def test_oversized_cifar_member_is_refused_before_reading(tmp_path, monkeypatch):
     archive, _, _ = _fake_cifar("cifar10")
     path = tmp_path / "cifar-10-python.tar.gz"
     path.write_bytes(archive)
-    monkeypatch.setattr(data, "_MAX_CIFAR_FILE", 1000)
+    monkeypatch.setattr(cifar, "_MAX_CIFAR_FILE", 1000)
     with pytest.raises(ValueError, match=r"member cifar-10-batches-py/\w+ is \d+ bytes, over the 1000"):
         load_cifar("cifar10", path, cache_dir=None, verify=False)
 
