@@ -2,7 +2,7 @@
 
 Sources: the Free Spoken Digit Dataset (FSDD; its archive or extracted folder) and any audio folder
 ``root/{train,test}/<class>/<clip>`` or an archive of one. Every loader returns an ``AudioDataset`` whose splits hold
-``(N,1,T)`` int16 waveforms at one sample rate: clips are mixed to mono, resampled with ``lossaug.audio.resample``
+``(N,1,T)`` int16 waveforms at one sample rate: clips are mixed to mono, resampled with ``lossaug.audio_io.resample``
 (band-limited) and centred in a fixed length, zero-padded or cropped equally at both ends.
 
 PCM WAV (8-bit unsigned, 16/24/32-bit signed) is read with the standard library's ``wave``; other files (FLAC, OGG,
@@ -15,12 +15,10 @@ cached there under a hash of the content and the options, written atomically.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import re
 import tarfile
-import wave
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,7 +30,8 @@ import torch
 from torch import Tensor
 
 from lossaug import _archive
-from lossaug.audio import resample
+from lossaug.audio_io import Clip, clips_to_arrays, decode_audio
+from lossaug.data_types import Log, silent
 from lossaug.errors import InputError
 
 __all__ = [
@@ -45,8 +44,6 @@ __all__ = [
     "load_fsdd",
 ]
 
-Log = Callable[[str], None]
-
 WAV_SUFFIXES = (".wav", ".wave")
 AUDIO_SUFFIXES = (*WAV_SUFFIXES, ".flac", ".ogg", ".oga", ".aif", ".aiff")  # all but WAV need soundfile
 FSDD_CLASSES = tuple(str(digit) for digit in range(10))
@@ -54,12 +51,7 @@ FSDD_TEST_INDICES = range(5)  # the data set's own split: recordings 0-4 of each
 _FSDD_NAME = re.compile(r"(\d)_([A-Za-z]+)_(\d+)\.wav")
 _SPLITS = ("train", "test")
 _TEST_SPLIT_NAMES = ("test", "val")  # the first that exists is the test split, as for image folders
-_CLIP_PERCENTILE = 95  # the default clip length covers this percentile of training clip lengths
 _CACHE_VERSION = 1  # bump when the decoded layout changes, so old cache files are never read
-
-
-def _silent(_message: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -117,134 +109,6 @@ class AudioDataset:
         return self.train.waveforms.shape[-1] / self.sample_rate
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Decoding one file
-
-
-class _Clip(NamedTuple):
-    where: str  # shown in errors: a file path, or archive:member
-    source: Path | bytes
-
-
-def _pcm_to_float(raw: bytes, width: int, channels: int) -> np.ndarray:
-    """``(frames, channels)`` float32 in [-1, 1] from little-endian PCM: 8-bit unsigned, 16/24/32-bit signed."""
-    raw = raw[: len(raw) - len(raw) % (width * channels)]  # a truncated last frame is dropped
-    if width == 1:
-        samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
-    elif width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        value = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        samples = ((value ^ 0x800000) - 0x800000).astype(np.float32) / 2**23  # sign-extend 24 bits
-    else:
-        samples = np.frombuffer(raw, f"<i{width}").astype(np.float32) / 2 ** (8 * width - 1)
-    return samples.reshape(-1, channels)
-
-
-def _read_with_soundfile(source: Path | bytes, where: str, reason: str) -> tuple[np.ndarray, int]:
-    try:
-        import soundfile
-    except ImportError:
-        raise InputError(
-            f"cannot read audio file {where}: {reason}; only PCM WAV is read without the optional "
-            "'soundfile' package (pip install soundfile)"
-        ) from None
-    try:
-        samples, rate = soundfile.read(
-            io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32", always_2d=True
-        )
-    except Exception as e:  # libsndfile reports bad files as RuntimeError subclasses, among others
-        raise InputError(f"cannot read audio file {where}: {reason}, and soundfile cannot either ({e})") from e
-    return samples, int(rate)
-
-
-def decode_audio(source: Path | bytes, where: str | None = None) -> tuple[np.ndarray, int]:
-    """``(samples (T,) float32 mono in [-1, 1], sample_rate)`` of one file (a path or its bytes); channels are
-    averaged. ``where`` names the file in errors (default: the path).
-
-    A file that cannot be read, holds no samples, is not audio or has an unsupported sample width raises a
-    one-line ValueError naming it."""
-    where = where or (str(source) if isinstance(source, Path) else "<bytes>")
-    try:
-        if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
-            raise InputError(f"cannot read audio file {where}: empty file (0 bytes)")
-        with wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), "rb") as w:
-            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            raw = w.readframes(w.getnframes())
-    except OSError as e:
-        raise InputError(f"cannot read audio file {where}: {e.strerror or e}") from e
-    except (wave.Error, EOFError) as e:
-        # Not a PCM WAV the standard library reads: float or extensible WAV, FLAC, ..., or not audio at all.
-        samples, rate = _read_with_soundfile(source, where, f"not a PCM WAV file ({e or 'truncated header'})")
-        channels = samples.shape[1]
-    else:
-        if width not in (1, 2, 3, 4):
-            raise InputError(f"cannot read audio file {where}: unsupported sample width {8 * width} bits")
-        samples = _pcm_to_float(raw, width, channels)
-    if rate <= 0 or channels < 1:
-        raise InputError(f"cannot read audio file {where}: bad header ({channels} channels at {rate} Hz)")
-    if len(samples) == 0:
-        raise InputError(f"cannot read audio file {where}: empty (no samples)")
-    return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)), rate
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# From decoded clips to fixed-length int16 arrays
-
-
-def _resolve_rate(rates: list[int], clips: list[_Clip], sample_rate: int | None) -> int:
-    if sample_rate is not None:
-        return sample_rate
-    distinct = sorted(set(rates))
-    if len(distinct) == 1:
-        return distinct[0]
-    first = {rate: clips[rates.index(rate)].where for rate in distinct[:2]}
-    examples = ", ".join(f"{where} at {rate} Hz" for rate, where in first.items())
-    raise InputError(
-        f"clips have different sample rates ({', '.join(map(str, distinct))} Hz; e.g. {examples}); "
-        "pass sample_rate (--sample-rate) to resample them all to one"
-    )
-
-
-def _fit(samples: np.ndarray, length: int) -> np.ndarray:
-    """``samples (T,)`` float in [-1, 1] as ``(length,)`` int16, centred: padded or cropped equally at both ends."""
-    ints = np.clip(np.round(samples * 32768), -32768, 32767).astype(np.int16)
-    out = np.zeros(length, dtype=np.int16)
-    if len(ints) >= length:
-        start = (len(ints) - length) // 2
-        out[:] = ints[start : start + length]
-    else:
-        start = (length - len(ints)) // 2
-        out[start : start + len(ints)] = ints
-    return out
-
-
-def _to_arrays(
-    clips: list[_Clip], num_train: int, sample_rate: int | None, clip_seconds: float | None, log: Log
-) -> tuple[np.ndarray, int]:
-    """``(waveforms (N,1,T) int16, sample_rate)`` for ``clips``, the first ``num_train`` being training clips."""
-    decoded = [decode_audio(clip.source, clip.where) for clip in clips]
-    rates = [rate for _, rate in decoded]
-    rate = _resolve_rate(rates, clips, sample_rate)
-    if any(r != rate for r in rates):
-        log(f"resampling clips from {', '.join(map(str, sorted(set(rates) - {rate})))} Hz to {rate} Hz")
-    signals = [samples if r == rate else resample(torch.from_numpy(samples), r, rate).numpy() for samples, r in decoded]
-    lengths = np.array([len(s) for s in signals])
-    if clip_seconds is None:
-        # Rounded up to 10 ms, so the chosen length reads well and still covers the percentile.
-        clip_seconds = math.ceil(np.percentile(lengths[:num_train], _CLIP_PERCENTILE) / rate * 100) / 100
-        reason = f"enough for the {_CLIP_PERCENTILE}th percentile of training clips"
-    else:
-        reason = "as given"
-    length = max(1, round(clip_seconds * rate))
-    cropped_train = int((lengths[:num_train] > length).sum())
-    cropped_test = int((lengths[num_train:] > length).sum())
-    log(
-        f"clip length {clip_seconds:g} s ({length} samples at {rate} Hz), {reason}; cropped {cropped_train} of "
-        f"{num_train} train and {cropped_test} of {len(clips) - num_train} test clips, padded the rest"
-    )
-    return np.stack([_fit(s, length) for s in signals])[:, None, :], rate
-
-
 def _check_options(sample_rate: int | None, clip_seconds: float | None) -> None:
     if sample_rate is not None and (
         isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1
@@ -255,7 +119,7 @@ def _check_options(sample_rate: int | None, clip_seconds: float | None) -> None:
 
 
 # split name ("train"/"test") -> class name -> clips in load order
-_Tree = dict[str, dict[str, list[_Clip]]]
+_Tree = dict[str, dict[str, list[Clip]]]
 
 
 def _decode_tree(
@@ -277,7 +141,7 @@ def _decode_tree(
         raise InputError(f"{where}: no training clips")
     log(f"decoding {num_train + len(clips['test'])} clips from {where}...")
     # One pass over both splits, so the sample-rate check covers every clip.
-    waveforms, rate = _to_arrays(clips["train"] + clips["test"], num_train, sample_rate, clip_seconds, log)
+    waveforms, rate = clips_to_arrays(clips["train"] + clips["test"], num_train, sample_rate, clip_seconds, log)
     waveforms = torch.from_numpy(waveforms)
     return AudioDataset(
         name=name,
@@ -330,7 +194,7 @@ def _write_cache(path: Path, dataset: AudioDataset, log: Log) -> None:
     log(f"cached decoded clips in {path}")
 
 
-def _clips_hash(clips: list[_Clip], root: Path) -> str:
+def _clips_hash(clips: list[Clip], root: Path) -> str:
     """sha256 over every file's path relative to ``root`` and its bytes, in load order."""
     h = hashlib.sha256()
     for clip in clips:
@@ -393,10 +257,10 @@ class _Recording(NamedTuple):
     digit: int
     speaker: str
     index: int
-    clip: _Clip
+    clip: Clip
 
 
-def _parse_recording(file_name: str, clip: _Clip) -> _Recording:
+def _parse_recording(file_name: str, clip: Clip) -> _Recording:
     match = _FSDD_NAME.fullmatch(file_name)
     if match is None:
         raise InputError(
@@ -419,7 +283,7 @@ def _fsdd_folder(path: Path) -> Path:
 def _fsdd_recordings(path: Path) -> list[_Recording]:
     if path.is_file():
         recordings = [
-            _parse_recording(name.name, _Clip(f"{path}:{name}", data))
+            _parse_recording(name.name, Clip(f"{path}:{name}", data))
             for name, data in _archive_members(path)
             if name.parent.name == "recordings" and name.suffix.lower() == ".wav" and not name.name.startswith(".")
         ]
@@ -428,7 +292,7 @@ def _fsdd_recordings(path: Path) -> list[_Recording]:
     else:
         folder = _fsdd_folder(path)
         files = sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(".wav"))
-        recordings = [_parse_recording(f, _Clip(str(folder / f), folder / f)) for f in files if not f.startswith(".")]
+        recordings = [_parse_recording(f, Clip(str(folder / f), folder / f)) for f in files if not f.startswith(".")]
     return sorted(recordings, key=lambda r: (r.digit, r.speaker, r.index))
 
 
@@ -460,7 +324,7 @@ def load_fsdd(
     percentile of training clip lengths) and ``cache_dir``.
     """
     path = Path(path)
-    say = log or _silent
+    say = log or silent
     _check_options(sample_rate, clip_seconds)
     if not path.exists():
         raise FileNotFoundError(f"FSDD data not found: {path}")
@@ -487,8 +351,8 @@ def load_fsdd(
 # Audio folders: root/{train,test}/<class>/<clip>
 
 
-def _scan_split(split_dir: Path) -> dict[str, list[_Clip]]:
-    classes: dict[str, list[_Clip]] = {}
+def _scan_split(split_dir: Path) -> dict[str, list[Clip]]:
+    classes: dict[str, list[Clip]] = {}
     for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
         if entry.name.startswith("."):
             continue
@@ -496,7 +360,7 @@ def _scan_split(split_dir: Path) -> dict[str, list[_Clip]]:
             files = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and _is_audio_name(e.name))
             if not files:
                 raise InputError(f"class folder {entry.path} has no audio files ({', '.join(AUDIO_SUFFIXES)})")
-            classes[entry.name] = [_Clip(str(Path(entry.path, f)), Path(entry.path, f)) for f in files]
+            classes[entry.name] = [Clip(str(Path(entry.path, f)), Path(entry.path, f)) for f in files]
         elif _is_audio_name(entry.name):
             raise InputError(f"audio file {entry.path} is not in a class folder; expected {split_dir}/<class>/<clip>")
     if not classes:
@@ -526,7 +390,7 @@ def _tree_from_archive(archive: Path) -> _Tree:
         parts = name.parts[strip:]
         if len(parts) == 3 and parts[0] in ("train", test_name):
             split = "train" if parts[0] == "train" else "test"
-            tree[split].setdefault(parts[1], []).append(_Clip(f"{archive}:{name}", data))
+            tree[split].setdefault(parts[1], []).append(Clip(f"{archive}:{name}", data))
     if not tree["train"] or not tree["test"]:
         raise InputError(
             f"archive {archive} has no train/<class>/<clip> and test/<class>/<clip> (or val/) audio files "
@@ -559,7 +423,7 @@ def load_audio_folder(
     ``sample_rate``, ``clip_seconds`` and ``cache_dir``.
     """
     root = Path(root)
-    say = log or _silent
+    say = log or silent
     _check_options(sample_rate, clip_seconds)
     if not root.exists():
         raise FileNotFoundError(f"audio folder not found: {root}")

@@ -1,0 +1,187 @@
+"""Reading audio: one file to float samples (``decode_audio``: PCM WAV with the standard library, anything else
+through the optional ``soundfile``), band-limited resampling (``resample``), and a list of clips to one
+``(N,1,T)`` int16 array at one rate and one length (``clips_to_arrays``).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import wave
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lossaug.data_types import Log
+from lossaug.errors import InputError
+
+__all__ = ["Clip", "clips_to_arrays", "decode_audio", "resample"]
+
+_CLIP_PERCENTILE = 95  # the default clip length covers this percentile of training clip lengths
+
+
+class Clip(NamedTuple):
+    """One audio file to load: where it is (named in errors) and its path or bytes."""
+
+    where: str  # shown in errors: a file path, or archive:member
+    source: Path | bytes
+
+
+def _pcm_to_float(raw: bytes, width: int, channels: int) -> np.ndarray:
+    """``(frames, channels)`` float32 in [-1, 1] from little-endian PCM: 8-bit unsigned, 16/24/32-bit signed."""
+    raw = raw[: len(raw) - len(raw) % (width * channels)]  # a truncated last frame is dropped
+    if width == 1:
+        samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        value = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        samples = ((value ^ 0x800000) - 0x800000).astype(np.float32) / 2**23  # sign-extend 24 bits
+    else:
+        samples = np.frombuffer(raw, f"<i{width}").astype(np.float32) / 2 ** (8 * width - 1)
+    return samples.reshape(-1, channels)
+
+
+def _read_with_soundfile(source: Path | bytes, where: str, reason: str) -> tuple[np.ndarray, int]:
+    try:
+        import soundfile
+    except ImportError:
+        raise InputError(
+            f"cannot read audio file {where}: {reason}; only PCM WAV is read without the optional "
+            "'soundfile' package (pip install soundfile)"
+        ) from None
+    try:
+        samples, rate = soundfile.read(
+            io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32", always_2d=True
+        )
+    except Exception as e:  # libsndfile reports bad files as RuntimeError subclasses, among others
+        raise InputError(f"cannot read audio file {where}: {reason}, and soundfile cannot either ({e})") from e
+    return samples, int(rate)
+
+
+def decode_audio(source: Path | bytes, where: str | None = None) -> tuple[np.ndarray, int]:
+    """``(samples (T,) float32 mono in [-1, 1], sample_rate)`` of one file (a path or its bytes); channels are
+    averaged. ``where`` names the file in errors (default: the path).
+
+    A file that cannot be read, holds no samples, is not audio or has an unsupported sample width raises a
+    one-line ValueError naming it."""
+    where = where or (str(source) if isinstance(source, Path) else "<bytes>")
+    try:
+        if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
+            raise InputError(f"cannot read audio file {where}: empty file (0 bytes)")
+        with wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), "rb") as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            raw = w.readframes(w.getnframes())
+    except OSError as e:
+        raise InputError(f"cannot read audio file {where}: {e.strerror or e}") from e
+    except (wave.Error, EOFError) as e:
+        # Not a PCM WAV the standard library reads: float or extensible WAV, FLAC, ..., or not audio at all.
+        samples, rate = _read_with_soundfile(source, where, f"not a PCM WAV file ({e or 'truncated header'})")
+        channels = samples.shape[1]
+    else:
+        if width not in (1, 2, 3, 4):
+            raise InputError(f"cannot read audio file {where}: unsupported sample width {8 * width} bits")
+        samples = _pcm_to_float(raw, width, channels)
+    if rate <= 0 or channels < 1:
+        raise InputError(f"cannot read audio file {where}: bad header ({channels} channels at {rate} Hz)")
+    if len(samples) == 0:
+        raise InputError(f"cannot read audio file {where}: empty (no samples)")
+    return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)), rate
+
+
+@functools.lru_cache(maxsize=16)
+def _sinc_kernel(orig: int, new: int, zero_crossings: int, rolloff: float) -> tuple[Tensor, int]:
+    """``(kernel (new,1,L) float32, width)``: one Hann-windowed sinc low-pass filter per output phase."""
+    cutoff = min(orig, new) * rolloff  # in cycles per gcd-period; the pass band ends at cutoff / 2
+    width = math.ceil(zero_crossings * orig / cutoff)  # input samples either side of an output sample
+    offsets = torch.arange(-width, width + orig, dtype=torch.float64) / orig  # input times from a frame's start
+    t = (offsets.view(1, -1) - torch.arange(new, dtype=torch.float64).view(-1, 1) / new) * cutoff  # (new,L)
+    t = t.clamp(-zero_crossings, zero_crossings)
+    window = torch.cos(t * math.pi / zero_crossings / 2) ** 2
+    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(math.pi * t) / (math.pi * t).where(t != 0, 1.0))
+    return (sinc * window * cutoff / orig).to(torch.float32).unsqueeze(1), width
+
+
+def resample(
+    waveforms: Tensor, orig_rate: int, new_rate: int, *, zero_crossings: int = 6, rolloff: float = 0.99
+) -> Tensor:
+    """``waveforms (...,T)`` float at ``orig_rate`` Hz resampled to ``new_rate``: ``(..., ceil(T*new/orig))``.
+
+    Band-limited polyphase resampling with a Hann-windowed sinc (the method of torchaudio's default
+    ``sinc_interp_hann``, written here because torchaudio's wheels do not load beside this torch): the rates are
+    reduced by their gcd to ``orig`` in and ``new`` out per period, and one strided convolution applies ``new``
+    filters, one per output phase, each spanning ``zero_crossings`` zero crossings of a low-pass at ``rolloff``
+    times the lower Nyquist frequency. The clip is zero-padded at both ends.
+    """
+    if orig_rate <= 0 or new_rate <= 0:
+        raise InputError(f"sample rates must be positive, got {orig_rate} -> {new_rate}")
+    if not waveforms.is_floating_point():
+        raise InputError(f"resample needs floating-point waveforms, got {waveforms.dtype}")
+    if orig_rate == new_rate:
+        return waveforms.clone()
+    gcd = math.gcd(orig_rate, new_rate)
+    orig, new = orig_rate // gcd, new_rate // gcd
+    kernel, width = _sinc_kernel(orig, new, zero_crossings, rolloff)
+    *batch, length = waveforms.shape
+    x = F.pad(waveforms.reshape(-1, 1, length), (width, width + orig))
+    phases = F.conv1d(x, kernel.to(device=x.device, dtype=x.dtype), stride=orig)  # (N,new,frames)
+    out = phases.transpose(1, 2).reshape(x.shape[0], -1)[:, : math.ceil(new * length / orig)]
+    return out.reshape(*batch, -1)
+
+
+def _resolve_rate(rates: list[int], clips: list[Clip], sample_rate: int | None) -> int:
+    if sample_rate is not None:
+        return sample_rate
+    distinct = sorted(set(rates))
+    if len(distinct) == 1:
+        return distinct[0]
+    first = {rate: clips[rates.index(rate)].where for rate in distinct[:2]}
+    examples = ", ".join(f"{where} at {rate} Hz" for rate, where in first.items())
+    raise InputError(
+        f"clips have different sample rates ({', '.join(map(str, distinct))} Hz; e.g. {examples}); "
+        "pass sample_rate (--sample-rate) to resample them all to one"
+    )
+
+
+def _fit(samples: np.ndarray, length: int) -> np.ndarray:
+    """``samples (T,)`` float in [-1, 1] as ``(length,)`` int16, centred: padded or cropped equally at both ends."""
+    ints = np.clip(np.round(samples * 32768), -32768, 32767).astype(np.int16)
+    out = np.zeros(length, dtype=np.int16)
+    if len(ints) >= length:
+        start = (len(ints) - length) // 2
+        out[:] = ints[start : start + length]
+    else:
+        start = (length - len(ints)) // 2
+        out[start : start + len(ints)] = ints
+    return out
+
+
+def clips_to_arrays(
+    clips: list[Clip], num_train: int, sample_rate: int | None, clip_seconds: float | None, log: Log
+) -> tuple[np.ndarray, int]:
+    """``(waveforms (N,1,T) int16, sample_rate)`` for ``clips``, the first ``num_train`` being training clips."""
+    decoded = [decode_audio(clip.source, clip.where) for clip in clips]
+    rates = [rate for _, rate in decoded]
+    rate = _resolve_rate(rates, clips, sample_rate)
+    if any(r != rate for r in rates):
+        log(f"resampling clips from {', '.join(map(str, sorted(set(rates) - {rate})))} Hz to {rate} Hz")
+    signals = [samples if r == rate else resample(torch.from_numpy(samples), r, rate).numpy() for samples, r in decoded]
+    lengths = np.array([len(s) for s in signals])
+    if clip_seconds is None:
+        # Rounded up to 10 ms, so the chosen length reads well and still covers the percentile.
+        clip_seconds = math.ceil(np.percentile(lengths[:num_train], _CLIP_PERCENTILE) / rate * 100) / 100
+        reason = f"enough for the {_CLIP_PERCENTILE}th percentile of training clips"
+    else:
+        reason = "as given"
+    length = max(1, round(clip_seconds * rate))
+    cropped_train = int((lengths[:num_train] > length).sum())
+    cropped_test = int((lengths[num_train:] > length).sum())
+    log(
+        f"clip length {clip_seconds:g} s ({length} samples at {rate} Hz), {reason}; cropped {cropped_train} of "
+        f"{num_train} train and {cropped_test} of {len(clips) - num_train} test clips, padded the rest"
+    )
+    return np.stack([_fit(s, length) for s in signals])[:, None, :], rate
