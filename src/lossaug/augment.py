@@ -159,6 +159,10 @@ def cutout(images: Tensor, size: int, *, fill: Fill = 0, generator: torch.Genera
 class HorizontalFlip:
     p: float = 0.5
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.p <= 1:
+            raise InputError(f"flip probability must be in [0, 1], got {self.p}")
+
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return horizontal_flip(images, self.p, generator=generator)
 
@@ -168,6 +172,10 @@ class RandomCrop:
     padding: int = 4
     fill: Fill = 0
 
+    def __post_init__(self) -> None:
+        if self.padding < 0:
+            raise InputError(f"crop padding must be >= 0 pixels, got {self.padding}")
+
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return random_crop(images, self.padding, fill=self.fill, generator=generator)
 
@@ -176,6 +184,10 @@ class RandomCrop:
 class Cutout:
     size: int = 16
     fill: Fill = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise InputError(f"cutout size must be >= 1 pixel, got {self.size}")
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return cutout(images, self.size, fill=self.fill, generator=generator)
