@@ -70,6 +70,7 @@ def test_proxy_never_receives_gradients_from_the_main_loss():
     assert all(torch.equal(g, p.grad) for g, p in zip(model_grads, model.parameters(), strict=True))
 
 
+@pytest.mark.slow  # ~6 s: three proxy runs
 def test_proxy_run_resumes_bit_for_bit(tmp_path):
     config = TrainConfig(**TINY, proxy_model="cnn", proxy_width=2, checkpoint_every=3, out=str(tmp_path / "run"))
     reference = train(TrainConfig(**{**TINY, "seed": 0}, proxy_model="cnn", proxy_width=2))
@@ -104,6 +105,7 @@ def test_bad_cheap_options(change, match):
         validate_config(TrainConfig(**{**TINY, **change}))
 
 
+@pytest.mark.slow  # torch.compile, ~20 s on 2 cores
 def test_compiled_scoring_gives_the_same_selection_probabilities():
     """torch.compile of the scoring model (~30 s of compilation on 2 CPU cores) scores like the eager model."""
     config = dict(**{**TINY, "epochs": 1, "train_size": 64}, checkpoint_every=0)

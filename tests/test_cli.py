@@ -119,6 +119,7 @@ def test_unknown_key_in_config_file_names_file_and_key(tmp_path, capsys):
     assert "unknown option 'learning_rate'" in err and str(path) in err
 
 
+@pytest.mark.slow  # subprocess: python -m lossaug
 def test_python_dash_m_help_lists_the_fixed_options():
     out = subprocess.run([sys.executable, "-m", "lossaug", "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
@@ -146,6 +147,7 @@ def test_python_dash_m_help_lists_the_fixed_options():
         assert option in out.stdout, option
 
 
+@pytest.mark.slow  # ~10 s: two training runs
 def test_demo_command_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--epochs", "1", "--width", "2", "--out", str(out), "--device", "cpu"]) == 0

@@ -422,6 +422,7 @@ def test_compare_command_options(tmp_path, capsys, monkeypatch):
     assert "lossaug compare needs --out DIR" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # subprocess: experiments/gpu_protocol.py, ~10 s
 def test_gpu_protocol_script_runs_tiny_on_cpu(tmp_path):
     import subprocess
 
@@ -445,6 +446,7 @@ def test_compare_refuses_to_reuse_runs_made_with_other_options(tmp_path, monkeyp
         run_compare(changed)
 
 
+@pytest.mark.slow  # ~6 s: a real compare
 def test_report_reader_and_command_on_a_real_run(tmp_path, capsys):
     from lossaug.plots import read_run
     from lossaug.train import train
@@ -460,6 +462,7 @@ def test_report_reader_and_command_on_a_real_run(tmp_path, capsys):
     assert "no metrics.jsonl" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~5 s: trunk and branches trained
 def test_branch_at_end_to_end_on_cpu(tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
     argv = ["compare", "--branch-at", "0.5", "--cost-ratio", "2", "--arms", "baseline,proposed,baseline-equal-time",

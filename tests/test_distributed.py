@@ -8,7 +8,10 @@ import sys
 import pytest
 import torch.distributed
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
+pytestmark = [
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built"),
+    pytest.mark.slow,  # torchrun: two worker processes per run
+]
 
 
 def torchrun(*argv: str, cache) -> subprocess.CompletedProcess:

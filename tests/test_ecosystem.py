@@ -162,6 +162,7 @@ def test_multiview_batch_feeds_select_candidates():
 # ---------------------------------------------------------------- Lightning
 
 
+@pytest.mark.slow  # subprocess: a fresh interpreter
 def test_importing_lossaug_does_not_import_lightning():
     code = "import sys, lossaug, lossaug.data, lossaug.cli; sys.exit('lightning' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -21,6 +21,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # subprocess: each example script, 3-6 s
 @pytest.mark.parametrize("script, arguments, needs, expected", CASES, ids=[case[0] for case in CASES])
 def test_example_runs(script, arguments, needs, expected):
     if needs is not None and importlib.util.find_spec(needs) is None:

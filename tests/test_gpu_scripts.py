@@ -34,6 +34,7 @@ def check_lines(stdout: str) -> dict[str, str]:
     return {m.group(2): m.group(1) for m in map(LINE.match, stdout.splitlines()) if m}
 
 
+@pytest.mark.slow  # subprocess: experiments/gpu_check.sh
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA behaviour")
 def test_script_without_cuda_prints_skip_lines_and_writes_json(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
@@ -87,6 +88,7 @@ def test_ddp_outcome_passes_equal_checksums_and_expects_nccl_to_fail_on_one_gpu(
     assert outcome.status == "FAIL" and "Duplicate GPU" in outcome.note
 
 
+@pytest.mark.slow  # subprocess, waits out a 1 s timeout
 def test_a_hanging_command_is_killed_at_its_timeout(tmp_path):
     ctx = gpu_check.Context(gpu_check.rehearsal_scale("c"), tmp_path, dict(os.environ), deadline=1e18)
     run = ctx.run([sys.executable, "-c", "import time; time.sleep(60)"], timeout=1)

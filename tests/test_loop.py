@@ -53,6 +53,7 @@ def test_stretched_tail_keeps_the_trunk_then_ends_at_zero():
     assert [same(s) for s in range(101)] == [trunk(s) for s in range(101)]
 
 
+@pytest.mark.slow  # ~10 s: a trunk and four branches
 def test_branches_share_the_trunk_bit_for_bit_and_the_baseline_branch_equals_the_plain_run(tmp_path):
     plain = train(TrainConfig(**TINY, method="baseline"))
     trunk_dir = tmp_path / "trunk"

@@ -131,6 +131,7 @@ def run_cli(*argv: str, env=None) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow  # subprocesses, ~30 s
 def test_kill_dash_9_at_a_random_step_then_resume_equals_uninterrupted(tmp_path):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     process = run_cli(*cli_args(killed_dir))
@@ -155,6 +156,7 @@ def test_kill_dash_9_at_a_random_step_then_resume_equals_uninterrupted(tmp_path)
     assert json.loads((killed_dir / "config.json").read_text())["resumed_from_step"] == killed_at
 
 
+@pytest.mark.slow  # subprocess, ~11 s
 def test_sigterm_to_the_cli_exits_143_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     process = run_cli(*cli_args(out))

@@ -129,6 +129,7 @@ with rundir.RunLock(sys.argv[2]):
 """
 
 
+@pytest.mark.slow  # subprocess holding the lock
 def test_run_lock_names_the_holder_and_is_freed_by_kill_9(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLD_LOCK, str(SRC / "rundir.py"), str(tmp_path)], stdout=subprocess.PIPE, text=True
@@ -265,6 +266,7 @@ archive.safe_extract(sys.argv[2], sys.argv[3])
 """
 
 
+@pytest.mark.slow  # subprocess
 def test_sigterm_during_extraction_removes_the_partial_folder(tmp_path):
     source = tmp_path / "a.tar"
     with tarfile.open(source, "w") as tar:

@@ -22,6 +22,7 @@ from lossaug.train import (
 TINY = dict(dataset="mini", train_size=256, model="cnn", width=4, epochs=1, batch_size=64, lr=0.05, device="cpu")
 
 
+@pytest.mark.slow  # ~7 s
 def test_train_writes_every_output_file(tmp_path):
     out = tmp_path / "run"
     result = train(TrainConfig(**{**TINY, "epochs": 2}, method="proposed", out=str(out)))
