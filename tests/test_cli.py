@@ -66,7 +66,7 @@ def test_config_file_and_precedence(tmp_path):
     "argv,needle",
     [
         (["train", "--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'cifar10', 'cifar100'"),
-        (["train", "--model", "vit"], "invalid choice: 'vit' (choose from 'preact_resnet18', 'cnn', 'fast_resnet')"),
+        (["train", "--model", "vit"], "invalid choice: 'vit' (choose from 'preact_resnet18', 'cnn', 'fast_resnet'"),
         (["train", "--frobnicate", "3"], "unrecognized arguments: --frobnicate 3"),
         (["train", "--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
         (["train", "--dataset", "folder", "--data", "/no/such/dir", "--out", "OUT"], "/no/such/dir"),

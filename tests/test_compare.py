@@ -316,19 +316,19 @@ def test_bad_compare_config(change, match, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name,arms,setting,branch_at",
+    "name,arms,setting,branch_at,cost_ratio",
     [
-        ("cpu-branch-A", ("baseline", "proposed", "maxup", "baseline-equal-time"), "A", 0.5),
-        ("cpu-start-A", ("baseline", "proposed", "baseline-equal-time"), "A", 0.0),
-        ("cpu-branch-B", ("baseline", "proposed", "baseline-equal-time"), "B", 0.5),
+        ("cpu-branch-A", ("baseline", "proposed", "baseline-equal-time"), "A", 0.5, 1.94),  # amended: see the file
+        ("cpu-start-A", ("baseline", "proposed", "baseline-equal-time"), "A", 0.0, None),
+        ("cpu-branch-B", ("baseline", "proposed", "baseline-equal-time"), "B", 0.5, None),
     ],
 )
-def test_committed_protocols(name, arms, setting, branch_at):
+def test_committed_protocols(name, arms, setting, branch_at, cost_ratio):
     path = ROOT / "experiments" / "protocols" / f"{name}.toml"
     base = TrainConfig(**load_config_file(path))
     config = config_from_protocol(tomllib.loads(path.read_text())["compare"], base)
     assert (config.arms, config.settings, config.seeds) == (arms, (setting,), tuple(range(12)))
-    assert (config.branch_at, config.cost_ratio, config.margin) == (branch_at, None, 0.005)
+    assert (config.branch_at, config.cost_ratio, config.margin) == (branch_at, cost_ratio, 0.005)
     assert config.out == f"docs/results/power/{name}" and not config.allow_mixed_commits
     assert (base.dataset, base.data, base.cache_dir, base.train_size) == (
         "folder",

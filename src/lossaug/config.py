@@ -25,6 +25,7 @@ SETTINGS = ("A", "B")
 DEVICES = ("auto", "cpu", "cuda")
 PLACEMENTS = ("auto", "device", "host")
 NONFINITE = ("raise", "skip")
+AUDIO_DATASETS = ("fsdd", "audio-folder")  # waveforms: audio settings, audio_cnn
 # Changing these on resume would change tensor shapes or the data itself: an error. Other changes only warn.
 RESUME_FIXED = ("dataset", "model", "width", "image_size", "train_size", "batch_size", "proxy_model", "proxy_width")
 # What a branch may change from its trunk (the method and how long it trains); everything else must match.
@@ -57,6 +58,9 @@ class TrainConfig:
     cache_dir: str | None = _opt(
         None, "downloads and decoded-array cache; None: no cache (the CLI uses ~/.cache/lossaug)"
     )
+    sample_rate: int | None = _opt(None, "audio: resample clips to this rate in Hz (None: the data's own)")
+    clip_seconds: float | None = _opt(None, "audio: pad/crop clips to this length (None: 95th percentile of train)")
+    test_speaker: str | None = _opt(None, "fsdd: hold this speaker out as the test set (None: the official split)")
     verify: bool = _opt(True, "check the official md5 of CIFAR archives (--no-verify skips it; recorded in config)")
     allow_data_change: bool = _opt(False, "resume even if the data differ from the checkpoint's (fingerprint)")
     # model
@@ -215,7 +219,11 @@ def validate_config(config: TrainConfig) -> None:
         raise InputError("stop_at and branch_from exclude each other: a trunk cannot itself be a branch")
     if (config.stop_at is not None or config.branch_from is not None) and config.out is None:
         raise InputError("stop_at and branch_from need out, the run directory holding the checkpoints")
-    if config.augment is not None:
+    if config.augment is not None and config.dataset in AUDIO_DATASETS:
+        from lossaug.audio import parse_audio_augment
+
+        parse_audio_augment(config.augment)
+    elif config.augment is not None:
         parse_augment(config.augment)
 
 

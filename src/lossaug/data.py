@@ -53,7 +53,7 @@ __all__ = [
     "view_seed",
 ]
 
-DATASETS = ("cifar10", "cifar100", "folder", "mini")
+DATASETS = ("cifar10", "cifar100", "folder", "mini", "fsdd", "audio-folder")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _TEST_SPLIT_NAMES = ("test", "val")  # the first that exists is the test split
@@ -71,6 +71,7 @@ def load_dataset(
     download: bool = True,
     verify: bool = True,
     log: Log | None = None,
+    audio: dict | None = None,
 ) -> ImageDataset:
     """Load one of DATASETS. `path`: CIFAR archive/folder/download folder, or the image folder/archive.
 
@@ -81,6 +82,17 @@ def load_dataset(
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; choose from {list(DATASETS)}")
     cache_dir = None if cache_dir is None else Path(cache_dir)
+    if name in ("fsdd", "audio-folder"):  # waveforms: `audio` holds sample_rate, clip_seconds (and test_speaker)
+        from lossaug.audio_data import load_audio_folder, load_fsdd
+
+        if path is None:
+            raise InputError(f"dataset {name!r} needs --data: an archive or folder of WAV clips")
+        options = {k: v for k, v in (audio or {}).items() if v is not None}
+        if name == "audio-folder":
+            if "test_speaker" in options:
+                raise InputError("test_speaker applies to dataset 'fsdd' only")
+            return load_audio_folder(path, cache_dir=cache_dir, log=log, **options)
+        return load_fsdd(path, cache_dir=cache_dir, log=log, **options)
     if name == "folder":
         if path is None:
             raise InputError(
@@ -359,7 +371,7 @@ def data_fingerprint(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     Equal data give equal fingerprints on any device; a different data set, subset, order or size almost surely
     differs in one field (the sampled images cover 64 of N, so an edit of other pixels goes unseen). About 3 ms for
     50,000 CIFAR images on the CPU (hashing the labels dominates)."""
-    if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+    if images.ndim < 3 or labels.ndim != 1 or len(images) != len(labels):
         raise InputError(f"expected images (N,C,H,W) and labels (N,), got {tuple(images.shape)}, {tuple(labels.shape)}")
     count = len(labels)
     sample = min(_FINGERPRINT_SAMPLE, count)

@@ -19,8 +19,13 @@ from lossaug.selection import LossAwareAugment
 CUTOUT_SIZES = {"cifar10": 16, "mini": 16, "cifar100": 8}
 
 
-def build_augment(config: TrainConfig, fill: tuple[float, ...] | None = None) -> Augment:
-    """The run's augmentation: ``config.augment`` if set, else setting A (flip + crop) or B (A + Cutout)."""
+def build_augment(config: TrainConfig, fill: tuple[float, ...] | None = None, audio: bool = False) -> Augment:
+    """The run's augmentation: ``config.augment`` if set, else setting A (flip + crop) or B (A + Cutout); for
+    audio, ``audio.AUDIO_SETTINGS`` (A: shift + gain + noise; B: A + time and frequency masks)."""
+    if audio:
+        from lossaug.audio import AUDIO_SETTINGS, parse_audio_augment
+
+        return parse_audio_augment(config.augment or AUDIO_SETTINGS[config.setting])
     if config.augment is not None:
         return parse_augment(config.augment)
     setting_a = parse_augment("flip,crop:4")
@@ -40,12 +45,14 @@ def scoring_chunk(config: TrainConfig, device: torch.device) -> int | None:
     return config.batch_size if device.type == "cpu" else None
 
 
-def method_for(config: TrainConfig, mean: tuple[float, ...], device: torch.device) -> LossAwareAugment:
+def method_for(
+    config: TrainConfig, mean: tuple[float, ...], device: torch.device, audio: bool = False
+) -> LossAwareAugment:
     """The run's method: augmentation of its setting (Cutout filled with the training ``mean`` on the [0, 1]
     scale), M, temperature and scoring options, bf16 scoring on CUDA."""
     fill = tuple(round(255 * m) for m in mean)
     return LossAwareAugment(
-        build_augment(config, fill),
+        build_augment(config, fill, audio),
         num_candidates=config.candidates_per_image(),
         temperature=config.resolved_temperature(),
         score=config.score,

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lossaug.audio_model import AudioCNN
 from lossaug.errors import InputError
 
 
@@ -141,14 +142,15 @@ class Normalized(nn.Module):
         self.channels_last = channels_last
 
     def forward(self, images: Tensor) -> Tensor:
-        x = (images.float() - self.mean) / self.std
-        if self.channels_last:
+        shape = (1, -1) + (1,) * (images.dim() - 2)  # (B,C,H,W) images or (B,C,T) waveforms
+        x = (images.float() - self.mean.view(shape)) / self.std.view(shape)
+        if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
 
-MODELS = {"preact_resnet18": PreActResNet18, "cnn": SmallCNN, "fast_resnet": FastResNet}
-DEFAULT_WIDTHS = {"preact_resnet18": 64, "cnn": 32, "fast_resnet": 64}
+MODELS = {"preact_resnet18": PreActResNet18, "cnn": SmallCNN, "fast_resnet": FastResNet, "audio_cnn": AudioCNN}
+DEFAULT_WIDTHS = {"preact_resnet18": 64, "cnn": 32, "fast_resnet": 64, "audio_cnn": 16}
 # Smallest square side (px) each network accepts, at any width (tests/test_models.py checks it and that one less
 # fails): PreActResNet-18's stride-2 convs round up and never reach zero; the cnn and fast_resnet have three 2x2
 # max-pools (8 -> 4 -> 2 -> 1).

@@ -32,6 +32,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
 
 
+AUDIO_RATE = 8000  # the sample rate audio_cnn's front end is built for
+
+
+def is_audio(images: Tensor) -> bool:
+    """Waveforms ``(N,C,T)`` int16 rather than images ``(N,C,H,W)`` uint8."""
+    return images.dim() == 3 and images.dtype == torch.int16
+
+
 def make_generator(seed: int, name: str, device: torch.device) -> torch.Generator:
     """The generator of the random stream ``name`` under ``seed``, on ``device``."""
     return torch.Generator(device=device).manual_seed(stream_seed(seed, name))
@@ -106,11 +114,15 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
         image_size=config.image_size,
         log=log,
         verify=config.verify,
+        audio=dict(sample_rate=config.sample_rate, clip_seconds=config.clip_seconds, test_speaker=config.test_speaker),
     )
     _check_labels(dataset, config.dataset)
     train, test = dataset.train, dataset.test
-    side = min(train.images.shape[-2:])
-    for name in filter(None, (config.model, config.proxy_model)):
+    audio = is_audio(train.images)
+    if audio and getattr(dataset, "sample_rate", AUDIO_RATE) != AUDIO_RATE:
+        raise InputError(f"audio_cnn runs at {AUDIO_RATE} Hz; pass --sample-rate {AUDIO_RATE}")
+    side = min(train.images.shape[-2:]) if not audio else None
+    for name in filter(None, (config.model, config.proxy_model)) if not audio else ():
         if side < MIN_IMAGE_SIZE.get(name, 1):
             raise InputError(
                 f"{config.dataset} images are {tuple(train.images.shape[-2:])} px but {name} needs at least "
@@ -122,7 +134,8 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
         train_images, train_labels = train_images[keep], train_labels[keep]
     if len(train_labels) < config.batch_size:
         raise InputError(f"batch_size {config.batch_size} exceeds the {len(train_labels)} training images")
-    mean, std = channel_stats(train_images)
+    # Waveforms: Normalized hands the model int16 samples scaled to [-1, 1] (mean 0, std 32768 on the 0-255 scale).
+    mean, std = ((0.0,), (32768 / 255,)) if audio else channel_stats(train_images)
     on_device = config.data_placement != "host"
     if device.type == "cuda" and config.data_placement == "auto":
         free, _ = torch.cuda.mem_get_info(device)

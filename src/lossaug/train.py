@@ -59,6 +59,7 @@ from lossaug.pipeline import (
     channel_stats,
     epoch_batches,
     evaluate,
+    is_audio,
     make_generator,
     prepare_data,
     resolve_device,
@@ -156,7 +157,7 @@ class _Run:
         self.data = prepare_data(config, self.device, self.reporter.log if self.reporter else None)
         data = self.data
         self.fingerprint = data_fingerprint(data.train_images, data.train_labels, data.num_classes)
-        self.method = method_for(config, data.mean, self.device)
+        self.method = method_for(config, data.mean, self.device, audio=is_audio(data.train_images))
         self.steps_per_epoch = len(self.data.train_labels) // config.batch_size
         self.schedule = self._schedule(origin, payload)
         self.model = self._learner("init", config.model, config.width)
