@@ -71,18 +71,24 @@ def _resume_target(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any
 
 
 def _join_process_group(device: str) -> int:
-    """Under torchrun (``WORLD_SIZE`` > 1) join the process group, NCCL on CUDA and gloo on CPU, with this
-    process on GPU ``LOCAL_RANK``; returns the rank (0 without torchrun)."""
+    """Under torchrun (``WORLD_SIZE`` > 1) join the process group, NCCL on CUDA and gloo on CPU (or when more
+    local processes than GPUs share them), with this process on GPU ``LOCAL_RANK`` modulo the GPU count; returns
+    the rank (0 without torchrun). Untested on a GPU."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0
     import torch
     import torch.distributed as dist
 
     cuda = device != "cpu" and torch.cuda.is_available()
+    shared_gpu = False
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        torch.cuda.set_device(local_rank % gpus)
+        # NCCL refuses two ranks on one GPU; more local processes than GPUs (e.g. a 2-process check on one card)
+        # run over gloo instead, which handles CUDA tensors too.
+        shared_gpu = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > gpus
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if cuda and not shared_gpu else "gloo")
     return dist.get_rank()
 
 
