@@ -8,7 +8,9 @@ import torch
 
 from lossaug.bench import QUICK, BenchConfig, BenchResult, format_bench, resolve_config, run_bench
 
-TINY = dict(model="cnn", width=4, batch_size=8, image_size=16, candidates=(1, 2), repeats=2, warmup=1, device="cpu")
+TINY = dict(
+    model="cnn", width=4, batch_size=8, image_size=16, candidate_counts=(1, 2), repeats=2, warmup=1, device="cpu"
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -80,13 +82,13 @@ def test_format_mentions_every_m_and_the_comparison(tiny):
 
 
 def test_comparison_states_r4_against_the_published_ratio():
-    result = run_bench(BenchConfig(**{**TINY, "candidates": (1, 4), "repeats": 1, "warmup": 0}))
+    result = run_bench(BenchConfig(**{**TINY, "candidate_counts": (1, 4), "repeats": 1, "warmup": 0}))
     assert result.comparison.startswith(f"R(4)={result.timing(4).ratio:.2f}x vs published 1.8x")
 
 
 def test_global_random_state_is_untouched():
     before = torch.get_rng_state()
-    run_bench(BenchConfig(**{**TINY, "candidates": (1,), "repeats": 1, "warmup": 0}))
+    run_bench(BenchConfig(**{**TINY, "candidate_counts": (1,), "repeats": 1, "warmup": 0}))
     assert torch.equal(torch.get_rng_state(), before)
 
 
@@ -100,9 +102,9 @@ def test_quick_fills_only_fields_left_at_their_defaults():
 @pytest.mark.parametrize(
     "changes, named",
     [
-        (dict(candidates=(0, 1, 2)), "0"),
-        (dict(candidates=(2, 4)), r"\(2, 4\)"),
-        (dict(candidates=(1, 2, 2)), r"\(1, 2, 2\)"),
+        (dict(candidate_counts=(0, 1, 2)), "0"),
+        (dict(candidate_counts=(2, 4)), r"\(2, 4\)"),
+        (dict(candidate_counts=(1, 2, 2)), r"\(1, 2, 2\)"),
         (dict(model="resnet50"), "resnet50"),
         (dict(repeats=0), "repeats must be >= 1, got 0"),
         (dict(warmup=-1), "-1"),
@@ -119,7 +121,9 @@ def test_bad_config_names_the_value(changes, named):
 def test_proxy_and_derived_option_costs():
     from lossaug.bench import BenchConfig, run_bench
 
-    tiny = dict(model="cnn", width=4, batch_size=8, image_size=16, candidates=(1, 2), repeats=2, warmup=1, device="cpu")
+    tiny = dict(
+        model="cnn", width=4, batch_size=8, image_size=16, candidate_counts=(1, 2), repeats=2, warmup=1, device="cpu"
+    )
     config = BenchConfig(**tiny, proxy_model="cnn", proxy_width=2, select_every=(2,), select_from=(0.5,))
     result = run_bench(config)
     options = {row["option"]: row for row in result.options()}

@@ -289,7 +289,7 @@ def test_cost_ratio_is_benched_on_the_comparisons_model_and_m(tmp_path, monkeypa
         "bench": {"device": "cpu"},
     }
     (bench,) = seen
-    assert (bench.model, bench.width, bench.batch_size, bench.candidates) == ("cnn", 2, 8, (1, 2))
+    assert (bench.model, bench.width, bench.batch_size, bench.candidate_counts) == ("cnn", 2, 8, (1, 2))
     assert (bench.setting, bench.device, bench.score_chunk) == ("B", "cpu", 16)
     proxy = dataclasses.replace(config, base=dataclasses.replace(BASE, proxy_model="cnn"))
     with pytest.raises(ValueError, match=r"not \{'proxy_model': 'cnn'\}; declare the cost ratio"):

@@ -57,7 +57,7 @@ class BenchConfig:
     model: str = "preact_resnet18"  # a key of models.MODELS
     width: int | None = None  # first-stage channels; None: the model's default (preact_resnet18 64, cnn 32)
     batch_size: int = 128  # B, the published batch
-    candidates: tuple[int, ...] = (1, 2, 4, 8)  # the M to time; must include 1, the baseline of every ratio
+    candidate_counts: tuple[int, ...] = (1, 2, 4, 8)  # the M to time; must include 1, the baseline of every ratio
     setting: str = "A"  # augmentation: "A" = flip + pad-4 crop, "B" = A + 16 px Cutout
     image_size: int = 32  # S: images are (B,3,S,S) uint8
     num_classes: int = 10
@@ -73,7 +73,7 @@ class BenchConfig:
     select_from: tuple[float, ...] = (0.5,)  # derived costs of selecting after this fraction of training
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "candidates", tuple(self.candidates))
+        object.__setattr__(self, "candidate_counts", tuple(self.candidate_counts))
         object.__setattr__(self, "select_every", tuple(self.select_every))
         object.__setattr__(self, "select_from", tuple(self.select_from))
         for name in ("model", "proxy_model"):
@@ -94,14 +94,14 @@ class BenchConfig:
                 raise InputError(f"{name} must be >= 1, got {value}")
         if self.warmup < 0:
             raise InputError(f"warmup must be >= 0, got {self.warmup}")
-        for m in self.candidates:
+        for m in self.candidate_counts:
             if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-                raise InputError(f"candidates must be integers >= 1, got {m!r} in {self.candidates}")
-        if len(set(self.candidates)) != len(self.candidates):
-            raise InputError(f"candidates must be distinct, got {self.candidates}")
-        if 1 not in self.candidates:
+                raise InputError(f"candidates must be integers >= 1, got {m!r} in {self.candidate_counts}")
+        if len(set(self.candidate_counts)) != len(self.candidate_counts):
+            raise InputError(f"candidates must be distinct, got {self.candidate_counts}")
+        if 1 not in self.candidate_counts:
             raise InputError(
-                f"candidates must include 1, the baseline every ratio is relative to; got {self.candidates}"
+                f"candidates must include 1, the baseline every ratio is relative to; got {self.candidate_counts}"
             )
 
 
@@ -221,7 +221,7 @@ class BenchResult:
         m, published = PUBLISHED_CANDIDATES, self.published_ratio
         timing = self.timing(m)
         if timing is None:
-            return f"R({m}) not measured (candidates {self.config.candidates}); published R({m}) = {published}x"
+            return f"R({m}) not measured (candidates {self.config.candidate_counts}); published R({m}) = {published}x"
         relative = timing.ratio / published - 1
         where = f"{abs(relative):.0%} {'above' if relative > 0 else 'below'}" if abs(relative) >= 0.005 else "equal"
         return (
@@ -232,7 +232,11 @@ class BenchResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "benchmark": "lossaug.bench",
-            "config": {**dataclasses.asdict(self.config), "candidates": list(self.config.candidates)},
+            "config": {
+                **dataclasses.asdict(self.config),
+                "candidate_counts": list(self.config.candidate_counts),
+                "candidates": list(self.config.candidate_counts),
+            },  # old key, kept for readers
             "device": self.device,
             "torch_version": self.torch_version,
             "lossaug_version": self.lossaug_version,
@@ -298,7 +302,7 @@ def _train_config(config: BenchConfig) -> TrainConfig:
     """The training config whose step is timed (the seed preset's optimiser and scoring options)."""
     return TrainConfig(
         model=config.model, width=config.width, batch_size=config.batch_size, setting=config.setting,
-        num_candidates=max(config.candidates), score_chunk=config.score_chunk, seed=config.seed,
+        num_candidates=max(config.candidate_counts), score_chunk=config.score_chunk, seed=config.seed,
         proxy_model=config.proxy_model, proxy_width=config.proxy_width,
     )  # fmt: skip
 
@@ -362,9 +366,11 @@ def _measurements(config: BenchConfig, parts: _Parts, device: torch.device) -> l
         return run
 
     measurements: list[tuple[Any, Callable]] = [("train", train_alone), ("score", score_alone)]
-    measurements += [(m, full_step(m, learner, None)) for m in config.candidates]
+    measurements += [(m, full_step(m, learner, None)) for m in config.candidate_counts]
     if parts.proxy is not None:
-        measurements += [(("proxy", m), full_step(m, parts.proxy, parts.proxy)) for m in config.candidates if m > 1]
+        measurements += [
+            (("proxy", m), full_step(m, parts.proxy, parts.proxy)) for m in config.candidate_counts if m > 1
+        ]
     return measurements
 
 
@@ -388,7 +394,7 @@ def _run_interleaved(config: BenchConfig, measurements, device, log, started: fl
 
 
 def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> BenchResult:
-    """Time the training step, the scoring forward and the full step for every M in ``config.candidates``,
+    """Time the training step, the scoring forward and the full step for every M in ``config.candidate_counts``,
     interleaved; ``log`` receives a line per repeat."""
     started = time.perf_counter()
     config = resolve_config(config)
@@ -397,16 +403,16 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
     if log is not None:
         log(
             f"bench: {config.model} width {config.width or DEFAULT_WIDTHS[config.model]}, batch {config.batch_size}, "
-            f"M in {config.candidates}, setting {config.setting}, {config.warmup} warm-up + {config.repeats} "
+            f"M in {config.candidate_counts}, setting {config.setting}, {config.warmup} warm-up + {config.repeats} "
             f"repeats on {device_name(device)}"
         )
     samples = _run_interleaved(config, _measurements(config, parts, device), device, log, started)
     train_spread = Spread.of([s[0] for s in samples["train"]])
     score_forward = Spread.of([s[0] for s in samples["score"]])
     c = score_forward.median / train_spread.median
-    step_spreads = {m: Spread.of([sum(s) for s in samples[m]]) for m in config.candidates}
+    step_spreads = {m: Spread.of([sum(s) for s in samples[m]]) for m in config.candidate_counts}
     steps = []
-    for m in config.candidates:
+    for m in config.candidate_counts:
         step = step_spreads[m]
         ratio = step.median / step_spreads[1].median
         floor = 1.0 if m == 1 else 1 + m * c

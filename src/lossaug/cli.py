@@ -147,7 +147,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--width", type=int, help="model width (default: the model's)")
     parser.add_argument("--batch-size", type=int, help="images per step (default: 128)")
     parser.add_argument(
-        "--candidates", type=_csv(int), help="comma-separated M values, must include 1 (default: 1,2,4,8)"
+        "--candidates",
+        dest="candidate_counts",
+        type=_csv(int),
+        help="comma-separated M values, must include 1 (default: 1,2,4,8)",
     )
     parser.add_argument("--setting", choices=("A", "B"), help="augmentation setting (default: A)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device (default: auto)")

@@ -198,7 +198,7 @@ def measure_cost_ratio(config: CompareConfig, setting: str, log: Callable[[str],
         raise InputError(f"bench times exact selection at every step of a named setting, not {unlike}; declare "
                          "the cost ratio (--cost-ratio R)")  # fmt: skip
     bench = BenchConfig(model=base.model, width=base.width, batch_size=base.batch_size,
-                        candidates=tuple(sorted({1, base.num_candidates})), setting=setting, device=base.device,
+                        candidate_counts=tuple(sorted({1, base.num_candidates})), setting=setting, device=base.device,
                         score_chunk=base.score_chunk)  # fmt: skip
     result = run_bench(bench, log=log)
     return {"value": result.timing(base.num_candidates).ratio, "source": "bench", "bench": result.to_json()}
