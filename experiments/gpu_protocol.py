@@ -1,86 +1,333 @@
-"""GPU protocol of docs/REPRODUCTION.md: baseline vs proposed on the full JPEG CIFAR-10, PreActResNet-18, a short
-schedule, as many seeds as fit in a time budget (default 8 minutes on one H100, startup included).
+"""GPU protocol of issue 13 (experiments/protocols/gpu-fast-A.toml): baseline, proposed and baseline-equal-time
+(and maxup with ``--maxup``) on the full JPEG CIFAR-10 with ``fast_resnet`` and its recipe, branched at 50% with
+common random numbers, as many paired seeds as fit in a wall-clock budget (default 480 s from the start of
+``main``: decoding the data and measuring the cost ratio are charged to it; ``data_seconds`` and
+``startup_seconds`` in the record say how much).
 
-Seeds run as baseline/proposed pairs into one ``lossaug compare`` directory; before each new pair the script
-checks that the slowest pair so far still fits the remaining budget. Also writes ``gpu_record.json`` with the card,
-torch version, commit and per-epoch seconds of each arm (the epoch timing the training issue asks for).
+    PYTHONPATH=src python3 experiments/gpu_protocol.py [--budget 480] [--maxup]      # the protocol file, on CUDA
+    PYTHONPATH=src python3 experiments/gpu_protocol.py --tiny --out runs/gpu-tiny     # CPU smoke test, seconds
 
-    python experiments/gpu_protocol.py --data data/cifar10-jpeg.tar.xz --out docs/results/gpu-protocol
-    python experiments/gpu_protocol.py --tiny --out /tmp/gpu-tiny      # CPU smoke test of the same code path
+Seeds run one at a time in the protocol's order: the trunk (the baseline to ``branch_at``), then every arm from
+it, each trained here with a budget hook. The budget is checked before every run (this run and the rest of the
+seed, at the times the same runs took in the previous seed) and at the start of every epoch (the run's remaining
+epochs at its last epoch's pace, plus the rest of the seed); a run it stops raises, keeps its last epoch-end
+checkpoint (the same command continues it) and is not counted. After every finished seed ``lossaug compare`` reads
+the finished runs back and rewrites ``summary.json``, ``summary.md`` (endpoints and verdicts) and ``forest.png``,
+and ``gpu_record.json`` is rewritten with the card, torch version, commit, budget and times, so an outer kill loses
+at most the seed in progress. The summary table is printed at the end.
+
+Options override single values of the protocol file; the record lists them under ``overrides``. ``--tiny``
+replaces its [train] table with ``TINY`` (bundled mini data, 128 images, fast_resnet width 4, 2 epochs, batch 32,
+R declared as 2) so the test suite runs the same code path on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
+import math
+import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from lossaug.compare import CompareConfig, run_compare
-from lossaug.progress import ConsoleReporter
-from lossaug.train import TrainConfig, device_name, git_commit
+from lossaug.checkpoint import has_checkpoint
+from lossaug.cli_config import UsageError, load_protocol_file
+from lossaug.compare import (
+    ARMS,
+    CompareConfig,
+    arm_config,
+    config_from_protocol,
+    resolve_cost_ratios,
+    run_compare,
+    summary_markdown,
+    trunk_config,
+)
+from lossaug.config import TrainConfig
+from lossaug.data import load_dataset
+from lossaug.errors import InputError
+from lossaug.interrupts import TrainingInterrupted
+from lossaug.metadata import device_name, git_commit, git_dirty, write_json
+from lossaug.pipeline import resolve_device
+from lossaug.progress import ConsoleReporter, Reporter
+from lossaug.selection import Selection
+from lossaug.train import train
 
-# Full data, the published model; batch 512 at lr 0.2 (0.1 at 128 scaled by sqrt(4); linear scaling to 0.4 was
-# not tried), one warm-up epoch, cosine decay. 15 epochs is an estimate of what lets 2+ seed pairs fit in 8 minutes
-# on an H100; it has not been run on a GPU yet: the budget check below stops early if a pair is slower.
-FULL = dict(dataset="folder", model="preact_resnet18", width=None, epochs=15, batch_size=512, lr=0.2,
-            warmup_epochs=1.0, num_candidates=4, setting="A", eval_every=5, device="cuda")  # fmt: skip
-TINY = dict(dataset="mini", model="cnn", width=4, epochs=1, batch_size=64, lr=0.05, train_size=256,
-            num_candidates=2, setting="A", device="cpu")  # fmt: skip
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = ROOT / "experiments" / "protocols" / "gpu-fast-A.toml"
+SETTING = "A"
+RECORD = "gpu_record.json"
+# The CPU smoke test: the same code path in seconds. 128 mini images at batch 32 are 4 steps per epoch; 2 epochs
+# branched at 0.5 give a one-epoch trunk. Label smoothing and warm-up as in the recipe, so their code runs too.
+TINY = dict(dataset="mini", data=None, train_size=128, model="fast_resnet", width=4, epochs=2, batch_size=32,
+            lr=0.2, label_smoothing=0.2, warmup_epochs=0.5, num_candidates=4, eval_every=2, device="cpu")  # fmt: skip
+TINY_COST_RATIO = 2.0  # declared: a bench on a busy 2-core machine would cost more than the runs
+TINY_OUT = "runs/gpu-protocol-tiny"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="data/cifar10-jpeg.tar.xz", help="JPEG CIFAR-10 archive or folder")
-    parser.add_argument("--cache-dir", default="data/cache")
-    parser.add_argument("--out", default="docs/results/gpu-protocol")
-    parser.add_argument("--budget", type=float, default=480.0, help="seconds for everything (default 480)")
-    parser.add_argument("--max-seeds", type=int, default=8)
-    parser.add_argument("--epochs", type=int, help="override the schedule's epochs")
-    parser.add_argument("--tiny", action="store_true", help="CPU smoke test: bundled mini data, tiny model")
-    args = parser.parse_args()
+# ---------------------------------------------------------------- the budget
 
-    started = time.monotonic()
-    values = dict(TINY) if args.tiny else {**FULL, "data": args.data, "cache_dir": args.cache_dir}
-    if args.epochs:
-        values["epochs"] = args.epochs
-    base = TrainConfig(**values)
-    reporter = ConsoleReporter()
-    out = Path(args.out)
-    pair_seconds: list[float] = []
-    seeds: list[int] = []
-    for seed in range(args.max_seeds):
-        remaining = args.budget - (time.monotonic() - started)
-        needed = max(pair_seconds, default=0.0) * 1.1
-        if seeds and remaining < needed:
-            reporter.log(f"stopping after {len(seeds)} seeds: {remaining:.0f}s left, a pair takes ~{needed:.0f}s")
+
+class OutOfBudget(Exception):
+    """What is left of the budget cannot cover what is left of the seed in progress."""
+
+
+@dataclass
+class Budget:
+    """``seconds`` of wall-clock from construction, read from ``clock`` (a fake one in tests)."""
+
+    seconds: float
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def left(self) -> float:
+        return self.seconds - self.elapsed()
+
+    def require(self, needed: float, what: str) -> None:
+        """Raise ``OutOfBudget`` unless ``needed`` seconds (an estimate, >= 0) are left and the time is not up."""
+        left = self.left()
+        if left <= 0:
+            raise OutOfBudget(f"{what}: the {self.seconds:g} s budget is spent")
+        if needed > left:
+            raise OutOfBudget(f"{what}: needs ~{needed:.1f} s, {left:.1f} s of {self.seconds:g} s left")
+
+
+@dataclass
+class RunTimes:
+    """Wall-clock seconds of each run of a seed (``"trunk"`` or an arm), as the latest seed took them: the
+    estimate of the same run in the next seed. A run not yet timed is estimated at 0 s (the first seed)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def estimate(self, names: Sequence[str]) -> float:
+        return sum(self.seconds.get(name, 0.0) for name in names)
+
+
+class EpochGuard:
+    """``train``'s on_step hook for one run: at every step, the time must not be up; after the first step of
+    every epoch (its checkpoint is the previous epoch's end, so stopping there loses one step), the run's
+    remaining epochs at the pace of the epoch just ended plus ``later`` seconds (the seed's runs after this one)
+    must fit the budget."""
+
+    def __init__(self, budget: Budget, steps_per_epoch: int, last_step: int, later: float, what: str):
+        self.budget, self.steps_per_epoch, self.last_step = budget, steps_per_epoch, last_step
+        self.later, self.what = later, what
+        self.epoch_started: float | None = None
+
+    def __call__(self, global_step: int, selection: Selection) -> None:
+        if (global_step - 1) % self.steps_per_epoch:
+            self.budget.require(0.0, f"{self.what}, step {global_step}")
+            return
+        now = self.budget.clock()
+        pace, self.epoch_started = (None if self.epoch_started is None else now - self.epoch_started), now
+        epochs_left = (self.last_step - global_step + 1) / self.steps_per_epoch
+        needed = self.later + (epochs_left * pace if pace is not None else 0.0)
+        self.budget.require(needed, f"{self.what}, epoch {(global_step - 1) // self.steps_per_epoch + 1}")
+
+
+# ---------------------------------------------------------------- one seed
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    name: str  # "trunk" or the arm
+    config: TrainConfig
+    done_file: str  # what a finished run leaves in its directory
+
+
+def seed_runs(config: CompareConfig, seed: int, cost_ratio: float | None) -> list[PlannedRun]:
+    """The trunk (with ``branch_at`` > 0) and every arm of ``seed``, in ``run_compare``'s order and with its
+    configs, so that ``run_compare`` afterwards finds them finished and only reads them back."""
+    runs = []
+    if config.branch_at > 0:
+        runs.append(PlannedRun("trunk", trunk_config(config, SETTING, seed), "trunk.json"))
+    for arm in (a for a in ARMS if a in config.arms):
+        runs.append(PlannedRun(arm, arm_config(config, SETTING, arm, seed, cost_ratio), "final.json"))
+    return runs
+
+
+def last_step(run: TrainConfig, steps_per_epoch: int) -> int:
+    """The global step the run ends at: the trunk's stop step, else its epochs' steps."""
+    total = run.epochs * steps_per_epoch
+    return math.ceil(run.stop_at * total) if run.stop_at is not None else total  # as train computes it
+
+
+def train_run(run: TrainConfig, on_step: Callable[[int, Selection], None], reporter: Reporter | None) -> None:
+    """Train ``run``, continuing its checkpoint if an earlier call was stopped."""
+    resume = has_checkpoint(Path(run.out))
+    train(run, reporter=reporter, on_step=on_step, resume=resume, overwrite=not resume)
+
+
+def run_seed(
+    runs: Sequence[PlannedRun],
+    budget: Budget,
+    times: RunTimes,
+    steps_per_epoch: int,
+    *,
+    train_one: Callable[[TrainConfig, Callable, Reporter | None], None] = train_run,
+    reporter: Reporter | None = None,
+) -> dict[str, float]:
+    """Train the runs of one seed not finished yet; return their wall-clock seconds (and record them in
+    ``times``). Raises ``OutOfBudget`` before a run, or within one, that the budget cannot see through to the end
+    of the seed."""
+    seconds: dict[str, float] = {}
+    for index, planned in enumerate(runs):
+        if (Path(planned.config.out) / planned.done_file).exists():
+            continue
+        later = times.estimate([r.name for r in runs[index + 1 :]])
+        what = f"seed {planned.config.seed}, {planned.name}"
+        budget.require(times.estimate([planned.name]) + later, what)
+        guard = EpochGuard(budget, steps_per_epoch, last_step(planned.config, steps_per_epoch), later, what)
+        started = budget.clock()
+        train_one(planned.config, guard, reporter)
+        seconds[planned.name] = times.seconds[planned.name] = budget.clock() - started
+    return seconds
+
+
+# ---------------------------------------------------------------- the protocol
+
+
+def protocol_config(args: argparse.Namespace) -> tuple[CompareConfig, dict[str, Any]]:
+    """The protocol file's comparison with the options given applied; also the overrides, for the record."""
+    table, base = load_protocol_file(Path(args.protocol))
+    table = dict(table)
+    overrides: dict[str, Any] = {}
+    if args.tiny:
+        overrides["tiny"] = TINY
+        base = dataclasses.replace(base, **TINY)
+        table["out"] = TINY_OUT
+        table["cost_ratio"] = TINY_COST_RATIO
+    for key, value in (("out", args.out), ("branch_at", args.branch_at), ("cost_ratio", args.cost_ratio),
+                       ("margin_points", args.margin)):  # fmt: skip
+        if value is not None:
+            table[key] = overrides[key] = value
+    arms = list(table.get("arms", ARMS))
+    if args.maxup and "maxup" not in arms:
+        table["arms"] = overrides["arms"] = [*arms, "maxup"]
+    changes = {"data": args.data, "cache_dir": args.cache_dir, "epochs": args.epochs}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    overrides.update(changes)
+    config = config_from_protocol(table, dataclasses.replace(base, **changes))
+    if args.max_seeds is not None:
+        if args.max_seeds < 1:
+            raise InputError(f"--max-seeds must be >= 1, got {args.max_seeds}")
+        config = dataclasses.replace(config, seeds=config.seeds[: args.max_seeds])
+    if config.settings != (SETTING,):
+        raise InputError(f"this script runs setting {SETTING} only; the protocol has {list(config.settings)}")
+    return config, overrides
+
+
+def steps_per_epoch(base: TrainConfig, log: Callable[[str], None]) -> int:
+    """Load (and, the first time, decode and cache) the data once, before any run is timed; steps per epoch."""
+    dataset = load_dataset(base.dataset, base.data, cache_dir=Path(base.cache_dir) if base.cache_dir else None,
+                           image_size=base.image_size, log=log, verify=base.verify)  # fmt: skip
+    return (base.train_size or len(dataset.train.labels)) // base.batch_size
+
+
+@dataclass
+class Record:
+    """``gpu_record.json``: where and how the protocol ran, and how far it got."""
+
+    path: Path
+    values: dict[str, Any]
+
+    def write(self, **changes: Any) -> None:
+        self.values.update(changes)
+        write_json(self.values, self.path)
+
+
+def epoch_seconds(summary: dict) -> dict[str, dict[int, float]]:
+    """Per arm and seed, the training seconds per epoch the summary charges (median epoch x epochs / epochs)."""
+    rows = summary["settings"][SETTING]
+    return {arm: {s: r["seconds"] / r["epochs"] for s, r in row["per_seed"].items()} for arm, row in rows.items()}
+
+
+def run_protocol(config: CompareConfig, budget: Budget, record: Record, reporter: Reporter) -> dict | None:
+    """Seeds in order until the budget is spent; the summary of the finished ones (None if none finished)."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spe = steps_per_epoch(config.base, reporter.log)
+    data_seconds = budget.elapsed()
+    costs = resolve_cost_ratios(config, reporter)
+    cost_ratio = costs.get(SETTING, {}).get("value")
+    record.write(cost_ratio={k: v for k, v in costs.get(SETTING, {}).items() if k != "bench"} or None,
+                 steps_per_epoch=spe, data_seconds=data_seconds, startup_seconds=budget.elapsed())  # fmt: skip
+    times, finished, wall, summary = RunTimes(), [], {}, None
+    for seed in config.seeds:
+        try:
+            wall[seed] = run_seed(seed_runs(config, seed, cost_ratio), budget, times, spe, reporter=reporter)
+        except OutOfBudget as stop:
+            reporter.log(f"== stopping: {stop}; seed {seed} is not counted")
+            record.write(stopped=str(stop), unfinished_seed=seed)
             break
-        pair_started = time.monotonic()
-        seeds.append(seed)
-        config = CompareConfig(base=base, out=str(out), arms=("baseline", "proposed"), seeds=tuple(seeds))
-        summary = run_compare(config, reporter=reporter)
-        pair_seconds.append(time.monotonic() - pair_started)
+        finished.append(seed)
+        # Every run of these seeds is finished: run_compare only reads them back and writes the summary.
+        summary = run_compare(dataclasses.replace(config, seeds=tuple(finished)))
+        record.write(seeds_completed=finished, elapsed_seconds=budget.elapsed(), run_wall_seconds=wall,
+                     epoch_seconds=epoch_seconds(summary))  # fmt: skip
+        reporter.log(f"== seed {seed} done: {len(finished)} seeds in {budget.elapsed():.0f} s of {budget.seconds:.0f}")
+    record.write(elapsed_seconds=budget.elapsed())
+    return summary
 
-    device = torch.device(base.device)
-    record = {
-        "device": device_name(device),
-        "torch_version": torch.__version__,
-        "git_commit": git_commit(),
-        "budget_seconds": args.budget,
-        "wall_seconds": time.monotonic() - started,
-        "seeds_completed": seeds,
-        "pair_wall_seconds": pair_seconds,
-        "epoch_seconds": {
-            arm: {seed: run["seconds"] / run["epochs"] for seed, run in row["per_seed"].items()}
-            for arm, row in summary["settings"]["A"].items()
-        },
-        "summary": summary["settings"]["A"],
-    }
-    (out / "gpu_record.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    print(f"wrote {out / 'gpu_record.json'} and {out / 'summary.md'}")
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", default=str(PROTOCOL), help="protocol file (default: %(default)s)")
+    parser.add_argument("--budget", type=float, default=480.0, help="wall-clock seconds for everything (480)")
+    parser.add_argument("--data", help="JPEG CIFAR-10 archive or folder (default: the protocol's)")
+    parser.add_argument("--cache-dir", help="decoded-data cache (default: the protocol's, data/cache)")
+    parser.add_argument("--out", help="comparison directory (default: the protocol's; with --tiny " + TINY_OUT + ")")
+    parser.add_argument("--branch-at", type=float, help="fraction of the baseline's steps every arm shares (0.5)")
+    parser.add_argument("--cost-ratio", type=float, help="declare R instead of measuring it with lossaug bench")
+    parser.add_argument("--maxup", action="store_true", help="also run the maxup arm (secondary endpoint)")
+    parser.add_argument("--margin", type=float, help="δ of the verdicts in percentage points (0.5)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--max-seeds", type=int, help="run at most the first N of the protocol's seeds")
+    parser.add_argument("--tiny", action="store_true", help="CPU smoke test: mini data, fast_resnet width 4")
+    args = parser.parse_args(argv)
+
+    budget = Budget(args.budget)  # first, so that the budget covers the start-up too
+    reporter = ConsoleReporter()
+    try:
+        config, overrides = protocol_config(args)
+        device = resolve_device(config.base.device)
+    except (InputError, UsageError, FileNotFoundError) as error:
+        print(f"gpu_protocol: {error}", file=sys.stderr)
+        return 2
+    record = Record(Path(config.out) / RECORD, {
+        "protocol": str(args.protocol), "overrides": overrides, "device": device_name(device),
+        "torch_version": torch.__version__, "cuda_version": torch.version.cuda, "git_commit": git_commit(),
+        "git_dirty": git_dirty(), "budget_seconds": args.budget, "seeds_planned": list(config.seeds),
+        "seeds_completed": [], "stopped": None, "unfinished_seed": None,
+    })  # fmt: skip
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    (Path(config.out) / "protocol.toml").write_text(Path(args.protocol).read_text())  # what the results ran
+    record.write()
+    try:
+        summary = run_protocol(config, budget, record, reporter)
+    except TrainingInterrupted as stop:  # SIGTERM/SIGINT: the finished seeds are already recorded
+        record.write(stopped=str(stop), elapsed_seconds=budget.elapsed())
+        print(f"gpu_protocol: {stop}; finished seeds are in {config.out}", file=sys.stderr)
+        return stop.exit_code
+    if summary is None:
+        print(f"gpu_protocol: no seed finished within the {args.budget:g} s budget; see {record.path}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(summary_markdown(summary))
+    print(f"{len(record.values['seeds_completed'])} seeds in {budget.elapsed():.0f} s; wrote {config.out}/summary.md, "
+          f"summary.json, forest.png and {RECORD}")  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
