@@ -422,20 +422,6 @@ def test_compare_command_options(tmp_path, capsys, monkeypatch):
     assert "lossaug compare needs --out DIR" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # subprocess: experiments/gpu_protocol.py, ~10 s
-def test_gpu_protocol_script_runs_tiny_on_cpu(tmp_path):
-    import subprocess
-
-    script = ROOT / "experiments" / "gpu_protocol.py"
-    out = tmp_path / "gpu"
-    done = subprocess.run([sys.executable, str(script), "--tiny", "--budget", "0", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    record = json.loads((out / "gpu_record.json").read_text())
-    assert record["seeds_completed"] == [0] and set(record["epoch_seconds"]) == {"baseline", "proposed"}
-    assert (out / "summary.md").exists()
-
-
 def test_compare_refuses_to_reuse_runs_made_with_other_options(tmp_path, monkeypatch):
     monkeypatch.setattr(compare_module, "train", FakeTrain())
     monkeypatch.setattr(compare_module, "git_commit", lambda: "c0ffee")
