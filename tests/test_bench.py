@@ -133,3 +133,28 @@ def test_proxy_and_derived_option_costs():
     assert abs(options["select_every 2"]["ratio"] - (r2 + 1) / 2) < 1e-12
     assert abs(options["select_from 0.5"]["ratio"] - (0.5 + 0.5 * r2)) < 1e-12
     assert "2" in result.to_json()["proxy_step_ms"]
+
+
+def test_audio_model_is_timed_on_waveforms_with_the_audio_setting(monkeypatch):
+    from lossaug import bench as bench_module
+
+    seen = []
+    real = bench_module.method_for
+    monkeypatch.setattr(bench_module, "method_for", lambda *a, **k: seen.append(k) or real(*a, **k))
+    config = BenchConfig(model="audio_cnn", width=2, batch_size=4, clip_samples=800, candidate_counts=(1, 2),
+                         repeats=1, warmup=0, device="cpu", setting="B")  # fmt: skip
+    result = run_bench(config)
+    assert seen == [{"audio": True}] and result.timing(2).ratio > 0
+    text = format_bench(result)
+    assert "800 samples" in text and "timemask" in text
+
+
+def test_compare_benches_an_audio_model_at_its_clip_length():
+    from lossaug.compare import _bench_input_size
+    from lossaug.config import TrainConfig
+
+    assert _bench_input_size(TrainConfig(model="audio_cnn", clip_seconds=0.68)) == {"clip_samples": 5440}
+    assert _bench_input_size(TrainConfig(model="cnn", image_size=64)) == {"image_size": 64}
+    assert _bench_input_size(TrainConfig(model="cnn")) == {}
+    with pytest.raises(ValueError, match="--clip-seconds"):
+        _bench_input_size(TrainConfig(model="audio_cnn"))

@@ -391,8 +391,11 @@ def test_protocol_command_runs_the_file_and_takes_no_other_option(tmp_path, caps
     out = tmp_path / "cmp"
     protocol = tmp_path / "p.toml"
     protocol.write_text(TINY_PROTOCOL.format(out=out, cache=tmp_path / "cache"))
-    assert main(["compare", "--protocol", str(protocol), "--seeds", "1", "--lr", "0.2"]) == 2
-    assert "takes no other options, got --seeds, --lr" in capsys.readouterr().err
+    assert main(["compare", "--protocol", str(protocol), "--seeds", "0", "--lr", "0.2"]) == 2
+    assert "takes no other options, got --lr" in capsys.readouterr().err
+    assert main(["compare", "--protocol", str(protocol), "--seeds", "0,1"]) == 2
+    assert "--seeds 1 not in the seeds of" in capsys.readouterr().err
+    assert main(["compare", "--protocol", str(protocol), "--seeds", "0"]) == 0  # a worker's share: all of it here
     assert main(["compare", "--protocol", str(protocol)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["design"]["margin"] == pytest.approx(0.003) and summary["seeds"] == [0]

@@ -7,7 +7,8 @@ baseline runs no model to select). The measured ratio is ``R(M) = step(M) / step
 ``efficiency = floor(M) / R(M)``: 1 when every extra millisecond is a scoring forward, below 1 when augmentation or
 selection overhead adds more, above 1 when one large scoring pass beats M passes of B.
 
-Everything is measured in one process on random uint8 images and labels, interleaved: each repeat runs every
+Everything is measured in one process on random uint8 images (int16 waveforms ``(B,1,T)`` for an audio model) and
+labels, interleaved: each repeat runs every
 measurement once, in an order rotated by one per repeat, so that load from other processes and clock drift hit all
 of them alike. Medians and spreads are reported. The step is the one ``train.train`` runs: ``Normalized`` model,
 the setting's augmentation, scoring chunks, autocast and memory format as ``train`` picks them, SGD with Nesterov
@@ -32,8 +33,8 @@ from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.metadata import device_name, git_commit
 from lossaug.method import Schedule, build_sgd, method_for
-from lossaug.models import DEFAULT_WIDTHS, MODELS, build_classifier
-from lossaug.pipeline import channel_stats, make_generator, resolve_device
+from lossaug.models import AUDIO_MODELS, DEFAULT_WIDTHS, MODELS, build_classifier
+from lossaug.pipeline import AUDIO_RATE, channel_stats, is_audio, make_generator, resolve_device
 from lossaug.seeds import stream_seed
 from lossaug.selection import LossAwareAugment, score_candidates
 from lossaug.state import Learner
@@ -60,6 +61,7 @@ class BenchConfig:
     candidate_counts: tuple[int, ...] = (1, 2, 4, 8)  # the M to time; must include 1, the baseline of every ratio
     setting: str = "A"  # augmentation: "A" = flip + pad-4 crop, "B" = A + 16 px Cutout
     image_size: int = 32  # S: images are (B,3,S,S) uint8
+    clip_samples: int = AUDIO_RATE  # T for an audio model (AUDIO_MODELS): waveforms (B,1,T) int16, 1 s by default
     num_classes: int = 10
     device: str = "auto"  # auto (cuda if available), cpu or cuda
     repeats: int = 20  # timed repeats of every measurement, interleaved
@@ -88,7 +90,8 @@ class BenchConfig:
             raise InputError(f"unknown setting {self.setting!r}; choose from {sorted(SETTINGS)}")
         if self.device not in DEVICES:
             raise InputError(f"unknown device {self.device!r}; choose from {list(DEVICES)}")
-        for name in ("batch_size", "image_size", "num_classes", "repeats", "width", "score_chunk", "proxy_width"):
+        sizes = ("batch_size", "image_size", "clip_samples", "num_classes", "repeats", "width", "score_chunk")
+        for name in (*sizes, "proxy_width"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InputError(f"{name} must be >= 1, got {value}")
@@ -320,15 +323,18 @@ def _learner(config: BenchConfig, name: str, width, images: Tensor, device, stre
 
 def _build_parts(config: BenchConfig, device: torch.device) -> _Parts:
     data_generator = make_generator(config.seed, "bench-data", torch.device("cpu"))
-    shape = (config.batch_size, 3, config.image_size, config.image_size)
-    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=data_generator)
+    if config.model in AUDIO_MODELS:  # white noise at about a quarter of full scale
+        shape, low, high, dtype = (config.batch_size, 1, config.clip_samples), -8192, 8192, torch.int16
+    else:
+        shape, low, high, dtype = (config.batch_size, 3, config.image_size, config.image_size), 0, 256, torch.uint8
+    images = torch.randint(low, high, shape, dtype=dtype, generator=data_generator)
     labels = torch.randint(0, config.num_classes, (config.batch_size,), generator=data_generator)
     train_config = _train_config(config)
     learner = _learner(config, config.model, config.width, images, device, "init")
     proxy = None
     if config.proxy_model is not None:
         proxy = _learner(config, config.proxy_model, config.proxy_width, images, device, "proxy-init")
-    method = method_for(train_config, channel_stats(images)[0], device)
+    method = method_for(train_config, channel_stats(images)[0], device, audio=is_audio(images))
     streams = {name: make_generator(config.seed, name, device) for name in ("augment", "augment-extra", "select")}
     return _Parts(images.to(device), labels.to(device), method, learner, proxy, streams)
 
@@ -433,13 +439,27 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
 # ---------------------------------------------------------------- reporting
 
 
+def _input_size(config: BenchConfig) -> str:
+    if config.model in AUDIO_MODELS:
+        return f"{config.clip_samples} samples"
+    return f"{config.image_size}px"
+
+
+def _setting_spec(config: BenchConfig) -> str:
+    if config.model in AUDIO_MODELS:
+        from lossaug.audio import AUDIO_SETTINGS
+
+        return AUDIO_SETTINGS[config.setting]
+    return SETTINGS[config.setting]
+
+
 def format_bench(result: BenchResult) -> str:
     """A plain-text table of ``result``: medians in ms, the step's range and IQR, ratio, floor, efficiency."""
     config = result.config
     width = config.width or DEFAULT_WIDTHS[config.model]
     lines = [
-        f"lossaug bench: {config.model} width {width}, batch {config.batch_size}, {config.image_size}px, "
-        f"setting {config.setting} ({SETTINGS[config.setting]})",
+        f"lossaug bench: {config.model} width {width}, batch {config.batch_size}, {_input_size(config)}, "
+        f"setting {config.setting} ({_setting_spec(config)})",
         f"{result.device}, torch {result.torch_version}, commit {(result.git_commit or 'unknown')[:10]}, "
         f"medians of {config.repeats} interleaved repeats after {config.warmup} warm-up",
         f"train step {result.train_step.median:.1f} ms (IQR {result.train_step.iqr:.1f}), "

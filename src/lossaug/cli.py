@@ -91,11 +91,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "the baseline's checkpoint at fraction F of its steps. Every train option sets what the arms share "
         "(precedence: defaults < --preset < --config < options). --protocol FILE.toml runs a pre-registered "
         "protocol ([compare]: out, arms, settings, seeds, branch_at, cost_ratio (number or 'bench'), margin_points, "
-        "allow_mixed_commits; [train]: train options) and takes no other option. Writes summary.md, summary.json "
-        "and forest.png.",
+        "allow_mixed_commits; [train]: train options) and takes no other option but --seeds, a share of its seeds "
+        "(to run one protocol in several processes; a last call without --seeds summarises them all). Writes "
+        "summary.md, summary.json and forest.png.",
     )
     parser.add_argument(
-        "--protocol", metavar="FILE.toml", help="run a pre-registered protocol file; no other option may be given"
+        "--protocol",
+        metavar="FILE.toml",
+        help="run a pre-registered protocol file; no other option but --seeds (a share of its seeds)",
     )
     parser.add_argument("--arms", type=_csv(str), default=None, help="comma-separated arms (default: all four)")
     parser.add_argument("--settings", type=_csv(str), default=None, help="comma-separated settings (default: A)")
@@ -153,6 +156,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="comma-separated M values, must include 1 (default: 1,2,4,8)",
     )
     parser.add_argument("--setting", choices=("A", "B"), help="augmentation setting (default: A)")
+    parser.add_argument("--image-size", type=int, help="image side S in px, images (B,3,S,S) (default: 32)")
+    parser.add_argument(
+        "--clip-samples", type=int, help="audio models: clip length T in samples, waveforms (B,1,T) (default: 8000)"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device (default: auto)")
     parser.add_argument("--repeats", type=int, help="timed repeats per measurement (default: 20)")
     parser.add_argument("--warmup", type=int, help="untimed repeats first (default: 3)")

@@ -213,8 +213,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from lossaug.train import NonFiniteError, TrainingInterrupted
 
     if args.protocol:
-        # A pre-registered protocol is run as committed: any other option would silently change it.
-        own = ("arms", "settings", "seeds", "config", "preset", "branch_at", "cost_ratio", "margin")
+        # A pre-registered protocol is run as committed: any other option would silently change it. --seeds may
+        # pick a share of its seeds, so that several processes can run one protocol side by side.
+        own = ("arms", "settings", "config", "preset", "branch_at", "cost_ratio", "margin")
         options = {k: option_flag(k) for k in (*own, "allow_mixed_commits")}
         options.update({f.name: f.metadata.get("option", option_flag(f.name)) for f in dataclasses.fields(TrainConfig)})
         typed = [option for name, option in options.items() if getattr(args, name, None) is not None]
@@ -224,6 +225,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         path = Path(args.protocol)
         table, base = load_protocol_file(path)
         config = config_from_protocol(table, base)
+        if args.seeds:
+            others = sorted(set(args.seeds) - set(config.seeds))
+            if others:
+                raise UsageError(f"--seeds {','.join(map(str, others))} not in the seeds of {path} "
+                                 f"({','.join(map(str, config.seeds))})")  # fmt: skip
+            config = dataclasses.replace(config, seeds=tuple(args.seeds))
         Path(config.out).mkdir(parents=True, exist_ok=True)
         (Path(config.out) / "protocol.toml").write_text(path.read_text())  # the results carry what they ran
     else:

@@ -184,6 +184,20 @@ def _preflight_commits(config: CompareConfig) -> None:
     check_commits(runs, config.allow_mixed_commits)
 
 
+def _bench_input_size(base: TrainConfig) -> dict[str, int]:
+    """The input size bench times: the clip length in samples for an audio model (which needs --clip-seconds:
+    the data's default length is known only once they are read), the image side when --image-size is set."""
+    from lossaug.models import AUDIO_MODELS
+    from lossaug.pipeline import AUDIO_RATE
+
+    if base.model in AUDIO_MODELS:
+        if base.clip_seconds is None:
+            raise InputError("bench needs the clip length of an audio comparison: pass --clip-seconds, or declare "
+                             "the cost ratio (--cost-ratio R)")  # fmt: skip
+        return {"clip_samples": round(base.clip_seconds * (base.sample_rate or AUDIO_RATE))}
+    return {"image_size": base.image_size} if base.image_size else {}
+
+
 def measure_cost_ratio(config: CompareConfig, setting: str, log: Callable[[str], None] | None = None) -> dict:
     """R for ``setting`` measured by ``lossaug bench`` (M = 1 and M = base.num_candidates, interleaved, default
     repeats) on the comparison's model, width, batch and device: ``{"value", "source": "bench", "bench"}``."""
@@ -199,7 +213,7 @@ def measure_cost_ratio(config: CompareConfig, setting: str, log: Callable[[str],
                          "the cost ratio (--cost-ratio R)")  # fmt: skip
     bench = BenchConfig(model=base.model, width=base.width, batch_size=base.batch_size,
                         candidate_counts=tuple(sorted({1, base.num_candidates})), setting=setting, device=base.device,
-                        score_chunk=base.score_chunk)  # fmt: skip
+                        score_chunk=base.score_chunk, **_bench_input_size(base))  # fmt: skip
     result = run_bench(bench, log=log)
     return {"value": result.timing(base.num_candidates).ratio, "source": "bench", "bench": result.to_json()}
 

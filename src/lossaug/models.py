@@ -150,6 +150,7 @@ class Normalized(nn.Module):
 
 
 MODELS = {"preact_resnet18": PreActResNet18, "cnn": SmallCNN, "fast_resnet": FastResNet, "audio_cnn": AudioCNN}
+AUDIO_MODELS = frozenset({"audio_cnn"})  # take (B,1,T) waveforms at AUDIO_RATE rather than images
 DEFAULT_WIDTHS = {"preact_resnet18": 64, "cnn": 32, "fast_resnet": 64, "audio_cnn": 16}
 # Smallest square side (px) each network accepts, at any width (tests/test_models.py checks it and that one less
 # fails): PreActResNet-18's stride-2 convs round up and never reach zero; the cnn and fast_resnet have three 2x2
