@@ -66,7 +66,7 @@ def test_config_file_and_precedence(tmp_path):
     "argv,needle",
     [
         (["train", "--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'cifar10', 'cifar100'"),
-        (["train", "--model", "vit"], "invalid choice: 'vit' (choose from 'preact_resnet18', 'cnn', 'fast_resnet'"),
+        (["train", "--model", "vit"], "unknown model 'vit'; choose from ['audio_cnn', 'cnn', 'fast_resnet', 'preact_"),
         (["train", "--frobnicate", "3"], "unrecognized arguments: --frobnicate 3"),
         (["train", "--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
         (["train", "--dataset", "folder", "--data", "/no/such/dir", "--out", "OUT"], "/no/such/dir"),
@@ -148,15 +148,34 @@ def test_python_dash_m_help_lists_the_fixed_options():
 
 
 @pytest.mark.slow  # ~10 s: two training runs
-def test_demo_command_prints_the_table_and_writes_the_plot(tmp_path, capsys):
+def test_demo_command_prints_the_table_and_writes_the_plot(tmp_path, capsys, monkeypatch):
+    from lossaug import demo
+
+    def no_calibration(config):
+        raise AssertionError("--epochs skips the calibration")
+
+    monkeypatch.setattr(demo, "calibrate", no_calibration)
     out = tmp_path / "demo"
     assert main(["demo", "--epochs", "1", "--width", "2", "--out", str(out), "--device", "cpu"]) == 0
-    printed = capsys.readouterr().out
-    assert "baseline" in printed and "proposed" in printed and "time ratio" in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "baseline" in printed and "proposed" in printed and "time ratio" in printed and "step ratio" in printed
+    assert "1 epoch per arm (as given)" in printed and "alternated epoch by epoch" in printed
     assert "cannot tell an effect" in printed
+    assert "baseline: epoch 1/1" in captured.err and "proposed: epoch 1/1" in captured.err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["baseline"]["time_ratio"] == 1.0 and summary["proposed"]["time_ratio"] > 0
+    assert summary["baseline"]["step_ratio"] == 1.0 and summary["proposed"]["step_ratio"] > 0
+    assert summary["median_step_ratio"] == summary["proposed"]["step_ratio"]
+    assert summary["baseline"]["steps"] == summary["proposed"]["steps"] == 5000 // 128
+    assert summary["epochs"] == 1 and summary["epochs_from"] == "given" and summary["calibration"] is None
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    for arm in ("baseline", "proposed"):
+        files = {p.name for p in (out / arm).iterdir()}
+        assert {"config.json", "metrics.jsonl", "final.json", "checkpoint.pt"} <= files
+    # a second demo into the same directory is refused before it calibrates or trains
+    assert main(["demo", "--width", "2", "--out", str(out), "--device", "cpu"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_a_run_that_stops_early_maps_to_one_exit_status_for_train_and_compare(capsys):

@@ -18,17 +18,23 @@ CASES = [
     ("regression.py", ["--steps", "3"], None, "step 3:"),
     ("multiview_dataloader.py", ["--steps", "3", "--batch-size", "16", "--workers", "2"], None, "step 3:"),
     ("lightning_example.py", ["--steps", "3", "--batch-size", "16"], "lightning", "trained 3 steps"),
+    ("transfer.py", ["--epochs", "1", "--seeds", "0", "--width", "2", "--cost-ratio", "2"], None, "fine-tuned from"),
 ]
 
 
 @pytest.mark.slow  # subprocess: each example script, 3-6 s
 @pytest.mark.parametrize("script, arguments, needs, expected", CASES, ids=[case[0] for case in CASES])
-def test_example_runs(script, arguments, needs, expected):
+def test_example_runs(script, arguments, needs, expected, tmp_path):
     if needs is not None and importlib.util.find_spec(needs) is None:
         pytest.skip(f"{script} needs {needs}")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *arguments], capture_output=True, text=True, timeout=300, env=env
+        [sys.executable, str(EXAMPLES / script), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,  # what an example writes (runs/...) stays out of the checkout
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert expected in done.stdout, done.stdout[-2000:]

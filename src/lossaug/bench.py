@@ -33,7 +33,7 @@ from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.metadata import device_name, git_commit
 from lossaug.method import Schedule, build_sgd, method_for
-from lossaug.models import AUDIO_MODELS, DEFAULT_WIDTHS, MODELS, build_classifier
+from lossaug.models import AUDIO_MODELS, DEFAULT_WIDTHS, build_classifier, check_model_name
 from lossaug.pipeline import AUDIO_RATE, channel_stats, is_audio, make_generator, resolve_device
 from lossaug.seeds import stream_seed
 from lossaug.selection import LossAwareAugment, score_candidates
@@ -55,7 +55,7 @@ QUICK = {"model": "cnn", "width": 16, "repeats": 5, "warmup": 1}
 class BenchConfig:
     """One benchmark run. Times are per step of ``batch_size`` images."""
 
-    model: str = "preact_resnet18"  # a key of models.MODELS
+    model: str = "preact_resnet18"  # a key of models.MODELS or PACKAGE.MODULE:FACTORY
     width: int | None = None  # first-stage channels; None: the model's default (preact_resnet18 64, cnn 32)
     batch_size: int = 128  # B, the published batch
     candidate_counts: tuple[int, ...] = (1, 2, 4, 8)  # the M to time; must include 1, the baseline of every ratio
@@ -80,8 +80,8 @@ class BenchConfig:
         object.__setattr__(self, "select_from", tuple(self.select_from))
         for name in ("model", "proxy_model"):
             value = getattr(self, name)
-            if value is not None and value not in MODELS:
-                raise InputError(f"unknown {name} {value!r}; choose from {sorted(MODELS)}")
+            if value is not None:
+                check_model_name(value, name)
         if any(k < 1 for k in self.select_every) or any(not 0 <= f < 1 for f in self.select_from):
             raise InputError(
                 f"need select_every >= 1 and 0 <= select_from < 1, got {self.select_every}, {self.select_from}"
@@ -408,7 +408,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
     parts = _build_parts(config, device)
     if log is not None:
         log(
-            f"bench: {config.model} width {config.width or DEFAULT_WIDTHS[config.model]}, batch {config.batch_size}, "
+            f"bench: {config.model} width {_width(config)}, batch {config.batch_size}, "
             f"M in {config.candidate_counts}, setting {config.setting}, {config.warmup} warm-up + {config.repeats} "
             f"repeats on {device_name(device)}"
         )
@@ -439,6 +439,10 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
 # ---------------------------------------------------------------- reporting
 
 
+def _width(config: BenchConfig) -> int | str:
+    return config.width or DEFAULT_WIDTHS.get(config.model, "default")
+
+
 def _input_size(config: BenchConfig) -> str:
     if config.model in AUDIO_MODELS:
         return f"{config.clip_samples} samples"
@@ -456,7 +460,7 @@ def _setting_spec(config: BenchConfig) -> str:
 def format_bench(result: BenchResult) -> str:
     """A plain-text table of ``result``: medians in ms, the step's range and IQR, ratio, floor, efficiency."""
     config = result.config
-    width = config.width or DEFAULT_WIDTHS[config.model]
+    width = _width(config)
     lines = [
         f"lossaug bench: {config.model} width {width}, batch {config.batch_size}, {_input_size(config)}, "
         f"setting {config.setting} ({_setting_spec(config)})",

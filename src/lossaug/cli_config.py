@@ -98,7 +98,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             type=_converter(f),
             choices=choices,
             default=argparse.SUPPRESS,
-            metavar="{" + ",".join(choices) + "}" if choices else f.name.upper(),
+            metavar="{" + ",".join(choices) + "}" if choices else f.metadata.get("option_metavar", f.name.upper()),
             help=f"{f.metadata['help']} (default: {default})",
         )
 

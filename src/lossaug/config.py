@@ -17,8 +17,9 @@ from torch import nn
 from lossaug import data as data_module
 from lossaug.augment import parse_augment
 from lossaug.errors import InputError
-from lossaug.models import MODELS
+from lossaug.models import MODELS, check_model_name
 from lossaug.selection import BN_MODES, SCORES
+from lossaug.user_model import FACTORY_FORM
 
 METHODS = ("baseline", "proposed", "maxup")
 SETTINGS = ("A", "B")
@@ -27,7 +28,9 @@ PLACEMENTS = ("auto", "device", "host")
 NONFINITE = ("raise", "skip")
 AUDIO_DATASETS = ("fsdd", "audio-folder")  # waveforms: audio settings, audio_cnn
 # Changing these on resume would change tensor shapes or the data itself: an error. Other changes only warn.
-RESUME_FIXED = ("dataset", "model", "width", "image_size", "train_size", "batch_size", "proxy_model", "proxy_width")
+RESUME_FIXED = (
+    "dataset", "model", "width", "image_size", "train_size", "classes", "batch_size", "proxy_model", "proxy_width",
+)  # fmt: skip
 # What a branch may change from its trunk (the method and how long it trains); everything else must match.
 BRANCH_FREE = (
     "method", "num_candidates", "temperature", "score", "bn", "uniform_mix", "score_chunk", "select_from",
@@ -61,11 +64,25 @@ class TrainConfig:
     sample_rate: int | None = _opt(None, "audio: resample clips to this rate in Hz (None: the data's own)")
     clip_seconds: float | None = _opt(None, "audio: pad/crop clips to this length (None: 95th percentile of train)")
     test_speaker: str | None = _opt(None, "fsdd: hold this speaker out as the test set (None: the official split)")
+    classes: str | None = _opt(
+        None, "keep only these classes (comma-separated names, e.g. 'cat,dog'), labelled in the data set's order"
+    )
     verify: bool = _opt(True, "check the official md5 of CIFAR archives (--no-verify skips it; recorded in config)")
     allow_data_change: bool = _opt(False, "resume even if the data differ from the checkpoint's (fingerprint)")
     # model
-    model: str = _opt("preact_resnet18", "network", choices=tuple(MODELS))
+    model: str = _opt(
+        "preact_resnet18",
+        f"network: {', '.join(MODELS)}, or your own as {FACTORY_FORM} (a callable taking num_classes= and, if it "
+        "accepts them, in_channels= and width=, returning an nn.Module)",
+        option_metavar="NAME|" + FACTORY_FORM,
+    )
     width: int | None = _opt(None, "first-stage channels (preact_resnet18: 64 as published; cnn: 32)")
+    init: str | None = _opt(
+        None, "start the model from this lossaug checkpoint, run directory or state_dict file; tensors whose shape "
+        "differs (e.g. the classifier head) keep their fresh initialisation and are listed"
+    )  # fmt: skip
+    init_strict: bool = _opt(False, "with --init: any tensor that does not match by name and shape is an error")
+    backbone_lr_scale: float = _opt(1.0, "with --init: multiply the learning rate of the loaded tensors (e.g. 0.1)")
     # method
     method: str = _opt(
         "proposed", "baseline: 1 random candidate; proposed: sample by loss; maxup: hardest", choices=METHODS
@@ -164,6 +181,31 @@ def _finite(name: str, value: float) -> None:
         raise InputError(f"{name} must be a finite number, got {value}")
 
 
+def class_names(config: TrainConfig) -> tuple[str, ...] | None:
+    """``config.classes`` as a tuple of names (None: every class)."""
+    if config.classes is None:
+        return None
+    return tuple(name.strip() for name in config.classes.split(","))
+
+
+def _check_transfer(config: TrainConfig) -> None:
+    """The options of the small-domain path: --init and its companions, --classes."""
+    _finite("backbone_lr_scale", config.backbone_lr_scale)
+    if config.backbone_lr_scale < 0:
+        raise InputError(f"backbone_lr_scale must be >= 0, got {config.backbone_lr_scale}")
+    if config.init is None and (config.init_strict or config.backbone_lr_scale != 1.0):
+        raise InputError("init_strict and backbone_lr_scale apply to loaded weights: give --init PATH too")
+    names = class_names(config)
+    if names is not None:
+        if "" in names:
+            raise InputError(f"classes: empty name in {config.classes!r}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InputError(f"classes: {repeated} named more than once in {config.classes!r}")
+        if len(names) < 2:
+            raise InputError(f"classes needs at least 2 class names, got {config.classes!r}")
+
+
 def validate_config(config: TrainConfig) -> None:
     """Raise ValueError naming the first bad field of ``config``."""
     for f in dataclasses.fields(config):
@@ -171,6 +213,7 @@ def validate_config(config: TrainConfig) -> None:
         value = getattr(config, f.name)
         if choices and value not in choices:
             raise InputError(f"unknown {f.name} {value!r}; choose from {list(choices)}")
+    _check_transfer(config)
     for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "uniform_mix", "select_from"):
         _finite(name, getattr(config, name))
     positive = {
@@ -198,8 +241,9 @@ def validate_config(config: TrainConfig) -> None:
         raise InputError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
     if not 0 <= config.select_from < 1:
         raise InputError(f"select_from must be in [0, 1), got {config.select_from}")
-    if config.proxy_model is not None and config.proxy_model not in MODELS:
-        raise InputError(f"unknown proxy_model {config.proxy_model!r}; choose from {sorted(MODELS)}")
+    check_model_name(config.model)
+    if config.proxy_model is not None:
+        check_model_name(config.proxy_model, "proxy_model")
     if config.temperature is not None and not config.temperature >= 0:
         raise InputError(f"temperature must be >= 0, got {config.temperature}")
     if not 0 <= config.uniform_mix <= 1:

@@ -5,14 +5,16 @@ tensors, checked on construction. The loaders live in ``data`` (image folders, t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from lossaug.errors import InputError
 
-__all__ = ["ImageDataset", "Log", "Split"]
+__all__ = ["ImageDataset", "Log", "Split", "select_classes"]
 
 Log = Callable[[str], None]
 
@@ -62,3 +64,26 @@ class ImageDataset:
 
 def silent(_message: str) -> None:
     """A ``Log`` that drops every message."""
+
+
+def select_classes(dataset: Any, names: Sequence[str]) -> Any:
+    """``dataset`` (an ``ImageDataset`` or ``audio_data.AudioDataset``) restricted to the classes ``names``: both
+    splits keep only their examples, relabelled ``0..k-1`` in the data set's own class order (so the labels do not
+    depend on the order ``names`` are given in). An unknown name is an ``InputError`` listing the classes."""
+    unknown = [name for name in names if name not in dataset.classes]
+    if unknown:
+        raise InputError(f"classes {unknown} not in {dataset.name}; its classes: {', '.join(dataset.classes)}")
+    keep = [i for i, name in enumerate(dataset.classes) if name in names]
+    new_label = torch.full((len(dataset.classes),), -1, dtype=torch.int64)
+    new_label[keep] = torch.arange(len(keep))
+
+    def restrict(split: Any) -> Any:
+        rows = (new_label[split.labels] >= 0).nonzero().squeeze(1)
+        fields = {f.name: getattr(split, f.name) for f in dataclasses.fields(split)}
+        tensor_field = next(name for name in fields if name != "labels")  # images or waveforms
+        fields[tensor_field] = fields[tensor_field][rows].contiguous()
+        fields["labels"] = new_label[split.labels[rows]]
+        return type(split)(**fields)
+
+    classes = tuple(dataset.classes[i] for i in keep)
+    return dataclasses.replace(dataset, classes=classes, train=restrict(dataset.train), test=restrict(dataset.test))

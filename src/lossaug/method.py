@@ -6,34 +6,66 @@ stretched tail) and SGD for the model and the proxy. Pure functions of the confi
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lossaug.augment import Augment, Compose, Cutout, parse_augment
+from lossaug.augment import Augment, Compose, Cutout, RandomCrop, parse_augment
 from lossaug.config import TrainConfig
+from lossaug.finetune import sgd_groups
 from lossaug.selection import LossAwareAugment
 
-# Cutout side per dataset for setting B, as in DeVries & Taylor (2017): 16 px on CIFAR-10, 8 px on CIFAR-100.
+# Setting B's Cutout side on CIFAR, as in DeVries & Taylor (2017): 16 px on CIFAR-10, 8 px on CIFAR-100. These
+# data sets keep CIFAR's numbers; any other is scaled to its image side S at CIFAR-10's ratios (crop padding S/8,
+# Cutout S/2), so that an 8-px image is not erased whole and a 224-px one is not barely touched.
 CUTOUT_SIZES = {"cifar10": 16, "mini": 16, "cifar100": 8}
 
 
-def build_augment(config: TrainConfig, fill: tuple[float, ...] | None = None, audio: bool = False) -> Augment:
-    """The run's augmentation: ``config.augment`` if set, else setting A (flip + crop) or B (A + Cutout); for
-    audio, ``audio.AUDIO_SETTINGS`` (A: shift + gain + noise; B: A + time and frequency masks)."""
+def setting_spec(config: TrainConfig, image_side: int | None) -> str:
+    """The augmentation spec a run uses: ``config.augment`` if set, else its setting at the data's scale."""
+    if config.augment is not None:
+        return config.augment
+    if config.dataset in CUTOUT_SIZES or image_side is None:
+        padding, cutout = 4, CUTOUT_SIZES.get(config.dataset, 16)
+    else:
+        padding, cutout = max(1, round(image_side / 8)), max(1, round(image_side / 2))
+    return f"flip,crop:{padding}" + (f",cutout:{cutout}" if config.setting == "B" else "")
+
+
+def oversized(augment: Compose, image_side: int) -> list[str]:
+    """The ops of ``augment`` that can remove all of an ``image_side``-px image: a crop padding or a Cutout side
+    of at least the image's side."""
+    found = []
+    for op in augment.augments:
+        if isinstance(op, RandomCrop) and op.padding >= image_side:
+            found.append(f"crop:{op.padding} can shift the {image_side}-px image out of view")
+        if isinstance(op, Cutout) and op.size >= image_side:
+            found.append(f"cutout:{op.size} can erase the whole {image_side}-px image")
+    return found
+
+
+def build_augment(
+    config: TrainConfig, fill: tuple[float, ...] | None = None, audio: bool = False, image_side: int | None = None
+) -> Augment:
+    """The run's augmentation: ``config.augment`` if set, else setting A (flip + crop) or B (A + Cutout) at the
+    scale of ``image_side`` (see ``setting_spec``); for audio, ``audio.AUDIO_SETTINGS`` (A: shift + gain + noise;
+    B: A + time and frequency masks). An explicit spec that can remove a whole image is warned about."""
     if audio:
         from lossaug.audio import AUDIO_SETTINGS, parse_audio_augment
 
         return parse_audio_augment(config.augment or AUDIO_SETTINGS[config.setting])
+    spec = setting_spec(config, image_side)
+    augment = parse_augment(spec)
     if config.augment is not None:
-        return parse_augment(config.augment)
-    setting_a = parse_augment("flip,crop:4")
-    if config.setting == "A":
-        return setting_a
-    size = CUTOUT_SIZES.get(config.dataset, 16)
+        for problem in oversized(augment, image_side) if image_side else ():
+            warnings.warn(f"augment {spec!r}: {problem}", stacklevel=2)
+        return augment
     # Cutout fills with the per-channel training mean: DeVries & Taylor zero the normalised image, i.e. the mean.
-    return Compose((*setting_a.augments, Cutout(size, fill=fill or 0)))
+    ops = [Cutout(op.size, fill=fill or 0) if isinstance(op, Cutout) else op for op in augment.augments]
+    return Compose(tuple(ops))
 
 
 def scoring_chunk(config: TrainConfig, device: torch.device) -> int | None:
@@ -46,13 +78,17 @@ def scoring_chunk(config: TrainConfig, device: torch.device) -> int | None:
 
 
 def method_for(
-    config: TrainConfig, mean: tuple[float, ...], device: torch.device, audio: bool = False
+    config: TrainConfig,
+    mean: tuple[float, ...],
+    device: torch.device,
+    audio: bool = False,
+    image_side: int | None = None,
 ) -> LossAwareAugment:
-    """The run's method: augmentation of its setting (Cutout filled with the training ``mean`` on the [0, 1]
-    scale), M, temperature and scoring options, bf16 scoring on CUDA."""
+    """The run's method: augmentation of its setting at the scale of ``image_side`` (Cutout filled with the
+    training ``mean`` on the [0, 1] scale), M, temperature and scoring options, bf16 scoring on CUDA."""
     fill = tuple(round(255 * m) for m in mean)
     return LossAwareAugment(
-        build_augment(config, fill, audio),
+        build_augment(config, fill, audio, image_side),
         num_candidates=config.candidates_per_image(),
         temperature=config.resolved_temperature(),
         score=config.score,
@@ -102,11 +138,12 @@ class Schedule:
 
 
 def build_sgd(
-    net: nn.Module, config: TrainConfig, schedule: Schedule
+    net: nn.Module, config: TrainConfig, schedule: Schedule, loaded: Iterable[str] = ()
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """SGD (Nesterov momentum) for ``net`` with ``config``'s hyperparameters, stepped per step by ``schedule``."""
+    """SGD (Nesterov momentum) for ``net`` with ``config``'s hyperparameters, stepped per step by ``schedule``;
+    the parameters ``loaded`` by ``--init`` (bare-network names) learn at ``lr * backbone_lr_scale``."""
     optimizer = torch.optim.SGD(
-        net.parameters(),
+        sgd_groups(net, loaded, config.lr, config.backbone_lr_scale),
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.momentum > 0,
@@ -119,12 +156,14 @@ def reapply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler, config:
     """After loading optimizer and schedule state, make ``config``'s lr, momentum and weight decay take effect:
     a resumed run may change them (e.g. a lower lr after a non-finite loss). Unchanged values give the same
     floats the schedule computed, so exact resume is kept."""
-    scheduler.base_lrs = [config.lr for _ in optimizer.param_groups]
+    scales = [config.backbone_lr_scale if group.get("name") == "backbone" else 1.0 for group in optimizer.param_groups]
+    scheduler.base_lrs = [config.lr * scale for scale in scales]
     factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
-    for group in optimizer.param_groups:
+    for group, scale in zip(optimizer.param_groups, scales, strict=True):
         group.update(
-            initial_lr=config.lr,
-            lr=config.lr * factor,
+            initial_lr=config.lr * scale,
+            lr=config.lr * scale * factor,
+            lr_scale=scale,
             momentum=config.momentum,
             nesterov=config.momentum > 0,
             weight_decay=config.weight_decay,

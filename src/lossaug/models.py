@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from lossaug.audio_model import AudioCNN
 from lossaug.errors import InputError
+from lossaug.user_model import FACTORY_FORM, build_factory_model, is_factory_name
 
 
 class PreActBlock(nn.Module):
@@ -168,12 +169,21 @@ RECIPES = {
 }
 
 
+def check_model_name(name: str, option: str = "model") -> None:
+    """Raise ``InputError`` unless ``name`` is a built-in network or of the form ``PACKAGE.MODULE:FACTORY``
+    (imported only when the model is built)."""
+    if name not in MODELS and not is_factory_name(name):
+        raise InputError(f"unknown {option} {name!r}; choose from {sorted(MODELS)} or give {FACTORY_FORM}")
+
+
 def build_model(name: str, num_classes: int, in_channels: int = 3, width: int | None = None) -> nn.Module:
-    """The bare network ``name`` from ``MODELS``; ``width`` None takes the model's default."""
-    if name not in MODELS:
-        raise InputError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    """The bare network ``name``: one of ``MODELS`` (``width`` None takes its default) or the ``nn.Module`` a
+    ``PACKAGE.MODULE:FACTORY`` returns (see ``user_model``)."""
+    check_model_name(name)
     if width is not None and width < 1:
         raise InputError(f"width must be >= 1, got {width}")
+    if name not in MODELS:
+        return build_factory_model(name, num_classes, in_channels, width)
     return MODELS[name](num_classes, in_channels, width or DEFAULT_WIDTHS[name])
 
 

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lossaug import data as data_module
-from lossaug.config import TrainConfig
+from lossaug.config import TrainConfig, class_names
+from lossaug.data_types import select_classes
 from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.models import MIN_IMAGE_SIZE
@@ -116,6 +117,13 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
         verify=config.verify,
         audio=dict(sample_rate=config.sample_rate, clip_seconds=config.clip_seconds, test_speaker=config.test_speaker),
     )
+    names = class_names(config)
+    if names is not None:
+        total = dataset.num_classes
+        dataset = select_classes(dataset, names)
+        if log is not None:
+            log(f"classes: {', '.join(dataset.classes)} ({dataset.num_classes} of {total}): "
+                f"{len(dataset.train.labels)} train / {len(dataset.test.labels)} test")  # fmt: skip
     _check_labels(dataset, config.dataset)
     train, test = dataset.train, dataset.test
     audio = is_audio(train.images)

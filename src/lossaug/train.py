@@ -41,6 +41,7 @@ from lossaug.config import (
 from lossaug.data import data_fingerprint, fingerprint_differences
 from lossaug.distributed import World
 from lossaug.errors import InputError
+from lossaug.finetune import apply_init, read_init
 from lossaug.interrupts import NonFiniteError, TrainingInterrupted, stop_requests
 from lossaug.metadata import device_name, git_commit, run_metadata, write_json
 from lossaug.method import (
@@ -52,6 +53,7 @@ from lossaug.method import (
     reapply_hyperparameters,
     scoring_chunk,
     selects_at,
+    setting_spec,
 )
 from lossaug.models import build_classifier
 from lossaug.pipeline import (
@@ -154,12 +156,17 @@ class _Run:
         self.out_dir = Path(config.out) if config.out else None
         self.writes = self.out_dir is not None and self.world.leader
         origin, payload = self._origin(resume)
+        # --init's file is read before the data (a bad path fails at once); resumes and branches never read it.
+        self.init_tensors = read_init(config.init) if config.init is not None and origin is None else None
         self.data = prepare_data(config, self.device, self.reporter.log if self.reporter else None)
         data = self.data
         self.fingerprint = data_fingerprint(data.train_images, data.train_labels, data.num_classes)
-        self.method = method_for(config, data.mean, self.device, audio=is_audio(data.train_images))
+        audio = is_audio(data.train_images)
+        self.image_side = None if audio else min(data.train_images.shape[-2:])
+        self.method = method_for(config, data.mean, self.device, audio=audio, image_side=self.image_side)
         self.steps_per_epoch = len(self.data.train_labels) // config.batch_size
         self.schedule = self._schedule(origin, payload)
+        self.init_report = self._init_report(origin, payload)
         self.model = self._learner("init", config.model, config.width)
         # The proxy (if any) scores the candidates and learns from the same chosen batches with its own optimizer;
         # it never sees the main model's loss. torch.compile wraps whichever network scores.
@@ -180,7 +187,8 @@ class _Run:
             self.reporter.log(
                 f"{config.method} (M={config.candidates_per_image()}, T={config.resolved_temperature()}) "
                 f"{config.model} on {config.dataset}: {len(self.data.train_labels)} train / "
-                f"{len(self.data.test_labels)} test images, {self.metadata['device']}{resumed}"
+                f"{len(self.data.test_labels)} test images, augment {self.metadata['resolved']['augment']!r}, "
+                f"{self.metadata['device']}{resumed}"
             )
 
     # ------------------------------------------------------------ set-up
@@ -222,15 +230,32 @@ class _Run:
             return Schedule(total, warmup, saved["trunk_steps"], saved["branch_step"])
         return Schedule(total, warmup, total)
 
+    def _init_report(self, origin: str | None, payload: dict | None) -> dict | None:
+        """What ``--init`` loaded: read back from the checkpoint when resuming or branching (the weights come from
+        it; the init file is not read again), else None until ``_learner`` loads the file."""
+        if self.config.init is None or origin is None:
+            return None
+        return payload.get("init") or {"loaded": []}
+
     def _learner(self, stream: str, name: str, width: int | None) -> Learner:
-        """A network behind normalisation, initialised from its own stream, with SGD and the schedule."""
-        data, device = self.data, self.device
+        """A network behind normalisation, initialised from its own stream (the main model: then from
+        ``--init``'s tensors, on a fresh run), with SGD (loaded tensors in their own group) and the schedule."""
+        data, device, config = self.data, self.device, self.config
         net = build_classifier(
             name, data.num_classes, data.in_channels, width, (data.mean, data.std),
-            device=device, init_seed=stream_seed(self.config.seed, stream),
+            device=device, init_seed=stream_seed(config.seed, stream),
         )  # fmt: skip
+        loaded: tuple[str, ...] = ()
+        if stream == "init" and config.init is not None:
+            if self.init_report is None:
+                report = apply_init(net.net, self.init_tensors, config.init, config.init_strict)
+                self.init_tensors = None
+                self.init_report = report.to_json()
+                if self.reporter is not None:
+                    self.reporter.log(report.summary())
+            loaded = tuple(self.init_report["loaded"])
         schedule = self.schedule
-        optimizer, _ = build_sgd(net, self.config, schedule)
+        optimizer, _ = build_sgd(net, config, schedule, loaded)
         # A plain function, not the Schedule object: LambdaLR saves a callable object's attributes in its state
         # and would put the saved run's schedule back on load.
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step))
@@ -269,13 +294,24 @@ class _Run:
             "steps_per_epoch": self.steps_per_epoch,
             "schedule": dataclasses.asdict(self.schedule),
             "stop_step": self.stop_step,
+            "augment": self._augment_spec(),
         }
         metadata = {**run_metadata(self.config, self.device, resolved), "world_size": self.world.size}
+        if self.init_report is not None:
+            metadata["init"] = self.init_report
         if origin == "resume":
             metadata["resumed_from_step"] = self.state.global_step
         if origin == "branch":
             metadata["branched_from"] = {"run_dir": self.config.branch_from, "global_step": self.state.global_step}
         return metadata
+
+    def _augment_spec(self) -> str:
+        """The augmentation this run uses, as a spec (a setting resolved at the data's scale)."""
+        if self.image_side is None:
+            from lossaug.audio import AUDIO_SETTINGS
+
+            return self.config.augment or AUDIO_SETTINGS[self.config.setting]
+        return setting_spec(self.config, self.image_side)
 
     def _callbacks(self, on_step) -> list[Callback]:
         callbacks: list[Callback] = []
@@ -429,6 +465,7 @@ class _Run:
             "config": dataclasses.asdict(self.config),
             "schedule": dataclasses.asdict(self.schedule),
             "data_fingerprint": self.fingerprint,
+            "init": self.init_report,
         }
         return save_checkpoint(payload, self.out_dir)
 

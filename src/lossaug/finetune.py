@@ -1,0 +1,140 @@
+"""Starting from pre-trained weights: ``--init PATH`` (a lossaug checkpoint, its run directory, or a plain
+``state_dict`` file), ``--init-strict`` and ``--backbone-lr-scale``.
+
+``read_init`` loads the file (``torch.load(weights_only=True)``: nothing but tensors and plain data ever runs) and
+returns its tensors named as the bare network's ``state_dict`` keys: a lossaug checkpoint's ``Normalized`` wrapper
+(``net.`` and the data's own ``mean``/``std``), a ``module.`` (DDP) or ``model.`` prefix, or a ``{"state_dict":
+...}`` container are unwrapped. ``apply_init`` copies every tensor whose name and shape match into the network;
+the rest keep their fresh initialisation and are listed in the returned ``InitReport`` (typically the classifier
+head when the number of classes changed). ``sgd_groups`` puts the loaded parameters in their own SGD group, whose
+learning rate is ``lr * backbone_lr_scale``.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lossaug.errors import InputError
+
+__all__ = ["InitReport", "apply_init", "read_init", "sgd_groups"]
+
+_PREFIXES = ("", "net.", "module.", "model.", "module.net.", "model.net.")
+_WRAPPER_BUFFERS = ("mean", "std")  # Normalized's: the new data's statistics, never loaded
+
+
+@dataclass(frozen=True)
+class InitReport:
+    """What ``--init`` did: tensors loaded, kept fresh because their shapes differ (``name: model vs file``), in
+    the model but not in the file, and in the file but unused."""
+
+    path: str
+    loaded: tuple[str, ...]
+    shape_mismatch: tuple[str, ...]
+    missing: tuple[str, ...]
+    unused: tuple[str, ...]
+
+    @property
+    def exact(self) -> bool:
+        return not (self.shape_mismatch or self.missing or self.unused)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        text = f"init from {self.path}: {len(self.loaded)} tensors loaded"
+        for label, names in (("kept fresh, shape differs", self.shape_mismatch), ("not in the file", self.missing),
+                             ("unused from the file", self.unused)):  # fmt: skip
+            if names:
+                shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+                text += f"; {label}: {shown}"
+        return text
+
+
+def _load_file(path: Path) -> Any:
+    if path.is_dir():
+        from lossaug.checkpoint import newest_valid_checkpoint
+
+        return newest_valid_checkpoint(path, keys=("model",))[1]
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"--init {path}: no such file or run directory") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as error:
+        text = str(error).strip()
+        reason = "it holds pickled objects other than tensors" if "Weights only" in text else text.splitlines()[0]
+        raise InputError(f"--init {path}: not a readable state dict or lossaug checkpoint ({reason})") from None
+
+
+def read_init(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of ``path`` keyed as in the file (a lossaug checkpoint or a run directory: its model's)."""
+    path = Path(path)
+    payload = _load_file(path)
+    if isinstance(payload, Mapping) and isinstance(payload.get("model"), Mapping) and "format" in payload:
+        payload = payload["model"]  # a lossaug checkpoint: the Normalized network
+    elif isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
+        payload = payload["state_dict"]  # e.g. a Lightning checkpoint
+    if not isinstance(payload, Mapping) or not payload:
+        raise InputError(f"--init {path}: expected a state dict (names to tensors), got {type(payload).__name__}")
+    tensors = {k: v for k, v in payload.items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise InputError(f"--init {path}: holds no tensors")
+    return tensors
+
+
+def _strip(tensors: Mapping[str, Tensor], wanted: Iterable[str]) -> dict[str, Tensor]:
+    """``tensors`` with the prefix removed that makes the most names match ``wanted``."""
+    wanted = set(wanted)
+
+    def stripped(prefix: str) -> dict[str, Tensor]:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    best = max(_PREFIXES, key=lambda prefix: len(wanted & set(stripped(prefix))))
+    return {k: v for k, v in stripped(best).items() if k not in _WRAPPER_BUFFERS or k in wanted}
+
+
+def apply_init(net: nn.Module, tensors: Mapping[str, Tensor], path: str, strict: bool = False) -> InitReport:
+    """Copy into ``net`` (the bare network) every tensor of ``tensors`` whose name and shape match; raise
+    ``InputError`` when none does, or with ``strict`` on any mismatch."""
+    own = net.state_dict()
+    tensors = _strip(tensors, own)
+    loaded, mismatch = [], []
+    for name, target in own.items():
+        source = tensors.get(name)
+        if source is None:
+            continue
+        if source.shape != target.shape:
+            mismatch.append(f"{name} {tuple(target.shape)} vs {tuple(source.shape)}")
+            continue
+        loaded.append(name)
+    report = InitReport(
+        path=str(path), loaded=tuple(loaded), shape_mismatch=tuple(mismatch),
+        missing=tuple(n for n in own if n not in tensors), unused=tuple(n for n in tensors if n not in own),
+    )  # fmt: skip
+    if not loaded:
+        raise InputError(f"--init {path}: no tensor matches the model by name and shape ({report.summary()})")
+    if strict and not report.exact:
+        raise InputError(f"--init-strict: {path} does not match the model exactly ({report.summary()})")
+    with torch.no_grad():
+        for name in loaded:
+            own[name].copy_(tensors[name].to(own[name].dtype))
+    return report
+
+
+def sgd_groups(model: nn.Module, loaded: Iterable[str], lr: float, scale: float) -> list[dict[str, Any]]:
+    """SGD parameter groups of ``model`` (the ``Normalized`` wrapper or a bare network): the parameters loaded
+    by ``--init`` (names as in the bare network) at ``lr * scale``, the others at ``lr``; empty groups left out.
+    Each group records its ``lr_scale``, so a resumed run restores the same split."""
+    loaded = set(loaded)
+    backbone, head = [], []
+    for name, parameter in model.named_parameters():
+        bare = name[len("net.") :] if name.startswith("net.") else name
+        (backbone if bare in loaded else head).append(parameter)
+    groups = [("backbone", backbone, scale), ("head", head, 1.0)]
+    return [{"params": p, "lr": lr * s, "lr_scale": s, "name": n} for n, p, s in groups if p]
