@@ -144,67 +144,23 @@ def _train_and_report(config: TrainConfig, rank: int, resume: bool, overwrite: b
     return 0
 
 
-DEMO_NOTE = """\
-What this shows: both arms ran the same model, data, epochs and seed, so the time ratio is the price of scoring
-{candidates} candidates per image on this device. What it cannot show: whether selection helps. This is one seed
-of a small CNN on 5,000 images for {epochs} epochs, far from the published regime (PreActResNet-18, 50,000 images,
-200 epochs); a single seed cannot tell an effect of a point or two from seed-to-seed noise. Settle that with
-several seeds per arm."""
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from lossaug.plots import plot_curves
-    from lossaug.train import train
+    from lossaug.demo import DemoConfig, DemoInterrupted, format_table, note, run_demo
+    from lossaug.train import NonFiniteError
 
-    out = Path(args.out)
-    common = dict(
-        dataset="mini",
-        model="cnn",
-        width=args.width,
-        setting="A",
-        epochs=args.epochs,
-        batch_size=128,
-        lr=0.2,
-        seed=args.seed,
-        device=args.device,
-        num_candidates=args.candidates,
-    )
-    results = {}
-    for method in ("baseline", "proposed"):
-        config = TrainConfig(**common, method=method, out=str(out / method))
-        results[method] = train(config, reporter=_reporter())
-    base = results["baseline"]
-    rows = [("method", "test error", "train error", "train time", "time ratio")]
-    for method, r in results.items():
-        rows.append(
-            (
-                method,
-                f"{r.test_error:.2%}",
-                f"{r.train_error:.2%}",
-                f"{r.seconds:.1f}s",
-                f"{r.seconds / base.seconds:.2f}x",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print(
-        f"\nlossaug demo: mini CIFAR-10, cnn width {args.width}, {args.epochs} epochs, seed {args.seed}, {base.device}"
-    )
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-    plot = plot_curves({m: r.metrics for m, r in results.items()}, out / "comparison.png", title="lossaug demo")
-    summary = {
-        m: {
-            "test_error": r.test_error,
-            "train_error": r.train_error,
-            "seconds": r.seconds,
-            "time_ratio": r.seconds / base.seconds,
-            "run_dir": str(r.out_dir),
-        }
-        for m, r in results.items()
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\nplot: {plot}\nsummary: {out / 'summary.json'}\n")
-    print(DEMO_NOTE.format(candidates=args.candidates, epochs=args.epochs))
+    given = {**vars(args), "num_candidates": args.candidates}  # options left out keep DemoConfig's defaults
+    names = [f.name for f in dataclasses.fields(DemoConfig)]
+    config = DemoConfig(**{name: given[name] for name in names if given.get(name) is not None})
+    try:
+        result = run_demo(config, reporter=_reporter())
+    except DemoInterrupted as stop:
+        print(f"lossaug: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except NonFiniteError as stop:
+        return stop_exit_code(stop, "")
+    print(f"\n{format_table(result)}")
+    print(f"\nplot: {result.plot_path}\nsummary: {result.summary_path}\n")
+    print(note(result))
     return 0
 
 
