@@ -252,6 +252,14 @@ def test_lossaug_train_on_an_audio_folder_end_to_end(tmp_path, capsys):
     meta = json.loads((out / "config.json").read_text())
     assert meta["config"]["dataset"] == "audio-folder"
     assert main(["train", "--resume", str(out), "--epochs", "3"]) == 0
+    # lossaug show draws each clip's candidates as log-mel spectrograms with their scores.
+    from lossaug.show import load_run, score_examples
+
+    grid = score_examples(load_run(out), num_images=2, num_candidates=3, seed=0)
+    assert grid.candidates.dtype == torch.int16 and grid.candidates.shape[:3] == (2, 3, 1)
+    assert grid.scores.shape == (2, 3) and torch.allclose(grid.probs.sum(1), torch.ones(2))
+    assert main(["show", str(out), "--out", str(tmp_path / "show.png"), "--images", "2"]) == 0
+    assert (tmp_path / "show.png").stat().st_size > 0
     bad = ["train", "--dataset", "audio-folder", "--data", str(root), "--augment", "shift,flip", "--out",
            str(tmp_path / "bad")]  # fmt: skip
     assert main(bad) == 2

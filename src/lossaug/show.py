@@ -17,11 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from lossaug.checkpoint import load_checkpoint, newest_valid_checkpoint
-from lossaug.config import TrainConfig
+from lossaug.config import TrainConfig, class_names
 from lossaug.data import Split, load_dataset
+from lossaug.data_types import select_classes
 from lossaug.errors import InputError
 from lossaug.method import method_for
 from lossaug.models import build_classifier
+from lossaug.pipeline import is_audio
 from lossaug.seeds import stream_seed
 from lossaug.selection import score_candidates, selection_probs
 
@@ -50,8 +52,9 @@ class LoadedRun:
 
 @dataclass(frozen=True)
 class CandidateGrid:
-    """``candidates (N,M,C,H,W)`` uint8 of ``targets (N,)``, their ``scores (N,M)`` and ``probs (N,M)`` at
-    ``temperature``; ``note`` says how the probabilities relate to training (empty when they are the run's)."""
+    """``candidates (N,M,C,H,W)`` uint8 (or ``(N,M,C,T)`` int16 clips) of ``targets (N,)``, their ``scores (N,M)``
+    and ``probs (N,M)`` at ``temperature``; ``note`` says how the probabilities relate to training (empty when they
+    are the run's)."""
 
     candidates: Tensor
     targets: Tensor
@@ -105,7 +108,10 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
         data if data is not None else config.data,
         cache_dir=cache_dir,
         image_size=config.image_size,
+        audio=dict(sample_rate=config.sample_rate, clip_seconds=config.clip_seconds, test_speaker=config.test_speaker),
     )
+    if config.classes is not None:
+        dataset = select_classes(dataset, class_names(config))
     if dataset.num_classes != payload["num_classes"]:
         raise InputError(
             f"checkpoint {path} has {payload['num_classes']} classes but the {config.dataset} data has "
@@ -128,7 +134,10 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
     # The run's own method object (augmentation of its setting, Cutout filled with the training mean the model
     # holds, scoring options), asked for num_candidates candidates.
     mean = tuple(float(m) / 255 for m in run.model.mean.flatten())
-    method = method_for(dataclasses.replace(config, num_candidates=num_candidates), mean, torch.device("cpu"))
+    audio = is_audio(images)
+    side = None if audio else min(images.shape[-2:])
+    method = method_for(dataclasses.replace(config, num_candidates=num_candidates), mean, torch.device("cpu"),
+                        audio=audio, image_side=side)  # fmt: skip
     augment_generator = torch.Generator().manual_seed(stream_seed(seed, "show-augment"))
     candidates = method.candidates(images, num_candidates=num_candidates, generator=augment_generator)
     scoring = method.scoring
@@ -142,9 +151,23 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
     return CandidateGrid(candidates, targets, scores, probs, temperature, note)
 
 
+def log_mel_of(clips: Tensor) -> Tensor:
+    """Log-mel spectrograms ``(N,M,n_mels,frames)`` of the first channel of int16 waveform candidates
+    ``(N,M,C,T)``, by ``audio_cnn``'s own front end (it has no learned parameters)."""
+    from lossaug.audio_model import INT16_SCALE, LogMel
+    from lossaug.pipeline import AUDIO_RATE
+
+    num_clips, num_candidates, _, length = clips.shape
+    with torch.no_grad():
+        waveforms = clips[:, :, :1].reshape(-1, 1, length).float() / INT16_SCALE
+        features = LogMel(AUDIO_RATE)(waveforms)  # (N*M, 1, n_mels, frames)
+    return features.view(num_clips, num_candidates, *features.shape[-2:])
+
+
 def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *, title: str = "") -> Path:
-    """Write a PNG: one row per image, one column per candidate, each tile titled with the true class, its score
-    and probability; the most probable candidate of each row is titled in red."""
+    """Write a PNG: one row per image (or clip: its candidates as log-mel spectrograms), one column per candidate,
+    each tile titled with the true class, its score and probability; the most probable candidate of each row is
+    titled in red."""
     from lossaug.plots import _pyplot
 
     plt = _pyplot()
@@ -153,12 +176,17 @@ def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *,
         num_images, num_candidates, figsize=(1.9 * num_candidates, 2.1 * num_images + 0.6), squeeze=False
     )
     best = grid.probs.argmax(dim=1)
+    spectrograms = log_mel_of(grid.candidates) if grid.candidates.dim() == 4 else None
     for row in range(num_images):
         name = classes[int(grid.targets[row])]
         for column in range(num_candidates):
             ax = axes[row, column]
-            image = grid.candidates[row, column].permute(1, 2, 0).numpy()
-            ax.imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray" if image.shape[2] == 1 else None)
+            if spectrograms is not None:  # frequency upwards, time to the right
+                ax.imshow(spectrograms[row, column].numpy(), origin="lower", aspect="auto", cmap="magma")
+            else:
+                image = grid.candidates[row, column].permute(1, 2, 0).numpy()
+                gray = image.shape[2] == 1
+                ax.imshow(image[:, :, 0] if gray else image, cmap="gray" if gray else None)
             ax.set_xticks([])
             ax.set_yticks([])
             score, prob = float(grid.scores[row, column]), float(grid.probs[row, column])
