@@ -33,6 +33,7 @@ from lossaug._archive import download, safe_extract
 from lossaug.cifar import CIFAR_SOURCES, load_cifar
 from lossaug.data_types import ImageDataset, Log, Split, silent
 from lossaug.errors import InputError
+from lossaug.memory import check_fits, dataset_bytes
 from lossaug.multiview import MultiView, view_seed
 
 __all__ = [
@@ -208,7 +209,11 @@ def _decode_tree(name: str, tree: _Tree, image_size: int | None, where: str, log
         split_images = [image for c in classes for image in tree[split][c]]
         images.append(split_images)
         labels.append(np.repeat(np.arange(len(classes)), [len(tree[split][c]) for c in classes]))
-    log(f"decoding {len(images[0]) + len(images[1])} images from {where}...")
+    count = len(images[0]) + len(images[1])
+    if image_size is not None:
+        check_fits({"decoded images": dataset_bytes(count, 1, image_size)}, torch.device("cpu"),
+                   "lower --image-size", what=f"decoding {count} images at {image_size} px")  # fmt: skip
+    log(f"decoding {count} images from {where}...")
     # One decode call over both splits, so the size check and the gray-or-RGB decision cover all images.
     decoded = _decode_images(images[0] + images[1], image_size)
     num_train = len(images[0])

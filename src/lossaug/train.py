@@ -43,6 +43,7 @@ from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.finetune import apply_init, read_init
 from lossaug.interrupts import NonFiniteError, TrainingInterrupted, stop_requests
+from lossaug.memory import check_fits, step_bytes
 from lossaug.metadata import device_name, git_commit, run_metadata, write_json
 from lossaug.method import (
     Schedule,
@@ -55,7 +56,7 @@ from lossaug.method import (
     selects_at,
     setting_spec,
 )
-from lossaug.models import build_classifier
+from lossaug.models import build_classifier, build_model
 from lossaug.pipeline import (
     balanced_subset,
     channel_stats,
@@ -142,6 +143,9 @@ def _train(config: TrainConfig, reporter: Reporter | None, on_step, resume: bool
     return run.result()
 
 
+STOP_SYNC_STEPS = 8  # under torch.distributed: steps between agreements on a stop signal
+
+
 class _Run:
     """One run's parts, wired: built from the config (and a checkpoint when resuming or branching), then driven
     by ``train``'s loop. Owns the checkpoints, the non-finite policy, signals and the run directory's files."""
@@ -166,6 +170,7 @@ class _Run:
         self.method = method_for(config, data.mean, self.device, audio=audio, image_side=self.image_side)
         self.steps_per_epoch = len(self.data.train_labels) // config.batch_size
         self.schedule = self._schedule(origin, payload)
+        self._check_memory()
         self.init_report = self._init_report(origin, payload)
         self.model = self._learner("init", config.model, config.width)
         # The proxy (if any) scores the candidates and learns from the same chosen batches with its own optimizer;
@@ -229,6 +234,20 @@ class _Run:
         if saved.get("branch_step"):  # a branch resumed: the same stretched tail
             return Schedule(total, warmup, saved["trunk_steps"], saved["branch_step"])
         return Schedule(total, warmup, total)
+
+    def _check_memory(self) -> None:
+        """Refuse a step that cannot fit in the device's memory (estimated from shapes on the meta device)."""
+        config, data = self.config, self.data
+        try:
+            with torch.device("meta"):
+                net = build_model(config.model, data.num_classes, data.in_channels, config.width)
+        except InputError:
+            raise
+        except Exception:  # a user's factory that cannot build on meta: no estimate, the run goes on
+            return
+        parts = step_bytes(net, tuple(data.train_images.shape[1:]), config.batch_size // self.world.size,
+                           config.candidates_per_image(), self.method.augment)  # fmt: skip
+        check_fits(parts, self.device, "lower --batch-size, --candidates, --width or the crop padding")
 
     def _init_report(self, origin: str | None, payload: dict | None) -> dict | None:
         """What ``--init`` loaded: read back from the checkpoint when resuming or branching (the weights come from
@@ -391,15 +410,22 @@ class _Run:
         state.global_step += 1
         for callback in self.callbacks:
             callback.on_step(state.global_step, selection)
-        self.stop["signum"] = self.world.agree_on_stop(self.stop["signum"], self.device)
         periodic = config.checkpoint_every and state.global_step % config.checkpoint_every == 0
         trunk_end = state.global_step == self.stop_step
-        if (self.stop["signum"] or periodic or trunk_end) and state.step < self.steps_per_epoch:
+        signum = self.stop["signum"]
+        if self.world.size > 1:
+            # Ranks agree on a signal (an all-reduce and a host sync) only every STOP_SYNC_STEPS steps, at the
+            # checkpoints and at epoch ends (end_epoch): every rank then stops after the same step.
+            due = periodic or trunk_end or state.global_step % STOP_SYNC_STEPS == 0
+            if due:
+                self.stop["signum"] = self.world.agree_on_stop(signum, self.device)
+            signum = self.stop["signum"] if due else None  # a signal seen here alone waits for the next agreement
+        if (signum or periodic or trunk_end) and state.step < self.steps_per_epoch:
             self._lap()
             path = self.save()
             self.done = self.done or trunk_end
-            if self.stop["signum"] and not trunk_end:
-                raise TrainingInterrupted(self.stop["signum"], path, state.global_step)
+            if signum and not trunk_end:
+                raise TrainingInterrupted(signum, path, state.global_step)
 
     def end_epoch(self) -> None:
         """Evaluate when due, record the epoch, hand the record to the callbacks, checkpoint."""
