@@ -22,7 +22,7 @@ def _save(plt, fig, path: Path, title: str) -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # long labels are kept, not clipped
     plt.close(fig)
     return path
 
@@ -95,7 +95,7 @@ def plot_forest(rows: Sequence[tuple[str, float, float]], path: Path, margin: fl
     for edge in (-margin, margin):
         ax.axvline(edge, color="gray", linestyle="--", linewidth=1)
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel(f"paired difference in test error (points), 95% t-interval; dashed: ±{margin:g} (negative = better)")
+    ax.set_xlabel(f"paired difference in test error (points; negative = better)\n95% t-interval; dashed: ±{margin:g}")
     ax.grid(axis="x", alpha=0.3)
     return _save(plt, fig, Path(path), title)
 
