@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from torch import nn
 from lossaug.augment import Compose, RandomCrop
 from lossaug.errors import InputError
 
-__all__ = ["available_bytes", "check_fits", "dataset_bytes", "step_bytes"]
+__all__ = ["available_bytes", "check_fits", "check_run_memory", "dataset_bytes", "step_bytes"]
 
 FLOAT_BYTES = 4
 
@@ -107,3 +108,19 @@ def check_fits(parts: dict[str, int], device: torch.device, advice: str, what: s
 
 def _size(count: int) -> str:
     return f"{count / 2**30:.1f} GiB" if count >= 2**30 / 10 else f"{count / 2**20:.0f} MiB"
+
+
+def check_run_memory(config: Any, data: Any, device: torch.device, world_size: int, augment: object) -> None:
+    """Refuse a run (``TrainConfig`` on ``pipeline.TrainData``) whose step cannot fit in ``device``'s memory."""
+    from lossaug.models import build_model
+
+    try:
+        with torch.device("meta"):
+            net = build_model(config.model, data.num_classes, data.in_channels, config.width)
+    except InputError:
+        raise
+    except Exception:  # a user's factory that cannot build on meta: no estimate, the run goes on
+        return
+    parts = step_bytes(net, tuple(data.train_images.shape[1:]), config.batch_size // world_size,
+                       config.candidates_per_image(), augment)  # fmt: skip
+    check_fits(parts, device, "lower --batch-size, --candidates, --width or the crop padding")

@@ -26,13 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lossaug.checkpoint import CheckpointError, newest_valid_checkpoint, save_checkpoint
+from lossaug.checkpoint import CheckpointError, save_checkpoint
 from lossaug.config import (
-    BRANCH_FREE,
     DEVICES,
     METHODS,
     PRESETS,
-    RESUME_FIXED,
     SETTINGS,
     RunResult,
     TrainConfig,
@@ -43,10 +41,9 @@ from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.finetune import apply_init, read_init
 from lossaug.interrupts import NonFiniteError, TrainingInterrupted, stop_requests
-from lossaug.memory import check_fits, step_bytes
+from lossaug.memory import check_run_memory
 from lossaug.metadata import device_name, git_commit, run_metadata, write_json
 from lossaug.method import (
-    Schedule,
     build_augment,
     build_sgd,
     cosine_lr,
@@ -56,7 +53,8 @@ from lossaug.method import (
     selects_at,
     setting_spec,
 )
-from lossaug.models import build_classifier, build_model
+from lossaug.models import build_classifier
+from lossaug.origin import config_differences, run_origin, run_schedule
 from lossaug.pipeline import (
     balanced_subset,
     channel_stats,
@@ -81,18 +79,6 @@ __all__ = [
     "evaluate", "git_commit", "make_generator", "reapply_hyperparameters", "resolve_device", "selects_at",
     "stream_seed", "train", "train_step", "training_loss", "validate_config",
 ]  # fmt: skip
-
-
-def config_differences(saved: dict, config: TrainConfig) -> tuple[list[str], list[str]]:
-    """``(fixed, other)``: descriptions of fields that differ between a checkpoint's config and ``config``;
-    ``fixed`` ones (``RESUME_FIXED``) make resuming impossible."""
-    saved = dataclasses.asdict(TrainConfig.from_dict(saved))
-    fixed, other = [], []
-    for name, value in dataclasses.asdict(config).items():
-        if name == "out" or saved[name] == value:
-            continue
-        (fixed if name in RESUME_FIXED else other).append(f"{name}: {saved[name]!r} -> {value!r}")
-    return fixed, other
 
 
 def train(
@@ -159,7 +145,7 @@ class _Run:
         self.reporter = reporter if self.world.leader else None  # rank 0 reports and writes for everyone
         self.out_dir = Path(config.out) if config.out else None
         self.writes = self.out_dir is not None and self.world.leader
-        origin, payload = self._origin(resume)
+        origin, payload = run_origin(config, self.out_dir, resume)
         # --init's file is read before the data (a bad path fails at once); resumes and branches never read it.
         self.init_tensors = read_init(config.init) if config.init is not None and origin is None else None
         self.data = prepare_data(config, self.device, self.reporter.log if self.reporter else None)
@@ -169,8 +155,8 @@ class _Run:
         self.image_side = None if audio else min(data.train_images.shape[-2:])
         self.method = method_for(config, data.mean, self.device, audio=audio, image_side=self.image_side)
         self.steps_per_epoch = len(self.data.train_labels) // config.batch_size
-        self.schedule = self._schedule(origin, payload)
-        self._check_memory()
+        self.schedule = run_schedule(config, self.steps_per_epoch, origin, payload)
+        check_run_memory(config, self.data, self.device, self.world.size, self.method.augment)
         self.init_report = self._init_report(origin, payload)
         self.model = self._learner("init", config.model, config.width)
         # The proxy (if any) scores the candidates and learns from the same chosen batches with its own optimizer;
@@ -197,57 +183,6 @@ class _Run:
             )
 
     # ------------------------------------------------------------ set-up
-
-    def _origin(self, resume: bool) -> tuple[str | None, dict | None]:
-        """Where the run starts: ``("resume", checkpoint)``, ``("branch", trunk checkpoint)`` or ``(None, None)``."""
-        config = self.config
-        if resume:
-            if self.out_dir is None:
-                raise InputError("resume needs config.out, the run directory holding the checkpoint")
-            path, payload = newest_valid_checkpoint(self.out_dir)
-            fixed, other = config_differences(payload["config"], config)
-            if fixed:
-                raise CheckpointError(f"cannot resume {path} with changed {'; '.join(fixed)}")
-            if other:
-                warnings.warn(f"resuming {path} with changed {'; '.join(other)}", stacklevel=3)
-            return "resume", payload
-        if config.branch_from is None:
-            return None, None
-        path, payload = newest_valid_checkpoint(Path(config.branch_from))
-        trunk = dataclasses.asdict(TrainConfig.from_dict(payload["config"]))
-        changed = [f"{k}: {trunk[k]!r} -> {v!r}" for k, v in dataclasses.asdict(config).items()
-                   if k not in BRANCH_FREE and trunk[k] != v]  # fmt: skip
-        if changed:
-            raise CheckpointError(f"cannot branch from {path}: the trunk differs in {'; '.join(changed)}")
-        if trunk["stop_at"] is None:
-            raise CheckpointError(f"cannot branch from {path}: it is not a trunk (made without stop_at)")
-        return "branch", payload
-
-    def _schedule(self, origin: str | None, payload: dict | None) -> Schedule:
-        """The LR schedule over this run's steps; a branch keeps its trunk's up to the branch step."""
-        config, steps = self.config, self.steps_per_epoch
-        total, warmup = steps * config.epochs, round(config.warmup_epochs * steps)
-        if origin == "branch":
-            trunk_epochs = TrainConfig.from_dict(payload["config"]).epochs
-            return Schedule(total, warmup, steps * trunk_epochs, payload["global_step"])
-        saved = (payload or {}).get("schedule") or {}
-        if saved.get("branch_step"):  # a branch resumed: the same stretched tail
-            return Schedule(total, warmup, saved["trunk_steps"], saved["branch_step"])
-        return Schedule(total, warmup, total)
-
-    def _check_memory(self) -> None:
-        """Refuse a step that cannot fit in the device's memory (estimated from shapes on the meta device)."""
-        config, data = self.config, self.data
-        try:
-            with torch.device("meta"):
-                net = build_model(config.model, data.num_classes, data.in_channels, config.width)
-        except InputError:
-            raise
-        except Exception:  # a user's factory that cannot build on meta: no estimate, the run goes on
-            return
-        parts = step_bytes(net, tuple(data.train_images.shape[1:]), config.batch_size // self.world.size,
-                           config.candidates_per_image(), self.method.augment)  # fmt: skip
-        check_fits(parts, self.device, "lower --batch-size, --candidates, --width or the crop padding")
 
     def _init_report(self, origin: str | None, payload: dict | None) -> dict | None:
         """What ``--init`` loaded: read back from the checkpoint when resuming or branching (the weights come from

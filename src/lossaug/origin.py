@@ -1,0 +1,66 @@
+"""Where a run starts and the schedule it follows: fresh, resumed from its own newest checkpoint, or branched from a
+trunk's (``lossaug compare --branch-at``). The checks that make resuming and branching safe live here: options that
+would change shapes or data refuse to resume, and a branch may differ from its trunk only in ``BRANCH_FREE`` fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+
+from lossaug.checkpoint import CheckpointError, newest_valid_checkpoint
+from lossaug.config import BRANCH_FREE, RESUME_FIXED, TrainConfig
+from lossaug.errors import InputError
+from lossaug.method import Schedule
+
+__all__ = ["config_differences", "run_origin", "run_schedule"]
+
+
+def config_differences(saved: dict, config: TrainConfig) -> tuple[list[str], list[str]]:
+    """``(fixed, other)``: descriptions of fields that differ between a checkpoint's config and ``config``;
+    ``fixed`` ones (``RESUME_FIXED``) make resuming impossible."""
+    saved = dataclasses.asdict(TrainConfig.from_dict(saved))
+    fixed, other = [], []
+    for name, value in dataclasses.asdict(config).items():
+        if name == "out" or saved[name] == value:
+            continue
+        (fixed if name in RESUME_FIXED else other).append(f"{name}: {saved[name]!r} -> {value!r}")
+    return fixed, other
+
+
+def run_origin(config: TrainConfig, out_dir: Path | None, resume: bool) -> tuple[str | None, dict | None]:
+    """Where the run starts: ``("resume", checkpoint)``, ``("branch", trunk checkpoint)`` or ``(None, None)``."""
+    if resume:
+        if out_dir is None:
+            raise InputError("resume needs config.out, the run directory holding the checkpoint")
+        path, payload = newest_valid_checkpoint(out_dir)
+        fixed, other = config_differences(payload["config"], config)
+        if fixed:
+            raise CheckpointError(f"cannot resume {path} with changed {'; '.join(fixed)}")
+        if other:
+            warnings.warn(f"resuming {path} with changed {'; '.join(other)}", stacklevel=4)
+        return "resume", payload
+    if config.branch_from is None:
+        return None, None
+    path, payload = newest_valid_checkpoint(Path(config.branch_from))
+    trunk = dataclasses.asdict(TrainConfig.from_dict(payload["config"]))
+    changed = [f"{k}: {trunk[k]!r} -> {v!r}" for k, v in dataclasses.asdict(config).items()
+               if k not in BRANCH_FREE and trunk[k] != v]  # fmt: skip
+    if changed:
+        raise CheckpointError(f"cannot branch from {path}: the trunk differs in {'; '.join(changed)}")
+    if trunk["stop_at"] is None:
+        raise CheckpointError(f"cannot branch from {path}: it is not a trunk (made without stop_at)")
+    return "branch", payload
+
+
+def run_schedule(config: TrainConfig, steps_per_epoch: int, origin: str | None, payload: dict | None) -> Schedule:
+    """The LR schedule over the run's steps; a branch keeps its trunk's up to the branch step."""
+    total, warmup = steps_per_epoch * config.epochs, round(config.warmup_epochs * steps_per_epoch)
+    if origin == "branch":
+        trunk_epochs = TrainConfig.from_dict(payload["config"]).epochs
+        return Schedule(total, warmup, steps_per_epoch * trunk_epochs, payload["global_step"])
+    saved = (payload or {}).get("schedule") or {}
+    if saved.get("branch_step"):  # a branch resumed: the same stretched tail
+        return Schedule(total, warmup, saved["trunk_steps"], saved["branch_step"])
+    return Schedule(total, warmup, total)
