@@ -319,7 +319,7 @@ def test_bad_compare_config(change, match, tmp_path):
     "name,arms,setting,branch_at,cost_ratio",
     [
         ("cpu-branch-A", ("baseline", "proposed", "baseline-equal-time"), "A", 0.5, 1.94),  # amended: see the file
-        ("cpu-start-A", ("baseline", "proposed", "baseline-equal-time"), "A", 0.0, None),
+        ("cpu-start-A", ("baseline", "proposed", "baseline-equal-time"), "A", 0.0, 1.94),  # amended before any result
         ("cpu-branch-B", ("baseline", "proposed", "baseline-equal-time"), "B", 0.5, None),
     ],
 )

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from lossaug import _archive
 from lossaug.audio_io import Clip, clips_to_arrays, decode_audio
-from lossaug.data_types import Log, silent
+from lossaug.data_types import TEST_SPLIT_NAMES, Log, scan_class_folders, silent
 from lossaug.errors import InputError
 
 __all__ = [
@@ -50,7 +50,6 @@ FSDD_CLASSES = tuple(str(digit) for digit in range(10))
 FSDD_TEST_INDICES = range(5)  # the data set's own split: recordings 0-4 of each digit and speaker are the test set
 _FSDD_NAME = re.compile(r"(\d)_([A-Za-z]+)_(\d+)\.wav")
 _SPLITS = ("train", "test")
-_TEST_SPLIT_NAMES = ("test", "val")  # the first that exists is the test split, as for image folders
 _CACHE_VERSION = 1  # bump when the decoded layout changes, so old cache files are never read
 
 
@@ -351,31 +350,8 @@ def load_fsdd(
 # Audio folders: root/{train,test}/<class>/<clip>
 
 
-def _scan_split(split_dir: Path) -> dict[str, list[Clip]]:
-    classes: dict[str, list[Clip]] = {}
-    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            files = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and _is_audio_name(e.name))
-            if not files:
-                raise InputError(f"class folder {entry.path} has no audio files ({', '.join(AUDIO_SUFFIXES)})")
-            classes[entry.name] = [Clip(str(Path(entry.path, f)), Path(entry.path, f)) for f in files]
-        elif _is_audio_name(entry.name):
-            raise InputError(f"audio file {entry.path} is not in a class folder; expected {split_dir}/<class>/<clip>")
-    if not classes:
-        raise InputError(f"split folder {split_dir} has no class folders; expected {split_dir}/<class>/<clip>")
-    return classes
-
-
 def _scan_folder(root: Path) -> _Tree:
-    layout = f"expected {root}/train/<class>/<clip> and {root}/test/<class>/<clip> (or val/)"
-    if not (root / "train").is_dir():
-        raise FileNotFoundError(f"no train folder in {root}; {layout}")
-    test_dir = next((root / n for n in _TEST_SPLIT_NAMES if (root / n).is_dir()), None)
-    if test_dir is None:
-        raise FileNotFoundError(f"no test (or val) folder in {root}; {layout}")
-    return {"train": _scan_split(root / "train"), "test": _scan_split(test_dir)}
+    return scan_class_folders(root, AUDIO_SUFFIXES, Clip, noun="clip")
 
 
 def _tree_from_archive(archive: Path) -> _Tree:
@@ -384,7 +360,7 @@ def _tree_from_archive(archive: Path) -> _Tree:
     top_level = {name.parts[0] for name, _ in members if len(name.parts) == 3}
     strip = 0 if "train" in top_level else 1
     splits_present = {name.parts[strip] for name, _ in members if len(name.parts) == 3 + strip}
-    test_name = next((n for n in _TEST_SPLIT_NAMES if n in splits_present), None)
+    test_name = next((n for n in TEST_SPLIT_NAMES if n in splits_present), None)
     tree: _Tree = {split: {} for split in _SPLITS}
     for name, data in sorted(members, key=lambda member: member[0]):
         parts = name.parts[strip:]

@@ -17,7 +17,6 @@ import hashlib
 import importlib
 import importlib.resources
 import io
-import os
 import tarfile
 import zipfile
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from PIL import Image
 from lossaug import _archive
 from lossaug._archive import download, safe_extract
 from lossaug.cifar import CIFAR_SOURCES, load_cifar
-from lossaug.data_types import ImageDataset, Log, Split, silent
+from lossaug.data_types import ImageDataset, Log, Split, scan_class_folders, silent
 from lossaug.errors import InputError
 from lossaug.memory import check_fits, dataset_bytes
 from lossaug.multiview import MultiView, view_seed
@@ -57,7 +56,6 @@ __all__ = [
 DATASETS = ("cifar10", "cifar100", "folder", "mini", "fsdd", "audio-folder")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-_TEST_SPLIT_NAMES = ("test", "val")  # the first that exists is the test split
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
 _CACHE_VERSION = 1  # bump when the decoded layout changes, so old cache files are never read
 _MINI_ASSET = "mini_cifar10.tar.xz"
@@ -129,31 +127,8 @@ def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _scan_split(split_dir: Path) -> dict[str, list[_Image]]:
-    classes: dict[str, list[_Image]] = {}
-    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            files = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and _is_image_name(e.name))
-            if not files:
-                raise InputError(f"class folder {entry.path} has no images ({', '.join(IMAGE_SUFFIXES)})")
-            classes[entry.name] = [_Image(str(Path(entry.path, f)), Path(entry.path, f)) for f in files]
-        elif _is_image_name(entry.name):
-            raise InputError(f"image {entry.path} is not in a class folder; expected {split_dir}/<class>/<image>")
-    if not classes:
-        raise InputError(f"split folder {split_dir} has no class folders; expected {split_dir}/<class>/<image>")
-    return classes
-
-
 def _scan_folder(root: Path) -> _Tree:
-    layout = f"expected {root}/train/<class>/<image> and {root}/test/<class>/<image> (or val/)"
-    if not (root / "train").is_dir():
-        raise FileNotFoundError(f"no train folder in {root}; {layout}")
-    test_dir = next((root / n for n in _TEST_SPLIT_NAMES if (root / n).is_dir()), None)
-    if test_dir is None:
-        raise FileNotFoundError(f"no test (or val) folder in {root}; {layout}")
-    return {"train": _scan_split(root / "train"), "test": _scan_split(test_dir)}
+    return scan_class_folders(root, IMAGE_SUFFIXES, _Image, noun="image")
 
 
 def _check_classes(tree: _Tree, where: str) -> tuple[str, ...]:

@@ -6,15 +6,17 @@ tensors, checked on construction. The loaders live in ``data`` (image folders, t
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from lossaug.errors import InputError
 
-__all__ = ["ImageDataset", "Log", "Split", "select_classes"]
+__all__ = ["TEST_SPLIT_NAMES", "ImageDataset", "Log", "Split", "scan_class_folders", "select_classes"]
 
 Log = Callable[[str], None]
 
@@ -87,3 +89,42 @@ def select_classes(dataset: Any, names: Sequence[str]) -> Any:
 
     classes = tuple(dataset.classes[i] for i in keep)
     return dataclasses.replace(dataset, classes=classes, train=restrict(dataset.train), test=restrict(dataset.test))
+
+
+TEST_SPLIT_NAMES = ("test", "val")  # the first that exists is the test split
+
+
+def scan_class_folders(
+    root: Path, suffixes: tuple[str, ...], make: Callable[[str, Path], Any], noun: str = "image"
+) -> dict[str, dict[str, list[Any]]]:
+    """``{"train": {class: [make(where, path), ...]}, "test": {...}}`` of ``root/train/<class>/<file>`` and
+    ``root/test/<class>/<file>`` (or ``val/``), files in name order, those ending in ``suffixes`` (any case) only;
+    hidden entries skipped. A layout error is an ``InputError`` (a missing split a ``FileNotFoundError``) naming the
+    folder and the layout expected (``noun``: what a file is called in the message)."""
+    layout = f"expected {root}/train/<class>/<{noun}> and {root}/test/<class>/<{noun}> (or val/)"
+    if not (root / "train").is_dir():
+        raise FileNotFoundError(f"no train folder in {root}; {layout}")
+    test_dir = next((root / n for n in TEST_SPLIT_NAMES if (root / n).is_dir()), None)
+    if test_dir is None:
+        raise FileNotFoundError(f"no test (or val) folder in {root}; {layout}")
+
+    def member(name: str) -> bool:
+        return not name.startswith(".") and name.lower().endswith(suffixes)
+
+    def scan(split_dir: Path) -> dict[str, list[Any]]:
+        classes: dict[str, list[Any]] = {}
+        for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                files = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and member(e.name))
+                if not files:
+                    raise InputError(f"class folder {entry.path} has no {noun}s ({', '.join(suffixes)})")
+                classes[entry.name] = [make(str(Path(entry.path, f)), Path(entry.path, f)) for f in files]
+            elif member(entry.name):
+                raise InputError(f"{noun} {entry.path} is not in a class folder; expected {split_dir}/<class>/<{noun}>")
+        if not classes:
+            raise InputError(f"split folder {split_dir} has no class folders; expected {split_dir}/<class>/<{noun}>")
+        return classes
+
+    return {"train": scan(root / "train"), "test": scan(test_dir)}
