@@ -28,6 +28,7 @@ from torch import Tensor
 
 from lossaug.checkpoint import CheckpointError, save_checkpoint
 from lossaug.config import (
+    AUDIO_DATASETS,
     DEVICES,
     METHODS,
     PRESETS,
@@ -175,10 +176,11 @@ class _Run:
         self.callbacks = self._callbacks(on_step)
         if self.reporter is not None:
             resumed = f", {origin} at epoch {self.state.epoch + 1} step {self.state.step}" if origin else ""
+            noun = "clips" if config.dataset in AUDIO_DATASETS else "images"
             self.reporter.log(
                 f"{config.method} (M={config.candidates_per_image()}, T={config.resolved_temperature()}) "
                 f"{config.model} on {config.dataset}: {len(self.data.train_labels)} train / "
-                f"{len(self.data.test_labels)} test images, augment {self.metadata['resolved']['augment']!r}, "
+                f"{len(self.data.test_labels)} test {noun}, augment {self.metadata['resolved']['augment']!r}, "
                 f"{self.metadata['device']}{resumed}"
             )
 
