@@ -171,7 +171,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "seed": dict(model="preact_resnet18", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4),
     # The CPU protocol of experiments/ (1,000 images; PreActResNet-18 at width 8 fits them in 100 epochs).
     "cpu": dict(model="preact_resnet18", width=8, epochs=100, batch_size=64, lr=0.05, train_size=1000),
-    # The demo's small CNN: a run on the bundled data in about a minute on 2 CPU cores.
+    # The demo's small CNN on the bundled data; `lossaug demo` sizes the epochs to its time budget (25 is the cap).
     "demo": dict(dataset="mini", model="cnn", width=16, epochs=25, batch_size=128, lr=0.2),
 }
 
