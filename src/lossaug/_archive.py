@@ -26,7 +26,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.client import IncompleteRead
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
+
+import numpy as np
 
 from lossaug.errors import InputError
 
@@ -79,6 +81,32 @@ def atomic_file(dest: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+T = TypeVar("T")
+
+
+def read_npz_cache(path: Path, build: Callable[[Any], T], log: Log) -> T | None:
+    """``build(arrays)`` from the decoded-data cache file ``path`` (an .npz read without pickles); None when there is
+    none, or when it is unreadable (logged: the caller decodes again and overwrites it)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            value = build(arrays)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        log(f"ignoring unreadable cache file {path} ({e}); decoding again")
+        return None
+    log(f"cache hit {path}")
+    return value
+
+
+def write_npz_cache(path: Path, arrays: dict[str, np.ndarray], what: str, log: Log) -> None:
+    """Write ``arrays`` to ``path`` atomically, uncompressed: decoded pixels and samples barely compress, and a
+    load stays a plain read."""
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
+    log(f"cached decoded {what} in {path}")
 
 
 def download(url: str, dest: Path, md5: str, *, log: Log | None = None) -> Path:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from lossaug import _archive
 from lossaug.audio_io import Clip, clips_to_arrays, decode_audio
-from lossaug.data_types import TEST_SPLIT_NAMES, Log, scan_class_folders, silent
+from lossaug.data_types import TEST_SPLIT_NAMES, Log, check_splits, scan_class_folders, silent
 from lossaug.errors import InputError
 
 __all__ = [
@@ -87,17 +87,7 @@ class AudioDataset:
     sample_rate: int
 
     def __post_init__(self) -> None:
-        for split_name, split in (("train", self.train), ("test", self.test)):
-            if len(split.labels) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(self.classes):
-                raise InputError(
-                    f"{self.name} {split_name} labels span [{int(split.labels.min())}, "
-                    f"{int(split.labels.max())}], outside [0, {len(self.classes)})"
-                )
-        if self.train.waveforms.shape[1:] != self.test.waveforms.shape[1:]:
-            raise InputError(
-                f"{self.name}: train clips are {tuple(self.train.waveforms.shape[1:])} but test clips are "
-                f"{tuple(self.test.waveforms.shape[1:])}"
-            )
+        check_splits(self.name, len(self.classes), self.train, self.test, "clips")
 
     @property
     def num_classes(self) -> int:
@@ -161,36 +151,23 @@ def _cache_file(cache_dir: Path, stem: str, content_hash: str, options: tuple) -
 
 
 def _read_cache(path: Path, name: str, log: Log) -> AudioDataset | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            dataset = AudioDataset(
-                name=name,
-                classes=tuple(str(c) for c in z["classes"]),
-                train=AudioSplit(torch.from_numpy(z["train_waveforms"]), torch.from_numpy(z["train_labels"])),
-                test=AudioSplit(torch.from_numpy(z["test_waveforms"]), torch.from_numpy(z["test_labels"])),
-                sample_rate=int(z["sample_rate"]),
-            )
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        log(f"ignoring unreadable cache file {path} ({e}); decoding again")
-        return None
-    log(f"cache hit {path}")
-    return dataset
+    def build(z) -> AudioDataset:
+        return AudioDataset(
+            name=name,
+            classes=tuple(str(c) for c in z["classes"]),
+            train=AudioSplit(torch.from_numpy(z["train_waveforms"]), torch.from_numpy(z["train_labels"])),
+            test=AudioSplit(torch.from_numpy(z["test_waveforms"]), torch.from_numpy(z["test_labels"])),
+            sample_rate=int(z["sample_rate"]),
+        )
+
+    return _archive.read_npz_cache(path, build, log)
 
 
 def _write_cache(path: Path, dataset: AudioDataset, log: Log) -> None:
-    with _archive.atomic_file(path) as f:
-        np.savez(
-            f,
-            classes=np.array(dataset.classes),
-            sample_rate=np.array(dataset.sample_rate),
-            train_waveforms=dataset.train.waveforms.numpy(),
-            train_labels=dataset.train.labels.numpy(),
-            test_waveforms=dataset.test.waveforms.numpy(),
-            test_labels=dataset.test.labels.numpy(),
-        )
-    log(f"cached decoded clips in {path}")
+    arrays = {"classes": np.array(dataset.classes), "sample_rate": np.array(dataset.sample_rate)}
+    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
+        arrays |= {f"{split_name}_waveforms": split.waveforms.numpy(), f"{split_name}_labels": split.labels.numpy()}
+    _archive.write_npz_cache(path, arrays, "clips", log)
 
 
 def _clips_hash(clips: list[Clip], root: Path) -> str:

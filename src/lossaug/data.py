@@ -18,7 +18,6 @@ import importlib
 import importlib.resources
 import io
 import tarfile
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
@@ -219,35 +218,22 @@ def _cache_file(cache_dir: Path, stem: str, content_hash: str, image_size: int |
 
 
 def _read_cache(path: Path, name: str, log: Log) -> ImageDataset | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            dataset = ImageDataset(
-                name=name,
-                classes=tuple(str(c) for c in z["classes"]),
-                train=Split(torch.from_numpy(z["train_images"]), torch.from_numpy(z["train_labels"])),
-                test=Split(torch.from_numpy(z["test_images"]), torch.from_numpy(z["test_labels"])),
-            )
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        log(f"ignoring unreadable cache file {path} ({e}); decoding again")
-        return None
-    log(f"cache hit {path}")
-    return dataset
+    def build(z) -> ImageDataset:
+        return ImageDataset(
+            name=name,
+            classes=tuple(str(c) for c in z["classes"]),
+            train=Split(torch.from_numpy(z["train_images"]), torch.from_numpy(z["train_labels"])),
+            test=Split(torch.from_numpy(z["test_images"]), torch.from_numpy(z["test_labels"])),
+        )
+
+    return _archive.read_npz_cache(path, build, log)
 
 
 def _write_cache(path: Path, dataset: ImageDataset, log: Log) -> None:
-    with _archive.atomic_file(path) as f:
-        # Uncompressed: JPEG-decoded pixels barely compress, and loading stays a plain read.
-        np.savez(
-            f,
-            classes=np.array(dataset.classes),
-            train_images=dataset.train.images.numpy(),
-            train_labels=dataset.train.labels.numpy(),
-            test_images=dataset.test.images.numpy(),
-            test_labels=dataset.test.labels.numpy(),
-        )
-    log(f"cached decoded images in {path}")
+    arrays = {"classes": np.array(dataset.classes)}
+    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
+        arrays |= {f"{split_name}_images": split.images.numpy(), f"{split_name}_labels": split.labels.numpy()}
+    _archive.write_npz_cache(path, arrays, "images", log)
 
 
 def _archive_root(extracted: Path) -> Path:

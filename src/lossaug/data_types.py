@@ -16,7 +16,7 @@ import torch
 
 from lossaug.errors import InputError
 
-__all__ = ["TEST_SPLIT_NAMES", "ImageDataset", "Log", "Split", "scan_class_folders", "select_classes"]
+__all__ = ["TEST_SPLIT_NAMES", "ImageDataset", "Log", "Split", "check_splits", "scan_class_folders", "select_classes"]
 
 Log = Callable[[str], None]
 
@@ -37,6 +37,22 @@ class Split:
             raise InputError(f"{len(self.images)} images but {len(self.labels)} labels")
 
 
+def check_splits(name: str, num_classes: int, train: Any, test: Any, noun: str) -> None:
+    """Labels of both splits inside ``[0, num_classes)``, and one example shape (``split.images.shape[1:]``) in both;
+    else an ``InputError`` naming the data set and what differs (``noun``: what an example is called)."""
+    for split_name, split in (("train", train), ("test", test)):
+        if len(split.labels) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < num_classes:
+            raise InputError(
+                f"{name} {split_name} labels span [{int(split.labels.min())}, {int(split.labels.max())}], "
+                f"outside [0, {num_classes})"
+            )
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise InputError(
+            f"{name}: train {noun} are {tuple(train.images.shape[1:])} but test {noun} are "
+            f"{tuple(test.images.shape[1:])}"
+        )
+
+
 @dataclass(frozen=True)
 class ImageDataset:
     """A train and a test split over the same classes; label i means classes[i]."""
@@ -47,17 +63,7 @@ class ImageDataset:
     test: Split
 
     def __post_init__(self) -> None:
-        for split_name, split in (("train", self.train), ("test", self.test)):
-            if len(split.labels) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(self.classes):
-                raise InputError(
-                    f"{self.name} {split_name} labels span [{int(split.labels.min())}, "
-                    f"{int(split.labels.max())}], outside [0, {len(self.classes)})"
-                )
-        if self.train.images.shape[1:] != self.test.images.shape[1:]:
-            raise InputError(
-                f"{self.name}: train images are {tuple(self.train.images.shape[1:])} but test images are "
-                f"{tuple(self.test.images.shape[1:])}"
-            )
+        check_splits(self.name, len(self.classes), self.train, self.test, "images")
 
     @property
     def num_classes(self) -> int:
