@@ -53,6 +53,7 @@ def test_sigterm_under_torchrun_then_resume_equals_the_uninterrupted_run(tmp_pat
         final = json.loads((run / "final.json").read_text())
         checksums = final["rank_parameter_checksums"]
         assert final["world_size"] == 2 and len(checksums) == 2 and checksums[0] == checksums[1]
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # one line per epoch, none repeated
     final = torch.load(stopped / "checkpoint.pt", weights_only=True)
     expected = torch.load(reference / "checkpoint.pt", weights_only=True)
     assert final["global_step"] == expected["global_step"] == 64

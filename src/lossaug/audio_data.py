@@ -31,7 +31,7 @@ from torch import Tensor
 
 from lossaug import _archive
 from lossaug.audio_io import Clip, clips_to_arrays, decode_audio
-from lossaug.data_types import TEST_SPLIT_NAMES, Log, check_splits, scan_class_folders, silent
+from lossaug.data_types import TEST_SPLIT_NAMES, Log, check_splits, has_suffix, scan_class_folders, silent
 from lossaug.errors import InputError
 
 __all__ = [
@@ -221,10 +221,6 @@ def _archive_members(archive: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
         raise InputError(f"could not read archive {archive}: {e}") from e
 
 
-def _is_audio_name(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(AUDIO_SUFFIXES)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # FSDD: recordings/{digit}_{speaker}_{index}.wav
 
@@ -333,7 +329,7 @@ def _scan_folder(root: Path) -> _Tree:
 
 def _tree_from_archive(archive: Path) -> _Tree:
     """An audio-folder tree from an archive's members, held in memory; one wrapping top folder is allowed."""
-    members = [(name, data) for name, data in _archive_members(archive) if _is_audio_name(name.name)]
+    members = [(name, data) for name, data in _archive_members(archive) if has_suffix(name.name, AUDIO_SUFFIXES)]
     top_level = {name.parts[0] for name, _ in members if len(name.parts) == 3}
     strip = 0 if "train" in top_level else 1
     splits_present = {name.parts[strip] for name, _ in members if len(name.parts) == 3 + strip}

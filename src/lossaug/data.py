@@ -29,7 +29,7 @@ from PIL import Image
 from lossaug import _archive
 from lossaug._archive import download, safe_extract
 from lossaug.cifar import CIFAR_SOURCES, load_cifar
-from lossaug.data_types import ImageDataset, Log, Split, scan_class_folders, silent
+from lossaug.data_types import ImageDataset, Log, Split, has_suffix, scan_class_folders, silent
 from lossaug.errors import InputError
 from lossaug.memory import check_fits, dataset_bytes
 from lossaug.multiview import MultiView, view_seed
@@ -120,10 +120,6 @@ class _Image(NamedTuple):
 
 # split name ("train"/"test") -> class name -> images in file-name order
 _Tree = dict[str, dict[str, list[_Image]]]
-
-
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def _scan_folder(root: Path) -> _Tree:
@@ -297,7 +293,7 @@ def _tree_from_tar(blob: bytes, where: str) -> _Tree:
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as tar:
         for member in tar:
             parts = PurePosixPath(member.name).parts
-            if member.isfile() and len(parts) == 3 and parts[0] in tree and _is_image_name(parts[2]):
+            if member.isfile() and len(parts) == 3 and parts[0] in tree and has_suffix(parts[2], IMAGE_SUFFIXES):
                 data = tar.extractfile(member).read()
                 tree[parts[0]].setdefault(parts[1], []).append(_Image(f"{where}:{member.name}", data))
     for split in tree.values():

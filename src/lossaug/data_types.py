@@ -16,7 +16,16 @@ import torch
 
 from lossaug.errors import InputError
 
-__all__ = ["TEST_SPLIT_NAMES", "ImageDataset", "Log", "Split", "check_splits", "scan_class_folders", "select_classes"]
+__all__ = [
+    "TEST_SPLIT_NAMES",
+    "ImageDataset",
+    "Log",
+    "Split",
+    "check_splits",
+    "has_suffix",
+    "scan_class_folders",
+    "select_classes",
+]
 
 Log = Callable[[str], None]
 
@@ -100,6 +109,11 @@ def select_classes(dataset: Any, names: Sequence[str]) -> Any:
 TEST_SPLIT_NAMES = ("test", "val")  # the first that exists is the test split
 
 
+def has_suffix(name: str, suffixes: tuple[str, ...]) -> bool:
+    """Whether a file ``name`` is a data file: not hidden, ending in one of ``suffixes`` (any case)."""
+    return not name.startswith(".") and name.lower().endswith(suffixes)
+
+
 def scan_class_folders(
     root: Path, suffixes: tuple[str, ...], make: Callable[[str, Path], Any], noun: str = "image"
 ) -> dict[str, dict[str, list[Any]]]:
@@ -114,20 +128,17 @@ def scan_class_folders(
     if test_dir is None:
         raise FileNotFoundError(f"no test (or val) folder in {root}; {layout}")
 
-    def member(name: str) -> bool:
-        return not name.startswith(".") and name.lower().endswith(suffixes)
-
     def scan(split_dir: Path) -> dict[str, list[Any]]:
         classes: dict[str, list[Any]] = {}
         for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
             if entry.name.startswith("."):
                 continue
             if entry.is_dir():
-                files = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and member(e.name))
+                files = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and has_suffix(e.name, suffixes))
                 if not files:
                     raise InputError(f"class folder {entry.path} has no {noun}s ({', '.join(suffixes)})")
                 classes[entry.name] = [make(str(Path(entry.path, f)), Path(entry.path, f)) for f in files]
-            elif member(entry.name):
+            elif has_suffix(entry.name, suffixes):
                 raise InputError(f"{noun} {entry.path} is not in a class folder; expected {split_dir}/<class>/<{noun}>")
         if not classes:
             raise InputError(f"split folder {split_dir} has no class folders; expected {split_dir}/<class>/<{noun}>")
