@@ -14,7 +14,8 @@ epochs at its last epoch's pace, plus the rest of the seed); a run it stops rais
 checkpoint (the same command continues it) and is not counted. After every finished seed ``lossaug compare`` reads
 the finished runs back and rewrites ``summary.json``, ``summary.md`` (endpoints and verdicts) and ``forest.png``,
 and ``gpu_record.json`` is rewritten with the card, torch version, commit, budget and times, so an outer kill loses
-at most the seed in progress. The summary table is printed at the end.
+at most the seed in progress. The checkpoints of a finished seed are then deleted (``--keep-checkpoints`` keeps
+them): an unfinished run keeps its own, so the same command continues it. The summary table is printed at the end.
 
 Options override single values of the protocol file; the record lists them under ``overrides``. ``--tiny``
 replaces its [train] table with ``TINY`` (bundled mini data, 128 images, fast_resnet width 4, 2 epochs, batch 32,
@@ -252,7 +253,17 @@ def epoch_seconds(summary: dict) -> dict[str, dict[int, float]]:
     return {arm: {s: r["seconds"] / r["epochs"] for s, r in row["per_seed"].items()} for arm, row in rows.items()}
 
 
-def run_protocol(config: CompareConfig, budget: Budget, record: Record, reporter: Reporter) -> dict | None:
+def drop_checkpoints(runs: Sequence[PlannedRun]) -> int:
+    """Delete the checkpoints of a finished seed's runs (the summary reads final.json and config.json only; on the
+    full data each is tens of MB); the number of files deleted."""
+    files = [f for run in runs for f in Path(run.config.out).glob("checkpoint*.pt*")]
+    for file in files:
+        file.unlink(missing_ok=True)
+    return len(files)
+
+
+def run_protocol(config: CompareConfig, budget: Budget, record: Record, reporter: Reporter,
+                 keep_checkpoints: bool = False) -> dict | None:  # fmt: skip
     """Seeds in order until the budget is spent; the summary of the finished ones (None if none finished)."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -264,8 +275,9 @@ def run_protocol(config: CompareConfig, budget: Budget, record: Record, reporter
                  steps_per_epoch=spe, data_seconds=data_seconds, startup_seconds=budget.elapsed())  # fmt: skip
     times, finished, wall, summary = RunTimes(), [], {}, None
     for seed in config.seeds:
+        runs = seed_runs(config, seed, cost_ratio)
         try:
-            wall[seed] = run_seed(seed_runs(config, seed, cost_ratio), budget, times, spe, reporter=reporter)
+            wall[seed] = run_seed(runs, budget, times, spe, reporter=reporter)
         except OutOfBudget as stop:
             reporter.log(f"== stopping: {stop}; seed {seed} is not counted")
             record.write(stopped=str(stop), unfinished_seed=seed)
@@ -273,6 +285,8 @@ def run_protocol(config: CompareConfig, budget: Budget, record: Record, reporter
         finished.append(seed)
         # Every run of these seeds is finished: run_compare only reads them back and writes the summary.
         summary = run_compare(dataclasses.replace(config, seeds=tuple(finished)))
+        if not keep_checkpoints:
+            drop_checkpoints(runs)
         record.write(seeds_completed=finished, elapsed_seconds=budget.elapsed(), run_wall_seconds=wall,
                      epoch_seconds=epoch_seconds(summary))  # fmt: skip
         reporter.log(f"== seed {seed} done: {len(finished)} seeds in {budget.elapsed():.0f} s of {budget.seconds:.0f}")
@@ -293,6 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--margin", type=float, help="δ of the verdicts in percentage points (0.5)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--max-seeds", type=int, help="run at most the first N of the protocol's seeds")
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep the checkpoints of finished seeds (default: deleted once summarised)",
+    )
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test: mini data, fast_resnet width 4")
     args = parser.parse_args(argv)
 
@@ -300,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter = ConsoleReporter()
     try:
         config, overrides = protocol_config(args)
+        if config.base.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("the protocol trains on CUDA and torch.cuda.is_available() is False; --tiny runs the "
+                             "CPU smoke test")  # fmt: skip
         device = resolve_device(config.base.device)
     except (InputError, UsageError, FileNotFoundError) as error:
         print(f"gpu_protocol: {error}", file=sys.stderr)
@@ -314,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (Path(config.out) / "protocol.toml").write_text(Path(args.protocol).read_text())  # what the results ran
     record.write()
     try:
-        summary = run_protocol(config, budget, record, reporter)
+        summary = run_protocol(config, budget, record, reporter, keep_checkpoints=args.keep_checkpoints)
     except TrainingInterrupted as stop:  # SIGTERM/SIGINT: the finished seeds are already recorded
         record.write(stopped=str(stop), elapsed_seconds=budget.elapsed())
         print(f"gpu_protocol: {stop}; finished seeds are in {config.out}", file=sys.stderr)

@@ -59,3 +59,38 @@ def test_sigterm_under_torchrun_then_resume_equals_the_uninterrupted_run(tmp_pat
     assert final["global_step"] == expected["global_step"] == 64
     for key, value in expected["model"].items():
         assert torch.equal(value, final["model"][key]), key
+
+
+def test_a_world_of_one_goes_through_ddp_and_matches_the_plain_run_bit_for_bit(tmp_path):
+    """In a process group of one (gloo here; NCCL on one GPU in experiments/gpu_check.py) the loop wraps the model
+    in DistributedDataParallel and runs every collective, and must end exactly where a plain run ends."""
+    import torch
+
+    from lossaug.train import TrainConfig, train
+
+    config = dict(dataset="mini", cache_dir=str(tmp_path / "cache"), train_size=256, model="cnn", width=4,
+                  method="proposed", epochs=2, batch_size=32, device="cpu", checkpoint_every=3)  # fmt: skip
+    plain = train(TrainConfig(**config, out=str(tmp_path / "plain")))
+    wrapped = []
+    original = torch.nn.parallel.DistributedDataParallel
+
+    class CountingDDP(original):
+        def __init__(self, *args, **kwargs):
+            wrapped.append(type(args[0]).__name__)
+            super().__init__(*args, **kwargs)
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.nn.parallel.DistributedDataParallel = CountingDDP
+        grouped = train(TrainConfig(**config, out=str(tmp_path / "grouped")))
+    finally:
+        torch.nn.parallel.DistributedDataParallel = original
+        torch.distributed.destroy_process_group()
+    assert wrapped, "the model was not wrapped in DistributedDataParallel"
+    final = json.loads((tmp_path / "grouped" / "final.json").read_text())
+    assert final["world_size"] == 1 and len(final["rank_parameter_checksums"]) == 1
+    assert "rank_parameter_checksums" not in json.loads((tmp_path / "plain" / "final.json").read_text())
+    assert [m["train_loss"] for m in grouped.metrics] == [m["train_loss"] for m in plain.metrics]
+    assert grouped.test_error == plain.test_error
+    for key, value in plain.model.state_dict().items():
+        assert torch.equal(value, grouped.model.state_dict()[key]), key

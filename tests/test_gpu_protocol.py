@@ -191,3 +191,6 @@ def test_tiny_run_on_cpu_writes_the_summary_and_record(tmp_path):
     assert set(record["epoch_seconds"]) == {"baseline", "proposed", "baseline-equal-time"}
     assert "| proposed - baseline |" in done.stdout and "| proposed - baseline-equal-time |" in done.stdout
     assert summary["design"]["branch_at"] == 0.5 and summary["base_config"]["model"] == "fast_resnet"
+    for seed in record["seeds_completed"]:  # a finished seed's checkpoints are deleted once summarised
+        runs = list(out.glob(f"setting-A/*/seed-{seed}"))
+        assert len(runs) == 4 and not [f for run in runs for f in run.glob("checkpoint*")], runs

@@ -80,12 +80,17 @@ def test_ddp_outcome_passes_equal_checksums_and_expects_nccl_to_fail_on_one_gpu(
     ok = gpu_check.Run(["x"], 0, 1.0, "", "")
     failed = gpu_check.Run(["x"], 1, 1.0, "", "Traceback\nRuntimeError: Duplicate GPU detected\n")
     summary = {"world_size": 2, "rank_parameter_checksums": [1.5, 1.5]}
-    assert gpu_check.ddp_outcome(ok, summary, one_gpu_nccl=False).status == "PASS"
+    assert gpu_check.ddp_outcome(ok, summary, 2, one_gpu_nccl=False).status == "PASS"
     uneven = {"world_size": 2, "rank_parameter_checksums": [1.5, 1.25]}
-    assert gpu_check.ddp_outcome(ok, uneven, one_gpu_nccl=False).status == "FAIL"
-    assert gpu_check.ddp_outcome(failed, {}, one_gpu_nccl=True).status == "XFAIL"
-    outcome = gpu_check.ddp_outcome(failed, {}, one_gpu_nccl=False)
+    assert gpu_check.ddp_outcome(ok, uneven, 2, one_gpu_nccl=False).status == "FAIL"
+    assert gpu_check.ddp_outcome(failed, {}, 2, one_gpu_nccl=True).status == "XFAIL"
+    outcome = gpu_check.ddp_outcome(failed, {}, 2, one_gpu_nccl=False)
     assert outcome.status == "FAIL" and "Duplicate GPU" in outcome.note
+    # A world of one must show one checksum: a run outside a process group (no checksums) fails the check.
+    alone = {"world_size": 1, "rank_parameter_checksums": [1.5]}
+    assert gpu_check.ddp_outcome(ok, alone, 1, one_gpu_nccl=False).status == "PASS"
+    assert gpu_check.ddp_outcome(ok, {"world_size": 1}, 1, one_gpu_nccl=False).status == "FAIL"
+    assert gpu_check.ddp_outcome(ok, summary, 1, one_gpu_nccl=False).status == "FAIL"
 
 
 @pytest.mark.slow  # subprocess, waits out a 1 s timeout
@@ -108,3 +113,31 @@ def test_cpu_rehearsal_of_the_resume_check_passes(tmp_path):
     resume = record["checks"][1]["figures"]
     assert resume["weights_equal"] and resume["epochs"] == 2
     assert not list((tmp_path / "results").rglob("checkpoint*.pt"))  # deleted once compared
+
+
+SESSION = ROOT / "experiments" / "gpu_session.sh"
+
+
+def test_session_script_usage_and_a_missing_archive():
+    assert subprocess.run(["bash", "-n", str(SESSION)]).returncode == 0
+    usage = subprocess.run(["bash", str(SESSION)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "CHECK_BUDGET" in usage.stdout
+    missing = subprocess.run(["bash", str(SESSION), "no/such.tar.xz"], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        "gpu_session: data archive no/such.tar.xz not found (copy it into the checkout's data/ folder first)"
+    ]
+
+
+@pytest.mark.slow  # subprocesses: gpu_check.sh and gpu_protocol.py
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA behaviour")
+def test_session_without_cuda_skips_the_checks_and_refuses_the_protocol(tmp_path):
+    archive = tmp_path / "cifar10-jpeg.tar.xz"
+    archive.write_bytes(b"")  # never opened without CUDA
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "OUT": str(tmp_path / "out")}
+    result = subprocess.run(["bash", str(SESSION), str(archive), "60", "30"], capture_output=True, text=True,
+                            env=env, timeout=120)  # fmt: skip
+    lines = check_lines(result.stdout)
+    assert lines.pop("environment") == "PASS" and set(lines.values()) == {"SKIP"}
+    assert "torch.cuda.is_available() is False; --tiny runs the CPU smoke test" in result.stdout
+    assert "gpu_check exit 0, gpu_protocol exit 2" in result.stdout and result.returncode == 2
+    assert (tmp_path / "out" / "check" / "gpu_check.json").is_file() and (tmp_path / "out" / "check.log").is_file()

@@ -1,7 +1,5 @@
 """The networks: output shapes at any width and channel count, the smallest image each accepts, and a CPU smoke
-run of the fast ResNet (it learns, within a time limit) through the public training API."""
-
-import time
+run of the fast ResNet (it learns) through the public training API."""
 
 import pytest
 import torch
@@ -90,13 +88,10 @@ def one_thread():
 
 
 @pytest.mark.slow
-def test_fast_resnet_smoke_learns_mini_cifar_on_the_cpu_within_15_seconds(tmp_path, one_thread):
-    import torch._dynamo  # noqa: F401  (imported by the first optimizer: a one-off 2-5 s that is not training)
-
-    from lossaug.data import load_dataset
+def test_fast_resnet_smoke_learns_mini_cifar_on_the_cpu(tmp_path, one_thread):
+    """The smoke run of benchmarks/fast_resnet_cpu.py (which times it; a timed test would fail on a busy box)."""
     from lossaug.train import train
 
-    load_dataset("mini", cache_dir=tmp_path)  # decode once, untimed: the JPEG decoding is not the network's cost
     config = TrainConfig(
         dataset="mini",
         cache_dir=str(tmp_path),
@@ -111,9 +106,7 @@ def test_fast_resnet_smoke_learns_mini_cifar_on_the_cpu_within_15_seconds(tmp_pa
         eval_every=3,
         device="cpu",
     )
-    started = time.perf_counter()
     result = train(config)
-    seconds = time.perf_counter() - started
-    # 2-core CPU at one thread, under load from other jobs: test error 0.70-0.72, 8-10 s. Chance is 0.90.
+    # 2-core AMD EPYC, one thread: test error 0.70-0.72 (chance is 0.90), 8-10 s of training.
     assert result.test_error < 0.8, result.test_error
-    assert seconds < 15, seconds
+    assert len(result.metrics) == 3 and result.seconds > 0

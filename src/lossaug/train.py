@@ -350,7 +350,7 @@ class _Run:
         periodic = config.checkpoint_every and state.global_step % config.checkpoint_every == 0
         trunk_end = state.global_step == self.stop_step
         signum = self.stop["signum"]
-        if self.world.size > 1:
+        if self.world.distributed:
             # Ranks agree on a signal (an all-reduce and a host sync) only every STOP_SYNC_STEPS steps, at the
             # checkpoints and at epoch ends (end_epoch): every rank then stops after the same step.
             due = periodic or trunk_end or state.global_step % STOP_SYNC_STEPS == 0
@@ -451,7 +451,7 @@ class _Run:
             out_dir=self.out_dir,
             model=self.model.model,
         )
-        if self.world.size > 1:  # DDP keeps replicas identical; check it rather than assume it
+        if self.world.distributed:  # DDP keeps replicas identical; check it rather than assume it
             metadata["rank_parameter_checksums"] = self.world.parameter_checksums(self.model.model)
         if not self.writes:
             return result
