@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CUDA smoke check of lossaug (issue 13): one PASS / FAIL / XFAIL / SKIP line per CUDA path, with its figures,
+# CUDA smoke check of lossaug (issue 13): one PASS / FAIL / SKIP line per CUDA path, with its figures,
 # everything as JSON under RESULTS_DIR/gpu_check.json. Under 5 minutes on one H100 (--budget 290 s); SKIP lines
 # in a few seconds on a machine without CUDA.
 #

@@ -8,7 +8,7 @@
 #   bash experiments/gpu_session.sh --rehearse                              # on the CPU: toy sizes, minutes
 #
 # 1. experiments/gpu_check.sh ARCHIVE $OUT/check --budget CHECK_BUDGET (seconds, default 210): one PASS / FAIL /
-#    XFAIL / SKIP line per CUDA path, $OUT/check/gpu_check.json.
+#    SKIP line per CUDA path, $OUT/check/gpu_check.json.
 # 2. experiments/gpu_protocol.py --data ARCHIVE --budget PROTOCOL_BUDGET (default 300) under `timeout -s TERM`
 #    (budget + 40 s): paired seeds of gpu-fast-A.toml until the budget is spent, written straight to
 #    $OUT/gpu-fast-A (record and summary rewritten after every finished seed, whose checkpoints are then deleted),

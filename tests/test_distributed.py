@@ -94,3 +94,22 @@ def test_a_world_of_one_goes_through_ddp_and_matches_the_plain_run_bit_for_bit(t
     assert grouped.test_error == plain.test_error
     for key, value in plain.model.state_dict().items():
         assert torch.equal(value, grouped.model.state_dict()[key]), key
+
+
+def test_under_torchrun_each_rank_takes_its_local_ranks_gpu(monkeypatch):
+    """train() called under torchrun without torch.cuda.set_device must not put every rank on GPU 0 (NCCL would
+    refuse); more local ranks than GPUs share them modulo the count. Faked: no GPU here."""
+    import torch
+
+    import lossaug.pipeline as pipeline
+    from lossaug.distributed import World
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(pipeline.World, "current", classmethod(lambda cls: World(3, 4, True)))
+    assert pipeline.resolve_device("cuda") == torch.device("cuda", 1)
+    assert pipeline.resolve_device("auto") == torch.device("cuda", 1)
+    monkeypatch.setattr(pipeline.World, "current", classmethod(lambda cls: World()))
+    assert pipeline.resolve_device("cuda") == torch.device("cuda", 0)  # no process group: the current device

@@ -16,7 +16,7 @@ from lossaug.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "gpu_check.sh"
-LINE = re.compile(r"^(PASS|FAIL|XFAIL|SKIP)\s+(\S+)")
+LINE = re.compile(r"^(PASS|FAIL|SKIP)\s+(\S+)")
 
 
 def load_helper():
@@ -76,21 +76,26 @@ def test_train_and_bench_options_are_ones_the_cli_accepts(scale):
     TrainConfig(**gpu_check.train_config(sizes, out="run"))  # the train-api and ddp-worker helpers' fields
 
 
-def test_ddp_outcome_passes_equal_checksums_and_expects_nccl_to_fail_on_one_gpu():
+def test_ddp_outcome_passes_only_equal_checksums_of_the_whole_world():
     ok = gpu_check.Run(["x"], 0, 1.0, "", "")
     failed = gpu_check.Run(["x"], 1, 1.0, "", "Traceback\nRuntimeError: Duplicate GPU detected\n")
     summary = {"world_size": 2, "rank_parameter_checksums": [1.5, 1.5]}
-    assert gpu_check.ddp_outcome(ok, summary, 2, one_gpu_nccl=False).status == "PASS"
+    assert gpu_check.ddp_outcome(ok, summary, 2).status == "PASS"
     uneven = {"world_size": 2, "rank_parameter_checksums": [1.5, 1.25]}
-    assert gpu_check.ddp_outcome(ok, uneven, 2, one_gpu_nccl=False).status == "FAIL"
-    assert gpu_check.ddp_outcome(failed, {}, 2, one_gpu_nccl=True).status == "XFAIL"
-    outcome = gpu_check.ddp_outcome(failed, {}, 2, one_gpu_nccl=False)
+    assert gpu_check.ddp_outcome(ok, uneven, 2).status == "FAIL"
+    outcome = gpu_check.ddp_outcome(failed, {}, 2)
     assert outcome.status == "FAIL" and "Duplicate GPU" in outcome.note
     # A world of one must show one checksum: a run outside a process group (no checksums) fails the check.
     alone = {"world_size": 1, "rank_parameter_checksums": [1.5]}
-    assert gpu_check.ddp_outcome(ok, alone, 1, one_gpu_nccl=False).status == "PASS"
-    assert gpu_check.ddp_outcome(ok, {"world_size": 1}, 1, one_gpu_nccl=False).status == "FAIL"
-    assert gpu_check.ddp_outcome(ok, summary, 1, one_gpu_nccl=False).status == "FAIL"
+    assert gpu_check.ddp_outcome(ok, alone, 1).status == "PASS"
+    assert gpu_check.ddp_outcome(ok, {"world_size": 1}, 1).status == "FAIL"
+    assert gpu_check.ddp_outcome(ok, summary, 1).status == "FAIL"
+
+
+def test_nccl_with_more_ranks_than_gpus_is_skipped_without_running():
+    ctx = gpu_check.Context(gpu_check.cuda_scale("a.tar.xz", "c"), Path("unused"), {}, deadline=1e18, gpus=1)
+    outcome = gpu_check.CHECKS["ddp_world2_nccl"](ctx)
+    assert outcome.status == "SKIP" and "ddp_world1_nccl" in outcome.note and not ctx.runs
 
 
 @pytest.mark.slow  # subprocess, waits out a 1 s timeout

@@ -240,6 +240,20 @@ def test_resume_with_changed_options(tmp_path):
         train(TrainConfig(**{**TINY, "epochs": 3}, checkpoint_every=5, out=str(out)), resume=True)
 
 
+def test_random_streams_saved_on_another_kind_of_device_are_refused_in_one_line(tmp_path):
+    """A CUDA run's generators save a 16-byte seed and offset, which no CPU generator can continue (and the
+    reverse): resuming there is a clear error, not torch's size mismatch from inside the loop."""
+    out = finished_run(tmp_path)
+    payload = load_checkpoint(out / "checkpoint.pt")
+    for name in ("augment", "augment-extra", "select"):  # what torch.Generator("cuda").get_state() returns
+        payload["random"][0][name] = torch.zeros(16, dtype=torch.uint8)
+    checkpoint_module.save_checkpoint(payload, out)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"saved on another kind of device than cpu .* --init$"):
+        train(TrainConfig(**{**TINY, "epochs": 3}, out=str(out)), resume=True)
+    assert (out / "checkpoint.pt").read_bytes() == before  # nothing saved is lost
+
+
 # ---------------------------------------------------------------- non-finite values
 
 

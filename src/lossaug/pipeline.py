@@ -4,6 +4,7 @@ seeded order, named random streams, and evaluation. Candidates stay uint8 until 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,14 @@ def resolve_device(name: str) -> torch.device:
         raise InputError("device 'cuda' requested but torch.cuda.is_available() is False; use --device cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    # The current CUDA device: under torchrun the launcher's code sets it to the local rank.
-    return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
+    if name != "cuda":
+        return torch.device(name)
+    # In a process group under torchrun, this process's GPU is its local rank's (modulo the GPUs, which several
+    # local processes may share), whether or not the caller set the current device; else the current device.
+    world = World.current()
+    if world.distributed and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 AUDIO_RATE = 8000  # the sample rate audio_cnn's front end is built for

@@ -109,6 +109,7 @@ class Streams:
 
     def __init__(self, seed: int, device: torch.device, rank: int, world_size: int):
         suffix = f"-rank{rank}" if world_size > 1 else ""
+        self.device = device
         self.generators = {
             name: make_generator(seed, name if name == "order" else name + suffix,
                                  torch.device("cpu") if name == "order" else device)
@@ -119,20 +120,27 @@ class Streams:
         return self.generators[name]
 
     def state(self) -> dict[str, Tensor]:
+        """Every stream's state, torch's global CPU generator and, on CUDA, the run device's global generator
+        (a CPU run never touches CUDA)."""
         states = {name: g.get_state() for name, g in self.generators.items()}
         states["torch_cpu"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            states.update({f"torch_cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        if self.device.type == "cuda":
+            states["torch_cuda"] = torch.cuda.get_rng_state(self.device)
         return states
+
+    def foreign(self, states: dict[str, Tensor]) -> list[str]:
+        """Streams in ``states`` that no generator here can take: saved on another kind of device (a CUDA
+        generator's state is a 16-byte seed and offset, a CPU one's the whole Mersenne Twister)."""
+        return [name for name, g in self.generators.items()
+                if name in states and states[name].numel() != g.get_state().numel()]  # fmt: skip
 
     def load(self, states: dict[str, Tensor]) -> None:
         for name, generator in self.generators.items():
             if name in states:  # a trunk saved before a stream existed leaves it at its seed
                 generator.set_state(states[name])
         torch.set_rng_state(states["torch_cpu"])
-        cuda = [states[k] for k in sorted(states) if k.startswith("torch_cuda")]
-        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
+        if "torch_cuda" in states and self.device.type == "cuda":
+            torch.cuda.set_rng_state(states["torch_cuda"], self.device)
 
 
 @dataclass

@@ -141,8 +141,10 @@ class _Run:
         self.config, self.device, self.world = config, resolve_device(config.device), World.current()
         if config.batch_size % self.world.size:
             raise InputError(f"batch_size {config.batch_size} must be a multiple of the {self.world.size} processes")
-        if self.device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
-            torch.backends.cudnn.benchmark = True  # shapes are fixed within a run: let cuDNN pick its kernels
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # collectives and bare .cuda() calls use the run's GPU
+            if not torch.are_deterministic_algorithms_enabled():
+                torch.backends.cudnn.benchmark = True  # shapes are fixed within a run: let cuDNN pick its kernels
         self.reporter = reporter if self.world.leader else None  # rank 0 reports and writes for everyone
         self.out_dir = Path(config.out) if config.out else None
         self.writes = self.out_dir is not None and self.world.leader
@@ -238,6 +240,12 @@ class _Run:
                 f"cannot {where}: saved by {len(payload['random'])} processes, resumed by {self.world.size}"
             )
         own = payload["random"][self.world.rank]
+        if self.streams.foreign(own):
+            raise CheckpointError(
+                f"cannot {where}: its random streams were saved on another kind of device than {self.device.type} "
+                "(a CUDA generator's state cannot continue on the CPU, nor the reverse); run it on the device it "
+                "was saved on, or start a new run from its weights with --init"
+            )
         self.streams.load(own)
         self.state = RunState.from_state(payload["position"])
         if own.get("epoch_stats") is not None:
