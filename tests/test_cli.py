@@ -60,6 +60,10 @@ def test_config_file_and_precedence(tmp_path):
     )
     preset = config_from_args(build_parser().parse_args(["train", "--preset", "seed"]))
     assert (preset.epochs, preset.lr, preset.batch_size, preset.weight_decay) == (200, 0.1, 128, 5e-4)
+    fast = config_from_args(build_parser().parse_args(["train", "--preset", "fast", "--epochs", "3"]))
+    assert (fast.model, fast.batch_size, fast.lr, fast.label_smoothing, fast.warmup_epochs) == (
+        "fast_resnet", 512, 0.4, 0.2, 2.0)  # fmt: skip
+    assert fast.epochs == 3  # options override the preset
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from torch import nn
 from lossaug import data as data_module
 from lossaug.augment import parse_augment
 from lossaug.errors import InputError
-from lossaug.models import MODELS, check_model_name
+from lossaug.models import MODELS, RECIPES, check_model_name
 from lossaug.selection import BN_MODES, SCORES
 from lossaug.user_model import FACTORY_FORM
 
@@ -173,6 +173,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(model="preact_resnet18", width=8, epochs=100, batch_size=64, lr=0.05, train_size=1000),
     # The demo's small CNN on the bundled data; `lossaug demo` sizes the epochs to its time budget (25 is the cap).
     "demo": dict(dataset="mini", model="cnn", width=16, epochs=25, batch_size=128, lr=0.2),
+    # The fast network and its short full-data GPU recipe (models.RECIPES; the GPU protocol's [train] table).
+    "fast": dict(model="fast_resnet", **RECIPES["fast_resnet"]),
 }
 
 
