@@ -253,13 +253,12 @@ def epoch_seconds(summary: dict) -> dict[str, dict[int, float]]:
     return {arm: {s: r["seconds"] / r["epochs"] for s, r in row["per_seed"].items()} for arm, row in rows.items()}
 
 
-def drop_checkpoints(runs: Sequence[PlannedRun]) -> int:
+def drop_checkpoints(runs: Sequence[PlannedRun]) -> None:
     """Delete the checkpoints of a finished seed's runs (the summary reads final.json and config.json only; on the
-    full data each is tens of MB); the number of files deleted."""
-    files = [f for run in runs for f in Path(run.config.out).glob("checkpoint*.pt*")]
-    for file in files:
-        file.unlink(missing_ok=True)
-    return len(files)
+    full data each is tens of MB)."""
+    for run in runs:
+        for file in Path(run.config.out).glob("checkpoint*.pt*"):
+            file.unlink(missing_ok=True)
 
 
 def run_protocol(config: CompareConfig, budget: Budget, record: Record, reporter: Reporter,

@@ -79,14 +79,15 @@ def _join_process_group(device: str) -> int:
     import torch
     import torch.distributed as dist
 
+    from lossaug.distributed import local_gpu
+
     cuda = device != "cpu" and torch.cuda.is_available()
     shared_gpu = False
     if cuda:
-        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
-        torch.cuda.set_device(local_rank % gpus)
+        torch.cuda.set_device(local_gpu() or 0)
         # NCCL refuses two ranks on one GPU; more local processes than GPUs (e.g. a 2-process check on one card)
         # run over gloo instead, which handles CUDA tensors too.
-        shared_gpu = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > gpus
+        shared_gpu = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > torch.cuda.device_count()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda and not shared_gpu else "gloo")
     return dist.get_rank()

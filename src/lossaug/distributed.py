@@ -5,11 +5,20 @@ say) goes through the DistributedDataParallel path and the collectives exactly a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+
+def local_gpu() -> int | None:
+    """This process's GPU index under torchrun: ``LOCAL_RANK`` modulo the GPU count (more local processes than
+    GPUs share them); None outside torchrun."""
+    if "LOCAL_RANK" not in os.environ:
+        return None
+    return int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count()
 
 
 @dataclass(frozen=True)

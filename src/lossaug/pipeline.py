@@ -4,7 +4,6 @@ seeded order, named random streams, and evaluation. Candidates stay uint8 until 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from torch import Tensor, nn
 from lossaug import data as data_module
 from lossaug.config import TrainConfig, class_names
 from lossaug.data_types import select_classes
-from lossaug.distributed import World
+from lossaug.distributed import World, local_gpu
 from lossaug.errors import InputError
 from lossaug.models import MIN_IMAGE_SIZE
 from lossaug.seeds import stream_seed
@@ -32,12 +31,9 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name != "cuda":
         return torch.device(name)
-    # In a process group under torchrun, this process's GPU is its local rank's (modulo the GPUs, which several
-    # local processes may share), whether or not the caller set the current device; else the current device.
-    world = World.current()
-    if world.distributed and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
-    return torch.device("cuda", torch.cuda.current_device())
+    # In a process group under torchrun, the local rank's GPU whether or not the caller set the current device.
+    gpu = local_gpu() if World.current().distributed else None
+    return torch.device("cuda", torch.cuda.current_device() if gpu is None else gpu)
 
 
 AUDIO_RATE = 8000  # the sample rate audio_cnn's front end is built for
