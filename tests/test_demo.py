@@ -26,6 +26,7 @@ from lossaug.demo import (
     train_alternating,
 )
 from lossaug.errors import InputError
+from lossaug.interrupts import stop_requests
 from lossaug.train import TrainConfig, train
 
 TIMING_KEYS = ("seconds", "elapsed_seconds", "images_per_second")
@@ -168,17 +169,31 @@ def test_a_failing_arm_stops_the_other_and_its_error_is_raised(tmp_path):
 
 
 def test_a_signal_stops_both_arms_and_leaves_resumable_runs(tmp_path):
+    finished: list[str] = []
+
     def interrupt(arm: str, seconds: float) -> None:
-        if arm == "baseline":  # after the baseline's first epoch
-            os.kill(os.getpid(), signal.SIGINT)
+        finished.append(arm)
+        if finished == ["baseline"]:  # one SIGINT, after the baseline's first epoch (a second one would be Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)  # pressed twice: a KeyboardInterrupt at once)
 
     configs = tiny_configs(tmp_path, epochs=3)
     with pytest.raises(DemoInterrupted) as stop:
         train_alternating(configs, on_epoch=interrupt)
     assert stop.value.exit_code == 130 and "lossaug train --resume" in str(stop.value)
+    assert finished.count("baseline") == 1  # the signal stopped the rotation: no arm began another turn
     resumed = train(configs["baseline"], resume=True)
     straight = train(dataclasses.replace(configs["baseline"], out=None))
     assert untimed(resumed.metrics) == untimed(straight.metrics)
+
+
+def test_the_first_signal_calls_on_request_once_and_a_second_sigint_interrupts():
+    calls: list[int] = []
+    with pytest.raises(KeyboardInterrupt), stop_requests(on_request=lambda: calls.append(1)) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # a repeated request changes nothing
+        assert calls == [1] and stop["signum"] == signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGINT)
+    assert calls == [1]
 
 
 # ---------------------------------------------------------------- ratios and ETA

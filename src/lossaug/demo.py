@@ -314,15 +314,13 @@ def train_alternating(
     arms = {name: _Arm(name, rotation, reporter, on_epoch, clock) for name in configs}
     threads = [threading.Thread(target=_run_arm, args=(arms[name], config, overwrite, results, errors),
                                 name=f"lossaug-{name}") for name, config in configs.items()]  # fmt: skip
-    with stop_requests() as stop:
+    with stop_requests(on_request=rotation.stop) as stop:  # no arm starts a step or turn after a signal
         try:
             for thread in threads:
                 thread.start()
             while any(thread.is_alive() for thread in threads):
                 for thread in threads:
                     thread.join(timeout=0.2)
-                if stop["signum"] is not None:
-                    rotation.stop()
         finally:
             rotation.stop()  # a no-op after a normal end; after a second Ctrl-C the arms stop at their next step
             for thread in threads:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,10 @@ class NonFiniteError(FloatingPointError):
 
 
 @contextlib.contextmanager
-def stop_requests() -> Iterator[dict]:
+def stop_requests(on_request: Callable[[], None] | None = None) -> Iterator[dict]:
     """Turn SIGTERM/SIGINT into a request (``flag["signum"]``) honoured after the current step; a second SIGINT
-    interrupts at once. The caller's handlers are restored on exit. Outside the main thread, installs nothing."""
+    interrupts at once. ``on_request`` is called (in the main thread, from the handler) at the first request.
+    The caller's handlers are restored on exit. Outside the main thread, installs nothing."""
     flag: dict = {"signum": None}
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -39,7 +40,9 @@ def stop_requests() -> Iterator[dict]:
     def request(signum: int, _frame: Any) -> None:
         if flag["signum"] is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        flag["signum"] = signum
+        first, flag["signum"] = flag["signum"] is None, signum
+        if first and on_request is not None:
+            on_request()
 
     previous = {sig: signal.signal(sig, request) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
