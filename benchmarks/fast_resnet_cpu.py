@@ -1,7 +1,7 @@
 """fast_resnet at a small scale on the CPU: test error and time of the baseline and the method (issue 13's smoke
 figures; the suite checks that it learns, this script times it). Prints a table and writes JSON.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/fast_resnet_cpu.py --out docs/results/fast-resnet-cpu.json
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/fast_resnet_cpu.py --out docs/results/fast-resnet-cpu/bench.json
 
 Both runs: the bundled mini CIFAR-10 (1,000 train / 200 test JPEG images, decoded before any timing), fast_resnet
 at ``--width`` (8), 3 epochs at batch 64, lr 0.4 with half an epoch of warm-up, seed 0, setting A; the method
