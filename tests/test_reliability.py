@@ -109,10 +109,12 @@ def test_signal_stops_after_the_step_with_a_checkpoint_and_restores_handlers(tmp
     assert_same_run(result, {**steps, **more}, reference)
 
 
-def cli_args(out: Path, *extra: str) -> list[str]:
+def cli_args(out: Path, *extra: str, train_size: int = 256) -> list[str]:
+    """A 3-epoch CLI run checkpointing every 2 steps: 96 steps of batch 8 at the default ``train_size``."""
     return [
-        "train", "--dataset", "mini", "--train-size", "256", "--model", "cnn", "--width", "4", "--batch-size", "8",
-        "--epochs", "3", "--lr", "0.05", "--device", "cpu", "--checkpoint-every", "2", "--out", str(out), *extra,
+        "train", "--dataset", "mini", "--train-size", str(train_size), "--model", "cnn", "--width", "4",
+        "--batch-size", "8", "--epochs", "3", "--lr", "0.05", "--device", "cpu", "--checkpoint-every", "2",
+        "--out", str(out), *extra,
     ]  # fmt: skip
 
 
@@ -134,23 +136,24 @@ def run_cli(*argv: str, env=None) -> subprocess.Popen:
 @pytest.mark.slow  # subprocesses, ~30 s
 def test_kill_dash_9_at_a_random_step_then_resume_equals_uninterrupted(tmp_path):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-    process = run_cli(*cli_args(killed_dir))
+    one_thread = {"OMP_NUM_THREADS": "1"}  # the last two runs share the 2 cores
+    process = run_cli(*cli_args(killed_dir, train_size=384), env=one_thread)  # 144 steps: ~2 s of training here
     wait_for(killed_dir / "checkpoint.pt", process)
-    time.sleep(random.uniform(0.0, 1.0))
+    time.sleep(random.uniform(0.0, 0.5))  # well inside the run on a box several times faster
     process.kill()  # SIGKILL: no handler runs, no checkpoint is written on the way out
     process.communicate()
     assert process.returncode == -signal.SIGKILL
     killed_at = newest_valid_checkpoint(killed_dir)[1]["global_step"]
-    assert killed_at < 96, "the run finished before it was killed; the test proves nothing"
+    assert killed_at < 144, "the run finished before it was killed; the test proves nothing"
 
-    resumed = run_cli(*cli_args(killed_dir, "--resume", str(killed_dir)))
-    uninterrupted = run_cli(*cli_args(reference_dir))
+    resumed = run_cli(*cli_args(killed_dir, "--resume", str(killed_dir), train_size=384), env=one_thread)
+    uninterrupted = run_cli(*cli_args(reference_dir, train_size=384), env=one_thread)
     for process in (resumed, uninterrupted):
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
     final = load_checkpoint(killed_dir / "checkpoint.pt")
     expected = load_checkpoint(reference_dir / "checkpoint.pt")
-    assert final["global_step"] == expected["global_step"] == 96
+    assert final["global_step"] == expected["global_step"] == 144
     for key, value in expected["model"].items():
         assert torch.equal(value, final["model"][key]), key
     assert json.loads((killed_dir / "config.json").read_text())["resumed_from_step"] == killed_at
