@@ -133,7 +133,7 @@ def run_cli(*argv: str, env=None) -> subprocess.Popen:
     )
 
 
-@pytest.mark.slow  # subprocesses, ~30 s
+@pytest.mark.slow  # subprocesses, ~13 s
 def test_kill_dash_9_at_a_random_step_then_resume_equals_uninterrupted(tmp_path):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     one_thread = {"OMP_NUM_THREADS": "1"}  # the last two runs share the 2 cores

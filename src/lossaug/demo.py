@@ -318,9 +318,8 @@ def train_alternating(
         try:
             for thread in threads:
                 thread.start()
-            while any(thread.is_alive() for thread in threads):
-                for thread in threads:
-                    thread.join(timeout=0.2)
+            for thread in threads:  # the handler runs during a join (lock waits are interruptible on POSIX)
+                thread.join()
         finally:
             rotation.stop()  # a no-op after a normal end; after a second Ctrl-C the arms stop at their next step
             for thread in threads:

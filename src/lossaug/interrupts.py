@@ -40,7 +40,8 @@ def stop_requests(on_request: Callable[[], None] | None = None) -> Iterator[dict
     def request(signum: int, _frame: Any) -> None:
         if flag["signum"] is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        first, flag["signum"] = flag["signum"] is None, signum
+        first = flag["signum"] is None
+        flag["signum"] = signum
         if first and on_request is not None:
             on_request()
 
