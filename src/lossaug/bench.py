@@ -11,8 +11,9 @@ Everything is measured in one process on random uint8 images (int16 waveforms ``
 labels, interleaved: each repeat runs every
 measurement once, in an order rotated by one per repeat, so that load from other processes and clock drift hit all
 of them alike. Medians and spreads are reported. The step is the one ``train.train`` runs: ``Normalized`` model,
-the setting's augmentation, scoring chunks, autocast and memory format as ``train`` picks them, SGD with Nesterov
-momentum and the non-finite check before each update. Not timed: the scheduler and the per-epoch statistics.
+the setting's augmentation, scoring chunks, autocast, memory format and cuDNN's kernel benchmark as ``train``
+picks them, SGD with Nesterov momentum and the non-finite check before each update.
+Not timed: the scheduler and the per-epoch statistics.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from lossaug.errors import InputError
 from lossaug.metadata import device_name, git_commit
 from lossaug.method import Schedule, build_sgd, method_for
 from lossaug.models import AUDIO_MODELS, DEFAULT_WIDTHS, build_classifier, check_model_name
-from lossaug.pipeline import AUDIO_RATE, channel_stats, is_audio, make_generator, resolve_device
+from lossaug.pipeline import AUDIO_RATE, channel_stats, is_audio, make_generator, resolve_device, use_device
 from lossaug.seeds import stream_seed
 from lossaug.selection import LossAwareAugment, score_candidates
 from lossaug.state import Learner
@@ -405,6 +406,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
     started = time.perf_counter()
     config = resolve_config(config)
     device = resolve_device(config.device)
+    use_device(device)  # cuDNN as training sets it, so that R is measured with the runs' kernels
     parts = _build_parts(config, device)
     if log is not None:
         log(

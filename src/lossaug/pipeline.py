@@ -36,6 +36,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device() if gpu is None else gpu)
 
 
+def use_device(device: torch.device) -> None:
+    """Make a CUDA ``device`` current and let cuDNN benchmark its convolution kernels (shapes are fixed within a
+    run) unless deterministic algorithms are on; nothing on the CPU. ``train`` and ``bench`` both call it, so the
+    cost ratio that bench measures comes from the kernels the runs use."""
+    if device.type != "cuda":
+        return
+    torch.cuda.set_device(device)  # collectives and bare .cuda() calls use this GPU
+    if not torch.are_deterministic_algorithms_enabled():
+        torch.backends.cudnn.benchmark = True
+
+
 AUDIO_RATE = 8000  # the sample rate audio_cnn's front end is built for
 
 

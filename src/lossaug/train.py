@@ -65,6 +65,7 @@ from lossaug.pipeline import (
     make_generator,
     prepare_data,
     resolve_device,
+    use_device,
 )
 from lossaug.progress import Reporter
 from lossaug.rundir import RunLock, claim_run_dir
@@ -141,10 +142,7 @@ class _Run:
         self.config, self.device, self.world = config, resolve_device(config.device), World.current()
         if config.batch_size % self.world.size:
             raise InputError(f"batch_size {config.batch_size} must be a multiple of the {self.world.size} processes")
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)  # collectives and bare .cuda() calls use the run's GPU
-            if not torch.are_deterministic_algorithms_enabled():
-                torch.backends.cudnn.benchmark = True  # shapes are fixed within a run: let cuDNN pick its kernels
+        use_device(self.device)  # current GPU; cuDNN benchmark unless deterministic (as bench times it)
         self.reporter = reporter if self.world.leader else None  # rank 0 reports and writes for everyone
         self.out_dir = Path(config.out) if config.out else None
         self.writes = self.out_dir is not None and self.world.leader
