@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 import lossaug
 from lossaug.config import TrainConfig
+from lossaug.errors import InputError
 
 
 def _cpu_model() -> str:
@@ -45,15 +47,44 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+# A copy of the checkout without .git (the device machine's) learns its commit from this variable or, failing that,
+# this file at the checkout's root (ignored by git; experiments/gpu_session.sh --prepare writes it before the copy):
+# the commit, then optionally "dirty" or "clean", separated by white space.
+COMMIT_VARIABLE = "LOSSAUG_GIT_COMMIT"
+COMMIT_FILE = Path(__file__).resolve().parents[2] / ".git_commit"
+
+
+def _recorded_commit() -> tuple[str, bool | None] | None:
+    """``(commit, dirty)`` from ``COMMIT_VARIABLE`` or ``COMMIT_FILE``; None when neither is set."""
+    text, where = os.environ.get(COMMIT_VARIABLE), COMMIT_VARIABLE
+    if not text and COMMIT_FILE.is_file():
+        text, where = COMMIT_FILE.read_text(errors="replace"), str(COMMIT_FILE)
+    if not text or not text.strip():
+        return None
+    match = re.fullmatch(r"([0-9a-f]{7,40})(?:\s+(dirty|clean))?", text.strip())
+    if match is None:
+        raise InputError(f"{where} should hold a commit and optionally 'dirty' or 'clean', got {text.strip()[:80]!r}")
+    return match[1], None if match[2] is None else match[2] == "dirty"
+
+
 def git_commit() -> str | None:
-    """The commit of the lossaug source tree, or None outside a git checkout."""
-    return _git("rev-parse", "HEAD") or None
+    """The commit of the lossaug source tree: git's, else the recorded one (``COMMIT_VARIABLE``, ``COMMIT_FILE``),
+    else None."""
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        return commit
+    recorded = _recorded_commit()
+    return recorded[0] if recorded else None
 
 
 def git_dirty() -> bool | None:
-    """Whether the source tree has uncommitted changes to tracked files (None outside a git checkout)."""
+    """Whether the source tree has uncommitted changes to tracked files: git's answer, else the recorded one, else
+    None."""
     status = _git("status", "--porcelain", "--untracked-files=no")
-    return None if status is None else bool(status)
+    if status is not None:
+        return bool(status)
+    recorded = _recorded_commit()
+    return recorded[1] if recorded else None
 
 
 def run_metadata(config: TrainConfig, device: torch.device, resolved: dict[str, Any]) -> dict[str, Any]:
