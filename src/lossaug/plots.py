@@ -1,21 +1,43 @@
-"""Plots drawn from per-epoch metric records only (the dicts written to ``metrics.jsonl``)."""
+"""Plots drawn from per-epoch metric records only (the dicts written to ``metrics.jsonl``).
+
+A plot written beside a run's numbers (``plot_curves``, ``plot_forest``) is skipped with a warning where matplotlib
+is missing, as on a bare GPU machine: the numbers matter more. ``plot_report``, whose only product is the plot, and
+``_pyplot``'s other callers raise ``MatplotlibMissing``, one line in the CLI.
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lossaug.errors import InputError
 
 
+class MatplotlibMissing(InputError, ImportError):
+    """matplotlib cannot be imported. An ``ImportError`` (callers that tolerate it catch that) and an
+    ``InputError`` (the CLI prints one line)."""
+
+
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
+        matplotlib.use("Agg")  # files only; never needs a display
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise MatplotlibMissing(f"plots need matplotlib, which cannot be imported here: {error}") from None
     return plt
+
+
+def _pyplot_or_skip(path: Path):
+    """pyplot, or None (with a warning naming ``path``) where matplotlib is missing."""
+    try:
+        return _pyplot()
+    except MatplotlibMissing as error:
+        warnings.warn(f"{Path(path).name} not written: {error}", stacklevel=3)
+        return None
 
 
 def _save(plt, fig, path: Path, title: str) -> Path:
@@ -27,10 +49,12 @@ def _save(plt, fig, path: Path, title: str) -> Path:
     return path
 
 
-def plot_curves(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "") -> Path:
+def plot_curves(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "") -> Path | None:
     """Write a PNG with test error against epoch and against wall-clock seconds, and training loss against epoch,
-    one line per run in ``runs`` (label -> per-epoch records)."""
-    plt = _pyplot()
+    one line per run in ``runs`` (label -> per-epoch records). None, with a warning, without matplotlib."""
+    plt = _pyplot_or_skip(path)
+    if plt is None:
+        return None
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for label, records in runs.items():
         epochs = [r["epoch"] for r in records]
@@ -82,11 +106,13 @@ def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
     return _save(plt, fig, Path(path), title)
 
 
-def plot_forest(rows: Sequence[tuple[str, float, float]], path: Path, margin: float, title: str = "") -> Path:
+def plot_forest(rows: Sequence[tuple[str, float, float]], path: Path, margin: float, title: str = "") -> Path | None:
     """Write a forest plot PNG: one row per ``(label, mean, half_width)``, the mean paired difference in test error
     (percentage points, negative = better) with its 95% interval, a solid line at 0 and dashed lines at ±``margin``
-    (points). A NaN half-width (one seed) draws the mean alone."""
-    plt = _pyplot()
+    (points). A NaN half-width (one seed) draws the mean alone. None, with a warning, without matplotlib."""
+    plt = _pyplot_or_skip(path)
+    if plt is None:
+        return None
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * max(1, len(rows))))
     for y, (_, mean, half) in enumerate(reversed(rows)):
         ax.errorbar(mean, y, xerr=None if math.isnan(half) else half, fmt="o", color="black", capsize=4)
