@@ -1,5 +1,5 @@
-"""Tests for lossaug.audio (waveform augmentations, resampling, log-mel front end, AudioCNN) and lossaug.audio_data
-(FSDD and audio-folder loaders). Every WAV file is written here with the standard library's ``wave``."""
+"""Tests for lossaug.audio (waveform augmentations, resampling, log-mel front end, AudioCNN) and the audio loaders
+of lossaug.data (FSDD and audio folders). Every WAV file is written here with the standard library's ``wave``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lossaug import audio as A
-from lossaug.audio_data import AudioDataset, decode_audio, load_audio_folder, load_fsdd
+from lossaug.data import AudioDataset, decode_audio, load_audio_folder, load_fsdd
 from lossaug.selection import make_candidates
 
 SHARED_FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd.tar.xz"

@@ -26,12 +26,15 @@ import pytest
 import torch
 from PIL import Image
 
-from lossaug import _archive, cifar, data
+from lossaug import data
 from lossaug.data import (
     ImageDataset,
+    archives,
+    cifar,
     data_fingerprint,
     download,
     fingerprint_differences,
+    folders,
     load_cifar,
     load_dataset,
     load_image_folder,
@@ -440,13 +443,13 @@ def test_unknown_dataset_lists_choices():
 
 def _count_decodes(monkeypatch) -> list[int]:
     calls = [0]
-    real = data._decode_one
+    real = folders._decode_one
 
     def counting(*args, **kwargs):
         calls[0] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(data, "_decode_one", counting)
+    monkeypatch.setattr(folders, "_decode_one", counting)
     return calls
 
 
@@ -605,7 +608,7 @@ def test_many_empty_members_count_against_the_cap(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_CIFAR_JPEG.is_file(), reason="needs ../shared/data/cifar10-jpeg.tar.xz")
 def test_shared_cifar_jpeg_archive_is_within_the_default_caps():
-    budget = _archive._Budget(SHARED_CIFAR_JPEG, _archive.MAX_EXTRACT_BYTES, _archive.MAX_EXTRACT_RATIO)
+    budget = archives._Budget(SHARED_CIFAR_JPEG, archives.MAX_EXTRACT_BYTES, archives.MAX_EXTRACT_RATIO)
     with tarfile.open(SHARED_CIFAR_JPEG) as tar:  # the member list only, nothing extracted
         for member in tar:
             budget.add(member.name, member.size if member.isfile() else 0)

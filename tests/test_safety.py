@@ -277,7 +277,7 @@ def test_sigterm_during_extraction_removes_the_partial_folder(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     done = subprocess.run(
-        [sys.executable, "-c", _EXTRACT_THEN_SIGTERM, str(SRC / "_archive.py"), str(source), str(cache / "d")],
+        [sys.executable, "-c", _EXTRACT_THEN_SIGTERM, str(SRC / "data" / "archives.py"), str(source), str(cache / "d")],
         capture_output=True,
         text=True,
         timeout=60,
@@ -287,7 +287,7 @@ def test_sigterm_during_extraction_removes_the_partial_folder(tmp_path):
 
 
 def test_stale_partial_folders_of_dead_processes_are_removed(tmp_path):
-    from lossaug import _archive
+    from lossaug.data import archives as _archive
 
     source = tmp_path / "a.tar"
     source.write_bytes(b"")  # never read: the destination below is a finished extraction
@@ -308,7 +308,7 @@ def test_stale_partial_folders_of_dead_processes_are_removed(tmp_path):
 
 
 def test_extraction_restores_the_sigterm_handler(tmp_path):
-    from lossaug import _archive
+    from lossaug.data import archives as _archive
 
     previous = signal.getsignal(signal.SIGTERM)
     (tmp_path / "f").write_text("x")

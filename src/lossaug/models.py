@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lossaug.audio_model import AudioCNN
+from lossaug.audio.model import AudioCNN
 from lossaug.errors import InputError
 from lossaug.user_model import FACTORY_FORM, build_factory_model, is_factory_name
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from lossaug import data as data_module
 from lossaug.config import TrainConfig, class_names
-from lossaug.data_types import select_classes
+from lossaug.data import select_classes
 from lossaug.distributed import World, local_gpu
 from lossaug.errors import InputError
 from lossaug.models import MIN_IMAGE_SIZE

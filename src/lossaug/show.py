@@ -18,8 +18,7 @@ from torch import Tensor, nn
 
 from lossaug.checkpoint import load_checkpoint, newest_valid_checkpoint
 from lossaug.config import TrainConfig, class_names
-from lossaug.data import Split, load_dataset
-from lossaug.data_types import select_classes
+from lossaug.data import Split, load_dataset, select_classes
 from lossaug.errors import InputError
 from lossaug.method import method_for
 from lossaug.models import build_classifier
@@ -154,7 +153,7 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
 def log_mel_of(clips: Tensor) -> Tensor:
     """Log-mel spectrograms ``(N,M,n_mels,frames)`` of the first channel of int16 waveform candidates
     ``(N,M,C,T)``, by ``audio_cnn``'s own front end (it has no learned parameters)."""
-    from lossaug.audio_model import INT16_SCALE, LogMel
+    from lossaug.audio.model import INT16_SCALE, LogMel
     from lossaug.pipeline import AUDIO_RATE
 
     num_clips, num_candidates, _, length = clips.shape

@@ -1,5 +1,5 @@
-"""Audio for lossaug: batched waveform augmentations and their spec parser. The log-mel front end and AudioCNN
-(``audio_model``) and band-limited resampling (``audio_io``) are importable from here too.
+"""Batched waveform augmentations and their spec parser (``lossaug.audio`` re-exports them with the model's
+log-mel front end, ``lossaug.audio.model``, and band-limited resampling, ``lossaug.data.wav.resample``).
 
 Every augmentation is a pure function over a batch ``waveforms (B,C,T)`` (int16 on the int16 scale, or float in
 [-1, 1]) that draws one set of parameters per clip from an explicit ``generator`` on the batch's device, with no
@@ -32,28 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossaug.audio_io import resample
-from lossaug.audio_model import (
-    DEFAULT_N_MELS,
-    DEFAULT_SAMPLE_RATE,
-    INT16_SCALE,
-    AudioCNN,
-    LogMel,
-    mel_edges_hz,
-    mel_filterbank,
-)
+from lossaug.audio.model import DEFAULT_N_MELS, DEFAULT_SAMPLE_RATE, INT16_SCALE, mel_edges_hz
 from lossaug.augment import Augment, Compose
 from lossaug.errors import InputError
 
 __all__ = [
     "AUDIO_AUGMENTATIONS",
     "AUDIO_SETTINGS",
-    "DEFAULT_N_MELS",
-    "DEFAULT_SAMPLE_RATE",
     "AdditiveNoise",
-    "AudioCNN",
     "FreqMask",
-    "LogMel",
     "RandomGain",
     "SpeedPerturb",
     "TimeMask",
@@ -68,12 +55,9 @@ __all__ = [
     "freq_mask",
     "freq_mask_params",
     "gain_params",
-    "mel_edges_hz",
-    "mel_filterbank",
     "noise_params",
     "parse_audio_augment",
     "random_gain",
-    "resample",
     "shift_params",
     "speed_params",
     "speed_perturb",

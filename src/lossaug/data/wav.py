@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossaug.data_types import Log
+from lossaug.data.types import Log
 from lossaug.errors import InputError
 
 __all__ = ["Clip", "clips_to_arrays", "decode_audio", "resample"]

@@ -20,8 +20,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from lossaug import _archive
-from lossaug.data_types import ImageDataset, Log, Split, silent
+from lossaug.data import archives
+from lossaug.data.types import ImageDataset, Log, Split, silent
 from lossaug.errors import InputError
 
 __all__ = ["CIFAR_SOURCES", "load_cifar"]
@@ -274,7 +274,7 @@ def _read_cifar_files(source: Path, folder: str, names: Sequence[str]) -> dict[s
 
 def _check_md5(archive: Path, name: str) -> None:
     _, md5, filename = CIFAR_SOURCES[name]
-    digest = _archive.file_digest(archive, "md5")
+    digest = archives.file_digest(archive, "md5")
     if digest != md5.lower():
         raise InputError(
             f"md5 mismatch for {archive}: expected {md5} (the official {filename}), got {digest}; pass verify=False "
@@ -310,7 +310,7 @@ def _find_cifar_source(
             f"no {name} data in {root}: expected {root / layout.folder} or {root / filename} "
             "(allow downloading to fetch it)"
         )
-    return _archive.download(url, root / filename, md5, log=log), True
+    return archives.download(url, root / filename, md5, log=log), True
 
 
 def load_cifar(

@@ -2,7 +2,7 @@
 
 Sources: the Free Spoken Digit Dataset (FSDD; its archive or extracted folder) and any audio folder
 ``root/{train,test}/<class>/<clip>`` or an archive of one. Every loader returns an ``AudioDataset`` whose splits hold
-``(N,1,T)`` int16 waveforms at one sample rate: clips are mixed to mono, resampled with ``lossaug.audio_io.resample``
+``(N,1,T)`` int16 waveforms at one sample rate: clips are mixed to mono, resampled with ``lossaug.data.wav.resample``
 (band-limited) and centred in a fixed length, zero-padded or cropped equally at both ends.
 
 PCM WAV (8-bit unsigned, 16/24/32-bit signed) is read with the standard library's ``wave``; other files (FLAC, OGG,
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lossaug import _archive
-from lossaug.audio_io import Clip, clips_to_arrays, decode_audio
-from lossaug.data_types import TEST_SPLIT_NAMES, Log, check_splits, has_suffix, scan_class_folders, silent
+from lossaug.data import archives
+from lossaug.data.types import TEST_SPLIT_NAMES, Log, check_splits, has_suffix, scan_class_folders, silent
+from lossaug.data.wav import Clip, clips_to_arrays, decode_audio
 from lossaug.errors import InputError
 
 __all__ = [
@@ -160,14 +160,14 @@ def _read_cache(path: Path, name: str, log: Log) -> AudioDataset | None:
             sample_rate=int(z["sample_rate"]),
         )
 
-    return _archive.read_npz_cache(path, build, log)
+    return archives.read_npz_cache(path, build, log)
 
 
 def _write_cache(path: Path, dataset: AudioDataset, log: Log) -> None:
     arrays = {"classes": np.array(dataset.classes), "sample_rate": np.array(dataset.sample_rate)}
     for split_name, split in (("train", dataset.train), ("test", dataset.test)):
         arrays |= {f"{split_name}_waveforms": split.waveforms.numpy(), f"{split_name}_labels": split.labels.numpy()}
-    _archive.write_npz_cache(path, arrays, "clips", log)
+    archives.write_npz_cache(path, arrays, "clips", log)
 
 
 def _clips_hash(clips: list[Clip], root: Path) -> str:
@@ -312,7 +312,7 @@ def load_fsdd(
 
     def content_hash() -> str:
         if path.is_file():
-            return _archive.file_digest(path, "sha256")
+            return archives.file_digest(path, "sha256")
         folder = _fsdd_folder(path)
         return _clips_hash([r.clip for r in _fsdd_recordings(path)], folder)
 
@@ -376,9 +376,9 @@ def load_audio_folder(
     _check_options(sample_rate, clip_seconds)
     if not root.exists():
         raise FileNotFoundError(f"audio folder not found: {root}")
-    if root.is_file() and not _archive.is_archive_name(root):
-        raise InputError(f"{root} is a file but not an archive ({', '.join(_archive.ARCHIVE_SUFFIXES)})")
-    name = _archive.archive_stem(root) if root.is_file() else root.name
+    if root.is_file() and not archives.is_archive_name(root):
+        raise InputError(f"{root} is a file but not an archive ({', '.join(archives.ARCHIVE_SUFFIXES)})")
+    name = archives.archive_stem(root) if root.is_file() else root.name
     tree = None if root.is_file() else _scan_folder(root)
 
     def load() -> AudioDataset:
@@ -388,7 +388,7 @@ def load_audio_folder(
 
     def content_hash() -> str:
         if tree is None:
-            return _archive.file_digest(root, "sha256")
+            return archives.file_digest(root, "sha256")
         return _clips_hash([clip for split in _SPLITS for c in sorted(tree[split]) for clip in tree[split][c]], root)
 
     return _cached(cache_dir, name, content_hash, (sample_rate, clip_seconds), load, say)
