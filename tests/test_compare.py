@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import lossaug.compare as compare_module
+import lossaug.compare.costs as costs_module
+import lossaug.compare.runner as runner_module
 from lossaug.cli import load_config_file, main
 from lossaug.compare import (
     CompareConfig,
@@ -27,7 +29,7 @@ from lossaug.compare import (
     trunk_config,
     validate_compare,
 )
-from lossaug.stats import min_detectable_effect, seeds_needed
+from lossaug.compare.stats import min_detectable_effect, seeds_needed
 from lossaug.train import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -77,8 +79,8 @@ class FakeTrain:
 
 def test_compare_runs_every_arm_and_summarises(tmp_path, monkeypatch):
     fake = FakeTrain()
-    monkeypatch.setattr(compare_module, "train", fake)
-    monkeypatch.setattr(compare_module, "git_commit", lambda: "c0ffee")
+    monkeypatch.setattr(runner_module, "train", fake)
+    monkeypatch.setattr(runner_module, "git_commit", lambda: "c0ffee")
     base = dataclasses.replace(BASE, epochs=10)
     config = CompareConfig(base=base, out=str(tmp_path / "cmp"), settings=("A", "B"), seeds=(0, 1), cost_ratio=2.0)
     summary = run_compare(config)
@@ -115,15 +117,15 @@ def test_compare_runs_every_arm_and_summarises(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "cmp" / "summary.json").read_text())["seeds"] == [0, 1]
     assert (tmp_path / "cmp" / "forest.png").read_bytes()[:4] == b"\x89PNG"
 
-    monkeypatch.setattr(compare_module, "train", _no_training)
+    monkeypatch.setattr(runner_module, "train", _no_training)
     again = run_compare(config)
     assert again["settings"] == summary["settings"] and again["endpoints"] == summary["endpoints"]
 
 
 def test_branched_compare_trains_one_trunk_per_seed_and_counts_its_time(tmp_path, monkeypatch):
     fake = FakeTrain()
-    monkeypatch.setattr(compare_module, "train", fake)
-    monkeypatch.setattr(compare_module, "git_commit", lambda: "c0ffee")
+    monkeypatch.setattr(runner_module, "train", fake)
+    monkeypatch.setattr(runner_module, "git_commit", lambda: "c0ffee")
     base = dataclasses.replace(BASE, epochs=10)
     config = CompareConfig(base=base, out=str(tmp_path), seeds=(0, 1), branch_at=0.5, cost_ratio=2.0)
     summary = run_compare(config)
@@ -143,7 +145,7 @@ def test_branched_compare_trains_one_trunk_per_seed_and_counts_its_time(tmp_path
     assert rows["proposed"]["time_ratio"]["mean"] == 1.5 == rows["baseline-equal-time"]["time_ratio"]["mean"]
     assert summary["design"]["branch_at"] == 0.5 and summary["provenance"]["commits"] == {"c0ffee": 10}
     assert "continues from the baseline's checkpoint at 50% of its steps" in (tmp_path / "summary.md").read_text()
-    monkeypatch.setattr(compare_module, "train", _no_training)
+    monkeypatch.setattr(runner_module, "train", _no_training)
     assert run_compare(config)["endpoints"] == summary["endpoints"]
     unbranched = dataclasses.replace(config, branch_at=0.0)
     with pytest.raises(ValueError, match="holds a run with other options .*branch_from"):
@@ -242,8 +244,8 @@ def test_compare_refuses_to_add_runs_of_another_commit_before_training(tmp_path,
     directory.mkdir(parents=True)
     saved = {"config": dataclasses.asdict(arm_config(config, "A", "baseline", 0, None)), "git_commit": "deadbeef"}
     (directory / "config.json").write_text(json.dumps(saved))
-    monkeypatch.setattr(compare_module, "train", _no_training)
-    monkeypatch.setattr(compare_module, "git_commit", lambda: "cafe")
+    monkeypatch.setattr(runner_module, "train", _no_training)
+    monkeypatch.setattr(runner_module, "git_commit", lambda: "cafe")
     with pytest.raises(
         ValueError, match=r"2 git commits: cafe \(1 runs, e.g. runs this command trains now\); deadbeef"
     ):
@@ -257,7 +259,7 @@ def test_cost_ratio_is_measured_once_and_kept(tmp_path, monkeypatch):
         calls.append(setting)
         return {"value": 1.9, "source": "bench", "bench": {"device": "cpu"}}
 
-    monkeypatch.setattr(compare_module, "measure_cost_ratio", fake_bench)
+    monkeypatch.setattr(costs_module, "measure_cost_ratio", fake_bench)
     config = CompareConfig(base=BASE, out=str(tmp_path), settings=("A", "B"))
     assert resolve_cost_ratios(config)["B"]["value"] == 1.9 and calls == ["A", "B"]
     assert resolve_cost_ratios(config)["A"]["source"] == "bench" and calls == ["A", "B"]  # read back, not rerun
@@ -386,8 +388,8 @@ cache_dir = "{cache}"
 
 
 def test_protocol_command_runs_the_file_and_takes_no_other_option(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare_module, "train", FakeTrain())
-    monkeypatch.setattr(compare_module, "git_commit", lambda: "c0ffee")
+    monkeypatch.setattr(runner_module, "train", FakeTrain())
+    monkeypatch.setattr(runner_module, "git_commit", lambda: "c0ffee")
     out = tmp_path / "cmp"
     protocol = tmp_path / "p.toml"
     protocol.write_text(TINY_PROTOCOL.format(out=out, cache=tmp_path / "cache"))
@@ -407,8 +409,8 @@ def test_protocol_command_runs_the_file_and_takes_no_other_option(tmp_path, caps
 
 
 def test_compare_command_options(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare_module, "train", FakeTrain())
-    monkeypatch.setattr(compare_module, "git_commit", lambda: "c0ffee")
+    monkeypatch.setattr(runner_module, "train", FakeTrain())
+    monkeypatch.setattr(runner_module, "git_commit", lambda: "c0ffee")
     out = tmp_path / "cmp"
     argv = ["compare", "--arms", "baseline,proposed,baseline-equal-time", "--seeds", "3", "--dataset", "mini",
             "--model", "cnn", "--width", "2", "--epochs", "4", "--device", "cpu", "--cache-dir", str(tmp_path),
@@ -426,8 +428,8 @@ def test_compare_command_options(tmp_path, capsys, monkeypatch):
 
 
 def test_compare_refuses_to_reuse_runs_made_with_other_options(tmp_path, monkeypatch):
-    monkeypatch.setattr(compare_module, "train", FakeTrain())
-    monkeypatch.setattr(compare_module, "git_commit", lambda: "c0ffee")
+    monkeypatch.setattr(runner_module, "train", FakeTrain())
+    monkeypatch.setattr(runner_module, "git_commit", lambda: "c0ffee")
     config = CompareConfig(base=BASE, out=str(tmp_path / "cmp"), arms=("baseline",), seeds=(0,))
     run_compare(config)
     changed = dataclasses.replace(config, base=dataclasses.replace(BASE, lr=0.2))
@@ -470,5 +472,5 @@ def test_branch_at_end_to_end_on_cpu(tmp_path, capsys, monkeypatch):
     assert summary["provenance"]["commits"] == {saved["git_commit"] or "unknown": 4}  # three arms and the trunk
     assert set(summary["endpoints"]["A"]) == {"proposed - baseline", "proposed - baseline-equal-time"}
     assert (out / "forest.png").read_bytes()[:4] == b"\x89PNG"
-    monkeypatch.setattr(compare_module, "train", _no_training)
+    monkeypatch.setattr(runner_module, "train", _no_training)
     assert main(argv) == 0  # everything read back, trunk included

@@ -71,7 +71,7 @@ def test_documented_import_path_works(dotted: str, where: str):
         pytest.fail(f"{where} names {dotted}, which does not import: {error}")
 
 
-@pytest.mark.parametrize("package", ["lossaug", "lossaug.data", "lossaug.audio"])
+@pytest.mark.parametrize("package", ["lossaug", "lossaug.data", "lossaug.audio", "lossaug.compare"])
 def test_every_public_name_of_a_package_is_importable_from_it(package: str):
     module = importlib.import_module(package)
     missing = [name for name in module.__all__ if not hasattr(module, name)]

@@ -1,11 +1,11 @@
-"""Tests of lossaug.stats: t quantiles against published tables, verdicts, power and seeds needed."""
+"""Tests of lossaug.compare.stats: t quantiles against published tables, verdicts, power and seeds needed."""
 
 import math
 import statistics
 
 import pytest
 
-from lossaug.stats import (
+from lossaug.compare.stats import (
     VERDICTS,
     half_width,
     min_detectable_effect,

@@ -1,7 +1,7 @@
-"""What a ``lossaug compare`` runs: its ``CompareConfig`` (arms x settings x seeds, branching, cost ratio, margin),
-read from arguments or a protocol file's ``[compare]`` table, and the ``TrainConfig`` of each trunk and arm run.
+"""What a ``lossaug compare`` is asked to run: its ``CompareConfig`` (arms x settings x seeds, branching, cost
+ratio, margin), read from arguments or a protocol file's ``[compare]`` table, and its validation.
 
-See ``compare`` for the design; ``compare_summary`` turns the finished runs into the paired comparison.
+``plan`` turns it into runs, ``runner`` trains them, ``analyses`` and ``report`` summarise them.
 """
 
 from __future__ import annotations
@@ -10,30 +10,14 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from lossaug.compare.arms import ARMS, arm_named
 from lossaug.config import SETTINGS, TrainConfig, validate_config
 from lossaug.errors import InputError
 
-__all__ = [
-    "ARMS",
-    "ENDPOINTS",
-    "PROTOCOL_KEYS",
-    "CompareConfig",
-    "arm_config",
-    "config_from_protocol",
-    "declared_cost",
-    "equal_compute_epochs",
-    "run_dir",
-    "trunk_config",
-    "trunk_dir",
-    "validate_compare",
-]
+__all__ = ["PROTOCOL_KEYS", "CompareConfig", "config_from_protocol", "validate_compare"]
 
-ARMS = ("baseline", "proposed", "maxup", "baseline-equal-time")
-# (treatment, control) pairs reported as endpoints, when both arms ran; the first two are the primary ones.
-ENDPOINTS = (("proposed", "baseline"), ("proposed", "baseline-equal-time"), ("maxup", "baseline"))
 PROTOCOL_KEYS = ("out", "arms", "settings", "seeds", "branch_at", "cost_ratio", "margin_points", "allow_mixed_commits")
 
 
@@ -54,16 +38,16 @@ class CompareConfig:
 
 
 def validate_compare(config: CompareConfig) -> None:
-    for arm in config.arms:
-        if arm not in ARMS:
-            raise InputError(f"unknown arm {arm!r}; choose from {list(ARMS)}")
+    arms = [arm_named(name) for name in config.arms]
     for setting in config.settings:
         if setting not in SETTINGS:
             raise InputError(f"unknown setting {setting!r}; choose from {list(SETTINGS)}")
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise InputError(f"seeds must be distinct and non-empty, got {list(config.seeds)}")
-    if "baseline-equal-time" in config.arms and not {"baseline", "proposed"} <= set(config.arms):
-        raise InputError("arm 'baseline-equal-time' needs the arms 'baseline' and 'proposed' (it is sized from them)")
+    for arm in arms:
+        if not set(arm.needs) <= set(config.arms):
+            needs = " and ".join(map(repr, arm.needs))
+            raise InputError(f"arm {arm.name!r} needs the arms {needs} (it is sized from them)")
     if not 0 <= config.branch_at < 1:
         raise InputError(f"branch_at must be in [0, 1), got {config.branch_at}")
     if config.cost_ratio is not None and not (config.cost_ratio > 0 and math.isfinite(config.cost_ratio)):
@@ -76,49 +60,6 @@ def validate_compare(config: CompareConfig) -> None:
         if getattr(config.base, name, None) is not None:
             raise InputError(f"compare sets {name} per run (use branch_at), got {name}={getattr(config.base, name)!r}")
     validate_config(config.base)
-
-
-def equal_compute_epochs(base_epochs: int, cost_ratio: float, branch_at: float = 0.0) -> int:
-    """Epochs of the baseline that cost what the proposed arm costs in baseline steps: its ``E·F`` epochs before
-    the branch count 1 each, its ``E·(1-F)`` after count R each; ``E·F + E·(1-F)·R`` rounded half up."""
-    return math.floor(base_epochs * branch_at + base_epochs * (1 - branch_at) * cost_ratio + 0.5)
-
-
-def declared_cost(config: CompareConfig, arm: str, cost_ratio: float | None) -> float | None:
-    """Compute of ``arm`` in baseline runs (the baseline = 1), from the declared or benched R; None if R unknown."""
-    if arm == "baseline":
-        return 1.0
-    if cost_ratio is None:
-        return None
-    if arm == "baseline-equal-time":
-        return equal_compute_epochs(config.base.epochs, cost_ratio, config.branch_at) / config.base.epochs
-    return config.branch_at + (1 - config.branch_at) * cost_ratio
-
-
-def run_dir(config: CompareConfig, setting: str, arm: str, seed: int) -> Path:
-    return Path(config.out) / f"setting-{setting}" / arm / f"seed-{seed}"
-
-
-def trunk_dir(config: CompareConfig, setting: str, seed: int) -> Path:
-    return Path(config.out) / f"setting-{setting}" / "trunk" / f"seed-{seed}"
-
-
-def trunk_config(config: CompareConfig, setting: str, seed: int) -> TrainConfig:
-    """The baseline of ``setting`` and ``seed`` trained to fraction ``branch_at`` of its steps."""
-    out = str(trunk_dir(config, setting, seed))
-    return dataclasses.replace(config.base, method="baseline", setting=setting, seed=seed, stop_at=config.branch_at,
-                               out=out)  # fmt: skip
-
-
-def arm_config(config: CompareConfig, setting: str, arm: str, seed: int, cost_ratio: float | None) -> TrainConfig:
-    """The run of ``arm``: its method and epochs, continuing from the trunk when ``branch_at`` > 0."""
-    method, epochs = arm, config.base.epochs
-    if arm == "baseline-equal-time":
-        assert cost_ratio is not None
-        method, epochs = "baseline", equal_compute_epochs(config.base.epochs, cost_ratio, config.branch_at)
-    branch = {"branch_from": str(trunk_dir(config, setting, seed))} if config.branch_at > 0 else {}
-    return dataclasses.replace(config.base, method=method, setting=setting, seed=seed, epochs=epochs,
-                               out=str(run_dir(config, setting, arm, seed)), **branch)  # fmt: skip
 
 
 def config_from_protocol(table: Mapping[str, Any], base: TrainConfig) -> CompareConfig:

@@ -1,6 +1,6 @@
-"""The paired comparison of a finished ``lossaug compare``: per setting the endpoints (mean paired difference of
-test error, 95% t-interval, verdict against the margin, minimal detectable effect, seeds needed) and per-arm rows,
-the provenance of every run (one git commit unless mixed commits are allowed), the forest plot and the Markdown.
+"""The summary of a finished ``lossaug compare``: per setting the per-arm rows and what each analysis computes
+(``analyses.ANALYSES``: the paired endpoints first), the design, the provenance of every run (one git commit unless
+mixed commits are allowed), the forest plot and the Markdown.
 
 Errors are fractions in the summary dict (``summary.json``) and percentage points in Markdown and the plot.
 """
@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lossaug import stats
-from lossaug.compare_config import ENDPOINTS, CompareConfig, declared_cost
+from lossaug.compare import stats
+from lossaug.compare.analyses import ANALYSES, Finished, ForestRow
+from lossaug.compare.arms import arm_named
+from lossaug.compare.config import CompareConfig
 from lossaug.errors import InputError
 
-__all__ = ["check_commits", "endpoint", "forest_rows", "mean_interval", "summarize", "summary_markdown", "write_forest"]
+__all__ = ["arm_rows", "check_commits", "forest_rows", "mean_interval", "summarize", "summary_markdown", "write_forest"]
 
 
 def mean_interval(values: Sequence[float]) -> dict:
@@ -45,20 +48,30 @@ def check_commits(runs: Sequence[Mapping[str, Any]], allow_mixed: bool) -> dict:
     }
 
 
-def endpoint(treatment: Mapping[int, dict], control: Mapping[int, dict], margin: float) -> dict:
-    """Paired test-error difference ``treatment - control`` over the seeds both ran (fractions): n, mean, sd,
-    95% half-width, low, high, verdict, minimal detectable effect (80% power) and seeds needed for ±0.3 points."""
-    seeds = sorted(set(treatment) & set(control))
-    differences = {s: treatment[s]["test_error"] - control[s]["test_error"] for s in seeds}
-    summary = stats.paired_difference(list(differences.values()))
-    return {
-        **summary.to_json(),
-        "verdict": stats.verdict(summary.mean, summary.half_width, margin),
-        "min_detectable_effect": stats.min_detectable_effect(summary.sd, summary.n),
-        "seeds_needed": stats.seeds_needed(summary.sd),
-        "better_in": sum(d < 0 for d in differences.values()),
-        "per_seed": differences,
-    }
+def arm_rows(finished: Finished, setting: str) -> dict:
+    """Per arm of ``setting``: seeds, epochs, test and train error, seconds, the paired difference to the baseline
+    and time ratio (``mean_interval`` dicts), compute in baseline runs (``declared_cost``) and the per-seed values."""
+    config, arms = finished.config, finished.results[setting]
+    baseline = arms.get("baseline", {})
+    ratios = finished.ratios.get(setting, {})
+    rows = {}
+    for arm, per_seed in arms.items():
+        seeds = sorted(per_seed)
+        paired = [s for s in seeds if s in baseline]
+        rows[arm] = {
+            "seeds": seeds,
+            "epochs": [per_seed[s]["epochs"] for s in seeds],
+            "test_error": mean_interval([per_seed[s]["test_error"] for s in seeds]),
+            "train_error": mean_interval([per_seed[s]["train_error"] for s in seeds]),
+            "seconds": mean_interval([per_seed[s]["seconds"] for s in seeds]),
+            "diff_to_baseline": mean_interval([per_seed[s]["test_error"] - baseline[s]["test_error"] for s in paired]),
+            "time_ratio": mean_interval([per_seed[s]["seconds"] / baseline[s]["seconds"] for s in paired]),
+            "declared_cost": arm_named(arm).compute(config.base.epochs, config.branch_at, ratios),
+            "per_seed": {
+                s: {k: per_seed[s][k] for k in ("test_error", "train_error", "seconds", "epochs")} for s in seeds
+            },  # fmt: skip
+        }
+    return rows
 
 
 def summarize(
@@ -67,50 +80,25 @@ def summarize(
     costs: Mapping[str, dict] | None = None,
     trunks: Sequence[dict] = (),
 ) -> dict:
-    """Endpoints and per-arm rows of every setting, the design and the provenance of every run (raises
-    ValueError for runs of several commits unless ``config.allow_mixed_commits``)."""
+    """Per-arm rows and every analysis of every setting, the design and the provenance of every run (raises
+    ValueError for runs of several commits unless ``config.allow_mixed_commits``). ``costs``: per setting the
+    cost ratio ``{"value", "source", ...}`` from ``costs.resolve_cost_ratios``."""
     costs = costs or {}
     runs = [run for arms in results.values() for per_seed in arms.values() for run in per_seed.values()]
     provenance = check_commits([*runs, *trunks], config.allow_mixed_commits)
-    settings, endpoints = {}, {}
-    for setting, arms in results.items():
-        baseline = arms.get("baseline", {})
-        cost_ratio = costs.get(setting, {}).get("value")
-        rows = {}
-        for arm, per_seed in arms.items():
-            seeds = sorted(per_seed)
-            paired = [s for s in seeds if s in baseline]
-            rows[arm] = {
-                "seeds": seeds,
-                "epochs": [per_seed[s]["epochs"] for s in seeds],
-                "test_error": mean_interval([per_seed[s]["test_error"] for s in seeds]),
-                "train_error": mean_interval([per_seed[s]["train_error"] for s in seeds]),
-                "seconds": mean_interval([per_seed[s]["seconds"] for s in seeds]),
-                "diff_to_baseline": mean_interval(
-                    [per_seed[s]["test_error"] - baseline[s]["test_error"] for s in paired]
-                ),
-                "time_ratio": mean_interval([per_seed[s]["seconds"] / baseline[s]["seconds"] for s in paired]),
-                "declared_cost": declared_cost(config, arm, cost_ratio),
-                "per_seed": {
-                    s: {k: per_seed[s][k] for k in ("test_error", "train_error", "seconds", "epochs")} for s in seeds
-                },  # fmt: skip
-            }
-        settings[setting] = rows
-        endpoints[setting] = {
-            f"{treatment} - {control}": {"treatment": treatment, "control": control,
-                                         **endpoint(arms[treatment], arms[control], config.margin)}
-            for treatment, control in ENDPOINTS if treatment in arms and control in arms
-        }  # fmt: skip
+    ratios = {setting: {"proposed": cost["value"]} for setting, cost in costs.items()}
+    finished = Finished(config, results, ratios)
     base = dataclasses.asdict(config.base)
     for name in ("method", "setting", "seed", "out", "stop_at", "branch_from"):
         base.pop(name, None)
-    devices = sorted({run["device"] for run in runs})
     return {
         "base_config": base,
         "arms": list(config.arms),
         "seeds": list(config.seeds),
-        "settings": settings,
-        "endpoints": endpoints,
+        "settings": {setting: arm_rows(finished, setting) for setting in results},
+        **{
+            analysis.key: {setting: analysis.compute(finished, setting) for setting in results} for analysis in ANALYSES
+        },
         "design": {
             "branch_at": config.branch_at,
             "margin": config.margin,
@@ -121,29 +109,30 @@ def summarize(
         },
         "cost_ratio": {setting: {k: v for k, v in cost.items() if k != "bench"} for setting, cost in costs.items()},
         "provenance": provenance,
-        "device": ", ".join(devices),
+        "device": ", ".join(sorted({run["device"] for run in runs})),
     }
 
 
-def forest_rows(summary: dict) -> list[tuple[str, float, float]]:
-    """``(label, mean, half-width)`` in percentage points for every (setting, endpoint) of a summary."""
-    return [
-        (f"{setting}: {name}", 100 * e["mean"], 100 * e["half_width"])
-        for setting, named in summary["endpoints"].items()
-        for name, e in named.items()
-    ]
+def forest_rows(summary: dict) -> list[ForestRow]:
+    """``(label, mean, half-width)`` in percentage points: every analysis' rows (the endpoints' first)."""
+    return [row for analysis in ANALYSES for row in analysis.forest_rows(summary)]
 
 
 def write_forest(summary: dict, path: Path) -> Path | None:
-    """The summary's endpoints as a forest plot (``plots.plot_forest``); None when there is no endpoint."""
-    from lossaug.plots import plot_forest
-
+    """The summary's forest rows as a forest plot (``plots.plot_forest``); None when there is no row, or when
+    matplotlib is missing (a warning: the numbers matter more than the plot, as for ``curves.png``)."""
     rows = forest_rows(summary)
     if not rows:
         return None
     design = summary["design"]
     title = f"lossaug compare: branch at {design['branch_at']:g}" if design["branch_at"] else "lossaug compare"
-    return plot_forest(rows, path, margin=100 * design["margin"], title=title)
+    try:
+        from lossaug.plots import plot_forest
+
+        return plot_forest(rows, path, margin=100 * design["margin"], title=title)
+    except ImportError as error:
+        warnings.warn(f"{Path(path).name} not written: {error}", stacklevel=2)
+        return None
 
 
 def _pct(stats_row: dict, key: str = "std") -> str:
@@ -152,12 +141,6 @@ def _pct(stats_row: dict, key: str = "std") -> str:
     spread = stats_row[key]
     mean = 100 * stats_row["mean"]
     return f"{mean:.2f} ± {100 * spread:.2f}" if not math.isnan(spread) else f"{mean:.2f}"
-
-
-def _points(value: float | None, signed: bool = False) -> str:
-    if value is None or math.isnan(value):
-        return "-"
-    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
 
 
 def _design_lines(summary: dict) -> list[str]:
@@ -172,23 +155,42 @@ def _design_lines(summary: dict) -> list[str]:
             else "every arm trained from the start (shared seed, initialisation and data order)."
         ),
     ]
+    notes = "".join(f" {arm_named(arm).note}" for arm in summary.get("arms", ()) if arm_named(arm).note)
     for setting, cost in summary.get("cost_ratio", {}).items():
         how = "declared" if cost["source"] == "declared" else "measured once by lossaug bench at the start"
         lines.append(f"Cost ratio R (one proposed step in baseline steps), setting {setting}: {cost['value']:.3f}, "
-                     f"{how}; baseline-equal-time gets E·F + E·(1−F)·R epochs.")  # fmt: skip
+                     f"{how}{';' + notes if notes else '.'}")  # fmt: skip
     commits = ", ".join(f"{commit[:12]} ({n} runs)" for commit, n in provenance.get("commits", {}).items())
     dirty = {True: "yes", False: "no", None: "not recorded for every run"}[provenance.get("dirty")]
     lines.append(f"Commits: {commits or '-'}; uncommitted changes in the tree: {dirty}.")
     return lines
 
 
+def _arm_table(rows: Mapping[str, dict]) -> list[str]:
+    lines = ["", "| arm | n | epochs | test error % | train error % | Δ test error vs baseline (pp) "
+             "| declared cost | time ratio |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for arm, row in rows.items():
+        epochs = sorted(set(row["epochs"]))
+        delta_text = "-" if arm == "baseline" else _pct(row["diff_to_baseline"], "ci95")
+        ratio = row["time_ratio"]
+        ratio_text = f"{ratio['mean']:.2f}" if ratio["n"] else "-"
+        cost = row.get("declared_cost")
+        cost_text = "-" if cost is None else f"{cost:.2f}"
+        lines.append(
+            f"| {arm} | {row['test_error']['n']} | {', '.join(map(str, epochs))} | {_pct(row['test_error'])} "
+            f"| {_pct(row['train_error'])} | {delta_text} | {cost_text} | {ratio_text} |"
+        )
+    return lines
+
+
 def summary_markdown(summary: dict) -> str:
-    """The summary as Markdown: the design, then per setting the endpoints table and the per-arm table."""
+    """The summary as Markdown: the design and each analysis' legend, then per setting each analysis' section
+    (the endpoints table first) and the per-arm table."""
     base = summary["base_config"]
     design = summary.get("design", {"branch_at": 0.0, "margin": 0.005, "resolution": stats.RESOLUTION})
+    summary = {**summary, "design": design}
     data = " ".join(str(part) for part in (base["dataset"], base["data"]) if part)
     subset = f" (train_size {base['train_size']})" if base["train_size"] else ""
-    margin = 100 * design["margin"]
     lines = [
         "# lossaug compare",
         "",
@@ -196,13 +198,11 @@ def summary_markdown(summary: dict) -> str:
         f"batch {base['batch_size']}, lr {base['lr']}, M = {base.get('num_candidates', base.get('candidates'))}; "
         f"device: {summary['device']}.",
         "",
-        *_design_lines({**summary, "design": design}),
-        "",
-        "Endpoints: Δ = treatment − control test error of the same seed, in percentage points (negative = "
-        "treatment better), mean ± 95% t-interval half-width over seeds; sd is the paired sd. Verdict: better / "
-        f"worse when the interval excludes 0, equivalent within ±δ (δ = {margin:g} points) when it lies inside "
-        "±δ, else unresolved. MDE: the true effect detected with 80% power at this sd and n (two-sided α = 0.05); "
-        f"seeds needed: for a ±{100 * design['resolution']:g}-point interval at this sd.",
+        *_design_lines(summary),
+    ]
+    for analysis in ANALYSES:
+        lines += ["", *analysis.legend(summary)]
+    lines += [
         "",
         "Arms: errors in %, mean ± sample std over seeds; Δ to the baseline ± the 95% half-width. Declared cost: "
         "compute in baseline runs from R. Time ratio: measured training wall-clock ÷ the baseline's, same seed, "
@@ -210,30 +210,7 @@ def summary_markdown(summary: dict) -> str:
     ]
     for setting, rows in summary["settings"].items():
         lines += ["", f"## Setting {setting}"]
-        named = summary.get("endpoints", {}).get(setting, {})
-        if named:
-            header = ("| endpoint | n | Δ test error (pp) | 95% interval (pp) | paired sd (pp) | verdict | better in "
-                      "| MDE 80% (pp) | seeds for ±0.3 |")  # fmt: skip
-            lines += ["", header, "|---|---|---|---|---|---|---|---|---|"]
-            for name, e in named.items():
-                interval = f"[{_points(e['low'], True)}, {_points(e['high'], True)}]"
-                needed = "-" if e["seeds_needed"] is None else str(e["seeds_needed"])
-                lines.append(
-                    f"| {name} | {e['n']} | {_points(e['mean'], True)} ± {_points(e['half_width'])} | {interval} "
-                    f"| {_points(e['sd'])} | {e['verdict']} | {e['better_in']}/{e['n']} "
-                    f"| {_points(e['min_detectable_effect'])} | {needed} |"
-                )
-        lines += ["", "| arm | n | epochs | test error % | train error % | Δ test error vs baseline (pp) "
-                  "| declared cost | time ratio |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for arm, row in rows.items():
-            epochs = sorted(set(row["epochs"]))
-            delta_text = "-" if arm == "baseline" else _pct(row["diff_to_baseline"], "ci95")
-            ratio = row["time_ratio"]
-            ratio_text = f"{ratio['mean']:.2f}" if ratio["n"] else "-"
-            cost = row.get("declared_cost")
-            cost_text = "-" if cost is None else f"{cost:.2f}"
-            lines.append(
-                f"| {arm} | {row['test_error']['n']} | {', '.join(map(str, epochs))} | {_pct(row['test_error'])} "
-                f"| {_pct(row['train_error'])} | {delta_text} | {cost_text} | {ratio_text} |"
-            )
+        for analysis in ANALYSES:
+            lines += analysis.markdown(summary, setting)
+        lines += _arm_table(rows)
     return "\n".join(lines) + "\n"

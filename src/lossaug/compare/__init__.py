@@ -1,0 +1,89 @@
+"""``lossaug compare``: arms x settings x seeds, run one after another into one directory, then summarised with
+the paired differences that answer "does selection help, and does it pay for its time?".
+
+Arms are ``baseline``, ``proposed``, ``maxup`` and ``baseline-equal-time``: the baseline given the proposed arm's
+compute in baseline steps, from a cost ratio R (one proposed step costs R baseline steps) that is declared or
+measured once by ``lossaug bench`` at the start, so that how busy the machine was during one seed cannot size it.
+Every arm gets the same data, model, optimiser and seed; only the method (and, for the equal-compute arm, the epoch
+count) differs.
+
+With ``branch_at`` F > 0 each (setting, seed) first trains a trunk, the baseline up to fraction F of its steps, and
+every arm continues from the trunk's checkpoint with its own method: nothing differs before F, which removes most
+of the seed-to-seed noise from the paired differences. Finished runs (``final.json``; ``trunk.json`` for a trunk)
+are read back, not rerun; interrupted ones resume from their checkpoint.
+
+The summary gives per setting the endpoints (proposed - baseline, proposed - baseline-equal-time and, if run,
+maxup - baseline): mean paired difference of test error with its 95% t-interval, paired sd, n, a verdict against
+the margin δ, the minimal effect detectable with 80% power and the seeds that would resolve ±0.3 points; and per
+arm n, mean and sd of test and train error, epochs, declared cost and measured time ratio. Errors are fractions in
+``summary.json`` and percentage points in ``summary.md`` and ``forest.png``.
+
+The package: ``config`` (``CompareConfig``, protocol files), ``arms`` (the arm registry), ``plan`` (the runs),
+``costs`` (the cost ratio, declared or benched), ``runner``, ``analyses`` (paired endpoints, ...), ``report``
+(summary, Markdown, forest plot) and ``stats`` (t quantiles, verdicts, power). Every public name is importable
+from ``lossaug.compare``.
+"""
+
+from lossaug.compare.analyses import ANALYSES, Analysis, Finished, PairedEndpoints, endpoint
+from lossaug.compare.arms import ARM_REGISTRY, ARMS, ENDPOINTS, Arm, arm_named, equal_compute_epochs
+from lossaug.compare.config import PROTOCOL_KEYS, CompareConfig, config_from_protocol, validate_compare
+from lossaug.compare.costs import COST_RATIO_FILE, measure_cost_ratio, resolve_cost_ratios
+from lossaug.compare.costs import _bench_input_size as _bench_input_size  # tests/test_bench.py imports it here
+from lossaug.compare.plan import (
+    RunSpec,
+    arm_config,
+    declared_cost,
+    plan,
+    planned_arms,
+    run_dir,
+    trunk_config,
+    trunk_dir,
+)
+from lossaug.compare.report import (
+    arm_rows,
+    check_commits,
+    forest_rows,
+    mean_interval,
+    summarize,
+    summary_markdown,
+    write_forest,
+)
+from lossaug.compare.runner import read_result, run_compare
+
+__all__ = [
+    "ANALYSES",
+    "ARMS",
+    "ARM_REGISTRY",
+    "COST_RATIO_FILE",
+    "ENDPOINTS",
+    "PROTOCOL_KEYS",
+    "Analysis",
+    "Arm",
+    "CompareConfig",
+    "Finished",
+    "PairedEndpoints",
+    "RunSpec",
+    "arm_config",
+    "arm_named",
+    "arm_rows",
+    "check_commits",
+    "config_from_protocol",
+    "declared_cost",
+    "endpoint",
+    "equal_compute_epochs",
+    "forest_rows",
+    "mean_interval",
+    "measure_cost_ratio",
+    "plan",
+    "planned_arms",
+    "read_result",
+    "resolve_cost_ratios",
+    "run_compare",
+    "run_dir",
+    "summarize",
+    "summary_markdown",
+    "trunk_config",
+    "trunk_dir",
+    "validate_compare",
+    "write_forest",
+]

@@ -1,0 +1,100 @@
+"""The runs of a comparison: per setting and seed the trunk (when ``branch_at`` > 0) and every arm, each a
+``RunSpec`` with its directory and ``TrainConfig``. One ``plan`` serves the commit preflight, the runner and any
+script that runs a share of the comparison itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lossaug.compare.arms import ARM_REGISTRY, Arm, arm_named
+from lossaug.compare.config import CompareConfig
+from lossaug.config import TrainConfig
+
+__all__ = ["RunSpec", "arm_config", "declared_cost", "plan", "planned_arms", "run_dir", "trunk_config", "trunk_dir"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the plan: the trunk of (setting, seed) when ``arm`` is None, else an arm. ``config`` is None
+    where the arm's epochs wait on a cost ratio not resolved yet (the preflight plans before the bench)."""
+
+    setting: str
+    seed: int
+    arm: str | None
+    out: Path
+    config: TrainConfig | None
+
+    @property
+    def done_file(self) -> str:
+        """What a finished run leaves in ``out``: a trunk stops at the branch point with ``trunk.json``."""
+        return "trunk.json" if self.arm is None else "final.json"
+
+    @property
+    def finished(self) -> bool:
+        return (self.out / self.done_file).exists()
+
+
+def planned_arms(config: CompareConfig) -> tuple[Arm, ...]:
+    """The comparison's arms in report order (the registry's)."""
+    return tuple(arm for name, arm in ARM_REGISTRY.items() if name in config.arms)
+
+
+def run_dir(config: CompareConfig, setting: str, arm: str, seed: int) -> Path:
+    return Path(config.out) / f"setting-{setting}" / arm / f"seed-{seed}"
+
+
+def trunk_dir(config: CompareConfig, setting: str, seed: int) -> Path:
+    return Path(config.out) / f"setting-{setting}" / "trunk" / f"seed-{seed}"
+
+
+def trunk_config(config: CompareConfig, setting: str, seed: int) -> TrainConfig:
+    """The baseline of ``setting`` and ``seed`` trained to fraction ``branch_at`` of its steps."""
+    out = str(trunk_dir(config, setting, seed))
+    return dataclasses.replace(config.base, method="baseline", setting=setting, seed=seed, stop_at=config.branch_at,
+                               out=out)  # fmt: skip
+
+
+def _arm_run(config: CompareConfig, setting: str, arm: Arm, seed: int, epochs: int) -> TrainConfig:
+    branch = {"branch_from": str(trunk_dir(config, setting, seed))} if config.branch_at > 0 else {}
+    return dataclasses.replace(config.base, method=arm.method, **dict(arm.options), setting=setting, seed=seed,
+                               epochs=epochs, out=str(run_dir(config, setting, arm.name, seed)), **branch)  # fmt: skip
+
+
+def plan(config: CompareConfig, ratios: Mapping[str, Mapping[str, float]] | None = None) -> list[RunSpec]:
+    """Every run of the comparison in the order they are trained: per setting, per seed, the trunk then the arms.
+    ``ratios``: per setting the resolved cost ratio of each step kind (``{"A": {"proposed": 1.94}}``)."""
+    ratios = ratios or {}
+    specs = []
+    for setting in config.settings:
+        known = ratios.get(setting, {})
+        for seed in config.seeds:
+            if config.branch_at > 0:
+                trunk = trunk_config(config, setting, seed)
+                specs.append(RunSpec(setting, seed, None, Path(trunk.out), trunk))
+            for arm in planned_arms(config):
+                epochs = arm.epochs(config.base.epochs, config.branch_at, known)
+                run = None if epochs is None else _arm_run(config, setting, arm, seed, epochs)
+                specs.append(RunSpec(setting, seed, arm.name, run_dir(config, setting, arm.name, seed), run))
+    return specs
+
+
+def _proposed(cost_ratio: float | None) -> dict[str, float]:
+    return {} if cost_ratio is None else {"proposed": cost_ratio}
+
+
+def arm_config(config: CompareConfig, setting: str, arm: str, seed: int, cost_ratio: float | None) -> TrainConfig:
+    """The run of ``arm``: its method and epochs, continuing from the trunk when ``branch_at`` > 0.
+    ``cost_ratio``: the proposed step's R, needed by the arms sized from it."""
+    spec = arm_named(arm)
+    epochs = spec.epochs(config.base.epochs, config.branch_at, _proposed(cost_ratio))
+    assert epochs is not None, f"arm {arm} is sized from a cost ratio; got None"
+    return _arm_run(config, setting, spec, seed, epochs)
+
+
+def declared_cost(config: CompareConfig, arm: str, cost_ratio: float | None) -> float | None:
+    """Compute of ``arm`` in baseline runs (the baseline = 1), from the declared or benched R; None if R unknown."""
+    return arm_named(arm).compute(config.base.epochs, config.branch_at, _proposed(cost_ratio))
