@@ -16,6 +16,8 @@ the finished runs back and rewrites ``summary.json``, ``summary.md`` (endpoints 
 and ``gpu_record.json`` is rewritten with the card, torch version, commit, budget and times, so an outer kill loses
 at most the seed in progress. The checkpoints of a finished seed are then deleted (``--keep-checkpoints`` keeps
 them): an unfinished run keeps its own, so the same command continues it. The summary table is printed at the end.
+Exit status: 0 when a seed finished, 3 when none did within the budget, 143 or 130 when stopped by a signal, 2 on
+bad usage (no CUDA without ``--tiny`` included).
 
 Options override single values of the protocol file; the record lists them under ``overrides``. ``--tiny``
 replaces its [train] table with ``TINY`` (bundled mini data, 128 images, fast_resnet width 4, 2 epochs, batch 32,
@@ -68,6 +70,7 @@ TINY = dict(dataset="mini", data=None, train_size=128, model="fast_resnet", widt
             lr=0.2, label_smoothing=0.2, warmup_epochs=0.5, num_candidates=4, eval_every=2, device="cpu")  # fmt: skip
 TINY_COST_RATIO = 2.0  # declared: a bench on a busy 2-core machine would cost more than the runs
 TINY_OUT = "runs/gpu-protocol-tiny"
+NO_SEED_EXIT = 3  # no seed finished within the budget: a budget too short, not a failure (gpu_session.sh: a SKIP)
 
 
 # ---------------------------------------------------------------- the budget
@@ -343,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if summary is None:
         print(f"gpu_protocol: no seed finished within the {args.budget:g} s budget; see {record.path}",
               file=sys.stderr)  # fmt: skip
-        return 1
+        return NO_SEED_EXIT
     print(summary_markdown(summary))
     print(f"{len(record.values['seeds_completed'])} seeds in {budget.elapsed():.0f} s; wrote {config.out}/summary.md, "
           f"summary.json, forest.png and {RECORD}")  # fmt: skip
