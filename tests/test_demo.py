@@ -191,7 +191,7 @@ def test_the_first_signal_calls_on_request_once_and_a_second_sigint_interrupts()
     with pytest.raises(KeyboardInterrupt), stop_requests(on_request=lambda: calls.append(1)) as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGTERM)  # a repeated request changes nothing
-        assert calls == [1] and stop["signum"] == signal.SIGTERM
+        assert calls == [1] and stop.signum == signal.SIGTERM
         os.kill(os.getpid(), signal.SIGINT)
     assert calls == [1]
 

@@ -135,9 +135,12 @@ def run_cli(*argv: str, env=None) -> subprocess.Popen:
 
 @pytest.mark.slow  # subprocesses, ~13 s
 def test_kill_dash_9_at_a_random_step_then_resume_equals_uninterrupted(tmp_path):
+    """Stale-loss gating on (half of each batch scored), so that its per-image loss table, which decides what is
+    scored, must come back from the checkpoint exactly too."""
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     one_thread = {"OMP_NUM_THREADS": "1"}  # the last two runs share the 2 cores
-    process = run_cli(*cli_args(killed_dir, train_size=384), env=one_thread)  # 144 steps: ~2 s of training here
+    gated = ("--score-fraction", "0.5")
+    process = run_cli(*cli_args(killed_dir, *gated, train_size=384), env=one_thread)  # 144 steps: ~2 s of training
     wait_for(killed_dir / "checkpoint.pt", process)
     time.sleep(random.uniform(0.0, 0.5))  # well inside the run on a box several times faster
     process.kill()  # SIGKILL: no handler runs, no checkpoint is written on the way out
@@ -146,8 +149,8 @@ def test_kill_dash_9_at_a_random_step_then_resume_equals_uninterrupted(tmp_path)
     killed_at = newest_valid_checkpoint(killed_dir)[1]["global_step"]
     assert killed_at < 144, "the run finished before it was killed; the test proves nothing"
 
-    resumed = run_cli(*cli_args(killed_dir, "--resume", str(killed_dir), train_size=384), env=one_thread)
-    uninterrupted = run_cli(*cli_args(reference_dir, train_size=384), env=one_thread)
+    resumed = run_cli(*cli_args(killed_dir, *gated, "--resume", str(killed_dir), train_size=384), env=one_thread)
+    uninterrupted = run_cli(*cli_args(reference_dir, *gated, train_size=384), env=one_thread)
     for process in (resumed, uninterrupted):
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
@@ -156,6 +159,8 @@ def test_kill_dash_9_at_a_random_step_then_resume_equals_uninterrupted(tmp_path)
     assert final["global_step"] == expected["global_step"] == 144
     for key, value in expected["model"].items():
         assert torch.equal(value, final["model"][key]), key
+    assert torch.equal(final["stale_losses"], expected["stale_losses"])
+    assert torch.isfinite(final["stale_losses"]).all()  # every image was seen in 3 epochs
     assert json.loads((killed_dir / "config.json").read_text())["resumed_from_step"] == killed_at
 
 

@@ -34,10 +34,10 @@ from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.metadata import device_name, git_commit
 from lossaug.method import Schedule, build_sgd, method_for
-from lossaug.models import AUDIO_MODELS, DEFAULT_WIDTHS, build_classifier, check_model_name
-from lossaug.pipeline import AUDIO_RATE, channel_stats, is_audio, make_generator, resolve_device, use_device
+from lossaug.models import DEFAULT_WIDTHS, build_classifier, check_model_name, model_kind
+from lossaug.pipeline import AUDIO_RATE, channel_stats, make_generator, resolve_device, use_device
 from lossaug.seeds import stream_seed
-from lossaug.selection import LossAwareAugment, score_candidates
+from lossaug.selection import LossAwareAugment, Selection, check_score_fraction, score_candidates
 from lossaug.state import Learner
 
 # The augmentation of each setting as ``train`` builds it on CIFAR-10 (Cutout's fill does not change its cost).
@@ -62,7 +62,7 @@ class BenchConfig:
     candidate_counts: tuple[int, ...] = (1, 2, 4, 8)  # the M to time; must include 1, the baseline of every ratio
     setting: str = "A"  # augmentation: "A" = flip + pad-4 crop, "B" = A + 16 px Cutout
     image_size: int = 32  # S: images are (B,3,S,S) uint8
-    clip_samples: int = AUDIO_RATE  # T for an audio model (AUDIO_MODELS): waveforms (B,1,T) int16, 1 s by default
+    clip_samples: int = AUDIO_RATE  # T for an audio model (model_kind): waveforms (B,1,T) int16, 1 s by default
     num_classes: int = 10
     device: str = "auto"  # auto (cuda if available), cpu or cuda
     repeats: int = 20  # timed repeats of every measurement, interleaved
@@ -74,11 +74,16 @@ class BenchConfig:
     proxy_width: int | None = None  # the proxy's width; None: its default
     select_every: tuple[int, ...] = (3,)  # derived costs of selecting on one step in k (from the medians)
     select_from: tuple[float, ...] = (0.5,)  # derived costs of selecting after this fraction of training
+    score_fractions: tuple[float, ...] = (0.25, 0.5)  # measured: stale-loss gating at M = 4 (else the largest M)
+    weighted: bool = True  # measured: the weighted mode's step (B inputs = B/M images x M candidates) at that M
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidate_counts", tuple(self.candidate_counts))
         object.__setattr__(self, "select_every", tuple(self.select_every))
         object.__setattr__(self, "select_from", tuple(self.select_from))
+        object.__setattr__(self, "score_fractions", tuple(self.score_fractions))
+        for fraction in self.score_fractions:
+            check_score_fraction(fraction)
         for name in ("model", "proxy_model"):
             value = getattr(self, name)
             if value is not None:
@@ -189,6 +194,7 @@ class BenchResult:
     steps: tuple[CandidateTiming, ...]
     proxy_steps: dict[int, Spread] = dataclasses.field(default_factory=dict)  # M -> step with proxy scoring
     published_ratio: float = PUBLISHED_RATIO
+    cheap_steps: dict[str, Spread] = dataclasses.field(default_factory=dict)  # "score_fraction Q" / "weighted"
 
     def options(self) -> list[dict[str, Any]]:
         """Cost of each cheaper-selection option at every M > 1, as a ratio to the baseline step.
@@ -209,6 +215,23 @@ class BenchResult:
                      for k in self.config.select_every]  # fmt: skip
             rows += [{"option": f"select_from {f}", "M": m, "ratio": f + (1 - f) * ratio, "measured": False}
                      for f in self.config.select_from]  # fmt: skip
+            if m == cheap_candidates(self.config):
+                rows += self._cheap_rows(m, ratio)
+        return rows
+
+    def _cheap_rows(self, m: int, ratio: float) -> list[dict[str, Any]]:
+        """The measured cheap modes at M = ``m`` (of ratio R(M) = ``ratio``). Gating's ``expected`` is what it
+        should cost if only the scoring shrinks, ``1 + Q (R(M) - 1)``; the weighted step's ``ratio_per_image`` is
+        its cost per distinct image (M times its per-step ratio: a step holds B/M images)."""
+        base = self.timing(1).step.median
+        rows = []
+        for option, spread in self.cheap_steps.items():
+            row = {"option": option, "M": m, "ratio": spread.median / base, "measured": True}
+            if option.startswith("score_fraction"):
+                row["expected"] = 1 + float(option.split()[1]) * (ratio - 1)
+            else:
+                row["ratio_per_image"] = m * row["ratio"]
+            rows.append(row)
         return rows
 
     @property
@@ -252,6 +275,7 @@ class BenchResult:
             "c": self.c,
             "per_candidates": [t.to_json() for t in self.steps],
             "proxy_step_ms": {str(m): spread.to_json() for m, spread in self.proxy_steps.items()},
+            "cheap_step_ms": {option: spread.to_json() for option, spread in self.cheap_steps.items()},
             "options": self.options(),
             "published_ratio": self.published_ratio,
             "comparison": self.comparison,
@@ -324,7 +348,8 @@ def _learner(config: BenchConfig, name: str, width, images: Tensor, device, stre
 
 def _build_parts(config: BenchConfig, device: torch.device) -> _Parts:
     data_generator = make_generator(config.seed, "bench-data", torch.device("cpu"))
-    if config.model in AUDIO_MODELS:  # white noise at about a quarter of full scale
+    audio = model_kind(config.model) == "audio"
+    if audio:  # white noise at about a quarter of full scale
         shape, low, high, dtype = (config.batch_size, 1, config.clip_samples), -8192, 8192, torch.int16
     else:
         shape, low, high, dtype = (config.batch_size, 3, config.image_size, config.image_size), 0, 256, torch.uint8
@@ -335,7 +360,7 @@ def _build_parts(config: BenchConfig, device: torch.device) -> _Parts:
     proxy = None
     if config.proxy_model is not None:
         proxy = _learner(config, config.proxy_model, config.proxy_width, images, device, "proxy-init")
-    method = method_for(train_config, channel_stats(images)[0], device, audio=is_audio(images))
+    method = method_for(train_config, channel_stats(images)[0], device, audio=audio)
     streams = {name: make_generator(config.seed, name, device) for name in ("augment", "augment-extra", "select")}
     return _Parts(images.to(device), labels.to(device), method, learner, proxy, streams)
 
@@ -346,9 +371,11 @@ def _measurements(config: BenchConfig, parts: _Parts, device: torch.device) -> l
     images, labels, method, learner, streams = parts.images, parts.labels, parts.method, parts.learner, parts.streams
     scoring = method.scoring
 
+    plain = method.select(learner.model, images.unsqueeze(1), labels)  # one candidate: the images, unscored
+
     def train_alone(watch: _Stopwatch) -> None:
         watch.mark()
-        learner.step(images, labels, device, 0.0)
+        learner.step(plain, labels, device, 0.0)
         watch.mark()
 
     def score_alone(watch: _Stopwatch) -> None:
@@ -365,20 +392,60 @@ def _measurements(config: BenchConfig, parts: _Parts, device: torch.device) -> l
             watch.mark()
             selection = method.select(scorer.model, candidates, labels, generator=streams["select"])
             watch.mark()
-            learner.step(selection.inputs, labels, device, 0.0)
+            learner.step(selection, labels, device, 0.0)
             if proxy is not None:
-                proxy.step(selection.inputs, labels, device, 0.0)
+                proxy.step(selection, labels, device, 0.0)
             watch.mark()
 
         return run
 
     measurements: list[tuple[Any, Callable]] = [("train", train_alone), ("score", score_alone)]
     measurements += [(m, full_step(m, learner, None)) for m in config.candidate_counts]
+    measurements += _cheap_measurements(config, parts, device)
     if parts.proxy is not None:
         measurements += [
             (("proxy", m), full_step(m, parts.proxy, parts.proxy)) for m in config.candidate_counts if m > 1
         ]
     return measurements
+
+
+def cheap_candidates(config: BenchConfig) -> int | None:
+    """The M the cheap modes are timed at: 4 if timed, else the largest M > 1 (None: no M > 1)."""
+    above = [m for m in config.candidate_counts if m > 1]
+    return PUBLISHED_CANDIDATES if PUBLISHED_CANDIDATES in above else max(above, default=None)
+
+
+def _cheap_measurements(config: BenchConfig, parts: _Parts, device: torch.device) -> list[tuple[Any, Callable]]:
+    """The loop's step under stale-loss gating at each ``score_fractions`` Q (stale losses drawn at random, so
+    the rows scored vary from step to step) and in the weighted mode, at M = ``cheap_candidates``."""
+    m = cheap_candidates(config)
+    if m is None:
+        return []
+    images, labels, learner, streams = parts.images, parts.labels, parts.learner, parts.streams
+    stale = torch.rand(len(labels), generator=make_generator(config.seed, "bench-stale", torch.device("cpu")))
+    stale, order = stale.to(device), torch.arange(len(labels), device=device)
+
+    def step(method: LossAwareAugment, batch: slice) -> Callable[[_Stopwatch], None]:
+        def run(watch: _Stopwatch) -> None:
+            watch.mark()
+            selection: Selection = method(
+                learner.model, images[batch], labels[batch], num_candidates=m, generator=streams["augment"],
+                extra_generator=streams["augment-extra"], select_generator=streams["select"],
+                stale_losses=stale[batch], order=order[batch],
+            )  # fmt: skip
+            learner.step(selection, labels[batch], device, 0.0)
+            watch.mark()
+
+        return run
+
+    everything = slice(None)
+    rows: list[tuple[Any, Callable]] = [
+        (f"score_fraction {q:g}", step(dataclasses.replace(parts.method, score_fraction=q), everything))
+        for q in config.score_fractions
+    ]
+    if config.weighted:  # B inputs per forward: B/M images with their M candidates
+        rows.append(("weighted", step(dataclasses.replace(parts.method, mode="weighted"), slice(len(labels) // m))))
+    return rows
 
 
 def _run_interleaved(config: BenchConfig, measurements, device, log, started: float) -> dict[Any, list[list[float]]]:
@@ -430,11 +497,13 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
         )
     proxy_steps = {key[1]: Spread.of([sum(s) for s in values]) for key, values in samples.items()
                    if isinstance(key, tuple)}  # fmt: skip
+    cheap_steps = {key: Spread.of([sum(s) for s in values]) for key, values in samples.items()
+                   if isinstance(key, str) and key not in ("train", "score")}  # fmt: skip
     return BenchResult(
         config=config, device=device_name(device), torch_version=torch.__version__,
         lossaug_version=lossaug.__version__, git_commit=git_commit(), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         seconds=time.perf_counter() - started, train_step=train_spread, score_forward=score_forward,
-        steps=tuple(steps), proxy_steps=proxy_steps,
+        steps=tuple(steps), proxy_steps=proxy_steps, cheap_steps=cheap_steps,
     )  # fmt: skip
 
 
@@ -446,13 +515,13 @@ def _width(config: BenchConfig) -> int | str:
 
 
 def _input_size(config: BenchConfig) -> str:
-    if config.model in AUDIO_MODELS:
+    if model_kind(config.model) == "audio":
         return f"{config.clip_samples} samples"
     return f"{config.image_size}px"
 
 
 def _setting_spec(config: BenchConfig) -> str:
-    if config.model in AUDIO_MODELS:
+    if model_kind(config.model) == "audio":
         from lossaug.audio import AUDIO_SETTINGS
 
         return AUDIO_SETTINGS[config.setting]
@@ -496,5 +565,7 @@ def format_bench(result: BenchResult) -> str:
     lines += ["", result.comparison, "", "cheaper selection, step cost relative to the baseline step:"]
     for row in result.options():
         how = "measured" if row["measured"] else "derived"
-        lines.append(f"  M={row['M']}  {row['option']:<22} {row['ratio']:.2f}x  ({how})")
+        extra = f", expected {row['expected']:.2f}x" if "expected" in row else ""
+        extra += f", {row['ratio_per_image']:.2f}x per image" if "ratio_per_image" in row else ""
+        lines.append(f"  M={row['M']}  {row['option']:<22} {row['ratio']:.2f}x  ({how}{extra})")
     return "\n".join(lines)

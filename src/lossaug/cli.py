@@ -177,6 +177,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--select-from", type=_csv(float), help="derived cost of selecting after fraction f (default: 0.5)"
     )
+    parser.add_argument(
+        "--score-fractions", type=_csv(float), help="measured cost of stale-loss gating at each Q (default: 0.25,0.5)"
+    )
+    parser.add_argument(
+        "--weighted", action=argparse.BooleanOptionalAction, default=None,
+        help="measure the weighted mode's step (default: on)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 gives stable timings on a busy machine)")
     parser.add_argument("--out", metavar="FILE.json", help="also write the result as JSON")
     parser.set_defaults(func=cmd_bench)

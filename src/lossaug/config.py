@@ -14,26 +14,26 @@ from typing import Any
 
 from torch import nn
 
-from lossaug import data as data_module
 from lossaug.augment import parse_augment
+from lossaug.data.sources import DATASETS, data_kind
 from lossaug.errors import InputError
 from lossaug.models import MODELS, RECIPES, check_model_name
-from lossaug.selection import BN_MODES, SCORES
+from lossaug.selection import BN_MODES, SCORES, check_score_fraction
 from lossaug.user_model import FACTORY_FORM
 
-METHODS = ("baseline", "proposed", "maxup")
+METHODS = ("baseline", "proposed", "maxup", "weighted")
 SETTINGS = ("A", "B")
 DEVICES = ("auto", "cpu", "cuda")
 PLACEMENTS = ("auto", "device", "host")
 NONFINITE = ("raise", "skip")
-AUDIO_DATASETS = ("fsdd", "audio-folder")  # waveforms: audio settings, audio_cnn
 # Changing these on resume would change tensor shapes or the data itself: an error. Other changes only warn.
 RESUME_FIXED = (
     "dataset", "model", "width", "image_size", "train_size", "classes", "batch_size", "proxy_model", "proxy_width",
 )  # fmt: skip
 # What a branch may change from its trunk (the method and how long it trains); everything else must match.
 BRANCH_FREE = (
-    "method", "num_candidates", "temperature", "score", "bn", "uniform_mix", "score_chunk", "select_from",
+    "method", "num_candidates", "temperature", "score", "bn", "uniform_mix", "score_chunk", "score_fraction",
+    "select_from",
     "select_every", "compile_scoring", "epochs", "out", "stop_at", "branch_from", "eval_every", "checkpoint_every",
     "on_nonfinite", "max_nonfinite", "tensorboard", "cache_dir", "data", "data_placement",
 )  # fmt: skip
@@ -51,7 +51,7 @@ class TrainConfig:
 
     # data
     dataset: str = _opt(
-        "mini", "cifar10, cifar100, folder (root/train/<class>/*) or mini (bundled)", choices=data_module.DATASETS
+        "mini", "cifar10, cifar100, folder (root/train/<class>/*) or mini (bundled)", choices=DATASETS
     )
     data: str | None = _opt(None, "archive, extracted folder or download directory (cifar: default cache dir)")
     image_size: int | None = _opt(None, "resize folder images to SIZE x SIZE pixels (needed for mixed sizes)")
@@ -85,7 +85,10 @@ class TrainConfig:
     backbone_lr_scale: float = _opt(1.0, "with --init: multiply the learning rate of the loaded tensors (e.g. 0.1)")
     # method
     method: str = _opt(
-        "proposed", "baseline: 1 random candidate; proposed: sample by loss; maxup: hardest", choices=METHODS
+        "proposed",
+        "baseline: 1 random candidate; proposed: sample by loss; maxup: hardest; weighted: train on all M "
+        "candidates of batch-size/M images, each weighted by its share of the loss (no scoring pass)",
+        choices=METHODS,
     )
     setting: str = _opt("A", "A: flip + crop (pad 4); B: A + Cutout (16 px CIFAR-10, 8 px CIFAR-100)", choices=SETTINGS)
     augment: str | None = _opt(None, "custom augmentation spec (e.g. 'flip,crop:2'); overrides --setting")
@@ -100,6 +103,10 @@ class TrainConfig:
         None, "candidates per scoring forward pass (None: all B*M at once on CUDA, batch-size chunks on CPU)"
     )
     # cheaper selection
+    score_fraction: float = _opt(
+        1.0, "stale-loss gating: score only this fraction of each batch, the images with the highest last training "
+        "loss; the rest take one random candidate (1: score all, the published method)"
+    )  # fmt: skip
     select_from: float = _opt(0.0, "fraction of training steps with one random candidate before selection starts")
     select_every: int = _opt(1, "select on one step in N; the others use one random candidate (baseline cost)")
     proxy_model: str | None = _opt(
@@ -153,6 +160,11 @@ class TrainConfig:
     def candidates_per_image(self) -> int:
         """M of a selecting step: 1 for the baseline."""
         return 1 if self.method == "baseline" else self.num_candidates
+
+    def images_per_step(self) -> int:
+        """Distinct images per step: ``batch_size``, or ``batch_size / M`` in the weighted mode, whose forward
+        pass holds all M candidates of each image (``batch_size`` inputs, a baseline step's cost)."""
+        return self.batch_size // self.num_candidates if self.method == "weighted" else self.batch_size
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -208,6 +220,23 @@ def _check_transfer(config: TrainConfig) -> None:
             raise InputError(f"classes needs at least 2 class names, got {config.classes!r}")
 
 
+def _check_cheap_modes(config: TrainConfig) -> None:
+    """--score-fraction and --method weighted, and what they do not combine with."""
+    check_score_fraction(config.score_fraction)
+    if config.score_fraction != 1.0 and config.method not in ("proposed", "maxup"):
+        raise InputError(f"score_fraction applies to the proposed and maxup methods, not {config.method!r}")
+    if config.method != "weighted":
+        return
+    if config.batch_size % config.num_candidates:
+        raise InputError(
+            f"method weighted trains on batch_size / M images per step: batch_size {config.batch_size} must be a "
+            f"multiple of candidates {config.num_candidates}"
+        )
+    if config.proxy_model is not None or config.select_every != 1 or config.select_from != 0:
+        raise InputError("method weighted scores every candidate in the training pass: --proxy-model, "
+                         "--select-every and --select-from do not apply")  # fmt: skip
+
+
 def validate_config(config: TrainConfig) -> None:
     """Raise ValueError naming the first bad field of ``config``."""
     for f in dataclasses.fields(config):
@@ -243,6 +272,7 @@ def validate_config(config: TrainConfig) -> None:
         raise InputError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
     if not 0 <= config.select_from < 1:
         raise InputError(f"select_from must be in [0, 1), got {config.select_from}")
+    _check_cheap_modes(config)
     check_model_name(config.model)
     if config.proxy_model is not None:
         check_model_name(config.proxy_model, "proxy_model")
@@ -265,7 +295,7 @@ def validate_config(config: TrainConfig) -> None:
         raise InputError("stop_at and branch_from exclude each other: a trunk cannot itself be a branch")
     if (config.stop_at is not None or config.branch_from is not None) and config.out is None:
         raise InputError("stop_at and branch_from need out, the run directory holding the checkpoints")
-    if config.augment is not None and config.dataset in AUDIO_DATASETS:
+    if config.augment is not None and data_kind(config.dataset) == "audio":
         from lossaug.audio import parse_audio_augment
 
         parse_audio_augment(config.augment)

@@ -324,8 +324,8 @@ def train_alternating(
             rotation.stop()  # a no-op after a normal end; after a second Ctrl-C the arms stop at their next step
             for thread in threads:
                 thread.join()
-    if stop["signum"] is not None:
-        raise DemoInterrupted(stop["signum"], [config.out for config in configs.values()])
+    if stop.signum is not None:
+        raise DemoInterrupted(stop.signum, [config.out for config in configs.values()])
     failures = [error for error in errors.values() if not isinstance(error, DemoStopped)]
     if failures:
         raise failures[0]

@@ -8,6 +8,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +28,34 @@ class NonFiniteError(FloatingPointError):
     """A training step came out non-finite under ``on_nonfinite="raise"``, or too many in a row under "skip"."""
 
 
+@dataclass
+class StopRequest:
+    """A stop asked for by SIGTERM/SIGINT (``signum``; None: none yet), honoured after the current step."""
+
+    signum: int | None = None
+
+
 @contextlib.contextmanager
-def stop_requests(on_request: Callable[[], None] | None = None) -> Iterator[dict]:
-    """Turn SIGTERM/SIGINT into a request (``flag["signum"]``) honoured after the current step; a second SIGINT
-    interrupts at once. ``on_request`` is called (in the main thread, from the handler) at the first request.
-    The caller's handlers are restored on exit. Outside the main thread, installs nothing."""
-    flag: dict = {"signum": None}
+def stop_requests(
+    request: StopRequest | None = None, on_request: Callable[[], None] | None = None
+) -> Iterator[StopRequest]:
+    """Turn SIGTERM/SIGINT into ``request.signum`` (a new ``StopRequest`` if None), honoured after the current
+    step; a second SIGINT interrupts at once. ``on_request`` is called (in the main thread, from the handler) at
+    the first request. The caller's handlers are restored on exit. Outside the main thread, installs nothing."""
+    flag = request if request is not None else StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
-    def request(signum: int, _frame: Any) -> None:
-        if flag["signum"] is not None and signum == signal.SIGINT:
+    def handle(signum: int, _frame: Any) -> None:
+        if flag.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        first = flag["signum"] is None
-        flag["signum"] = signum
+        first = flag.signum is None
+        flag.signum = signum
         if first and on_request is not None:
             on_request()
 
-    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield flag
     finally:

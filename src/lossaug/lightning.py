@@ -51,6 +51,14 @@ class LossAwareSelection(pl.Callback):
             augment = LossAwareAugment(augment)
         if not isinstance(augment, LossAwareAugment):
             raise InputError(f"augment must be a LossAwareAugment or a spec string, got {type(augment).__name__}")
+        if augment.score_fraction != 1.0 or augment.mode != "sample":
+            # Gating needs each image's last training loss by dataset index, and the weighted mode replaces the
+            # training loss: both belong to the training step, which a callback that only swaps inputs cannot see.
+            raise InputError(
+                "LossAwareSelection supports the sampling mode with score_fraction=1 only; stale-loss gating and "
+                "the weighted mode need the training step (use lossaug train, or call LossAwareAugment in your own "
+                "training_step)"
+            )
         self.augment = augment
         self.seed = seed
         self.input_key = input_key

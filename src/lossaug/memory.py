@@ -111,7 +111,7 @@ def _size(count: int) -> str:
 
 
 def check_run_memory(config: Any, data: Any, device: torch.device, world_size: int, augment: object) -> None:
-    """Refuse a run (``TrainConfig`` on ``pipeline.TrainData``) whose step cannot fit in ``device``'s memory."""
+    """Refuse a run (``TrainConfig`` on ``pipeline.PlacedData``) whose step cannot fit in ``device``'s memory."""
     from lossaug.models import build_model
 
     try:
@@ -121,6 +121,9 @@ def check_run_memory(config: Any, data: Any, device: torch.device, world_size: i
         raise
     except Exception:  # a user's factory that cannot build on meta: no estimate, the run goes on
         return
-    parts = step_bytes(net, tuple(data.train_images.shape[1:]), config.batch_size // world_size,
-                       config.candidates_per_image(), augment)  # fmt: skip
+    # The weighted mode's forward holds batch_size inputs, B/M images with their M candidates each: as many
+    # candidates and activations as a baseline step of batch_size images.
+    candidates = 1 if config.method == "weighted" else config.candidates_per_image()
+    parts = step_bytes(net, tuple(data.train_images.shape[1:]), config.batch_size // world_size, candidates,
+                       augment)  # fmt: skip
     check_fits(parts, device, "lower --batch-size, --candidates, --width or the crop padding")

@@ -85,7 +85,8 @@ def method_for(
     image_side: int | None = None,
 ) -> LossAwareAugment:
     """The run's method: augmentation of its setting at the scale of ``image_side`` (Cutout filled with the
-    training ``mean`` on the [0, 1] scale), M, temperature and scoring options, bf16 scoring on CUDA."""
+    training ``mean`` on the [0, 1] scale), M, temperature and scoring options, bf16 scoring on CUDA; the cheap
+    modes (stale-loss gating, weighted candidates) are options of the same object."""
     fill = tuple(round(255 * m) for m in mean)
     return LossAwareAugment(
         build_augment(config, fill, audio, image_side),
@@ -97,6 +98,8 @@ def method_for(
         chunk_size=scoring_chunk(config, device),
         autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
         check_targets=False,  # labels were checked once when the data loaded: no host sync per scoring call
+        score_fraction=config.score_fraction,
+        mode="weighted" if config.method == "weighted" else "sample",
     )
 
 

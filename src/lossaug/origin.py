@@ -14,7 +14,7 @@ from lossaug.config import BRANCH_FREE, RESUME_FIXED, TrainConfig
 from lossaug.errors import InputError
 from lossaug.method import Schedule
 
-__all__ = ["config_differences", "run_origin", "run_schedule"]
+__all__ = ["config_differences", "run_origin", "run_schedule", "step_ratio"]
 
 
 def config_differences(saved: dict, config: TrainConfig) -> tuple[list[str], list[str]]:
@@ -54,12 +54,26 @@ def run_origin(config: TrainConfig, out_dir: Path | None, resume: bool) -> tuple
     return "branch", payload
 
 
+def step_ratio(config: TrainConfig, payload: dict) -> int:
+    """A trunk's steps in a branch's: its images per step over the branch's (4 for a weighted branch with M = 4 of
+    a baseline trunk, else 1). A branch that would need a fraction of a step is refused."""
+    trunk = TrainConfig.from_dict(payload["config"]).images_per_step()
+    ratio, rest = divmod(trunk, config.images_per_step())
+    if rest or not ratio:
+        raise CheckpointError(
+            f"cannot branch from a trunk of {trunk} images per step into a run of {config.images_per_step()}: "
+            "the trunk's steps must be a whole number of the branch's"
+        )
+    return ratio
+
+
 def run_schedule(config: TrainConfig, steps_per_epoch: int, origin: str | None, payload: dict | None) -> Schedule:
     """The LR schedule over the run's steps; a branch keeps its trunk's up to the branch step."""
     total, warmup = steps_per_epoch * config.epochs, round(config.warmup_epochs * steps_per_epoch)
     if origin == "branch":
         trunk_epochs = TrainConfig.from_dict(payload["config"]).epochs
-        return Schedule(total, warmup, steps_per_epoch * trunk_epochs, payload["global_step"])
+        branch_step = payload["global_step"] * step_ratio(config, payload)
+        return Schedule(total, warmup, steps_per_epoch * trunk_epochs, branch_step)
     saved = (payload or {}).get("schedule") or {}
     if saved.get("branch_step"):  # a branch resumed: the same stretched tail
         return Schedule(total, warmup, saved["trunk_steps"], saved["branch_step"])

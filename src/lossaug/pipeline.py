@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lossaug import data as data_module
-from lossaug.config import TrainConfig, class_names
-from lossaug.data import select_classes
+from lossaug.config import TrainConfig
+from lossaug.data import Kind, TrainData, load_for
 from lossaug.distributed import World, local_gpu
 from lossaug.errors import InputError
 from lossaug.models import MIN_IMAGE_SIZE
@@ -48,11 +46,6 @@ def use_device(device: torch.device) -> None:
 
 
 AUDIO_RATE = 8000  # the sample rate audio_cnn's front end is built for
-
-
-def is_audio(images: Tensor) -> bool:
-    """Waveforms ``(N,C,T)`` int16 rather than images ``(N,C,H,W)`` uint8."""
-    return images.dim() == 3 and images.dtype == torch.int16
 
 
 def make_generator(seed: int, name: str, device: torch.device) -> torch.Generator:
@@ -91,8 +84,8 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...],
 
 
 @dataclass(frozen=True)
-class TrainData:
-    """The run's data, ready for the loop."""
+class PlacedData:
+    """The run's ``TrainData`` placed for the loop: the training subset, labels on the device, channel statistics."""
 
     train_images: Tensor  # (N,C,H,W) uint8, on the device or pinned host memory
     train_labels: Tensor  # (N,) int64, always on the device (small)
@@ -102,13 +95,14 @@ class TrainData:
     mean: tuple[float, ...]  # per channel, [0, 1] scale, of the training images
     std: tuple[float, ...]
     on_device: bool
+    kind: Kind  # the source's: "image" or "audio" (waveforms (N,C,T) int16)
 
     @property
     def in_channels(self) -> int:
         return self.train_images.shape[1]
 
 
-def _check_labels(dataset, name: str) -> None:
+def _check_labels(dataset: TrainData, name: str) -> None:
     for split_name, split in (("train", dataset.train), ("test", dataset.test)):
         if len(split.labels) == 0:
             raise InputError(f"the {split_name} split of {name!r} is empty")
@@ -120,37 +114,22 @@ def _check_labels(dataset, name: str) -> None:
             )
 
 
-def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> TrainData:
-    """Load ``config``'s data set, take the training subset, and place it for the loop."""
-    dataset = data_module.load_dataset(
-        config.dataset,
-        config.data,
-        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
-        image_size=config.image_size,
-        log=log,
-        verify=config.verify,
-        audio=dict(sample_rate=config.sample_rate, clip_seconds=config.clip_seconds, test_speaker=config.test_speaker),
-    )
-    names = class_names(config)
-    if names is not None:
-        total = dataset.num_classes
-        dataset = select_classes(dataset, names)
-        if log is not None:
-            log(f"classes: {', '.join(dataset.classes)} ({dataset.num_classes} of {total}): "
-                f"{len(dataset.train.labels)} train / {len(dataset.test.labels)} test")  # fmt: skip
+def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> PlacedData:
+    """``load_for(config)``, its training subset taken and placed for the loop."""
+    dataset = load_for(config, log)
     _check_labels(dataset, config.dataset)
     train, test = dataset.train, dataset.test
-    audio = is_audio(train.images)
-    if audio and getattr(dataset, "sample_rate", AUDIO_RATE) != AUDIO_RATE:
+    audio = dataset.kind == "audio"
+    if audio and dataset.sample_rate != AUDIO_RATE:
         raise InputError(f"audio_cnn runs at {AUDIO_RATE} Hz; pass --sample-rate {AUDIO_RATE}")
-    side = min(train.images.shape[-2:]) if not audio else None
+    side = min(train.inputs.shape[-2:]) if not audio else None
     for name in filter(None, (config.model, config.proxy_model)) if not audio else ():
         if side < MIN_IMAGE_SIZE.get(name, 1):
             raise InputError(
-                f"{config.dataset} images are {tuple(train.images.shape[-2:])} px but {name} needs at least "
+                f"{config.dataset} images are {tuple(train.inputs.shape[-2:])} px but {name} needs at least "
                 f"{MIN_IMAGE_SIZE[name]} px per side; pass --image-size {MIN_IMAGE_SIZE[name]} or larger"
             )
-    train_images, train_labels = train.images, train.labels
+    train_images, train_labels = train.inputs, train.labels
     if config.train_size is not None:
         keep = balanced_subset(train_labels, config.train_size, dataset.num_classes)
         train_images, train_labels = train_images[keep], train_labels[keep]
@@ -161,7 +140,7 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
     on_device = config.data_placement != "host"
     if device.type == "cuda" and config.data_placement == "auto":
         free, _ = torch.cuda.mem_get_info(device)
-        on_device = train_images.numel() + test.images.numel() < 0.3 * free  # leave room for activations
+        on_device = train_images.numel() + test.inputs.numel() < 0.3 * free  # leave room for activations
     placement = device if on_device else torch.device("cpu")
     pin = not on_device and device.type == "cuda"
 
@@ -169,9 +148,9 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
         t = t.contiguous().to(placement)
         return t.pin_memory() if pin else t
 
-    return TrainData(
-        place(train_images), train_labels.to(device), place(test.images), test.labels.to(device),
-        dataset.num_classes, mean, std, on_device,
+    return PlacedData(
+        place(train_images), train_labels.to(device), place(test.inputs), test.labels.to(device),
+        dataset.num_classes, mean, std, on_device, dataset.kind,
     )  # fmt: skip
 
 
@@ -198,10 +177,11 @@ class PinnedBatches:
 
 
 def epoch_batches(
-    data: TrainData, permutation: Tensor, first_step: int, batch_size: int, world: World, device: torch.device
+    data: PlacedData, permutation: Tensor, first_step: int, batch_size: int, world: World, device: torch.device
 ):
-    """``(images (b,...), labels (b,))`` on the device for steps ``first_step..`` of the epoch ordered by
-    ``permutation (N,)`` (CPU); ``b`` is this rank's share of ``batch_size``; the last partial batch is dropped."""
+    """``(images (b,...), labels (b,), indices (b,))`` on the device for steps ``first_step..`` of the epoch
+    ordered by ``permutation (N,)`` (CPU); ``b`` is this rank's share of ``batch_size``, ``indices`` its rows of the
+    training set; the last partial batch is dropped."""
     order = permutation.to(device)
     if not data.on_device and device.type == "cuda":
         fetch, host_order = PinnedBatches(data.train_images, batch_size // world.size, device), permutation
@@ -209,7 +189,8 @@ def epoch_batches(
         fetch, host_order = data.train_images.__getitem__, order
     for step in range(first_step, len(permutation) // batch_size):
         batch = slice(step * batch_size, (step + 1) * batch_size)
-        yield fetch(world.share(host_order[batch])).to(device), data.train_labels[world.share(order[batch])]
+        rows = world.share(order[batch])
+        yield fetch(world.share(host_order[batch])).to(device), data.train_labels[rows], rows
 
 
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, device: torch.device, batch_size: int = 1024):

@@ -28,6 +28,7 @@ from lossaug.errors import InputError
 
 SCORES = ("loss", "error")
 BN_MODES = ("eval", "batch")
+MODES = ("sample", "weighted")  # sample one candidate per image (the method), or train on all M weighted by loss
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -237,6 +238,20 @@ def gather_selected(candidates: Tensor, index: Tensor) -> Tensor:
     return candidates[torch.arange(len(index), device=candidates.device), index]
 
 
+def gate_rows(stale_losses: Tensor, count: int, order: Tensor | None = None) -> Tensor:
+    """``rows (count,)`` in ascending order: the ``count`` rows of ``stale_losses (B,)`` with the highest stale
+    loss (NaN counts as unseen, like +inf), ties broken by the smaller ``order (B,)`` (the dataset index; None:
+    the row). ``count >= B`` gives every row."""
+    batch = stale_losses.shape[0]
+    if count >= batch:
+        return torch.arange(batch, device=stale_losses.device)
+    key = torch.arange(batch, device=stale_losses.device) if order is None else order
+    by_key = torch.argsort(key, stable=True)
+    losses = torch.nan_to_num(stale_losses[by_key].float(), nan=math.inf)
+    by_loss = torch.argsort(losses, descending=True, stable=True)  # stable: equal losses stay in key order
+    return by_key[by_loss[: max(count, 0)]].sort().values
+
+
 @dataclass(frozen=True)
 class ScoringOptions:
     """How candidates are scored (see ``score_candidates``), validated once when made.
@@ -268,22 +283,62 @@ class ScoringOptions:
 
 
 @dataclass(frozen=True)
+class CandidateWeights:
+    """The weighted mode's loss: train on all M candidates of each image at once, each candidate's loss weighted
+    by ``p (B,M)`` proportional to ``loss ** (1 / temperature)`` (the method's rule, with its uniform fallback
+    and ``uniform_mix``), computed from the same forward pass and detached. Its gradient is the expectation of
+    the sampled method's gradient for those probabilities, without the sampling noise or a scoring pass."""
+
+    num_candidates: int
+    temperature: float = 1.0
+    uniform_mix: float = 0.0
+
+    def probs(self, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(probs (B,M), fallback (B,), scores (B,M))`` of ``logits (B*M,K)`` for ``targets (B*M,)``, no
+        gradient; scores are the plain cross-entropy of the true class, as the sampled method scores."""
+        with torch.no_grad():
+            scores = F.cross_entropy(logits.detach().float(), targets, reduction="none").view(-1, self.num_candidates)
+            probs, fallback = _probs_and_fallback(scores, self.temperature, self.uniform_mix, check_negative=False)
+        return probs, fallback, scores
+
+    def loss(self, logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        """``sum_m p_m * loss_m`` per image, averaged over the ``B`` images of ``logits (B*M,K)``."""
+        per_input = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing, reduction="none")
+        probs = self.probs(logits, targets)[0]
+        return (probs * per_input.view(-1, self.num_candidates)).sum(dim=1).mean()
+
+
+@dataclass(frozen=True)
 class Selection:
     """What selection chose: ``inputs (B,...)`` to train on, ``index (B,)`` of the chosen candidate and
     ``probs (B,M)`` it was drawn from; ``scores (B,M)`` when the model was run (None when the choice was uniform
     and nothing was scored: one candidate, ``temperature=inf`` or ``uniform_mix=1``); ``fallback (B,)`` bool marks
-    rows whose scores were all zero or non-finite and fell back to uniform."""
+    rows whose scores were all zero or non-finite and fell back to uniform.
+
+    ``scored_rows (B,)`` bool: under stale-loss gating (``score_fraction < 1``), the rows that were scored; the
+    others took candidate 0 (``index`` 0, one-hot ``probs``, NaN ``scores``). None: every row, if any was scored.
+    ``weighting``: the weighted mode, where ``inputs (B*M,...)`` are every candidate of every image and
+    ``targets (B*M,)`` their labels, to be trained on with ``weighting.loss`` (``index`` and ``probs`` are then
+    placeholders: the weights come from the training forward pass). ``targets`` is None when ``inputs`` are one
+    per image, in the order of the targets given."""
 
     inputs: Tensor
     index: Tensor
     probs: Tensor
     scores: Tensor | None
     fallback: Tensor
+    scored_rows: Tensor | None = None
+    targets: Tensor | None = None
+    weighting: CandidateWeights | None = None
 
     @property
     def scored(self) -> bool:
         """Whether the model was run to score the candidates."""
         return self.scores is not None
+
+    def input_targets(self, targets: Tensor) -> Tensor:
+        """The targets of ``inputs``: ``self.targets``, or the batch's ``targets (B,)``."""
+        return targets if self.targets is None else self.targets
 
     @property
     def fallback_rows(self) -> int:
@@ -366,6 +421,10 @@ class LossAwareAugment:
     ``chunk_size``, ``autocast_dtype`` and ``loss_fn`` say how candidates are scored (``ScoringOptions``); every
     option is validated here, once. The training app, ``bench``, ``show`` and the Lightning callback all select
     through this object.
+
+    Two cheaper modes, off by default: ``score_fraction=Q < 1`` scores only the ``round(Q*B)`` images of a batch
+    with the highest stale loss (passed per call; the object stays stateless) and gives the others candidate 0;
+    ``mode="weighted"`` returns every candidate for training with ``CandidateWeights.loss`` (no scoring pass).
     """
 
     augment: Augment | str
@@ -378,6 +437,8 @@ class LossAwareAugment:
     chunk_size: int | None = None
     autocast_dtype: torch.dtype | None = None
     check_targets: bool = True
+    score_fraction: float = 1.0
+    mode: str = "sample"
     _augment: Augment = field(init=False, repr=False, compare=False)
     _scoring: ScoringOptions = field(init=False, repr=False, compare=False)
 
@@ -388,6 +449,11 @@ class LossAwareAugment:
             raise InputError(f"temperature must be >= 0, got {self.temperature}")
         if not 0.0 <= self.uniform_mix <= 1.0:
             raise InputError(f"uniform_mix must be in [0, 1], got {self.uniform_mix}")
+        check_score_fraction(self.score_fraction)
+        if self.mode not in MODES:
+            raise InputError(f"unknown mode {self.mode!r}; choose from {list(MODES)}")
+        if self.mode == "weighted" and self.score_fraction != 1.0:
+            raise InputError("score_fraction applies to the sampling mode; the weighted mode scores every candidate")
         scoring = ScoringOptions(
             self.score, self.bn, self.chunk_size, self.autocast_dtype, self.loss_fn, self.check_targets
         )
@@ -427,17 +493,97 @@ class LossAwareAugment:
         num_candidates: int | None = None,
         extra_generator: torch.Generator | None = None,
         select_generator: torch.Generator | None = None,
+        stale_losses: Tensor | None = None,
+        order: Tensor | None = None,
     ) -> Selection:
         """Augment ``images (B,...)`` M times, score, and pick one candidate per image.
 
         ``generator`` draws the augmentations (and the choice, unless ``select_generator`` is given);
         ``extra_generator`` draws candidates 1..M-1 (common random numbers, see ``make_candidates``);
         ``num_candidates`` overrides M for this call (1: a plain random augmentation, the model is not run).
+        With ``score_fraction < 1``, ``stale_losses (B,)`` (each image's last training loss, +inf if never seen)
+        pick the rows to score and ``order (B,)`` (dataset indices) breaks their ties; see ``gated``.
         """
         if targets.shape[0] != images.shape[0]:
             raise InputError(f"images hold {images.shape[0]} samples but targets hold {targets.shape[0]}")
+        count = self.num_candidates if num_candidates is None else num_candidates
+        chooser = select_generator if select_generator is not None else generator
+        if self.mode == "weighted":
+            return self.weighted(images, targets, count, generator=generator, extra_generator=extra_generator)
+        uniform = math.isinf(self.temperature) or self.uniform_mix == 1.0
+        if self.score_fraction < 1.0 and count > 1 and not uniform:
+            if stale_losses is None or stale_losses.shape != targets.shape[:1]:
+                got = None if stale_losses is None else tuple(stale_losses.shape)
+                raise InputError(f"score_fraction < 1 needs stale_losses of shape ({len(targets)},), got {got}")
+            rows = gate_rows(stale_losses, round(self.score_fraction * len(targets)), order)
+            generators = (generator, extra_generator, chooser)
+            return self.gated(model, images, targets, rows, count, generators)
+        candidates = self.candidates(images, num_candidates=count, generator=generator, extra_generator=extra_generator)
+        return self.select(model, candidates, targets, generator=chooser)
+
+    def gated(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        targets: Tensor,
+        rows: Tensor,
+        num_candidates: int,
+        generators: tuple[torch.Generator | None, torch.Generator | None, torch.Generator | None],
+    ) -> Selection:
+        """Stale-loss gating: only ``rows (k,)`` (ascending) of ``images (B,...)`` get ``num_candidates`` scored
+        and one sampled; every other image takes candidate 0, drawn for all B images from the first generator
+        exactly as a baseline step draws it. ``generators`` are (augment, extra candidates, choice); the extra
+        candidates are drawn for the k rows only. With every row (k = B) this is the ungated selection, draw for
+        draw; with none it is the baseline's step."""
+        augment_generator, extra_generator, chooser = generators
+        first = call_augment(self._augment, images, augment_generator)
+        batch, device = images.shape[0], images.device
+        index = torch.zeros(batch, dtype=torch.long, device=device)
+        probs = torch.zeros(batch, num_candidates, device=device)
+        probs[:, 0] = 1.0
+        scores = torch.full((batch, num_candidates), math.nan, device=device)
+        scored_rows = torch.zeros(batch, dtype=torch.bool, device=device)
+        fallback = torch.zeros(batch, dtype=torch.bool, device=device)
+        if len(rows) == 0:
+            return Selection(first, index, probs, None, fallback, scored_rows)
+        extra = extra_generator if extra_generator is not None else augment_generator
+        rest = make_candidates(images[rows], self._augment, num_candidates - 1, generator=extra)
+        candidates = torch.cat([first[rows].unsqueeze(1), rest.to(first.dtype)], dim=1)
+        chosen = self.select(model, candidates, targets[rows], generator=chooser)
+        inputs = first.clone()
+        inputs[rows] = chosen.inputs
+        index[rows], probs[rows], fallback[rows], scored_rows[rows] = chosen.index, chosen.probs, chosen.fallback, True
+        if chosen.scores is not None:
+            scores[rows] = chosen.scores
+        return Selection(inputs, index, probs, scores if chosen.scored else None, fallback, scored_rows)
+
+    def weighted(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        num_candidates: int,
+        *,
+        generator: torch.Generator | None = None,
+        extra_generator: torch.Generator | None = None,
+    ) -> Selection:
+        """The weighted mode: every candidate of every image, ``inputs (B*M,...)`` with ``targets (B*M,)``, to be
+        trained on with ``CandidateWeights.loss``; nothing is scored here (the training forward pass does it)."""
         candidates = self.candidates(
             images, num_candidates=num_candidates, generator=generator, extra_generator=extra_generator
         )
-        chooser = select_generator if select_generator is not None else generator
-        return self.select(model, candidates, targets, generator=chooser)
+        batch, device = images.shape[0], images.device
+        return Selection(
+            candidates.flatten(0, 1),
+            torch.zeros(batch, dtype=torch.long, device=device),
+            torch.full((batch, num_candidates), 1.0 / num_candidates, device=device),
+            None,
+            torch.zeros(batch, dtype=torch.bool, device=device),
+            targets=targets.repeat_interleave(num_candidates, dim=0),
+            weighting=CandidateWeights(num_candidates, self.temperature, self.uniform_mix),
+        )
+
+
+def check_score_fraction(value: float) -> None:
+    """``score_fraction`` must be a number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise InputError(f"score_fraction must be in (0, 1] (the fraction of each batch scored), got {value!r}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lossaug.config import TrainConfig
@@ -19,61 +20,91 @@ from lossaug.pipeline import make_generator
 from lossaug.selection import Selection, probs_entropy
 from lossaug.step import StepOutput, StepSnapshot, train_step
 
-_SUMS = ("loss", "wrong", "entropy", "chosen_score", "mean_score", "fallback_rows")
+_SUMS = (
+    "loss", "wrong", "entropy", "chosen_score", "mean_score", "fallback_rows", "selected",
+    "stale_scored", "stale_scored_count", "stale_unscored", "stale_unscored_count",
+)  # fmt: skip
 
 
 @dataclass
 class EpochStats:
     """Sums over an epoch's finite steps on this rank. ``sums`` stay on the device (float64, updated without a
-    host sync); the image counts are host integers."""
+    host sync); the image count is a host integer. ``selected`` counts the images that went through selection
+    (under stale-loss gating, the scored ones); ``stale_*`` sum the finite stale losses of scored and unscored
+    images at gated steps."""
 
     sums: dict[str, Tensor]
     images: int = 0  # trained on (finite steps)
-    selected_images: int = 0  # of which went through selection
     nonfinite_steps: int = 0
 
     @classmethod
     def zeros(cls, device: torch.device) -> EpochStats:
         return cls({name: torch.zeros((), dtype=torch.float64, device=device) for name in _SUMS})
 
-    def add(self, out: StepOutput, labels: Tensor, selection: Selection, selecting: bool) -> None:
-        """Count a step: non-finite ones only as such."""
+    def add(self, out: StepOutput, labels: Tensor, selection: Selection, selecting: bool, stale: Tensor) -> None:
+        """Count a step (``stale (B,)``: the batch's stale losses before it); non-finite ones only as such."""
         if not out.finite:
             self.nonfinite_steps += 1
             return
         with torch.no_grad():
-            sums = self.sums
+            sums, targets = self.sums, selection.input_targets(labels)
+            per_image = len(targets) // len(labels)  # inputs per image: M in the weighted mode, else 1
             sums["loss"] += out.loss.detach().double() * len(labels)
-            sums["wrong"] += (out.logits.argmax(dim=1) != labels).sum().double()
-            sums["entropy"] += probs_entropy(selection.probs).sum().double()
-            sums["fallback_rows"] += selection.fallback.sum().double()
-            if selection.scored:
-                sums["chosen_score"] += selection.scores.gather(1, selection.index.view(-1, 1)).sum().double()
-                sums["mean_score"] += selection.scores.mean(dim=1).sum().double()
+            sums["wrong"] += (out.logits.argmax(dim=1) != targets).sum().double() / per_image
+            probs, scores, fallback = selection.probs, selection.scores, selection.fallback
+            chosen = None if scores is None else scores.gather(1, selection.index.view(-1, 1)).squeeze(1)
+            if selection.weighting is not None and per_image > 1:  # the weights of the training pass
+                probs, fallback, scores = selection.weighting.probs(out.logits, targets)
+                chosen = (probs * scores).sum(dim=1)
+            sums["entropy"] += probs_entropy(probs).sum().double()
+            sums["fallback_rows"] += fallback.sum().double()
+            if scores is not None:  # NaN rows: not scored under gating
+                means = scores.mean(dim=1)
+                sums["chosen_score"] += chosen.where(~chosen.isnan(), 0.0).sum().double()
+                sums["mean_score"] += means.where(~means.isnan(), 0.0).sum().double()
+            rows = selection.scored_rows
+            if selecting:
+                sums["selected"] += rows.sum().double() if rows is not None else float(len(labels))
+            if rows is not None:
+                seen = torch.isfinite(stale)
+                for name, mask in (("stale_scored", rows & seen), ("stale_unscored", ~rows & seen)):
+                    sums[name] += stale.where(mask, 0.0).sum().double()
+                    sums[name + "_count"] += mask.sum().double()
         self.images += len(labels)
-        self.selected_images += len(labels) if selecting else 0
 
     def totals(self, world) -> dict[str, float]:
-        """Every sum and count over all ranks (one all-reduce; reads the device once)."""
-        names = [*_SUMS, "images", "selected_images"]
-        values = torch.stack([*(self.sums[n] for n in _SUMS), *(self.sums["loss"].new_tensor(float(v))
-                              for v in (self.images, self.selected_images))])  # fmt: skip
-        return dict(zip(names, world.all_sum(values).tolist(), strict=True))
+        """Every sum and the image count over all ranks (one all-reduce; reads the device once)."""
+        values = torch.stack([*(self.sums[n] for n in _SUMS), self.sums["loss"].new_tensor(float(self.images))])
+        return dict(zip([*_SUMS, "images"], world.all_sum(values).tolist(), strict=True))
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "sums": {k: v.cpu() for k, v in self.sums.items()},
-            "images": self.images,
-            "selected_images": self.selected_images,
-            "nonfinite_steps": self.nonfinite_steps,
-        }
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "images": self.images,
+                "nonfinite_steps": self.nonfinite_steps}  # fmt: skip
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochStats:
-        return cls(
-            {k: v.to(device) for k, v in state["sums"].items()},
-            state["images"], state["selected_images"], state["nonfinite_steps"],
-        )  # fmt: skip
+        stats = cls.zeros(device)
+        for name, value in state["sums"].items():
+            stats.sums[name] = value.to(device)
+        if "selected_images" in state:  # saved before "selected" was a device sum
+            stats.sums["selected"] += float(state["selected_images"])
+        stats.images, stats.nonfinite_steps = state["images"], state["nonfinite_steps"]
+        return stats
+
+
+def remember_losses(table: Tensor, indices: Tensor, out: StepOutput, targets: Tensor, world: World) -> None:
+    """Write each trained image's loss into the stale-loss ``table (N,)`` at its dataset index (``indices (b,)``
+    of this rank): the plain cross-entropy of its input (the mean over its M inputs in the weighted mode). Under
+    torch.distributed every rank writes the whole batch's, so the tables stay equal."""
+    with torch.no_grad():
+        losses = F.cross_entropy(out.logits.detach().float(), targets, reduction="none")
+        losses = losses.view(len(indices), -1).mean(dim=1)
+        if world.distributed:  # each rank holds rows rank::size of the batch: sum the zero-padded whole
+            whole = losses.new_zeros(len(indices) * world.size, 2, dtype=torch.float64)
+            whole[world.rank :: world.size] = torch.stack([indices.double(), losses.double()], dim=1)
+            whole = world.all_sum(whole)
+            indices, losses = whole[:, 0].long(), whole[:, 1].float()
+        table[indices] = losses
 
 
 @dataclass
@@ -155,11 +186,12 @@ class Learner:
     world: World
     snapshot: StepSnapshot = field(default_factory=StepSnapshot)
 
-    def step(self, inputs: Tensor, labels: Tensor, device: torch.device, label_smoothing: float) -> StepOutput:
-        """One guarded update (``step.train_step``); every rank then holds rank 0's buffers."""
+    def step(self, selection: Selection, labels: Tensor, device: torch.device, label_smoothing: float) -> StepOutput:
+        """One guarded update (``step.train_step``) on what ``selection`` chose for the batch's ``labels (B,)``,
+        with its mode's loss; every rank then holds rank 0's buffers."""
         out = train_step(
-            self.trainee, self.optimizer, inputs, labels, device,
-            label_smoothing=label_smoothing, snapshot=self.snapshot,
+            self.trainee, self.optimizer, selection.inputs, selection.input_targets(labels), device,
+            label_smoothing=label_smoothing, snapshot=self.snapshot, weighting=selection.weighting,
         )  # fmt: skip
         self.world.broadcast_buffers(self.model)
         return out

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lossaug.distributed import World
+from lossaug.selection import CandidateWeights
 
 
 def autocast_for(device: torch.device):
@@ -86,15 +87,20 @@ def train_step(
     *,
     label_smoothing: float = 0.0,
     snapshot: StepSnapshot | None = None,
+    weighting: CandidateWeights | None = None,
 ) -> StepOutput:
     """Forward ``inputs (B,...)``, backward and one optimizer update; undone whole when the loss, a gradient, a
     parameter or a buffer comes out non-finite. Under ``torch.distributed`` the ranks agree: one rank's
-    non-finite step is undone everywhere. Pass the same ``snapshot`` at every step to reuse its copies."""
+    non-finite step is undone everywhere. Pass the same ``snapshot`` at every step to reuse its copies.
+    ``weighting`` (the weighted mode): ``inputs`` are M candidates per image and the loss is their weighted sum."""
     snapshot = snapshot if snapshot is not None else StepSnapshot()
     snapshot.take(model, optimizer)
     with autocast_for(device):
         logits = model(inputs)
-        loss = training_loss(logits, labels, label_smoothing)
+        if weighting is None or weighting.num_candidates == 1:
+            loss = training_loss(logits, labels, label_smoothing)
+        else:
+            loss = weighting.loss(logits, labels, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]

@@ -18,7 +18,7 @@ def epoch_record(epoch: int, totals: dict[str, float], *, test: tuple[float, flo
                  seconds: float, elapsed: float, images_per_epoch: int, num_candidates: int,
                  nonfinite_steps: int) -> dict[str, Any]:  # fmt: skip
     """One line of metrics.jsonl. ``test`` is ``(error, loss)``, None when the epoch was not evaluated (NaN)."""
-    count, selected = totals["images"], totals["selected_images"]
+    count, selected = totals["images"], totals["selected"]
     test_error, test_loss = test if test is not None else (math.nan, math.nan)
     return {
         "epoch": epoch,
@@ -37,7 +37,14 @@ def epoch_record(epoch: int, totals: dict[str, float], *, test: tuple[float, flo
         "chosen_score_ratio": totals["chosen_score"] / totals["mean_score"] if totals["mean_score"] > 0 else None,
         "fallback_rows": int(totals["fallback_rows"]),
         "nonfinite_steps": nonfinite_steps,
+        # stale-loss gating: mean last training loss of the images scored and not scored (seen images only)
+        "stale_loss_scored": _mean(totals["stale_scored"], totals["stale_scored_count"]),
+        "stale_loss_unscored": _mean(totals["stale_unscored"], totals["stale_unscored_count"]),
     }
+
+
+def _mean(total: float, count: float) -> float | None:
+    return total / count if count else None
 
 
 class Callback:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import math
 import time
 import warnings
@@ -24,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lossaug.checkpoint import CheckpointError, save_checkpoint
 from lossaug.config import (
-    AUDIO_DATASETS,
     DEVICES,
     METHODS,
     PRESETS,
@@ -41,7 +41,7 @@ from lossaug.data import data_fingerprint, fingerprint_differences
 from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.finetune import apply_init, read_init
-from lossaug.interrupts import NonFiniteError, TrainingInterrupted, stop_requests
+from lossaug.interrupts import NonFiniteError, StopRequest, TrainingInterrupted, stop_requests
 from lossaug.memory import check_run_memory
 from lossaug.metadata import device_name, git_commit, run_metadata, write_json
 from lossaug.method import (
@@ -55,13 +55,12 @@ from lossaug.method import (
     setting_spec,
 )
 from lossaug.models import build_classifier
-from lossaug.origin import config_differences, run_origin, run_schedule
+from lossaug.origin import config_differences, run_origin, run_schedule, step_ratio
 from lossaug.pipeline import (
     balanced_subset,
     channel_stats,
     epoch_batches,
     evaluate,
-    is_audio,
     make_generator,
     prepare_data,
     resolve_device,
@@ -71,7 +70,7 @@ from lossaug.progress import Reporter
 from lossaug.rundir import RunLock, claim_run_dir
 from lossaug.seeds import stream_seed
 from lossaug.selection import Selection
-from lossaug.state import EpochStats, Learner, RunState, Streams
+from lossaug.state import EpochStats, Learner, RunState, Streams, remember_losses
 from lossaug.step import StepOutput, state_is_finite, train_step, training_loss
 from lossaug.telemetry import Callback, MetricsFile, Progress, StepHook, TensorBoardLog, epoch_record
 
@@ -112,23 +111,36 @@ def _train(config: TrainConfig, reporter: Reporter | None, on_step, resume: bool
     """The loop: the method in a few lines, the machinery in ``_Run``."""
     run = _Run(config, reporter, on_step, resume)
     with run.session():
-        while not run.done:
-            for images, labels in run.batches():
+        for _epoch in range(run.state.epoch, config.epochs):
+            run.start_epoch()
+            for images, labels, indices in run.batches():
                 selecting = selects_at(config, run.state.global_step, run.schedule.total_steps)
-                selection = run.method(
-                    run.scorer, images, labels, num_candidates=None if selecting else 1,
-                    generator=run.streams["augment"], extra_generator=run.streams["augment-extra"],
-                    select_generator=run.streams["select"],
-                )  # fmt: skip
-                out = run.model.step(selection.inputs, labels, run.device, config.label_smoothing)
+                selection = run.select(images, labels, indices, selecting)
+                out = run.model.step(selection, labels, run.device, config.label_smoothing)
                 run.check_finite(out)
                 run.model.scheduler.step()
-                if run.proxy is not None:
-                    run.proxy.step(selection.inputs, labels, run.device, config.label_smoothing)
+                if run.proxy is not None:  # the proxy learns from the same chosen inputs
+                    run.proxy.step(selection, labels, run.device, config.label_smoothing)
                     run.proxy.scheduler.step()
-                run.after_step(out, labels, selection, selecting)
-            run.end_epoch()
+                stop = run.after_step(out, labels, indices, selection, selecting)
+                if stop is not Stop.NONE:
+                    break
+            else:
+                stop = run.end_epoch()
+            if stop is Stop.SIGNAL:
+                raise run.interrupted()
+            if stop is Stop.TRUNK_END:
+                break
     return run.result()
+
+
+class Stop(enum.Enum):
+    """Why the loop stops after a step or an epoch: not at all, at a trunk's end, or on a signal (SIGTERM/SIGINT;
+    the checkpoint is written, the loop raises ``TrainingInterrupted``)."""
+
+    NONE = "none"
+    TRUNK_END = "trunk end"
+    SIGNAL = "signal"
 
 
 STOP_SYNC_STEPS = 8  # under torch.distributed: steps between agreements on a stop signal
@@ -140,43 +152,49 @@ class _Run:
 
     def __init__(self, config: TrainConfig, reporter: Reporter | None, on_step, resume: bool):
         self.config, self.device, self.world = config, resolve_device(config.device), World.current()
-        if config.batch_size % self.world.size:
-            raise InputError(f"batch_size {config.batch_size} must be a multiple of the {self.world.size} processes")
+        if config.images_per_step() % self.world.size:
+            raise InputError(f"images per step ({config.images_per_step()}, batch_size {config.batch_size}) must be "
+                             f"a multiple of the {self.world.size} processes")  # fmt: skip
         use_device(self.device)  # current GPU; cuDNN benchmark unless deterministic (as bench times it)
         self.reporter = reporter if self.world.leader else None  # rank 0 reports and writes for everyone
         self.out_dir = Path(config.out) if config.out else None
         self.writes = self.out_dir is not None and self.world.leader
         origin, payload = run_origin(config, self.out_dir, resume)
         # --init's file is read before the data (a bad path fails at once); resumes and branches never read it.
-        self.init_tensors = read_init(config.init) if config.init is not None and origin is None else None
+        init_tensors = read_init(config.init) if config.init is not None and origin is None else None
         self.data = prepare_data(config, self.device, self.reporter.log if self.reporter else None)
         data = self.data
         self.fingerprint = data_fingerprint(data.train_images, data.train_labels, data.num_classes)
-        audio = is_audio(data.train_images)
+        audio = data.kind == "audio"
         self.image_side = None if audio else min(data.train_images.shape[-2:])
         self.method = method_for(config, data.mean, self.device, audio=audio, image_side=self.image_side)
-        self.steps_per_epoch = len(self.data.train_labels) // config.batch_size
+        self.steps_per_epoch = len(self.data.train_labels) // config.images_per_step()
         self.schedule = run_schedule(config, self.steps_per_epoch, origin, payload)
         check_run_memory(config, self.data, self.device, self.world.size, self.method.augment)
-        self.init_report = self._init_report(origin, payload)
-        self.model = self._learner("init", config.model, config.width)
+        net = self._network("init", config.model, config.width)
+        self.init_report = self._load_init(net, init_tensors, origin, payload)
+        self.model = self._learner(net, tuple(self.init_report["loaded"]) if self.init_report else ())
         # The proxy (if any) scores the candidates and learns from the same chosen batches with its own optimizer;
         # it never sees the main model's loss. torch.compile wraps whichever network scores.
-        self.proxy = self._learner("proxy-init", config.proxy_model, config.proxy_width) if config.proxy_model else None
+        proxy = self._network("proxy-init", config.proxy_model, config.proxy_width) if config.proxy_model else None
+        self.proxy = self._learner(proxy) if proxy is not None else None
         scorer = (self.proxy or self.model).model
         self.scorer = torch.compile(scorer) if config.compile_scoring == "on" else scorer
         self.streams = Streams(config.seed, self.device, self.world.rank, self.world.size)
         self.state, self.stats, self.before = RunState(), EpochStats.zeros(self.device), None
+        # Each training image's last training loss (+inf until seen): stale-loss gating picks the rows to score
+        # from it. Kept by every run, so that a gated branch starts from its trunk's table.
+        self.stale_losses = torch.full((len(data.train_labels),), math.inf, device=self.device)
         if payload is not None:
             self._restore(payload, origin)
         stop_at = config.stop_at
         self.stop_step = math.ceil(stop_at * self.schedule.total_steps) if stop_at is not None else None
-        self.done, self.stop = self.state.epoch >= config.epochs, {"signum": None}
+        self.signal, self.last_checkpoint, self.clock = StopRequest(), None, time.perf_counter()
         self.metadata = self._metadata(origin)
         self.callbacks = self._callbacks(on_step)
         if self.reporter is not None:
             resumed = f", {origin} at epoch {self.state.epoch + 1} step {self.state.step}" if origin else ""
-            noun = "clips" if config.dataset in AUDIO_DATASETS else "images"
+            noun = "clips" if self.data.kind == "audio" else "images"
             self.reporter.log(
                 f"{config.method} (M={config.candidates_per_image()}, T={config.resolved_temperature()}) "
                 f"{config.model} on {config.dataset}: {len(self.data.train_labels)} train / "
@@ -186,32 +204,31 @@ class _Run:
 
     # ------------------------------------------------------------ set-up
 
-    def _init_report(self, origin: str | None, payload: dict | None) -> dict | None:
-        """What ``--init`` loaded: read back from the checkpoint when resuming or branching (the weights come from
-        it; the init file is not read again), else None until ``_learner`` loads the file."""
-        if self.config.init is None or origin is None:
-            return None
-        return payload.get("init") or {"loaded": []}
-
-    def _learner(self, stream: str, name: str, width: int | None) -> Learner:
-        """A network behind normalisation, initialised from its own stream (the main model: then from
-        ``--init``'s tensors, on a fresh run), with SGD (loaded tensors in their own group) and the schedule."""
-        data, device, config = self.data, self.device, self.config
-        net = build_classifier(
+    def _network(self, stream: str, name: str, width: int | None) -> nn.Module:
+        """A network behind normalisation, initialised from its own random stream."""
+        data = self.data
+        return build_classifier(
             name, data.num_classes, data.in_channels, width, (data.mean, data.std),
-            device=device, init_seed=stream_seed(config.seed, stream),
+            device=self.device, init_seed=stream_seed(self.config.seed, stream),
         )  # fmt: skip
-        loaded: tuple[str, ...] = ()
-        if stream == "init" and config.init is not None:
-            if self.init_report is None:
-                report = apply_init(net.net, self.init_tensors, config.init, config.init_strict)
-                self.init_tensors = None
-                self.init_report = report.to_json()
-                if self.reporter is not None:
-                    self.reporter.log(report.summary())
-            loaded = tuple(self.init_report["loaded"])
+
+    def _load_init(self, net: nn.Module, tensors: dict | None, origin: str | None, payload: dict | None) -> dict | None:
+        """What ``--init`` loaded into ``net`` (None without ``--init``). A fresh run loads ``tensors`` now; a
+        resumed or branched one reads the report back from its checkpoint (its weights come from there)."""
+        config = self.config
+        if config.init is None:
+            return None
+        if origin is not None:
+            return payload.get("init") or {"loaded": []}
+        report = apply_init(net.net, tensors, config.init, config.init_strict)
+        if self.reporter is not None:
+            self.reporter.log(report.summary())
+        return report.to_json()
+
+    def _learner(self, net: nn.Module, loaded: tuple[str, ...] = ()) -> Learner:
+        """``net`` with SGD (the tensors ``loaded`` by ``--init`` in their own group) and the run's schedule."""
         schedule = self.schedule
-        optimizer, _ = build_sgd(net, config, schedule, loaded)
+        optimizer, _ = build_sgd(net, self.config, schedule, loaded)
         # A plain function, not the Schedule object: LambdaLR saves a callable object's attributes in its state
         # and would put the saved run's schedule back on load.
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step))
@@ -246,8 +263,14 @@ class _Run:
             )
         self.streams.load(own)
         self.state = RunState.from_state(payload["position"])
+        if origin == "branch":  # a branch with fewer images per step (weighted) counts the trunk's steps in its own
+            ratio = step_ratio(self.config, payload)
+            self.state.step, self.state.global_step = self.state.step * ratio, self.state.global_step * ratio
         if own.get("epoch_stats") is not None:
             self.stats = EpochStats.from_state(own["epoch_stats"], self.device)
+        saved_losses = payload.get("stale_losses")
+        if saved_losses is not None and saved_losses.shape == self.stale_losses.shape:
+            self.stale_losses.copy_(saved_losses)
 
     def _metadata(self, origin: str | None) -> dict[str, Any]:
         resolved = {
@@ -269,7 +292,7 @@ class _Run:
 
     def _augment_spec(self) -> str:
         """The augmentation this run uses, as a spec (a setting resolved at the data's scale)."""
-        if self.image_side is None:
+        if self.data.kind == "audio":
             from lossaug.audio import AUDIO_SETTINGS
 
             return self.config.augment or AUDIO_SETTINGS[self.config.setting]
@@ -294,8 +317,7 @@ class _Run:
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         """Signals become stop requests for the run's life; callbacks are closed however it ends."""
-        with stop_requests() as stop:
-            self.stop = stop
+        with stop_requests(self.signal):
             try:
                 self.model.model.train()
                 yield
@@ -303,25 +325,33 @@ class _Run:
                 for callback in self.callbacks:
                     callback.on_end()
 
-    def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """The current epoch's remaining batches; starts a new epoch (data order, statistics) when due."""
-        state, config = self.state, self.config
-        if self.done:
-            return
+    def start_epoch(self) -> None:
+        """A new epoch's data order and statistics (unless resuming within the epoch), callbacks, the clock."""
+        state = self.state
         if state.permutation is None:
             state.permutation = torch.randperm(len(self.data.train_labels), generator=self.streams["order"])
             self.stats, state.epoch_seconds = EpochStats.zeros(self.device), 0.0
         for callback in self.callbacks:
             callback.on_epoch_start(state.epoch, state.step)
         self.clock = time.perf_counter()
-        keep_before = config.on_nonfinite == "raise" and self.out_dir is not None
-        batches = epoch_batches(self.data, state.permutation, state.step, config.batch_size, self.world, self.device)
-        for batch in batches:
-            if self.done:
-                return
+
+    def batches(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """``(images, labels, indices)`` of the epoch's remaining steps; ``indices`` are dataset indices."""
+        state, config = self.state, self.config
+        return epoch_batches(self.data, state.permutation, state.step, config.images_per_step(), self.world,
+                             self.device)  # fmt: skip
+
+    def select(self, images: Tensor, labels: Tensor, indices: Tensor, selecting: bool) -> Selection:
+        """The method on one batch: M candidates per image, one chosen (one random candidate when not
+        ``selecting``), from the run's named streams; stale-loss gating reads the images' last losses."""
+        if self.config.on_nonfinite == "raise" and self.out_dir is not None:
             # The random streams before the step: a non-finite raise saves the state as it was before it.
-            self.before = self.streams.state() if keep_before else None
-            yield batch
+            self.before = self.streams.state()
+        return self.method(
+            self.scorer, images, labels, num_candidates=None if selecting else 1,
+            generator=self.streams["augment"], extra_generator=self.streams["augment-extra"],
+            select_generator=self.streams["select"], stale_losses=self.stale_losses[indices], order=indices,
+        )  # fmt: skip
 
     def check_finite(self, out: StepOutput) -> None:
         """The non-finite policy. The step was already undone; ``raise`` saves the state before it and stops,
@@ -344,37 +374,37 @@ class _Run:
                 f"{config.max_nonfinite}): the run is not learning; lower --lr and resume from the last checkpoint"
             )
 
-    def after_step(self, out: StepOutput, labels: Tensor, selection: Selection, selecting: bool) -> None:
-        """Count the step, hand it to the callbacks, and checkpoint if a signal, the period or the trunk's end
-        asks for it (epoch ends checkpoint in ``end_epoch``)."""
+    def after_step(self, out: StepOutput, labels: Tensor, indices: Tensor, selection: Selection,
+                   selecting: bool) -> Stop:  # fmt: skip
+        """Count the step, remember the images' losses, hand the step to the callbacks, and checkpoint if a
+        signal, the period or the trunk's end asks for it (epoch ends checkpoint in ``end_epoch``)."""
         state, config = self.state, self.config
-        self.stats.add(out, labels, selection, selecting)
+        self.stats.add(out, labels, selection, selecting, self.stale_losses[indices])
+        if out.finite:
+            remember_losses(self.stale_losses, indices, out, selection.input_targets(labels), self.world)
         state.step += 1
         state.global_step += 1
         for callback in self.callbacks:
             callback.on_step(state.global_step, selection)
         periodic = config.checkpoint_every and state.global_step % config.checkpoint_every == 0
         trunk_end = state.global_step == self.stop_step
-        signum = self.stop["signum"]
+        signum = self.signal.signum
         if self.world.distributed:
             # Ranks agree on a signal (an all-reduce and a host sync) only every STOP_SYNC_STEPS steps, at the
             # checkpoints and at epoch ends (end_epoch): every rank then stops after the same step.
             due = periodic or trunk_end or state.global_step % STOP_SYNC_STEPS == 0
             if due:
-                self.stop["signum"] = self.world.agree_on_stop(signum, self.device)
-            signum = self.stop["signum"] if due else None  # a signal seen here alone waits for the next agreement
-        if (signum or periodic or trunk_end) and state.step < self.steps_per_epoch:
-            self._lap()
-            path = self.save()
-            self.done = self.done or trunk_end
-            if signum and not trunk_end:
-                raise TrainingInterrupted(signum, path, state.global_step)
+                self.signal.signum = self.world.agree_on_stop(signum, self.device)
+            signum = self.signal.signum if due else None  # a signal seen here alone waits for the next agreement
+        if not (signum or periodic or trunk_end) or state.step >= self.steps_per_epoch:
+            return Stop.NONE  # the epoch's end checkpoints
+        self._lap()
+        self.last_checkpoint = self.save()
+        return Stop.TRUNK_END if trunk_end else Stop.SIGNAL if signum else Stop.NONE
 
-    def end_epoch(self) -> None:
+    def end_epoch(self) -> Stop:
         """Evaluate when due, record the epoch, hand the record to the callbacks, checkpoint."""
         state, config = self.state, self.config
-        if self.done:  # a trunk that stopped within the epoch
-            return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self._lap()
@@ -388,18 +418,24 @@ class _Run:
         record = epoch_record(
             state.epoch + 1, totals, test=(state.test_error, state.test_loss) if evaluated else None,
             lr=self.model.optimizer.param_groups[0]["lr"], seconds=state.epoch_seconds, elapsed=state.run_seconds,
-            images_per_epoch=self.steps_per_epoch * config.batch_size, num_candidates=config.candidates_per_image(),
-            nonfinite_steps=self.stats.nonfinite_steps,
+            images_per_epoch=self.steps_per_epoch * config.images_per_step(),
+            num_candidates=config.candidates_per_image(), nonfinite_steps=self.stats.nonfinite_steps,
         )  # fmt: skip
         state.metrics.append(record)
         state.epoch, state.step, state.permutation = state.epoch + 1, 0, None
         for callback in self.callbacks:
             callback.on_epoch(record)
-        path = self.save()
-        self.done = state.epoch >= config.epochs or state.global_step == self.stop_step
-        self.stop["signum"] = self.world.agree_on_stop(self.stop["signum"], self.device)
-        if self.stop["signum"] and not self.done:
-            raise TrainingInterrupted(self.stop["signum"], path, state.global_step)
+        self.last_checkpoint = self.save()
+        self.signal.signum = self.world.agree_on_stop(self.signal.signum, self.device)
+        if state.global_step == self.stop_step:
+            return Stop.TRUNK_END
+        if self.signal.signum and state.epoch < config.epochs:
+            return Stop.SIGNAL
+        return Stop.NONE
+
+    def interrupted(self) -> TrainingInterrupted:
+        """The exception that ends a run stopped by a signal, naming its checkpoint."""
+        return TrainingInterrupted(self.signal.signum, self.last_checkpoint, self.state.global_step)
 
     def _lap(self) -> None:
         """Add the time since the last lap to the epoch's training time."""
@@ -435,6 +471,7 @@ class _Run:
             "schedule": dataclasses.asdict(self.schedule),
             "data_fingerprint": self.fingerprint,
             "init": self.init_report,
+            "stale_losses": self.stale_losses.cpu(),
         }
         return save_checkpoint(payload, self.out_dir)
 
