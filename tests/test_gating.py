@@ -236,3 +236,14 @@ def test_the_lightning_callback_refuses_the_modes_that_need_the_training_step(op
 
     with pytest.raises(InputError, match="sampling mode with score_fraction=1 only"):
         LossAwareSelection(make_method(**options))
+
+
+def test_report_draws_the_gating_telemetry(tmp_path):
+    pytest.importorskip("matplotlib")
+    from lossaug.plots import plot_report, read_run
+
+    out = tmp_path / "run"
+    train(TrainConfig(**{**TINY, "epochs": 1}, score_fraction=0.5, out=str(out)))
+    label, records = read_run(out)
+    assert records[0]["selected_fraction"] == 0.5 and records[0]["stale_loss_scored"] is None  # nothing seen yet
+    assert plot_report({label: records}, tmp_path / "report.png").stat().st_size > 0

@@ -80,7 +80,8 @@ def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
     """Write a 2x2 PNG: test error against epoch and against training wall-clock, and the selection telemetry
     (entropy of the selection probabilities relative to uniform, chosen score ÷ mean score) against epoch."""
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    gated = any(r.get("stale_loss_scored") is not None for records in runs.values() for r in records)
+    fig, axes = plt.subplots(3 if gated else 2, 2, figsize=(12, 12 if gated else 8))
     for label, records in runs.items():
         epochs = [r["epoch"] for r in records]
         evaluated = [r for r in records if not math.isnan(r["test_error"])]
@@ -92,18 +93,36 @@ def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
         axes[1, 0].plot(epochs, relative, color=line.get_color(), label=label)
         ratio = [r["chosen_score_ratio"] if r["chosen_score_ratio"] is not None else math.nan for r in records]
         axes[1, 1].plot(epochs, ratio, color=line.get_color(), label=label)
+        if gated:
+            _plot_gating(axes[2], epochs, records, line.get_color(), label)
     labels = (
         (axes[0, 0], "epoch", "test error (%)"),
         (axes[0, 1], "training wall-clock (s)", "test error (%)"),
         (axes[1, 0], "epoch", "entropy of selection probs ÷ log M (1 = uniform)"),
         (axes[1, 1], "epoch", "chosen score ÷ mean candidate score"),
     )
+    if gated:
+        labels += (
+            (axes[2, 0], "epoch", "fraction of images scored (selected)"),
+            (axes[2, 1], "epoch", "mean last training loss: scored (solid), not (dashed)"),
+        )
     for ax, xlabel, ylabel in labels:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize="small")
     return _save(plt, fig, Path(path), title)
+
+
+def _plot_gating(axes, epochs: list[int], records: Sequence[dict], color: str, label: str) -> None:
+    """Stale-loss gating's telemetry: the fraction of images scored, and the stale losses that decided it."""
+
+    def values(key: str) -> list[float]:
+        return [math.nan if r.get(key) is None else r[key] for r in records]
+
+    axes[0].plot(epochs, values("selected_fraction"), color=color, label=label)
+    axes[1].plot(epochs, values("stale_loss_scored"), color=color, label=label)
+    axes[1].plot(epochs, values("stale_loss_unscored"), color=color, linestyle="--")
 
 
 def plot_forest(rows: Sequence[tuple[str, float, float]], path: Path, margin: float, title: str = "") -> Path | None:
