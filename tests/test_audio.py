@@ -428,7 +428,7 @@ def test_audio_folder_resamples_mixes_and_fits(tmp_path):
     assert isinstance(dataset, AudioDataset) and dataset.classes == ("hi", "lo") and dataset.sample_rate == 8000
     # Train lengths 0.10, 0.20, 0.05, 0.10, 0.15 s: the 95th percentile is 0.19 s.
     assert dataset.train.waveforms.shape == (5, 1, 1520) and dataset.test.waveforms.shape == (2, 1, 1520)
-    assert dataset.train.images is dataset.train.waveforms and dataset.train.waveforms.dtype == torch.int16
+    assert dataset.train.inputs is dataset.train.waveforms and dataset.train.waveforms.dtype == torch.int16
     assert dataset.train.labels.tolist() == [0, 0, 0, 1, 1] and dataset.test.labels.tolist() == [0, 1]
     assert any("clip length 0.19 s (1520 samples at 8000 Hz), enough for the 95th percentile" in m for m in messages)
     # hi/a: 0.1 s at 8 kHz, centred: 360 zeros each side, the tone exactly (16-bit at its own rate).

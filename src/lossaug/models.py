@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lossaug.audio.model import AudioCNN
+from lossaug.data.types import Kind
 from lossaug.errors import InputError
 from lossaug.user_model import FACTORY_FORM, build_factory_model, is_factory_name
 
@@ -151,7 +152,6 @@ class Normalized(nn.Module):
 
 
 MODELS = {"preact_resnet18": PreActResNet18, "cnn": SmallCNN, "fast_resnet": FastResNet, "audio_cnn": AudioCNN}
-AUDIO_MODELS = frozenset({"audio_cnn"})  # take (B,1,T) waveforms at AUDIO_RATE rather than images
 DEFAULT_WIDTHS = {"preact_resnet18": 64, "cnn": 32, "fast_resnet": 64, "audio_cnn": 16}
 # Smallest square side (px) each network accepts, at any width (tests/test_models.py checks it and that one less
 # fails): PreActResNet-18's stride-2 convs round up and never reach zero; the cnn and fast_resnet have three 2x2
@@ -167,6 +167,12 @@ RECIPES = {
         epochs=10, batch_size=512, lr=0.4, momentum=0.9, weight_decay=5e-4, label_smoothing=0.2, warmup_epochs=2.0
     ),
 }
+
+
+def model_kind(name: str) -> Kind:
+    """What network ``name`` takes: "audio" (waveforms ``(B,1,T)`` int16 at ``pipeline.AUDIO_RATE``: ``audio_cnn``)
+    or "image" (every other built-in and any ``PACKAGE.MODULE:FACTORY`` model)."""
+    return "audio" if name == "audio_cnn" else "image"
 
 
 def check_model_name(name: str, option: str = "model") -> None:

@@ -17,12 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from lossaug.checkpoint import load_checkpoint, newest_valid_checkpoint
-from lossaug.config import TrainConfig, class_names
-from lossaug.data import Split, load_dataset, select_classes
+from lossaug.config import TrainConfig
+from lossaug.data import AudioSplit, Kind, Split, load_for
 from lossaug.errors import InputError
 from lossaug.method import method_for
 from lossaug.models import build_classifier
-from lossaug.pipeline import is_audio
 from lossaug.seeds import stream_seed
 from lossaug.selection import score_candidates, selection_probs
 
@@ -34,15 +33,17 @@ BASELINE_DISPLAY_TEMPERATURE = 1.0
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """A trained run: its config, its model (on the CPU, weights from the checkpoint), its test split, and the
-    network that scored candidates in training (the proxy if the run had one, else the model)."""
+    """A trained run: its config, its model (on the CPU, weights from the checkpoint), its test split (images or,
+    for ``kind`` "audio", waveforms), and the network that scored candidates in training (the proxy if the run had
+    one, else the model)."""
 
     config: TrainConfig
     model: nn.Module
     classes: tuple[str, ...]
-    test: Split
+    test: Split | AudioSplit
     checkpoint: Path
     scorer: nn.Module | None = None
+    kind: Kind = "image"
 
     @property
     def scoring_model(self) -> nn.Module:
@@ -51,9 +52,9 @@ class LoadedRun:
 
 @dataclass(frozen=True)
 class CandidateGrid:
-    """``candidates (N,M,C,H,W)`` uint8 (or ``(N,M,C,T)`` int16 clips) of ``targets (N,)``, their ``scores (N,M)``
-    and ``probs (N,M)`` at ``temperature``; ``note`` says how the probabilities relate to training (empty when they
-    are the run's)."""
+    """``candidates (N,M,C,H,W)`` uint8 (or, for ``kind`` "audio", ``(N,M,C,T)`` int16 clips) of ``targets (N,)``,
+    their ``scores (N,M)`` and ``probs (N,M)`` at ``temperature``; ``note`` says how the probabilities relate to
+    training (empty when they are the run's)."""
 
     candidates: Tensor
     targets: Tensor
@@ -61,6 +62,7 @@ class CandidateGrid:
     probs: Tensor
     temperature: float
     note: str
+    kind: Kind = "image"
 
 
 def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
@@ -102,21 +104,16 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
         scorer = build_classifier(config.proxy_model, payload["num_classes"], channels, config.proxy_width, neutral,
                                   device=cpu, init_seed=0)  # fmt: skip
         scorer.load_state_dict(proxy_state)
-    dataset = load_dataset(
-        config.dataset,
-        data if data is not None else config.data,
-        cache_dir=cache_dir,
-        image_size=config.image_size,
-        audio=dict(sample_rate=config.sample_rate, clip_seconds=config.clip_seconds, test_speaker=config.test_speaker),
-    )
-    if config.classes is not None:
-        dataset = select_classes(dataset, class_names(config))
+    # The run's own data options (classes, image size, audio, md5 check); where the data and the cache are may differ.
+    moved = dataclasses.replace(config, data=data if data is not None else config.data,
+                                cache_dir=None if cache_dir is None else str(cache_dir))  # fmt: skip
+    dataset = load_for(moved)
     if dataset.num_classes != payload["num_classes"]:
         raise InputError(
             f"checkpoint {path} has {payload['num_classes']} classes but the {config.dataset} data has "
             f"{dataset.num_classes}"
         )
-    return LoadedRun(config, model, dataset.classes, dataset.test, path, scorer)
+    return LoadedRun(config, model, dataset.classes, dataset.test, path, scorer, dataset.kind)
 
 
 def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4, *, seed: int = 0) -> CandidateGrid:
@@ -129,11 +126,11 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
     config = run.config
     pick = torch.Generator().manual_seed(stream_seed(seed, "show-images"))
     index = torch.randperm(len(run.test.labels), generator=pick)[:num_images]
-    images, targets = run.test.images[index], run.test.labels[index]
+    images, targets = run.test.inputs[index], run.test.labels[index]
     # The run's own method object (augmentation of its setting, Cutout filled with the training mean the model
     # holds, scoring options), asked for num_candidates candidates.
     mean = tuple(float(m) / 255 for m in run.model.mean.flatten())
-    audio = is_audio(images)
+    audio = run.kind == "audio"
     side = None if audio else min(images.shape[-2:])
     method = method_for(dataclasses.replace(config, num_candidates=num_candidates), mean, torch.device("cpu"),
                         audio=audio, image_side=side)  # fmt: skip
@@ -147,7 +144,7 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
         temperature = BASELINE_DISPLAY_TEMPERATURE
         note = "baseline run (trained on a uniform choice): probabilities shown at temperature 1"
     probs = selection_probs(scores, temperature, config.uniform_mix)
-    return CandidateGrid(candidates, targets, scores, probs, temperature, note)
+    return CandidateGrid(candidates, targets, scores, probs, temperature, note, run.kind)
 
 
 def log_mel_of(clips: Tensor) -> Tensor:
@@ -175,7 +172,7 @@ def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *,
         num_images, num_candidates, figsize=(1.9 * num_candidates, 2.1 * num_images + 0.6), squeeze=False
     )
     best = grid.probs.argmax(dim=1)
-    spectrograms = log_mel_of(grid.candidates) if grid.candidates.dim() == 4 else None
+    spectrograms = log_mel_of(grid.candidates) if grid.kind == "audio" else None
     for row in range(num_images):
         name = classes[int(grid.targets[row])]
         for column in range(num_candidates):

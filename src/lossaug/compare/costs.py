@@ -28,10 +28,10 @@ def _log(reporter: Reporter | None, line: str) -> None:
 def _bench_input_size(base: TrainConfig) -> dict[str, int]:
     """The input size bench times: the clip length in samples for an audio model (which needs --clip-seconds:
     the data's default length is known only once they are read), the image side when --image-size is set."""
-    from lossaug.models import AUDIO_MODELS
+    from lossaug.models import model_kind
     from lossaug.pipeline import AUDIO_RATE
 
-    if base.model in AUDIO_MODELS:
+    if model_kind(base.model) == "audio":
         if base.clip_seconds is None:
             raise InputError("bench needs the clip length of an audio comparison: pass --clip-seconds, or declare "
                              "the cost ratio (--cost-ratio R)")  # fmt: skip

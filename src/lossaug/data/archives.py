@@ -1,4 +1,5 @@
-"""Files on disk for `lossaug.data`: verified downloads, safe archive extraction, atomic writes, hashing.
+"""Files on disk for `lossaug.data`: verified downloads, archives (extracted safely, or read member by member in
+memory), atomic writes, hashing, and the one rule for an archive that wraps everything in one top folder.
 
 Every function here writes only under the path it is given, and every write lands in a temporary name first and
 is then renamed into place, so an interrupted run never leaves a file or folder that looks complete but is not.
@@ -10,6 +11,7 @@ place once the process that made it is gone (kill -9).
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import re
@@ -26,9 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.client import IncompleteRead
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, TypeVar
-
-import numpy as np
+from typing import BinaryIO
 
 from lossaug.errors import InputError
 
@@ -61,6 +61,39 @@ def archive_stem(path: Path) -> str:
     return path.stem
 
 
+def wrapping_folder(top_level: dict[str, bool]) -> str | None:
+    """The folder an archive wraps everything in, if it has one: its only top-level entry that is not hidden, a
+    folder other than ``train`` (``top_level``: each top-level name -> whether it is a folder); else None."""
+    names = [name for name in top_level if not name.startswith(".")]
+    if len(names) == 1 and top_level[names[0]] and names[0] != "train":
+        return names[0]
+    return None
+
+
+def archive_members(source: Path | bytes, where: str | None = None) -> Iterator[tuple[PurePosixPath, bytes]]:
+    """``(name, bytes)`` of each regular file in a tar (any compression) or zip archive, a path or its bytes, read
+    in memory: nothing is written. An unreadable archive is an ``InputError`` naming ``where`` (default: the
+    path)."""
+    where = where or str(source)
+
+    def opened() -> Path | io.BytesIO:  # a fresh file object for each reader (each moves its position)
+        return io.BytesIO(source) if isinstance(source, bytes) else source
+
+    try:
+        if zipfile.is_zipfile(opened()):
+            with zipfile.ZipFile(opened()) as zf:
+                for info in zf.infolist():
+                    if not info.is_dir():
+                        yield PurePosixPath(info.filename), zf.read(info)
+            return
+        with tarfile.open(fileobj=opened(), mode="r:*") if isinstance(source, bytes) else tarfile.open(source) as tar:
+            for member in tar:
+                if member.isfile():
+                    yield PurePosixPath(member.name), tar.extractfile(member).read()
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+        raise InputError(f"could not read archive {where}: {e}") from e
+
+
 def file_digest(path: Path, algorithm: str) -> str:
     h = hashlib.new(algorithm)
     with path.open("rb") as f:
@@ -81,32 +114,6 @@ def atomic_file(dest: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-T = TypeVar("T")
-
-
-def read_npz_cache(path: Path, build: Callable[[Any], T], log: Log) -> T | None:
-    """``build(arrays)`` from the decoded-data cache file ``path`` (an .npz read without pickles); None when there is
-    none, or when it is unreadable (logged: the caller decodes again and overwrites it)."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            value = build(arrays)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        log(f"ignoring unreadable cache file {path} ({e}); decoding again")
-        return None
-    log(f"cache hit {path}")
-    return value
-
-
-def write_npz_cache(path: Path, arrays: dict[str, np.ndarray], what: str, log: Log) -> None:
-    """Write ``arrays`` to ``path`` atomically, uncompressed: decoded pixels and samples barely compress, and a
-    load stays a plain read."""
-    with atomic_file(path) as f:
-        np.savez(f, **arrays)
-    log(f"cached decoded {what} in {path}")
 
 
 def download(url: str, dest: Path, md5: str, *, log: Log | None = None) -> Path:

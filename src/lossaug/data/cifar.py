@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from lossaug.data import archives
-from lossaug.data.types import ImageDataset, Log, Split, silent
+from lossaug.data.types import ImageDataset, LoadRequest, Log, Split, silent
 from lossaug.errors import InputError
 
-__all__ = ["CIFAR_SOURCES", "load_cifar"]
+__all__ = ["CIFAR_SOURCES", "from_request", "load_cifar"]
 
 # name -> (url, md5, archive file name): the official python-format archives.
 CIFAR_SOURCES = {
@@ -349,3 +349,13 @@ def load_cifar(
         train=_cifar_split([(f"{source}:{n}", batches[n]) for n in layout.train], layout.label_key, len(classes)),
         test=_cifar_split([(f"{source}:{layout.test}", batches[layout.test])], layout.label_key, len(classes)),
     )
+
+
+def from_request(request: LoadRequest) -> ImageDataset:
+    """``load_cifar`` as ``load_dataset("cifar10" or "cifar100", ...)`` asks for it: 32x32 only."""
+    request.check_image_size(32)
+    path = None if request.path is None else Path(request.path)
+    return load_cifar(
+        request.name, path, cache_dir=request.cache_dir, download=request.download, verify=request.verify,
+        log=request.log,
+    )  # fmt: skip

@@ -5,11 +5,9 @@ load skips JPEG decoding). See docs/DATA.md.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,41 +15,23 @@ from PIL import Image
 
 from lossaug.data import archives
 from lossaug.data.archives import safe_extract
-from lossaug.data.types import ImageDataset, Log, Split, scan_class_folders, silent
+from lossaug.data.cache import cached, files_hash
+from lossaug.data.trees import Tree, check_classes, scan_class_folders, tree_files
+from lossaug.data.types import File, ImageDataset, LoadRequest, Log, Split, silent
 from lossaug.errors import InputError
 from lossaug.memory import check_fits, dataset_bytes
 
-__all__ = ["IMAGE_SUFFIXES", "load_image_folder"]
+__all__ = ["IMAGE_SUFFIXES", "from_request", "load_image_folder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
-_CACHE_VERSION = 1  # bump when the decoded layout changes, so old cache files are never read
 
 
-class _Image(NamedTuple):
-    where: str  # shown in errors: a file path, or archive:member
-    source: Path | bytes
+def _scan_folder(root: Path) -> Tree:
+    return scan_class_folders(root, IMAGE_SUFFIXES, File, noun="image")
 
 
-# split name ("train"/"test") -> class name -> images in file-name order
-_Tree = dict[str, dict[str, list[_Image]]]
-
-
-def _scan_folder(root: Path) -> _Tree:
-    return scan_class_folders(root, IMAGE_SUFFIXES, _Image, noun="image")
-
-
-def _check_classes(tree: _Tree, where: str) -> tuple[str, ...]:
-    train, test = set(tree["train"]), set(tree["test"])
-    if train != test:
-        raise InputError(
-            f"{where}: test classes differ from train classes; only in train: {sorted(train - test)}, "
-            f"only in test: {sorted(test - train)}"
-        )
-    return tuple(sorted(train))
-
-
-def _decode_one(image: _Image, image_size: int | None) -> np.ndarray:
+def _decode_one(image: File, image_size: int | None) -> np.ndarray:
     """(H,W) for grayscale images, (H,W,3) otherwise."""
     try:
         source = io.BytesIO(image.source) if isinstance(image.source, bytes) else image.source
@@ -65,7 +45,7 @@ def _decode_one(image: _Image, image_size: int | None) -> np.ndarray:
         raise InputError(f"cannot decode image {image.where}: {e}") from e
 
 
-def _decode_images(images: Sequence[_Image], image_size: int | None) -> np.ndarray:
+def _decode_images(images: Sequence[File], image_size: int | None) -> np.ndarray:
     """All images as one (N,C,H,W) uint8 array: C=1 if every image is grayscale, else C=3."""
     # A plain loop: PIL decodes a 32x32 JPEG in ~50 us here, and a 2-thread pool was slower (0.9 s vs 0.5 s
     # per 10k CIFAR JPEGs on 2 cores), so parallelism is not worth its complexity.
@@ -87,8 +67,8 @@ def _decode_images(images: Sequence[_Image], image_size: int | None) -> np.ndarr
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
-def _decode_tree(name: str, tree: _Tree, image_size: int | None, where: str, log: Log) -> ImageDataset:
-    classes = _check_classes(tree, where)
+def _decode_tree(name: str, tree: Tree, image_size: int | None, where: str, log: Log) -> ImageDataset:
+    classes = check_classes(tree, where)
     images, labels = [], []
     for split in ("train", "test"):
         split_images = [image for c in classes for image in tree[split][c]]
@@ -108,51 +88,6 @@ def _decode_tree(name: str, tree: _Tree, image_size: int | None, where: str, log
         train=Split(torch.from_numpy(decoded[:num_train]), torch.from_numpy(labels[0])),
         test=Split(torch.from_numpy(decoded[num_train:]), torch.from_numpy(labels[1])),
     )
-
-
-def _folder_hash(root: Path, tree: _Tree) -> str:
-    """sha256 over every image's path relative to root and its bytes, in load order."""
-    h = hashlib.sha256()
-    for split in ("train", "test"):
-        for cls in sorted(tree[split]):
-            for image in tree[split][cls]:
-                assert isinstance(image.source, Path)
-                data = image.source.read_bytes()
-                h.update(f"{image.source.relative_to(root).as_posix()}\0{len(data)}\0".encode())
-                h.update(data)
-    return h.hexdigest()
-
-
-def _cache_file(cache_dir: Path, stem: str, content_hash: str, image_size: int | None) -> Path:
-    key = hashlib.sha256(f"lossaug-decoded-v{_CACHE_VERSION}\0{content_hash}\0{image_size}".encode())
-    return cache_dir / f"{stem}-decoded-{key.hexdigest()[:24]}.npz"
-
-
-def _read_cache(path: Path, name: str, log: Log) -> ImageDataset | None:
-    def build(z) -> ImageDataset:
-        return ImageDataset(
-            name=name,
-            classes=tuple(str(c) for c in z["classes"]),
-            train=Split(torch.from_numpy(z["train_images"]), torch.from_numpy(z["train_labels"])),
-            test=Split(torch.from_numpy(z["test_images"]), torch.from_numpy(z["test_labels"])),
-        )
-
-    return archives.read_npz_cache(path, build, log)
-
-
-def _write_cache(path: Path, dataset: ImageDataset, log: Log) -> None:
-    arrays = {"classes": np.array(dataset.classes)}
-    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
-        arrays |= {f"{split_name}_images": split.images.numpy(), f"{split_name}_labels": split.labels.numpy()}
-    archives.write_npz_cache(path, arrays, "images", log)
-
-
-def _archive_root(extracted: Path) -> Path:
-    """The extracted folder, or its only top-level folder when the archive wraps everything in one."""
-    entries = [e for e in extracted.iterdir() if not e.name.startswith(".")]
-    if len(entries) == 1 and entries[0].is_dir() and not (extracted / "train").is_dir():
-        return entries[0]
-    return extracted
 
 
 def load_image_folder(
@@ -176,23 +111,37 @@ def load_image_folder(
             raise InputError(f"{root} is a file but not an archive ({', '.join(archives.ARCHIVE_SUFFIXES)})")
         if cache_dir is None:
             raise InputError(f"loading the archive {root} needs a cache_dir to unpack it into")
-        stem = archives.archive_stem(root)
-        digest = archives.file_digest(root, "sha256")
-        cache_file = _cache_file(cache_dir, stem, digest, image_size)
-        cached = _read_cache(cache_file, stem, say)
-        if cached is not None:
-            return cached
-        say(f"unpacking {root} into {cache_dir}")
-        folder = _archive_root(safe_extract(root, cache_dir / f"{stem}-{digest[:16]}"))
-        dataset = _decode_tree(stem, _scan_folder(folder), image_size, str(root), say)
-    else:
-        tree = _scan_folder(root)
-        if cache_dir is None:
-            return _decode_tree(root.name, tree, image_size, str(root), say)
-        cache_file = _cache_file(cache_dir, root.name, _folder_hash(root, tree), image_size)
-        cached = _read_cache(cache_file, root.name, say)
-        if cached is not None:
-            return cached
-        dataset = _decode_tree(root.name, tree, image_size, str(root), say)
-    _write_cache(cache_file, dataset, say)
-    return dataset
+        stem, digest = archives.archive_stem(root), archives.file_digest(root, "sha256")
+
+        def load() -> ImageDataset:
+            say(f"unpacking {root} into {cache_dir}")
+            folder = _unwrapped(safe_extract(root, cache_dir / f"{stem}-{digest[:16]}"))
+            return _decode_tree(stem, _scan_folder(folder), image_size, str(root), say)
+
+        return cached("image", cache_dir, stem, lambda: digest, image_size, load, say)
+    tree = _scan_folder(root)
+    return cached(
+        "image",
+        cache_dir,
+        root.name,
+        lambda: files_hash((image.source for image in tree_files(tree)), root),
+        image_size,
+        lambda: _decode_tree(root.name, tree, image_size, str(root), say),
+        say,
+    )
+
+
+def _unwrapped(extracted: Path) -> Path:
+    """The extracted folder, or the one folder the archive wrapped everything in (``archives.wrapping_folder``)."""
+    top = archives.wrapping_folder({e.name: e.is_dir() for e in extracted.iterdir()})
+    return extracted if top is None else extracted / top
+
+
+def from_request(request: LoadRequest) -> ImageDataset:
+    """``load_image_folder`` as ``load_dataset("folder", ...)`` asks for it."""
+    if request.path is None:
+        raise InputError(
+            "dataset 'folder' needs a path: a folder with train/<class>/<image> and test/<class>/<image>, "
+            "or an archive of one"
+        )
+    return load_image_folder(request.path, image_size=request.image_size, cache_dir=request.cache_dir, log=request.log)

@@ -6,31 +6,16 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import io
-import tarfile
-from pathlib import PurePosixPath
 
-from lossaug.data.folders import IMAGE_SUFFIXES, _decode_tree, _Image, _Tree
-from lossaug.data.types import ImageDataset, Split, has_suffix, silent
+from lossaug.data.archives import archive_members
+from lossaug.data.folders import IMAGE_SUFFIXES, _decode_tree
+from lossaug.data.trees import has_suffix, tree_from_members
+from lossaug.data.types import File, ImageDataset, LoadRequest, Split, silent
+from lossaug.errors import InputError
 
-__all__ = ["load_mini_cifar10"]
+__all__ = ["from_request", "load_mini_cifar10"]
 
 _MINI_ASSET = "mini_cifar10.tar.xz"
-
-
-def _tree_from_tar(blob: bytes, where: str) -> _Tree:
-    """An image-folder tree from archive bytes, read in memory: nothing touches the disk."""
-    tree: _Tree = {"train": {}, "test": {}}
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as tar:
-        for member in tar:
-            parts = PurePosixPath(member.name).parts
-            if member.isfile() and len(parts) == 3 and parts[0] in tree and has_suffix(parts[2], IMAGE_SUFFIXES):
-                data = tar.extractfile(member).read()
-                tree[parts[0]].setdefault(parts[1], []).append(_Image(f"{where}:{member.name}", data))
-    for split in tree.values():
-        for images in split.values():
-            images.sort(key=lambda image: image.where)
-    return tree
 
 
 def load_mini_cifar10() -> ImageDataset:
@@ -48,4 +33,14 @@ def load_mini_cifar10() -> ImageDataset:
 def _decoded_mini_cifar10() -> ImageDataset:
     asset = importlib.resources.files("lossaug").joinpath("assets", _MINI_ASSET)
     where = f"lossaug/assets/{_MINI_ASSET}"
-    return _decode_tree("mini", _tree_from_tar(asset.read_bytes(), where), None, where, silent)
+    members = archive_members(asset.read_bytes(), where)
+    tree = tree_from_members(((n, data) for n, data in members if has_suffix(n.name, IMAGE_SUFFIXES)), File, where)
+    return _decode_tree("mini", tree, None, where, silent)
+
+
+def from_request(request: LoadRequest) -> ImageDataset:
+    """``load_mini_cifar10`` as ``load_dataset("mini")`` asks for it: no path, 32x32."""
+    request.check_image_size(32)
+    if request.path is not None:
+        raise InputError(f"dataset 'mini' is bundled with lossaug and takes no path; got {request.path}")
+    return load_mini_cifar10()

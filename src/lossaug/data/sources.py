@@ -1,18 +1,53 @@
-"""The data sets ``load_dataset`` knows by name, each loaded whole into memory. See docs/DATA.md."""
+"""The registry of data sources: every data set ``load_dataset`` knows, by name, with the kind of its examples
+(``"image"``: ``(N,C,H,W)`` uint8; ``"audio"``: ``(N,C,T)`` int16 waveforms) and its loader, one module per
+source (timm's ``readers/reader_factory.py`` pattern). This is the one place that knows whether data is audio:
+ask ``data_kind(name)``. See docs/DATA.md.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from lossaug.data.cifar import load_cifar
-from lossaug.data.folders import load_image_folder
-from lossaug.data.mini import load_mini_cifar10
-from lossaug.data.types import ImageDataset, Log
+from lossaug.data import audio_folders, cifar, folders, fsdd, mini
+from lossaug.data.types import Dataset, Kind, LoadRequest, Log
 from lossaug.errors import InputError
 
-__all__ = ["DATASETS", "load_dataset"]
+__all__ = ["DATASETS", "SOURCES", "Source", "data_kind", "load_dataset", "source_for"]
 
-DATASETS = ("cifar10", "cifar100", "folder", "mini", "fsdd", "audio-folder")
+
+@dataclass(frozen=True)
+class Source:
+    """A data set known by name: the kind of its examples and its loader (which refuses options it cannot
+    honour, e.g. a path for the bundled mini set)."""
+
+    kind: Kind
+    load: Callable[[LoadRequest], Dataset]
+
+
+SOURCES: dict[str, Source] = {
+    "cifar10": Source("image", cifar.from_request),
+    "cifar100": Source("image", cifar.from_request),
+    "folder": Source("image", folders.from_request),
+    "mini": Source("image", mini.from_request),
+    "fsdd": Source("audio", fsdd.from_request),
+    "audio-folder": Source("audio", audio_folders.from_request),
+}
+DATASETS = tuple(SOURCES)
+
+
+def source_for(name: str) -> Source:
+    """The source registered as ``name``; an unknown name is an ``InputError`` listing the known ones."""
+    source = SOURCES.get(name)
+    if source is None:
+        raise InputError(f"unknown dataset {name!r}; choose from {list(DATASETS)}")
+    return source
+
+
+def data_kind(name: str) -> Kind:
+    """Whether data set ``name`` holds images or audio."""
+    return source_for(name).kind
 
 
 def load_dataset(
@@ -25,40 +60,24 @@ def load_dataset(
     verify: bool = True,
     log: Log | None = None,
     audio: dict | None = None,
-) -> ImageDataset:
-    """Load one of DATASETS. `path`: CIFAR archive/folder/download folder, or the image folder/archive.
+) -> Dataset:
+    """Load one of DATASETS: an ``ImageDataset``, or an ``AudioDataset`` for the audio sources (``data_kind``).
 
+    `path`: CIFAR archive/folder/download folder, the image or audio folder/archive, or FSDD's archive/folder.
     `cache_dir` holds downloads (CIFAR, when `path` is None), extracted archives and decoded arrays; nothing is
     written without it. `image_size` resizes folder images to a square; CIFAR and mini are always 32x32.
     `verify`: check the official md5 of a CIFAR archive, whether downloaded, cached or given (see `load_cifar`).
+    `audio`: `sample_rate`, `clip_seconds` and (FSDD only) `test_speaker`; None values take the loader's default.
     """
-    if name not in DATASETS:
-        raise InputError(f"unknown dataset {name!r}; choose from {list(DATASETS)}")
-    cache_dir = None if cache_dir is None else Path(cache_dir)
-    if name in ("fsdd", "audio-folder"):  # waveforms: `audio` holds sample_rate, clip_seconds (and test_speaker)
-        from lossaug.data.audio_folders import load_audio_folder, load_fsdd
-
-        if path is None:
-            raise InputError(f"dataset {name!r} needs --data: an archive or folder of WAV clips")
-        options = {k: v for k, v in (audio or {}).items() if v is not None}
-        if name == "audio-folder":
-            if "test_speaker" in options:
-                raise InputError("test_speaker applies to dataset 'fsdd' only")
-            return load_audio_folder(path, cache_dir=cache_dir, log=log, **options)
-        return load_fsdd(path, cache_dir=cache_dir, log=log, **options)
-    if name == "folder":
-        if path is None:
-            raise InputError(
-                "dataset 'folder' needs a path: a folder with train/<class>/<image> and test/<class>/<image>, "
-                "or an archive of one"
-            )
-        return load_image_folder(Path(path), image_size=image_size, cache_dir=cache_dir, log=log)
-    if image_size not in (None, 32):
-        raise InputError(f"image_size={image_size} applies to 'folder' data only; {name} images are 32x32")
-    if name == "mini":
-        if path is not None:
-            raise InputError(f"dataset 'mini' is bundled with lossaug and takes no path; got {path}")
-        return load_mini_cifar10()
-    return load_cifar(
-        name, None if path is None else Path(path), cache_dir=cache_dir, download=download, verify=verify, log=log
+    source = source_for(name)
+    request = LoadRequest(
+        name,
+        None if path is None else Path(path),
+        None if cache_dir is None else Path(cache_dir),
+        image_size,
+        download,
+        verify,
+        log,
+        dict(audio or {}),
     )
+    return source.load(request)

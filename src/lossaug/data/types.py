@@ -1,33 +1,44 @@
-"""What every image loader returns: an ``ImageDataset`` of a train and a test ``Split`` held in memory as uint8
-tensors, checked on construction. The loaders live in ``data`` (image folders, the bundled mini CIFAR-10) and
-``cifar``.
+"""What every loader returns, checked on construction: an ``ImageDataset`` (a train and a test ``Split`` of uint8
+images) or an ``AudioDataset`` (``AudioSplit``s of int16 waveforms at one sample rate). Both splits offer
+``inputs`` and ``labels``, so code that only moves examples around (``select_classes``, training) reads one
+interface whatever the kind; ``LoadRequest`` is what ``load_dataset`` hands every source.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import torch
 
 from lossaug.errors import InputError
 
 __all__ = [
-    "TEST_SPLIT_NAMES",
+    "AudioDataset",
+    "AudioSplit",
+    "Dataset",
+    "File",
     "ImageDataset",
+    "Kind",
+    "LoadRequest",
     "Log",
     "Split",
     "check_splits",
-    "has_suffix",
-    "scan_class_folders",
     "select_classes",
 ]
 
 Log = Callable[[str], None]
+Kind = Literal["image", "audio"]  # what a data set's examples are: images (N,C,H,W) uint8 or waveforms (N,C,T) int16
+
+
+class File(NamedTuple):
+    """One data file to load (an image or a clip): where it is, as named in errors, and its path or bytes."""
+
+    where: str  # a file path, or archive:member
+    source: Path | bytes
 
 
 @dataclass(frozen=True)
@@ -45,9 +56,14 @@ class Split:
         if len(self.images) != len(self.labels):
             raise InputError(f"{len(self.images)} images but {len(self.labels)} labels")
 
+    @property
+    def inputs(self) -> torch.Tensor:
+        """The examples, ``images (N,C,H,W)``: what any split offers under one name."""
+        return self.images
 
-def check_splits(name: str, num_classes: int, train: Any, test: Any, noun: str) -> None:
-    """Labels of both splits inside ``[0, num_classes)``, and one example shape (``split.images.shape[1:]``) in both;
+
+def check_splits(name: str, num_classes: int, train: Split | AudioSplit, test: Split | AudioSplit, noun: str) -> None:
+    """Labels of both splits inside ``[0, num_classes)``, and one example shape (``split.inputs.shape[1:]``) in both;
     else an ``InputError`` naming the data set and what differs (``noun``: what an example is called)."""
     for split_name, split in (("train", train), ("test", test)):
         if len(split.labels) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < num_classes:
@@ -55,10 +71,10 @@ def check_splits(name: str, num_classes: int, train: Any, test: Any, noun: str) 
                 f"{name} {split_name} labels span [{int(split.labels.min())}, {int(split.labels.max())}], "
                 f"outside [0, {num_classes})"
             )
-    if train.images.shape[1:] != test.images.shape[1:]:
+    if train.inputs.shape[1:] != test.inputs.shape[1:]:
         raise InputError(
-            f"{name}: train {noun} are {tuple(train.images.shape[1:])} but test {noun} are "
-            f"{tuple(test.images.shape[1:])}"
+            f"{name}: train {noun} are {tuple(train.inputs.shape[1:])} but test {noun} are "
+            f"{tuple(test.inputs.shape[1:])}"
         )
 
 
@@ -79,12 +95,93 @@ class ImageDataset:
         return len(self.classes)
 
 
+@dataclass(frozen=True)
+class AudioSplit:
+    """waveforms (N,C,T) int16 on the CPU, contiguous; labels (N,) int64 class indices."""
+
+    waveforms: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.waveforms.dtype != torch.int16 or self.waveforms.ndim != 3:
+            shape = tuple(self.waveforms.shape)
+            raise InputError(f"waveforms must be (N,C,T) int16, got {shape} {self.waveforms.dtype}")
+        if self.labels.dtype != torch.int64 or self.labels.ndim != 1:
+            raise InputError(f"labels must be (N,) int64, got {tuple(self.labels.shape)} {self.labels.dtype}")
+        if len(self.waveforms) != len(self.labels):
+            raise InputError(f"{len(self.waveforms)} waveforms but {len(self.labels)} labels")
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        """The examples, ``waveforms (N,C,T)``: what any split offers under one name."""
+        return self.waveforms
+
+
+@dataclass(frozen=True)
+class AudioDataset:
+    """A train and a test split over the same classes at one sample rate (Hz); label i means classes[i]."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: AudioSplit
+    test: AudioSplit
+    sample_rate: int
+
+    def __post_init__(self) -> None:
+        check_splits(self.name, len(self.classes), self.train, self.test, "clips")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.train.waveforms.shape[-1] / self.sample_rate
+
+
+Dataset = ImageDataset | AudioDataset  # what load_dataset returns
+D = TypeVar("D", ImageDataset, AudioDataset)
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What ``load_dataset`` hands a source's loader: the name it was asked for and every option; each source
+    reads the options that apply to it and refuses the ones that cannot (``image_size`` for CIFAR, a path for the
+    bundled mini set, ``test_speaker`` outside FSDD)."""
+
+    name: str
+    path: Path | None = None
+    cache_dir: Path | None = None  # downloads, extracted archives and decoded arrays; None: nothing is written
+    image_size: int | None = None  # folder images resized to this square; CIFAR and mini are always 32
+    download: bool = True
+    verify: bool = True  # check the official md5 of a CIFAR archive
+    log: Log | None = None
+    audio: dict[str, Any] = dataclasses.field(default_factory=dict)  # sample_rate, clip_seconds, test_speaker
+
+    def audio_path(self) -> Path:
+        """The path an audio source needs: an archive or folder of clips."""
+        if self.path is None:
+            raise InputError(f"dataset {self.name!r} needs --data: an archive or folder of WAV clips")
+        return self.path
+
+    def check_image_size(self, side: int) -> None:
+        """Refuse an ``image_size`` for a source whose images are always ``side`` x ``side`` (CIFAR, mini)."""
+        if self.image_size not in (None, side):
+            raise InputError(
+                f"image_size={self.image_size} applies to 'folder' data only; {self.name} images are {side}x{side}"
+            )
+
+    def audio_options(self) -> dict[str, Any]:
+        """The audio options this request sets (None: the loader's default)."""
+        return {key: value for key, value in self.audio.items() if value is not None}
+
+
 def silent(_message: str) -> None:
     """A ``Log`` that drops every message."""
 
 
-def select_classes(dataset: Any, names: Sequence[str]) -> Any:
-    """``dataset`` (an ``ImageDataset`` or ``audio_data.AudioDataset``) restricted to the classes ``names``: both
+def select_classes(dataset: D, names: Sequence[str]) -> D:
+    """``dataset`` (an ``ImageDataset`` or ``AudioDataset``) restricted to the classes ``names``: both
     splits keep only their examples, relabelled ``0..k-1`` in the data set's own class order (so the labels do not
     depend on the order ``names`` are given in). An unknown name is an ``InputError`` listing the classes."""
     unknown = [name for name in names if name not in dataset.classes]
@@ -96,52 +193,7 @@ def select_classes(dataset: Any, names: Sequence[str]) -> Any:
 
     def restrict(split: Any) -> Any:
         rows = (new_label[split.labels] >= 0).nonzero().squeeze(1)
-        fields = {f.name: getattr(split, f.name) for f in dataclasses.fields(split)}
-        tensor_field = next(name for name in fields if name != "labels")  # images or waveforms
-        fields[tensor_field] = fields[tensor_field][rows].contiguous()
-        fields["labels"] = new_label[split.labels[rows]]
-        return type(split)(**fields)
+        return type(split)(split.inputs[rows].contiguous(), new_label[split.labels[rows]])
 
     classes = tuple(dataset.classes[i] for i in keep)
     return dataclasses.replace(dataset, classes=classes, train=restrict(dataset.train), test=restrict(dataset.test))
-
-
-TEST_SPLIT_NAMES = ("test", "val")  # the first that exists is the test split
-
-
-def has_suffix(name: str, suffixes: tuple[str, ...]) -> bool:
-    """Whether a file ``name`` is a data file: not hidden, ending in one of ``suffixes`` (any case)."""
-    return not name.startswith(".") and name.lower().endswith(suffixes)
-
-
-def scan_class_folders(
-    root: Path, suffixes: tuple[str, ...], make: Callable[[str, Path], Any], noun: str = "image"
-) -> dict[str, dict[str, list[Any]]]:
-    """``{"train": {class: [make(where, path), ...]}, "test": {...}}`` of ``root/train/<class>/<file>`` and
-    ``root/test/<class>/<file>`` (or ``val/``), files in name order, those ending in ``suffixes`` (any case) only;
-    hidden entries skipped. A layout error is an ``InputError`` (a missing split a ``FileNotFoundError``) naming the
-    folder and the layout expected (``noun``: what a file is called in the message)."""
-    layout = f"expected {root}/train/<class>/<{noun}> and {root}/test/<class>/<{noun}> (or val/)"
-    if not (root / "train").is_dir():
-        raise FileNotFoundError(f"no train folder in {root}; {layout}")
-    test_dir = next((root / n for n in TEST_SPLIT_NAMES if (root / n).is_dir()), None)
-    if test_dir is None:
-        raise FileNotFoundError(f"no test (or val) folder in {root}; {layout}")
-
-    def scan(split_dir: Path) -> dict[str, list[Any]]:
-        classes: dict[str, list[Any]] = {}
-        for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                files = sorted(e.name for e in os.scandir(entry.path) if e.is_file() and has_suffix(e.name, suffixes))
-                if not files:
-                    raise InputError(f"class folder {entry.path} has no {noun}s ({', '.join(suffixes)})")
-                classes[entry.name] = [make(str(Path(entry.path, f)), Path(entry.path, f)) for f in files]
-            elif has_suffix(entry.name, suffixes):
-                raise InputError(f"{noun} {entry.path} is not in a class folder; expected {split_dir}/<class>/<{noun}>")
-        if not classes:
-            raise InputError(f"split folder {split_dir} has no class folders; expected {split_dir}/<class>/<{noun}>")
-        return classes
-
-    return {"train": scan(root / "train"), "test": scan(test_dir)}

@@ -1,6 +1,7 @@
 """Reading audio: one file to float samples (``decode_audio``: PCM WAV with the standard library, anything else
-through the optional ``soundfile``), band-limited resampling (``resample``), and a list of clips to one
-``(N,1,T)`` int16 array at one rate and one length (``clips_to_arrays``).
+through the optional ``soundfile``), band-limited resampling (``resample``), a list of clips to one ``(N,1,T)``
+int16 array at one rate and one length (``clips_to_arrays``), and a class-folder tree of clips to an
+``AudioDataset`` (``decode_clips``), what the FSDD and audio-folder sources share.
 """
 
 from __future__ import annotations
@@ -10,26 +11,19 @@ import io
 import math
 import wave
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossaug.data.types import Log
+from lossaug.data.trees import Tree
+from lossaug.data.types import AudioDataset, AudioSplit, File, Log
 from lossaug.errors import InputError
 
-__all__ = ["Clip", "clips_to_arrays", "decode_audio", "resample"]
+__all__ = ["check_audio_options", "clips_to_arrays", "decode_audio", "decode_clips", "resample"]
 
 _CLIP_PERCENTILE = 95  # the default clip length covers this percentile of training clip lengths
-
-
-class Clip(NamedTuple):
-    """One audio file to load: where it is (named in errors) and its path or bytes."""
-
-    where: str  # shown in errors: a file path, or archive:member
-    source: Path | bytes
 
 
 def _pcm_to_float(raw: bytes, width: int, channels: int) -> np.ndarray:
@@ -133,7 +127,7 @@ def resample(
     return out.reshape(*batch, -1)
 
 
-def _resolve_rate(rates: list[int], clips: list[Clip], sample_rate: int | None) -> int:
+def _resolve_rate(rates: list[int], clips: list[File], sample_rate: int | None) -> int:
     if sample_rate is not None:
         return sample_rate
     distinct = sorted(set(rates))
@@ -161,7 +155,7 @@ def _fit(samples: np.ndarray, length: int) -> np.ndarray:
 
 
 def clips_to_arrays(
-    clips: list[Clip], num_train: int, sample_rate: int | None, clip_seconds: float | None, log: Log
+    clips: list[File], num_train: int, sample_rate: int | None, clip_seconds: float | None, log: Log
 ) -> tuple[np.ndarray, int]:
     """``(waveforms (N,1,T) int16, sample_rate)`` for ``clips``, the first ``num_train`` being training clips."""
     decoded = [decode_audio(clip.source, clip.where) for clip in clips]
@@ -185,3 +179,46 @@ def clips_to_arrays(
         f"{num_train} train and {cropped_test} of {len(clips) - num_train} test clips, padded the rest"
     )
     return np.stack([_fit(s, length) for s in signals])[:, None, :], rate
+
+
+def check_audio_options(sample_rate: int | None, clip_seconds: float | None) -> None:
+    """``sample_rate`` a positive int (Hz) or None, ``clip_seconds`` a positive number or None; else an
+    ``InputError`` naming the value."""
+    if sample_rate is not None and (
+        isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1
+    ):
+        raise InputError(f"sample_rate must be a positive int (Hz) or None, got {sample_rate!r}")
+    if clip_seconds is not None and not (isinstance(clip_seconds, (int, float)) and 0 < clip_seconds < math.inf):
+        raise InputError(f"clip_seconds must be a positive number or None, got {clip_seconds!r}")
+
+
+def decode_clips(
+    name: str,
+    classes: tuple[str, ...],
+    tree: Tree,
+    sample_rate: int | None,
+    clip_seconds: float | None,
+    where: str,
+    log: Log,
+) -> AudioDataset:
+    """The clips of ``tree`` (label i: ``classes[i]``, a class a split lacks has no clips there) as an
+    ``AudioDataset`` at one rate and length (``clips_to_arrays``); ``where`` names the source in messages."""
+    clips, labels = {}, {}
+    for split in ("train", "test"):
+        clips[split] = [clip for c in classes for clip in tree[split].get(c, [])]
+        counts = [len(tree[split].get(c, [])) for c in classes]
+        labels[split] = torch.from_numpy(np.repeat(np.arange(len(classes), dtype=np.int64), counts))
+    num_train = len(clips["train"])
+    if num_train == 0:
+        raise InputError(f"{where}: no training clips")
+    log(f"decoding {num_train + len(clips['test'])} clips from {where}...")
+    # One pass over both splits, so the sample-rate check covers every clip.
+    waveforms, rate = clips_to_arrays(clips["train"] + clips["test"], num_train, sample_rate, clip_seconds, log)
+    waveforms = torch.from_numpy(waveforms)
+    return AudioDataset(
+        name=name,
+        classes=classes,
+        train=AudioSplit(waveforms[:num_train].contiguous(), labels["train"]),
+        test=AudioSplit(waveforms[num_train:].contiguous(), labels["test"]),
+        sample_rate=rate,
+    )

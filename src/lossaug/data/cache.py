@@ -1,0 +1,102 @@
+"""The decoded-array cache: a data set decoded once, then read back from ``cache_dir`` as one uncompressed .npz
+(decoded pixels and samples barely compress, and a load stays a plain read), for image folders and audio alike.
+
+A cache file's name hashes a format version, the loader's options and the content (``files_hash``, or an
+archive's sha256), so an edited file or a changed option misses the cache and writes a new entry. Files are
+written atomically and read without pickles; an unreadable one is logged and decoded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from lossaug.data.archives import atomic_file
+from lossaug.data.types import AudioDataset, AudioSplit, Dataset, ImageDataset, Kind, Log, Split
+
+__all__ = ["cached", "files_hash"]
+
+D = TypeVar("D", ImageDataset, AudioDataset)
+
+# kind -> (tag in the file name and key, format version, the split tensor's array name, noun in the log). Bump a
+# version when its decoded layout changes, so old cache files are never read.
+_FORMATS: dict[Kind, tuple[str, int, str, str]] = {
+    "image": ("decoded", 1, "images", "images"),
+    "audio": ("audio", 1, "waveforms", "clips"),
+}
+
+
+def files_hash(files: Iterable[Path], root: Path) -> str:
+    """sha256 over every file's path relative to ``root`` and its bytes, in the order given (load order)."""
+    h = hashlib.sha256()
+    for path in files:
+        data = path.read_bytes()
+        h.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def cached(
+    kind: Kind,
+    cache_dir: Path | None,
+    stem: str,
+    content_hash: Callable[[], str],
+    options: object,
+    load: Callable[[], D],
+    log: Log,
+) -> D:
+    """``load()``, or its result cached under ``cache_dir`` (written after a load, never half-written), keyed by
+    ``content_hash()`` and ``repr(options)``; without a ``cache_dir``, just ``load()``."""
+    if cache_dir is None:
+        return load()
+    tag, version, _, _ = _FORMATS[kind]
+    key = hashlib.sha256(f"lossaug-{tag}-v{version}\0{content_hash()}\0{options!r}".encode())
+    path = Path(cache_dir) / f"{stem}-{tag}-{key.hexdigest()[:24]}.npz"
+    dataset = _read(path, kind, stem, log)
+    if dataset is None:
+        dataset = load()
+        _write(path, kind, dataset, log)
+    return dataset
+
+
+def _read(path: Path, kind: Kind, name: str, log: Log) -> Dataset | None:
+    """The data set cached in ``path``; None when there is none, or when it is unreadable (logged: the caller
+    decodes again and overwrites it)."""
+    if not path.is_file():
+        return None
+    inputs = _FORMATS[kind][2]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            splits = [
+                (torch.from_numpy(z[f"{split}_{inputs}"]), torch.from_numpy(z[f"{split}_labels"]))
+                for split in ("train", "test")
+            ]
+            classes = tuple(str(c) for c in z["classes"])
+            if kind == "audio":
+                train, test = (AudioSplit(*split) for split in splits)
+                dataset = AudioDataset(name, classes, train, test, sample_rate=int(z["sample_rate"]))
+            else:
+                dataset = ImageDataset(name, classes, Split(*splits[0]), Split(*splits[1]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        log(f"ignoring unreadable cache file {path} ({e}); decoding again")
+        return None
+    log(f"cache hit {path}")
+    return dataset
+
+
+def _write(path: Path, kind: Kind, dataset: Dataset, log: Log) -> None:
+    _, _, inputs, noun = _FORMATS[kind]
+    arrays = {"classes": np.array(dataset.classes)}
+    if isinstance(dataset, AudioDataset):
+        arrays["sample_rate"] = np.array(dataset.sample_rate)
+    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
+        arrays |= {f"{split_name}_{inputs}": split.inputs.numpy(), f"{split_name}_labels": split.labels.numpy()}
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
+    log(f"cached decoded {noun} in {path}")

@@ -1,0 +1,63 @@
+"""What a run trains and is tested on, as its config names it: ``load_for(config) -> TrainData``. Training
+(``pipeline.prepare_data`` places it for the loop), ``lossaug show`` and any later command that reads a run's data
+call this one function, so they agree on the source, the options and the classes kept:
+config -> load_for -> TrainData -> loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lossaug.data.sources import data_kind, load_dataset
+from lossaug.data.types import AudioDataset, AudioSplit, Kind, Log, Split, select_classes
+
+if TYPE_CHECKING:
+    from lossaug.config import TrainConfig
+
+__all__ = ["TrainData", "load_for"]
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """A run's data set on the CPU: its source's ``kind``, the classes kept (label i means ``classes[i]``), both
+    splits (``inputs`` and ``labels``; images ``(N,C,H,W)`` uint8 or waveforms ``(N,C,T)`` int16), and the sample
+    rate in Hz for audio (None for images)."""
+
+    name: str  # the data set's name in the registry (config.dataset)
+    kind: Kind
+    classes: tuple[str, ...]
+    train: Split | AudioSplit
+    test: Split | AudioSplit
+    sample_rate: int | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def load_for(config: TrainConfig, log: Log | None = None) -> TrainData:
+    """Load ``config.dataset`` with the config's data options (path, cache, image size, md5 check, audio rate,
+    clip length, held-out speaker) and keep ``config.classes`` (relabelled ``0..k-1``; a log line says which)."""
+    from lossaug.config import class_names  # config imports the registry (sources), so not at module level
+
+    dataset = load_dataset(
+        config.dataset,
+        config.data,
+        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+        image_size=config.image_size,
+        log=log,
+        verify=config.verify,
+        audio=dict(sample_rate=config.sample_rate, clip_seconds=config.clip_seconds, test_speaker=config.test_speaker),
+    )
+    names = class_names(config)
+    if names is not None:
+        total = dataset.num_classes
+        dataset = select_classes(dataset, names)
+        if log is not None:
+            log(f"classes: {', '.join(dataset.classes)} ({dataset.num_classes} of {total}): "
+                f"{len(dataset.train.labels)} train / {len(dataset.test.labels)} test")  # fmt: skip
+    sample_rate = dataset.sample_rate if isinstance(dataset, AudioDataset) else None
+    return TrainData(config.dataset, data_kind(config.dataset), dataset.classes, dataset.train, dataset.test,
+                     sample_rate)  # fmt: skip
