@@ -1,0 +1,315 @@
+"""Loss-aware selection: score M augmented candidates per image with the model, sample one in proportion.
+
+The method is four small pure steps, each usable alone:
+
+1. ``make_candidates``: M independent augmentations per image, one batched call -> ``candidates (B,M,...)``;
+2. ``score_candidates``: each candidate's loss under the current model, without gradient and without changing the
+   model -> ``scores (B,M)``;
+3. ``selection_probs``: ``probs (B,M)`` proportional to ``scores ** (1 / temperature)``;
+4. ``sample_index`` and ``gather_selected``: draw ``index (B,)`` from ``probs`` and take those candidates.
+
+``select_candidates`` runs 2-4; ``LossAwareAugment`` runs 1-4 for a user's own training loop. The baseline (one
+random augmentation per image) is the same path with ``num_candidates=1``, or ``temperature=math.inf``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lossaug.augment import Augment, call_augment
+from lossaug.errors import InputError
+from lossaug.selection.modes import CandidateWeights
+from lossaug.selection.probs import _probs_and_fallback, sample_index
+
+SCORES = ("loss", "error")
+BN_MODES = ("eval", "batch")
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def make_candidates(
+    images: Tensor,
+    augment: Augment,
+    num_candidates: int,
+    *,
+    generator: torch.Generator | None = None,
+    extra_generator: torch.Generator | None = None,
+) -> Tensor:
+    """``candidates (B,M,...)``: ``num_candidates`` independent draws of ``augment`` per image of
+    ``images (B,...)``, made by one call on the ``(B*M,...)`` batch.
+
+    With ``extra_generator`` (common random numbers), candidate 0 of every image is drawn from ``generator``
+    exactly as ``num_candidates=1`` draws it, and candidates 1..M-1 from ``extra_generator``: the baseline's
+    augmentation of an image is then always one of the proposed arm's candidates, and both consume ``generator``
+    identically.
+    """
+    if num_candidates < 1:
+        raise InputError(f"num_candidates must be >= 1, got {num_candidates}")
+    if extra_generator is not None:
+        first = call_augment(augment, images, generator).unsqueeze(1)
+        if num_candidates == 1:
+            return first
+        rest = make_candidates(images, augment, num_candidates - 1, generator=extra_generator)
+        return torch.cat([first, rest.to(first.dtype)], dim=1)
+    batch = images.shape[0]
+    repeated = images.unsqueeze(1).expand(batch, num_candidates, *images.shape[1:])
+    flat = call_augment(augment, repeated.reshape(batch * num_candidates, *images.shape[1:]), generator)
+    return flat.view(batch, num_candidates, *flat.shape[1:])
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@contextlib.contextmanager
+def _scoring_mode(model: nn.Module, bn: str) -> Iterator[None]:
+    """Put ``model`` in its scoring state and restore every ``training`` flag (and BatchNorm attribute) after.
+
+    ``bn="eval"``: the whole model in eval mode (BatchNorm uses running statistics, Dropout is off).
+    ``bn="batch"``: eval mode except BatchNorm, which normalises with the batch's own statistics; setting
+    ``track_running_stats=False`` on a training BatchNorm makes it do so without touching its running buffers or
+    ``num_batches_tracked``.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracking = [(m, m.track_running_stats) for m in batchnorms]
+    try:
+        model.eval()
+        if bn == "batch":
+            for module in batchnorms:
+                module.train()
+                module.track_running_stats = False
+        yield
+    finally:
+        for module, value in tracking:
+            module.track_running_stats = value
+        for module, training in flags:
+            module.training = training
+
+
+def _classification_scores(logits: Tensor, targets: Tensor, score: str) -> Tensor:
+    """Per-row cross-entropy of the true class (``"loss"``) or ``1 - p(true class)`` (``"error"``), float32."""
+    loss = F.cross_entropy(logits.float(), targets, reduction="none")
+    return loss if score == "loss" else -torch.expm1(-loss)
+
+
+def score_candidates(
+    model: nn.Module,
+    candidates: Tensor,
+    targets: Tensor,
+    *,
+    loss_fn: LossFn | None = None,
+    score: str = "loss",
+    bn: str = "eval",
+    chunk_size: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    check_targets: bool = True,
+) -> Tensor:
+    """``scores (B,M)`` float32 of ``candidates (B,M,...)`` for ``targets (B,...)`` under ``model``, no gradient.
+
+    ``score="loss"`` is the per-sample cross-entropy of the true class, ``"error"`` is ``1 - p(true class)``;
+    ``loss_fn(outputs (N,...), targets (N,...)) -> (N,)`` replaces both for any other task. Targets are repeated
+    over the M candidates. ``bn`` picks BatchNorm's statistics (see ``_scoring_mode``). ``chunk_size`` bounds the
+    candidates per forward pass (None: all ``B*M`` at once); with ``bn="batch"`` each chunk uses its own
+    statistics. ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward under autocast.
+    ``check_targets=False`` skips the target range check (its host sync) when the caller validated the targets
+    already, as the training app does once at load.
+
+    The model comes back exactly as it was: parameters, buffers, every ``training`` flag and the grad mode.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if candidates.dim() < 2:
+        raise InputError(f"candidates must be (B,M,...), got shape {tuple(candidates.shape)}")
+    batch, num_candidates = candidates.shape[:2]
+    if targets.shape[0] != batch:
+        raise InputError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
+    ScoringOptions(score, bn, chunk_size, autocast_dtype, loss_fn, check_targets)  # validates them
+    if loss_fn is None and (targets.dim() != 1 or targets.is_floating_point()):
+        raise InputError(
+            f"classification targets must be (B,) integer class indices, got {targets.dtype} "
+            f"{tuple(targets.shape)}; pass loss_fn for other targets"
+        )
+    total = batch * num_candidates
+    if total == 0:
+        return torch.zeros(batch, num_candidates, device=candidates.device)
+
+    flat = candidates.reshape(total, *candidates.shape[2:])
+    flat_targets = targets.repeat_interleave(num_candidates, dim=0)
+    step = total if chunk_size is None else chunk_size
+    autocast = (
+        torch.autocast(device_type=candidates.device.type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
+    pieces = []
+    out_of_range = None
+    with _scoring_mode(model, bn), torch.inference_mode(), autocast:
+        for start in range(0, total, step):
+            outputs = model(flat[start : start + step])
+            chunk_targets = flat_targets[start : start + step]
+            if loss_fn is not None:
+                values = loss_fn(outputs, chunk_targets)
+                if values.shape != (len(chunk_targets),):
+                    raise InputError(
+                        f"loss_fn must return one value per candidate, shape ({len(chunk_targets)},), "
+                        f"got {tuple(values.shape)}"
+                    )
+                pieces.append(values.float())
+                continue
+            num_classes = outputs.shape[-1]
+            if out_of_range is None and check_targets:
+                # Checked on the device and read once at the end: one host sync per call, never a
+                # device-side assert from cross_entropy.
+                out_of_range = (targets < 0) | (targets >= num_classes)
+            pieces.append(_classification_scores(outputs, chunk_targets.clamp(0, num_classes - 1), score))
+    if out_of_range is not None and bool(out_of_range.any()):
+        row = int(out_of_range.nonzero()[0, 0])
+        raise InputError(f"target {int(targets[row])} at row {row} is out of range for {outputs.shape[-1]} classes")
+    return torch.cat(pieces).view(batch, num_candidates)
+
+
+# ---------------------------------------------------------------- probabilities and sampling
+
+
+def gather_selected(candidates: Tensor, index: Tensor) -> Tensor:
+    """``inputs (B,...)``: ``candidates[b, index[b]]`` for each row of ``candidates (B,M,...)``."""
+    return candidates[torch.arange(len(index), device=candidates.device), index]
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How candidates are scored (see ``score_candidates``), validated once when made.
+
+    ``score``: ``"loss"`` (cross-entropy of the true class) or ``"error"`` (1 - p(true class)); ``loss_fn``
+    replaces both for other tasks. ``bn``: BatchNorm statistics while scoring (``"eval"`` running, ``"batch"`` the
+    chunk's own). ``chunk_size``: candidates per forward pass (None: all at once). ``autocast_dtype``: e.g.
+    ``torch.bfloat16`` to score under autocast (None: the model's own precision).
+    """
+
+    score: str = "loss"
+    bn: str = "eval"
+    chunk_size: int | None = None
+    autocast_dtype: torch.dtype | None = None
+    loss_fn: LossFn | None = None
+    check_targets: bool = True  # False: the caller validated the targets (skips one host sync per call)
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise InputError(f"unknown score {self.score!r}; choose from {list(SCORES)}")
+        if self.bn not in BN_MODES:
+            raise InputError(f"unknown bn mode {self.bn!r}; choose from {list(BN_MODES)}")
+        if self.chunk_size is not None and (isinstance(self.chunk_size, bool) or self.chunk_size < 1):
+            raise InputError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
+        if self.autocast_dtype is not None and not isinstance(self.autocast_dtype, torch.dtype):
+            raise InputError(f"autocast_dtype must be a torch.dtype or None, got {self.autocast_dtype!r}")
+        if self.loss_fn is not None and not callable(self.loss_fn):
+            raise InputError(f"loss_fn must be callable, got {type(self.loss_fn).__name__}")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What selection chose: ``inputs (B,...)`` to train on, ``index (B,)`` of the chosen candidate and
+    ``probs (B,M)`` it was drawn from; ``scores (B,M)`` when the model was run (None when the choice was uniform
+    and nothing was scored: one candidate, ``temperature=inf`` or ``uniform_mix=1``); ``fallback (B,)`` bool marks
+    rows whose scores were all zero or non-finite and fell back to uniform.
+
+    ``scored_rows (B,)`` bool: under stale-loss gating (``score_fraction < 1``), the rows that were scored; the
+    others took candidate 0 (``index`` 0, one-hot ``probs``, NaN ``scores``). None: every row, if any was scored.
+    ``weighting``: the weighted mode, where ``inputs (B*M,...)`` are every candidate of every image and
+    ``targets (B*M,)`` their labels, to be trained on with ``weighting.loss`` (``index`` and ``probs`` are then
+    placeholders: the weights come from the training forward pass). ``targets`` is None when ``inputs`` are one
+    per image, in the order of the targets given."""
+
+    inputs: Tensor
+    index: Tensor
+    probs: Tensor
+    scores: Tensor | None
+    fallback: Tensor
+    scored_rows: Tensor | None = None
+    targets: Tensor | None = None
+    weighting: CandidateWeights | None = None
+
+    @property
+    def scored(self) -> bool:
+        """Whether the model was run to score the candidates."""
+        return self.scores is not None
+
+    def input_targets(self, targets: Tensor) -> Tensor:
+        """The targets of ``inputs``: ``self.targets``, or the batch's ``targets (B,)``."""
+        return targets if self.targets is None else self.targets
+
+    @property
+    def fallback_rows(self) -> int:
+        """How many rows fell back to uniform (reads the device: one host sync)."""
+        return int(self.fallback.sum())
+
+
+def _uniform_selection(
+    candidates: Tensor, temperature: float, uniform_mix: float, generator: torch.Generator | None
+) -> Selection:
+    """One candidate, or a uniform choice: no model run, so selection costs what the baseline costs."""
+    batch, num_candidates = candidates.shape[:2]
+    ones = torch.ones(batch, num_candidates, device=candidates.device)
+    probs, fallback = _probs_and_fallback(ones, temperature, uniform_mix, check_negative=False)
+    index = (
+        torch.zeros(batch, dtype=torch.long, device=candidates.device)
+        if num_candidates == 1
+        else sample_index(probs, generator=generator)
+    )
+    return Selection(gather_selected(candidates, index), index, probs, None, fallback)
+
+
+def select_candidates(
+    model: nn.Module,
+    candidates: Tensor,
+    targets: Tensor,
+    *,
+    temperature: float = 1.0,
+    uniform_mix: float = 0.0,
+    generator: torch.Generator | None = None,
+    loss_fn: LossFn | None = None,
+    score: str = "loss",
+    bn: str = "eval",
+    chunk_size: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> Selection:
+    """Score ``candidates (B,M,...)`` (the scoring options are those of ``score_candidates``), turn the scores
+    into probabilities and sample one candidate per image from ``generator``.
+
+    With one candidate, or a uniform selection (``temperature=math.inf`` or ``uniform_mix=1``), the model is not
+    run (``scores`` is None): selection then costs what the baseline costs.
+    """
+    options = ScoringOptions(score, bn, chunk_size, autocast_dtype, loss_fn)
+    return _select(model, candidates, targets, options, temperature, uniform_mix, generator)
+
+
+def _select(
+    model: nn.Module,
+    candidates: Tensor,
+    targets: Tensor,
+    options: ScoringOptions,
+    temperature: float,
+    uniform_mix: float,
+    generator: torch.Generator | None,
+) -> Selection:
+    if candidates.dim() < 2:
+        raise InputError(f"candidates must be (B,M,...), got shape {tuple(candidates.shape)}")
+    batch, num_candidates = candidates.shape[:2]
+    if targets.shape[0] != batch:
+        raise InputError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
+    if num_candidates == 1 or math.isinf(temperature) or uniform_mix == 1.0:
+        return _uniform_selection(candidates, temperature, uniform_mix, generator)
+    scores = score_candidates(
+        model, candidates, targets, loss_fn=options.loss_fn, score=options.score, bn=options.bn,
+        chunk_size=options.chunk_size, autocast_dtype=options.autocast_dtype, check_targets=options.check_targets,
+    )  # fmt: skip
+    # Cross-entropy and 1 - p are never negative: only a user's loss_fn needs the (host-syncing) check.
+    probs, fallback = _probs_and_fallback(scores, temperature, uniform_mix, check_negative=options.loss_fn is not None)
+    index = sample_index(probs, generator=generator)
+    return Selection(gather_selected(candidates, index), index, probs, scores, fallback)
