@@ -199,7 +199,7 @@ def test_channel_stats_accumulates_on_the_images_device():
 def test_a_bad_augmentation_spec_is_refused_before_any_data_loads(tmp_path, capsys, monkeypatch):
     import lossaug.pipeline as pipeline
 
-    monkeypatch.setattr(pipeline.data_module, "load_dataset", lambda *a, **k: pytest.fail("data loaded first"))
+    monkeypatch.setattr(pipeline, "load_for", lambda *a, **k: pytest.fail("data loaded first"))
     assert main(["train", "--dataset", "mini", "--augment", "crop:-5", "--out", str(tmp_path / "r")]) == 2
     assert "crop" in capsys.readouterr().err
 
