@@ -255,11 +255,11 @@ def test_compare_refuses_to_add_runs_of_another_commit_before_training(tmp_path,
 def test_cost_ratio_is_measured_once_and_kept(tmp_path, monkeypatch):
     calls = []
 
-    def fake_bench(config, setting, log=None):
+    def fake_bench(config, setting, kinds, log=None):
         calls.append(setting)
-        return {"value": 1.9, "source": "bench", "bench": {"device": "cpu"}}
+        return {kind: {"value": 1.9, "source": "bench", "bench": {"device": "cpu"}} for kind in kinds}
 
-    monkeypatch.setattr(costs_module, "measure_cost_ratio", fake_bench)
+    monkeypatch.setattr(costs_module, "measure_cost_ratios", fake_bench)
     config = CompareConfig(base=BASE, out=str(tmp_path), settings=("A", "B"))
     assert resolve_cost_ratios(config)["B"]["value"] == 1.9 and calls == ["A", "B"]
     assert resolve_cost_ratios(config)["A"]["source"] == "bench" and calls == ["A", "B"]  # read back, not rerun

@@ -91,10 +91,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "re-running skips finished runs and resumes interrupted ones. With --branch-at F every arm continues from "
         "the baseline's checkpoint at fraction F of its steps. Every train option sets what the arms share "
         "(precedence: defaults < --preset < --config < options). --protocol FILE.toml runs a pre-registered "
-        "protocol ([compare]: out, arms, settings, seeds, branch_at, cost_ratio (number or 'bench'), margin_points, "
-        "allow_mixed_commits; [train]: train options) and takes no other option but --seeds, a share of its seeds "
-        "(to run one protocol in several processes; a last call without --seeds summarises them all). Writes "
-        "summary.md, summary.json and forest.png.",
+        "protocol ([compare]: out, arms, settings, seeds, budgets, branch_at, cost_ratio (number, 'bench' or a "
+        "table per step kind), margin_points, allow_mixed_commits; [train]: train options) and takes no other "
+        "option but --seeds, a share of its seeds (to run one protocol in several processes; a last call without "
+        "--seeds summarises them all). Writes summary.md, summary.json and forest.png (and frontier.png with "
+        "--budgets).",
     )
     parser.add_argument(
         "--protocol",
@@ -104,6 +105,15 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--arms", type=_csv(str), default=None, help="comma-separated arms (default: all four)")
     parser.add_argument("--settings", type=_csv(str), default=None, help="comma-separated settings (default: A)")
     parser.add_argument("--seeds", type=_csv(int), default=None, help="comma-separated seeds (default: 0,1,2)")
+    parser.add_argument(
+        "--budgets",
+        type=_csv(float),
+        default=None,
+        metavar="B,B,...",
+        help="the baseline at these compute budgets too (its tail after --branch-at stretched B times; 1 is the "
+        "baseline), each selection arm placed at its own compute: the frontier, its verdicts and frontier.png "
+        "(default: none)",
+    )
     parser.add_argument(
         "--branch-at",
         type=float,

@@ -172,7 +172,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.protocol:
         # A pre-registered protocol is run as committed: any other option would silently change it. --seeds may
         # pick a share of its seeds, so that several processes can run one protocol side by side.
-        own = ("arms", "settings", "config", "preset", "branch_at", "cost_ratio", "margin")
+        own = ("arms", "settings", "config", "preset", "branch_at", "budgets", "cost_ratio", "margin")
         options = {k: option_flag(k) for k in (*own, "allow_mixed_commits")}
         options.update({f.name: f.metadata.get("option", option_flag(f.name)) for f in dataclasses.fields(TrainConfig)})
         typed = [option for name, option in options.items() if getattr(args, name, None) is not None]
@@ -201,6 +201,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             settings=args.settings or ("A",),
             seeds=args.seeds or (0, 1, 2),
             branch_at=args.branch_at or 0.0,
+            budgets=args.budgets or (),
             cost_ratio=args.cost_ratio,
             margin=margin / 100,
             allow_mixed_commits=bool(args.allow_mixed_commits),
@@ -210,7 +211,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except (NonFiniteError, TrainingInterrupted) as stop:
         return stop_exit_code(stop, "run the same compare command again to continue where it stopped")
     print(summary_markdown(summary))
-    print(f"summary: {Path(config.out) / 'summary.md'}, summary.json and forest.png")
+    frontier = ", frontier.png" if config.budgets else ""
+    print(f"summary: {Path(config.out) / 'summary.md'}, summary.json, forest.png{frontier}")
     return 0
 
 

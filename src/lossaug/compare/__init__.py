@@ -1,34 +1,55 @@
 """``lossaug compare``: arms x settings x seeds, run one after another into one directory, then summarised with
 the paired differences that answer "does selection help, and does it pay for its time?".
 
-Arms are ``baseline``, ``proposed``, ``maxup`` and ``baseline-equal-time``: the baseline given the proposed arm's
-compute in baseline steps, from a cost ratio R (one proposed step costs R baseline steps) that is declared or
-measured once by ``lossaug bench`` at the start, so that how busy the machine was during one seed cannot size it.
-Every arm gets the same data, model, optimiser and seed; only the method (and, for the equal-compute arm, the epoch
-count) differs.
+Arms (``arms.ARM_REGISTRY``): ``baseline``, ``proposed``, ``maxup``, ``gated`` (proposed with stale-loss gating
+at Q = 0.25; ``gated-Q`` for another Q), ``weighted`` (all M candidates weighted by loss, given the baseline's
+compute), ``weighted-equal-time`` (the same, given the proposed arm's compute), ``baseline-equal-time`` (the
+baseline given the proposed arm's compute) and, with ``budgets``, ``baseline-xB`` (the baseline's tail after the
+branch stretched B times). Compute comes from the cost ratio R of each step kind (one of its epochs in baseline
+epochs), declared or measured once by ``lossaug bench`` at the start, so that how busy the machine was during one
+seed cannot size it. Every arm gets the same data, model, optimiser and seed; only the method (and its epochs)
+differs.
 
 With ``branch_at`` F > 0 each (setting, seed) first trains a trunk, the baseline up to fraction F of its steps, and
 every arm continues from the trunk's checkpoint with its own method: nothing differs before F, which removes most
 of the seed-to-seed noise from the paired differences. Finished runs (``final.json``; ``trunk.json`` for a trunk)
 are read back, not rerun; interrupted ones resume from their checkpoint.
 
-The summary gives per setting the endpoints (proposed - baseline, proposed - baseline-equal-time and, if run,
-maxup - baseline): mean paired difference of test error with its 95% t-interval, paired sd, n, a verdict against
-the margin δ, the minimal effect detectable with 80% power and the seeds that would resolve ±0.3 points; and per
-arm n, mean and sd of test and train error, epochs, declared cost and measured time ratio. Errors are fractions in
-``summary.json`` and percentage points in ``summary.md`` and ``forest.png``.
+The summary gives per setting the endpoints (proposed - baseline, proposed - baseline-equal-time, each other
+selection arm against the arms it is compared to): mean paired difference of test error with its 95% t-interval,
+paired sd, n, a verdict against the margin δ, the minimal effect detectable with 80% power and the seeds that would
+resolve ±0.3 points; per arm n, mean and sd of test and train error, epochs, declared cost and measured time ratio;
+and with budgets the frontier (``frontier``: equal compute, best reachable, break-even; ``frontier.png``). Errors
+are fractions in ``summary.json`` and percentage points in ``summary.md`` and the plots.
 
 The package: ``config`` (``CompareConfig``, protocol files), ``arms`` (the arm registry), ``plan`` (the runs),
-``costs`` (the cost ratio, declared or benched), ``runner``, ``analyses`` (paired endpoints, ...), ``report``
-(summary, Markdown, forest plot) and ``stats`` (t quantiles, verdicts, power). Every public name is importable
-from ``lossaug.compare``.
+``costs`` (the cost ratios, declared or benched), ``runner``, ``analyses`` (the ``Analysis`` shape, paired
+endpoints), ``frontier`` (its table, verdicts and plot), ``report`` (summary, Markdown, forest plot) and
+``stats`` (t quantiles, verdicts, power). Every public name is importable from ``lossaug.compare``.
 """
 
-from lossaug.compare.analyses import ANALYSES, Analysis, Finished, PairedEndpoints, endpoint
-from lossaug.compare.arms import ARM_REGISTRY, ARMS, ENDPOINTS, Arm, arm_named, equal_compute_epochs
-from lossaug.compare.config import PROTOCOL_KEYS, CompareConfig, config_from_protocol, validate_compare
-from lossaug.compare.costs import COST_RATIO_FILE, measure_cost_ratio, resolve_cost_ratios
+from lossaug.compare.analyses import Analysis, Finished, PairedEndpoints, endpoint
+from lossaug.compare.arms import ARM_REGISTRY, ARMS, ENDPOINTS, Arm, arm_named, budget_arm, equal_compute_epochs
+from lossaug.compare.config import PROTOCOL_KEYS, CompareConfig, all_arms, config_from_protocol, validate_compare
+from lossaug.compare.costs import (
+    COST_RATIO_FILE,
+    measure_cost_ratio,
+    measure_cost_ratios,
+    needed_kinds,
+    resolve_cost_ratios,
+    resolve_costs,
+)
 from lossaug.compare.costs import _bench_input_size as _bench_input_size  # tests/test_bench.py imports it here
+from lossaug.compare.frontier import (
+    FRONTIER_ANALYSES,
+    BestReachable,
+    BreakEven,
+    EqualCompute,
+    Frontier,
+    break_even_ratio,
+    interpolate_log,
+    write_frontier,
+)
 from lossaug.compare.plan import (
     RunSpec,
     arm_config,
@@ -40,6 +61,7 @@ from lossaug.compare.plan import (
     trunk_dir,
 )
 from lossaug.compare.report import (
+    ANALYSES,
     arm_rows,
     check_commits,
     forest_rows,
@@ -56,28 +78,40 @@ __all__ = [
     "ARM_REGISTRY",
     "COST_RATIO_FILE",
     "ENDPOINTS",
+    "FRONTIER_ANALYSES",
     "PROTOCOL_KEYS",
     "Analysis",
     "Arm",
+    "BestReachable",
+    "BreakEven",
     "CompareConfig",
+    "EqualCompute",
     "Finished",
+    "Frontier",
     "PairedEndpoints",
     "RunSpec",
+    "all_arms",
     "arm_config",
     "arm_named",
     "arm_rows",
+    "break_even_ratio",
+    "budget_arm",
     "check_commits",
     "config_from_protocol",
     "declared_cost",
     "endpoint",
     "equal_compute_epochs",
     "forest_rows",
+    "interpolate_log",
     "mean_interval",
     "measure_cost_ratio",
+    "measure_cost_ratios",
+    "needed_kinds",
     "plan",
     "planned_arms",
     "read_result",
     "resolve_cost_ratios",
+    "resolve_costs",
     "run_compare",
     "run_dir",
     "summarize",
@@ -86,4 +120,5 @@ __all__ = [
     "trunk_dir",
     "validate_compare",
     "write_forest",
+    "write_frontier",
 ]

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lossaug.compare import stats
-from lossaug.compare.arms import ENDPOINTS
+from lossaug.compare.arms import arm_named
 from lossaug.compare.config import CompareConfig
 
-__all__ = ["ANALYSES", "Analysis", "Finished", "ForestRow", "PairedEndpoints", "endpoint", "points"]
+__all__ = ["Analysis", "Finished", "ForestRow", "PairedEndpoints", "endpoint", "points"]
 
 Results = Mapping[str, Mapping[str, Mapping[int, dict]]]  # setting -> arm -> seed -> a finished run's results
 ForestRow = tuple[str, float, float]  # (label, mean, 95% half-width) in percentage points
@@ -76,8 +76,8 @@ def endpoint(treatment: Mapping[int, dict], control: Mapping[int, dict], margin:
 
 
 class PairedEndpoints:
-    """Every (treatment, control) of ``arms.ENDPOINTS`` whose arms both ran: ``endpoint`` of their test errors,
-    named ``"treatment - control"``."""
+    """Every (treatment, control) whose arms both ran, the treatment's ``Arm.compared_to`` in report order:
+    ``endpoint`` of their test errors, named ``"treatment - control"``."""
 
     key = "endpoints"
 
@@ -86,7 +86,7 @@ class PairedEndpoints:
         return {
             f"{treatment} - {control}": {"treatment": treatment, "control": control,
                                          **endpoint(arms[treatment], arms[control], finished.config.margin)}
-            for treatment, control in ENDPOINTS if treatment in arms and control in arms
+            for treatment in arms for control in arm_named(treatment).compared_to if control in arms
         }  # fmt: skip
 
     def legend(self, summary: dict) -> list[str]:
@@ -121,7 +121,3 @@ class PairedEndpoints:
             for setting, named in summary.get(self.key, {}).items()
             for name, e in named.items()
         ]
-
-
-# The analyses every summary carries, in the order of their sections.
-ANALYSES: tuple[Analysis, ...] = (PairedEndpoints(),)

@@ -1,9 +1,12 @@
 """The arms a comparison can run, one registry: each arm's method, option overrides, how its epochs and its compute
 derive from the base epochs E, the branch fraction F and the cost ratios R of the step kinds, and the arms it is
-reported against.
+reported against. Baseline budgets (``baseline-x1.5``) and gating fractions (``gated-0.5``) are generated from
+their names.
 
 Compute is counted in baseline runs (the baseline of E epochs = 1): an epoch before the branch costs 1/E, an epoch
-after it R/E, where R is the cost ratio of the arm's step kind (one step in baseline steps; the baseline's is 1).
+after it R/E, where R is the cost ratio of the arm's step kind: one of its epochs in baseline epochs, i.e. per
+distinct image processed (the baseline's is 1; ``weighted``'s is about M times its step's ratio, since its steps
+take B/M images).
 """
 
 from __future__ import annotations
@@ -15,9 +18,19 @@ from typing import Any
 
 from lossaug.errors import InputError
 
-__all__ = ["ARMS", "ARM_REGISTRY", "ENDPOINTS", "Arm", "arm_named", "equal_compute_epochs"]
+__all__ = [
+    "ARMS",
+    "ARM_REGISTRY",
+    "BASELINE_STEP",
+    "ENDPOINTS",
+    "Arm",
+    "arm_named",
+    "budget_arm",
+    "equal_compute_epochs",
+]
 
 BASELINE_STEP = "baseline"  # the step kind whose cost ratio is 1 by definition
+GATED_FRACTION = 0.25  # Q of the arm named plain "gated" (issue 20's protocols); "gated-0.5" names another Q
 
 
 def equal_compute_epochs(base_epochs: int, cost_ratio: float, branch_at: float = 0.0) -> int:
@@ -28,65 +41,130 @@ def equal_compute_epochs(base_epochs: int, cost_ratio: float, branch_at: float =
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: trained with ``method`` (and ``options``, other ``TrainConfig`` fields), its steps priced by the
-    cost ratio of ``step`` (a step kind: ``"baseline"`` costs 1, ``"proposed"`` is what ``lossaug bench`` times),
-    its tail after the branch stretched by ``stretch``: a number (a baseline budget) or the step kind whose
-    compute it is given (``baseline-equal-time`` gets the proposed arm's). ``compared_to``: the arms it is
-    reported against as paired endpoints, in order; ``needs``: arms that must run beside it."""
+    """One arm: trained with ``method`` (and ``options``, other ``TrainConfig`` fields), its epochs priced by the
+    cost ratio of ``step`` (a step kind: ``"baseline"`` costs 1; ``"proposed"`` is what ``lossaug bench`` times
+    at M candidates). ``budget``: the compute its tail after the branch is given, in baseline tails: None, its own
+    at E epochs; a number, that multiple (a baseline budget); a step kind, what an arm of that kind costs at E
+    epochs (``baseline-equal-time`` gets the proposed arm's). ``compared_to``: the arms it is reported against as
+    paired endpoints, in order; ``needs``: arms that must run beside it."""
 
     name: str
     method: str = "baseline"
     step: str = BASELINE_STEP
-    stretch: float | str = 1.0
+    budget: float | str | None = None
     options: tuple[tuple[str, Any], ...] = ()
     compared_to: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     note: str = ""  # how it is sized, for the summary's design lines (empty: nothing to say)
 
-    def stretch_kind(self) -> str | None:
-        """The step kind whose cost ratio sizes this arm's epochs (None: its epochs do not wait on one)."""
-        return self.stretch if isinstance(self.stretch, str) else None
+    @property
+    def selects(self) -> bool:
+        """Whether it is a selection arm (a point against the baseline's curve) rather than a baseline budget."""
+        return self.method != "baseline"
+
+    def kinds(self) -> set[str]:
+        """The step kinds whose cost ratios its epochs and compute depend on."""
+        kinds = {self.step, self.budget} if isinstance(self.budget, str) else {self.step}
+        return kinds - {BASELINE_STEP}
 
     def epochs(self, base_epochs: int, branch_at: float, ratios: Mapping[str, float]) -> int | None:
-        """Its epochs: E, or E·F + E·(1-F)·s rounded half up for a stretch s ≠ 1; None if s waits on an unknown R."""
-        stretch = ratios.get(self.stretch) if isinstance(self.stretch, str) else self.stretch
-        if stretch is None:
+        """Its epochs: E for its own budget, else E·F + E·(1-F)·b/R rounded half up for a tail budget b at step
+        ratio R; None when a ratio it needs is unknown."""
+        if self.budget is None:
+            return base_epochs
+        budget = ratios.get(self.budget) if isinstance(self.budget, str) else self.budget
+        ratio = 1.0 if self.step == BASELINE_STEP else ratios.get(self.step)
+        if budget is None or ratio is None:
             return None
-        return base_epochs if stretch == 1 else equal_compute_epochs(base_epochs, stretch, branch_at)
+        return equal_compute_epochs(base_epochs, budget if ratio == 1 else budget / ratio, branch_at)
 
     def compute(self, base_epochs: int, branch_at: float, ratios: Mapping[str, float]) -> float | None:
-        """Its compute in baseline runs: F + (1-F)·R for a step kind of ratio R at E epochs, epochs / E for a
-        baseline step at any epochs; None if an R it needs is unknown."""
-        if self.step == BASELINE_STEP:
-            epochs = self.epochs(base_epochs, branch_at, ratios)
-            return None if epochs is None else epochs / base_epochs
-        ratio = ratios.get(self.step)
-        if ratio is None:
+        """Its compute in baseline runs: F + (1-F)·R at its own budget, epochs / E for baseline steps, else its
+        epochs priced (E·F + (epochs - E·F)·R) / E; None when a ratio it needs is unknown."""
+        epochs = self.epochs(base_epochs, branch_at, ratios)
+        ratio = 1.0 if self.step == BASELINE_STEP else ratios.get(self.step)
+        if epochs is None or ratio is None:
             return None
-        assert self.stretch == 1, f"arm {self.name}: a stretched tail is priced only for baseline steps"
-        return branch_at + (1 - branch_at) * ratio
+        if self.step == BASELINE_STEP:
+            return epochs / base_epochs
+        if self.budget is None:
+            return branch_at + (1 - branch_at) * ratio
+        shared = base_epochs * branch_at
+        return (shared + (epochs - shared) * ratio) / base_epochs
 
 
 # The arms, in report order. Plain literal: an arm is a row here, not a case in the runner or the summary.
 ARM_REGISTRY = {
     "baseline": Arm("baseline"),
     "proposed": Arm("proposed", method="proposed", step="proposed", compared_to=("baseline", "baseline-equal-time")),
+    # stale-loss gating (issue 19): only the Q·B images of highest last training loss get M candidates scored
+    "gated": Arm(
+        "gated",
+        method="proposed",
+        step="gated",
+        options=(("score_fraction", GATED_FRACTION),),
+        compared_to=("baseline",),
+        note=f"gated is proposed with score_fraction {GATED_FRACTION:g}.",
+    ),
+    # all M candidates of B/M images in one pass, weighted by loss (issue 19): given the baseline's compute ...
+    "weighted": Arm(
+        "weighted",
+        method="weighted",
+        step="weighted",
+        budget=1.0,
+        compared_to=("baseline",),
+        note="weighted gets the baseline's compute: E·F + E·(1−F)/R_weighted epochs.",
+    ),
+    # ... and the proposed arm's
+    "weighted-equal-time": Arm(
+        "weighted-equal-time",
+        method="weighted",
+        step="weighted",
+        budget="proposed",
+        compared_to=("baseline", "proposed"),
+        needs=("proposed",),
+        note="weighted-equal-time gets the proposed arm's compute: E·F + E·(1−F)·R/R_weighted epochs.",
+    ),
     # maxup scores the same M candidates as proposed: its step is priced at the proposed arm's R.
     "maxup": Arm("maxup", method="maxup", step="proposed", compared_to=("baseline",)),
     "baseline-equal-time": Arm(
         "baseline-equal-time",
-        stretch="proposed",
+        budget="proposed",
         needs=("baseline", "proposed"),
         note="baseline-equal-time gets E·F + E·(1−F)·R epochs.",
     ),
 }
-ARMS = tuple(ARM_REGISTRY)  # the default arms of a comparison
+ARMS = ("baseline", "proposed", "maxup", "baseline-equal-time")  # the default arms of a comparison
 # (treatment, control) pairs reported as endpoints when both arms ran; the first two are the primary ones.
 ENDPOINTS = tuple((name, control) for name, arm in ARM_REGISTRY.items() for control in arm.compared_to)
 
 
-def arm_named(name: str) -> Arm:
+def budget_arm(budget: float) -> str:
+    """The name of the baseline arm whose tail after the branch is stretched ``budget`` times (x1: ``baseline``)."""
+    return "baseline" if budget == 1 else f"baseline-x{budget:g}"
+
+
+def _number_after(name: str, prefix: str) -> float | None:
+    if not name.startswith(prefix):
+        return None
     try:
+        value = float(name[len(prefix) :])
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def arm_named(name: str) -> Arm:
+    """The registry's arm, or a generated one: ``baseline-xB`` (the baseline's tail stretched B > 0 times) and
+    ``gated-Q`` (gating at score fraction 0 < Q <= 1)."""
+    if name in ARM_REGISTRY:
         return ARM_REGISTRY[name]
-    except KeyError:
-        raise InputError(f"unknown arm {name!r}; choose from {list(ARM_REGISTRY)}") from None
+    budget = _number_after(name, "baseline-x")
+    if budget is not None and budget > 0 and name == budget_arm(budget):
+        return Arm(name, budget=budget)
+    fraction = _number_after(name, "gated-")
+    if fraction is not None and 0 < fraction <= 1 and name == f"gated-{fraction:g}":
+        return Arm(name, method="proposed", step=name, options=(("score_fraction", fraction),),
+                   compared_to=("baseline",))  # fmt: skip
+    raise InputError(f"unknown arm {name!r}; choose from {list(ARM_REGISTRY)}, baseline-xB (B > 0: a baseline "
+                     "budget) or gated-Q (0 < Q <= 1)")  # fmt: skip

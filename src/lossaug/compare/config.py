@@ -9,16 +9,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from lossaug.compare.arms import ARMS, arm_named
+from lossaug.compare.arms import ARMS, arm_named, budget_arm
 from lossaug.config import SETTINGS, TrainConfig, validate_config
 from lossaug.errors import InputError
 
-__all__ = ["PROTOCOL_KEYS", "CompareConfig", "config_from_protocol", "validate_compare"]
+__all__ = ["PROTOCOL_KEYS", "CompareConfig", "all_arms", "config_from_protocol", "declared_ratio", "validate_compare"]
 
-PROTOCOL_KEYS = ("out", "arms", "settings", "seeds", "branch_at", "cost_ratio", "margin_points", "allow_mixed_commits")
+PROTOCOL_KEYS = ("out", "arms", "settings", "seeds", "branch_at", "budgets", "cost_ratio", "margin_points",
+                 "allow_mixed_commits")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -35,23 +36,54 @@ class CompareConfig:
     cost_ratio: float | None = None  # R, a proposed step in baseline steps; None: measured by bench at the start
     margin: float = 0.005  # δ of "equivalent within ±δ", a fraction of test images (0.005 = 0.5 points)
     allow_mixed_commits: bool = False  # summarise runs made by different git commits together
+    # the baseline at these compute budgets (tail after the branch stretched B times; 1 is the baseline), and
+    # with them the frontier's verdicts; empty: no frontier
+    budgets: tuple[float, ...] = ()
+    # declared R of other step kinds ("gated", "weighted", "gated-0.5"; "proposed" is cost_ratio), per distinct
+    # image; a kind not declared here is measured by bench at the start
+    cost_ratios: Mapping[str, float] = field(default_factory=dict)
+
+
+def all_arms(config: CompareConfig) -> tuple[str, ...]:
+    """``config.arms`` and the baseline arm of each budget not among them (``baseline`` for 1, ``baseline-x1.5``)."""
+    budget_arms = [budget_arm(budget) for budget in config.budgets]
+    return (*config.arms, *(name for name in dict.fromkeys(budget_arms) if name not in config.arms))
+
+
+def declared_ratio(config: CompareConfig, kind: str) -> float | None:
+    """The declared cost ratio of step kind ``kind`` (None: to be measured by bench)."""
+    return config.cost_ratio if kind == "proposed" else config.cost_ratios.get(kind)
+
+
+def _check_ratio(name: str, value: float | None) -> None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise InputError(f"{name} must be a finite number > 0, got {value}")
 
 
 def validate_compare(config: CompareConfig) -> None:
-    arms = [arm_named(name) for name in config.arms]
+    if len(set(config.budgets)) != len(config.budgets) or not all(b > 0 and math.isfinite(b) for b in config.budgets):
+        raise InputError(f"budgets must be distinct finite numbers > 0, got {list(config.budgets)}")
+    arms = [arm_named(name) for name in all_arms(config)]
     for setting in config.settings:
         if setting not in SETTINGS:
             raise InputError(f"unknown setting {setting!r}; choose from {list(SETTINGS)}")
     if not config.seeds or len(set(config.seeds)) != len(config.seeds):
         raise InputError(f"seeds must be distinct and non-empty, got {list(config.seeds)}")
     for arm in arms:
-        if not set(arm.needs) <= set(config.arms):
+        if not set(arm.needs) <= set(all_arms(config)):
             needs = " and ".join(map(repr, arm.needs))
             raise InputError(f"arm {arm.name!r} needs the arms {needs} (it is sized from them)")
     if not 0 <= config.branch_at < 1:
         raise InputError(f"branch_at must be in [0, 1), got {config.branch_at}")
-    if config.cost_ratio is not None and not (config.cost_ratio > 0 and math.isfinite(config.cost_ratio)):
-        raise InputError(f"cost_ratio must be a finite number > 0, got {config.cost_ratio}")
+    _check_ratio("cost_ratio", config.cost_ratio)
+    for kind, value in config.cost_ratios.items():
+        if kind == "proposed":
+            raise InputError("the proposed step's cost ratio is cost_ratio, not cost_ratios['proposed']")
+        if arm_named(kind).step != kind:
+            raise InputError(f"{kind!r} is not a step kind with a cost ratio of its own (gated, weighted, gated-Q)")
+        _check_ratio(f"cost ratio of {kind!r}", value)
+    if config.budgets and "baseline" not in all_arms(config):
+        raise InputError("budgets need the baseline (budget 1), the reference of the frontier's intervals")
     if not 0 < config.margin < 1:
         raise InputError(f"margin must be in (0, 1) as a fraction (0.005 = 0.5 points), got {config.margin}")
     if config.branch_at > 0 and not {"stop_at", "branch_from"} <= {f.name for f in dataclasses.fields(TrainConfig)}:
@@ -60,28 +92,31 @@ def validate_compare(config: CompareConfig) -> None:
         if getattr(config.base, name, None) is not None:
             raise InputError(f"compare sets {name} per run (use branch_at), got {name}={getattr(config.base, name)!r}")
     validate_config(config.base)
+    for arm in arms:  # an arm's own method and options must suit the shared ones (weighted: batch a multiple of M)
+        if arm.method != config.base.method or arm.options:
+            validate_config(dataclasses.replace(config.base, method=arm.method, **dict(arm.options)))
 
 
 def config_from_protocol(table: Mapping[str, Any], base: TrainConfig) -> CompareConfig:
     """A ``CompareConfig`` from the ``[compare]`` table of a protocol file (``base`` from its ``[train]``
-    table). Keys: ``out`` (required), ``arms``, ``settings``, ``seeds`` (lists), ``branch_at``, ``cost_ratio``
-    (a number or "bench"), ``margin_points`` (δ in percentage points) and ``allow_mixed_commits``."""
+    table). Keys: ``out`` (required), ``arms``, ``settings``, ``seeds``, ``budgets`` (lists), ``branch_at``,
+    ``cost_ratio`` (a number, "bench", or a table of step kinds, ``{proposed = 2.0, gated = "bench", weighted =
+    3.9}``), ``margin_points`` (δ in percentage points) and ``allow_mixed_commits``."""
     unknown = sorted(set(table) - set(PROTOCOL_KEYS))
     if unknown:
         raise InputError(f"unknown key(s) {unknown} in the protocol's [compare] table; valid: {list(PROTOCOL_KEYS)}")
     if not isinstance(table.get("out"), str):
         raise InputError(f"the protocol's [compare] table needs out, a directory; got {table.get('out')!r}")
     values: dict[str, Any] = {"base": base, "out": table["out"]}
-    for key, kind in (("arms", str), ("settings", str), ("seeds", int)):
+    for key, kind in (("arms", (str,)), ("settings", (str,)), ("seeds", (int,)), ("budgets", (int, float))):
         if key in table:
             items = table[key]
             if not isinstance(items, list) or not all(isinstance(i, kind) and not isinstance(i, bool) for i in items):
-                raise InputError(f"protocol key {key} must be a list of {kind.__name__}, got {items!r}")
-            values[key] = tuple(items)
+                raise InputError(f"protocol key {key} must be a list of {kind[-1].__name__}, got {items!r}")
+            values[key] = tuple(float(i) if key == "budgets" else i for i in items)
     if "branch_at" in table:
         values["branch_at"] = _number(table["branch_at"], "branch_at")
-    cost = table.get("cost_ratio", "bench")
-    values["cost_ratio"] = None if cost == "bench" else _number(cost, "cost_ratio (a number or 'bench')")
+    values.update(_cost_ratios(table.get("cost_ratio", "bench")))
     if "margin_points" in table:
         values["margin"] = _number(table["margin_points"], "margin_points") / 100
     if "allow_mixed_commits" in table:
@@ -90,6 +125,16 @@ def config_from_protocol(table: Mapping[str, Any], base: TrainConfig) -> Compare
             raise InputError(f"protocol key allow_mixed_commits must be true or false, got {allow!r}")
         values["allow_mixed_commits"] = allow
     return CompareConfig(**values)
+
+
+def _cost_ratios(cost: Any) -> dict[str, Any]:
+    """``cost_ratio`` and ``cost_ratios`` from the protocol's cost_ratio: a number or "bench" (the proposed step's),
+    or a table of step kinds, each a number or "bench"."""
+    if not isinstance(cost, Mapping):
+        return {"cost_ratio": None if cost == "bench" else _number(cost, "cost_ratio (a number or 'bench')")}
+    declared = {kind: _number(value, f"cost_ratio.{kind} (a number or 'bench')")
+                for kind, value in cost.items() if value != "bench"}  # fmt: skip
+    return {"cost_ratio": declared.pop("proposed", None), "cost_ratios": declared}
 
 
 def _number(value: Any, key: str) -> float:

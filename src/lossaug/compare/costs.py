@@ -1,21 +1,33 @@
-"""The cost ratio R of a comparison (one proposed step in baseline steps): declared, or measured once by
-``lossaug bench`` at the start and kept in ``cost_ratio.json`` so that a resumed comparison sizes its arms the same
-way and how busy the machine was during one seed cannot size them.
+"""The cost ratios of a comparison: for each step kind that sizes an arm (``proposed``, ``gated``, ``weighted``...),
+one of its epochs in baseline epochs, declared or measured once per setting by one ``lossaug bench`` at the start
+and kept in ``cost_ratio.json``, so that a resumed comparison sizes its arms the same way and how busy the machine
+was during one seed cannot size them. The file keeps the proposed step's R under the setting's name (``"A"``), as
+it always has, and any other kind's under ``"A:gated"``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from lossaug.compare.config import CompareConfig
+from lossaug.compare.arms import arm_named
+from lossaug.compare.config import CompareConfig, declared_ratio
 from lossaug.compare.plan import planned_arms
 from lossaug.config import TrainConfig
 from lossaug.errors import InputError
 from lossaug.progress import Reporter
 
-__all__ = ["COST_RATIO_FILE", "measure_cost_ratio", "ratio_values", "resolve_cost_ratios"]
+__all__ = [
+    "COST_RATIO_FILE",
+    "measure_cost_ratio",
+    "measure_cost_ratios",
+    "needed_kinds",
+    "ratio_values",
+    "resolve_cost_ratios",
+    "resolve_costs",
+]
 
 COST_RATIO_FILE = "cost_ratio.json"  # the R used, kept so that a resumed comparison sizes its arm the same way
 
@@ -39,10 +51,10 @@ def _bench_input_size(base: TrainConfig) -> dict[str, int]:
     return {"image_size": base.image_size} if base.image_size else {}
 
 
-def measure_cost_ratio(config: CompareConfig, setting: str, log: Callable[[str], None] | None = None) -> dict:
-    """R for ``setting`` measured by ``lossaug bench`` (M = 1 and M = base.num_candidates, interleaved, default
-    repeats) on the comparison's model, width, batch and device: ``{"value", "source": "bench", "bench"}``."""
-    from lossaug.bench import BenchConfig, run_bench
+def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
+    """The bench of ``setting`` on the comparison's model, width, batch and device, M = 1 and M, timing the cheap
+    modes ``kinds`` ask for (gating at each of their Q, the weighted step)."""
+    from lossaug.bench import BenchConfig
 
     base = config.base
     unlike = {"augment": base.augment, "proxy_model": base.proxy_model}
@@ -52,37 +64,110 @@ def measure_cost_ratio(config: CompareConfig, setting: str, log: Callable[[str],
     if unlike:
         raise InputError(f"bench times exact selection at every step of a named setting, not {unlike}; declare "
                          "the cost ratio (--cost-ratio R)")  # fmt: skip
-    bench = BenchConfig(model=base.model, width=base.width, batch_size=base.batch_size,
-                        candidate_counts=tuple(sorted({1, base.num_candidates})), setting=setting, device=base.device,
-                        score_chunk=base.score_chunk, **_bench_input_size(base))  # fmt: skip
-    result = run_bench(bench, log=log)
-    return {"value": result.timing(base.num_candidates).ratio, "source": "bench", "bench": result.to_json()}
+    cheap = {}
+    if {f.name for f in dataclasses.fields(BenchConfig)} >= {"score_fractions", "weighted"}:
+        fractions = [dict(arm_named(kind).options)["score_fraction"] for kind in kinds if kind.startswith("gated")]
+        cheap = {"score_fractions": tuple(sorted(set(fractions))), "weighted": "weighted" in kinds}
+    elif set(kinds) - {"proposed"}:
+        raise InputError(f"this lossaug bench cannot time {sorted(set(kinds) - {'proposed'})}; declare their cost "
+                         "ratios (protocol: cost_ratio = {proposed = ..., gated = ..., weighted = ...})")  # fmt: skip
+    return BenchConfig(model=base.model, width=base.width, batch_size=base.batch_size,
+                       candidate_counts=tuple(sorted({1, base.num_candidates})), setting=setting, device=base.device,
+                       score_chunk=base.score_chunk, **_bench_input_size(base), **cheap)  # fmt: skip
 
 
-def resolve_cost_ratios(config: CompareConfig, reporter: Reporter | None = None) -> dict[str, dict]:
-    """Per setting ``{"value": R, "source": "declared" | "bench", ...}``: the declared R, else the one measured
-    by an earlier call into the same ``out`` (``cost_ratio.json``), else a bench run now. Empty unless an arm's
-    epochs are sized from R (``baseline-equal-time``)."""
-    if "proposed" not in {arm.stretch_kind() for arm in planned_arms(config)}:
+def _measured(result, kind: str, num_candidates: int) -> float:
+    """R of ``kind`` from a bench result: the M-candidate step's ratio for proposed; the measured row of gating at
+    its Q; the weighted step's ratio per distinct image (its step takes B/M images)."""
+    if kind == "proposed":
+        return result.timing(num_candidates).ratio
+    option = "weighted" if kind == "weighted" else f"score_fraction {dict(arm_named(kind).options)['score_fraction']:g}"
+    rows = [row for row in result.options() if row["option"] == option and row["measured"]]
+    if not rows:
+        raise InputError(f"lossaug bench did not time {option!r}; declare the cost ratio of {kind!r}")
+    return rows[0]["ratio_per_image"] if kind == "weighted" else rows[0]["ratio"]
+
+
+def measure_cost_ratios(config: CompareConfig, setting: str, kinds: Sequence[str],
+                        log: Callable[[str], None] | None = None) -> dict[str, dict]:  # fmt: skip
+    """R of each step kind of ``kinds`` for ``setting``, from one ``lossaug bench`` run (interleaved, default
+    repeats): per kind ``{"value", "source": "bench", "bench"}`` (the bench's whole JSON)."""
+    from lossaug.bench import run_bench
+
+    result = run_bench(_bench_config(config, setting, kinds), log=log)
+    bench = result.to_json()
+    return {kind: {"value": _measured(result, kind, config.base.num_candidates), "source": "bench", "bench": bench}
+            for kind in kinds}  # fmt: skip
+
+
+def measure_cost_ratio(config: CompareConfig, setting: str, log: Callable[[str], None] | None = None) -> dict:
+    """R of the proposed step for ``setting`` (M = 1 and M = base.num_candidates, interleaved, default repeats):
+    ``{"value", "source": "bench", "bench"}``."""
+    return measure_cost_ratios(config, setting, ("proposed",), log)["proposed"]
+
+
+def needed_kinds(config: CompareConfig) -> list[str]:
+    """The step kinds whose R the comparison needs, proposed first: those an arm's epochs wait on and, with
+    budgets (the frontier places every arm at its compute), every arm's."""
+    arms = planned_arms(config)
+    base = config.base
+    kinds = {k for arm in arms if arm.epochs(base.epochs, config.branch_at, {}) is None for k in arm.kinds()}
+    if config.budgets:
+        kinds |= {k for arm in arms for k in arm.kinds()}
+    return sorted(kinds, key=lambda kind: (kind != "proposed", kind))
+
+
+def _file_key(setting: str, kind: str) -> str:
+    return setting if kind == "proposed" else f"{setting}:{kind}"
+
+
+def resolve_costs(config: CompareConfig, reporter: Reporter | None = None) -> dict[str, dict[str, dict]]:
+    """Per setting and step kind ``{"value": R, "source": "declared" | "bench", ...}``: the declared R, else the
+    one measured by an earlier call into the same ``out`` (``cost_ratio.json``), else one bench run now for the
+    kinds still missing. Empty when no arm needs one."""
+    kinds = needed_kinds(config)
+    if not kinds:
         return {}
     path = Path(config.out) / COST_RATIO_FILE
     saved = json.loads(path.read_text()) if path.exists() else {}
-    costs = {}
+    costs: dict[str, dict[str, dict]] = {}
     for setting in config.settings:
-        if config.cost_ratio is not None:
-            costs[setting] = {"value": config.cost_ratio, "source": "declared"}
-        elif saved.get(setting, {}).get("source") == "bench":
-            costs[setting] = saved[setting]
-            _log(reporter, f"cost ratio of setting {setting}: {costs[setting]['value']:.3f} (bench, {path})")
-        else:
-            _log(reporter, f"== measuring the cost ratio R of setting {setting} with lossaug bench")
-            costs[setting] = measure_cost_ratio(config, setting, log=reporter.log if reporter else None)
-            _log(reporter, f"cost ratio of setting {setting}: {costs[setting]['value']:.3f} (bench)")
-    if costs != {k: v for k, v in saved.items() if k in costs}:
-        path.write_text(json.dumps({**saved, **costs}, indent=2) + "\n")
+        costs[setting], missing = {}, []
+        for kind in kinds:
+            key, declared = _file_key(setting, kind), declared_ratio(config, kind)
+            if declared is not None:
+                costs[setting][kind] = {"value": declared, "source": "declared"}
+            elif saved.get(key, {}).get("source") == "bench":
+                costs[setting][kind] = saved[key]
+                _log(reporter, f"cost ratio of {kind}, setting {setting}: {saved[key]['value']:.3f} (bench, {path})")
+            else:
+                missing.append(kind)
+        if missing:
+            _log(
+                reporter,
+                f"== measuring the cost ratio R of {', '.join(missing)}, setting {setting}, with lossaug bench",
+            )
+            costs[setting].update(measure_cost_ratios(config, setting, missing, log=reporter.log if reporter else None))
+            for kind in missing:
+                _log(reporter, f"cost ratio of {kind}, setting {setting}: {costs[setting][kind]['value']:.3f} (bench)")
+    flat = {_file_key(setting, kind): cost for setting, kinds in costs.items() for kind, cost in kinds.items()}
+    if flat != {k: v for k, v in saved.items() if k in flat}:
+        path.write_text(json.dumps({**saved, **flat}, indent=2) + "\n")
     return costs
 
 
-def ratio_values(costs: dict[str, dict]) -> dict[str, dict[str, float]]:
-    """Per setting the cost ratio of each step kind, from ``resolve_cost_ratios``' answer (the proposed step's)."""
-    return {setting: {"proposed": cost["value"]} for setting, cost in costs.items()}
+def resolve_cost_ratios(config: CompareConfig, reporter: Reporter | None = None) -> dict[str, dict]:
+    """Per setting the proposed step's ``{"value": R, "source": "declared" | "bench", ...}`` (``resolve_costs``);
+    empty when no arm needs it."""
+    return {s: kinds["proposed"] for s, kinds in resolve_costs(config, reporter).items() if "proposed" in kinds}
+
+
+def ratio_values(costs: Mapping[str, Mapping[str, dict]]) -> dict[str, dict[str, float]]:
+    """Per setting the cost ratio of each step kind, from ``resolve_costs``' answer; a setting's entry may also be
+    the proposed step's cost alone (``{"value", "source"}``, as ``resolve_cost_ratios`` gives)."""
+    return {setting: {kind: cost["value"] for kind, cost in by_kind(kinds).items()} for setting, kinds in costs.items()}
+
+
+def by_kind(cost: Mapping[str, dict]) -> dict[str, dict]:
+    """A setting's costs per step kind, from either shape ``ratio_values`` accepts."""
+    return {"proposed": dict(cost)} if "value" in cost else dict(cost)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossaug.compare.arms import ARM_REGISTRY, Arm, arm_named
-from lossaug.compare.config import CompareConfig
+from lossaug.compare.config import CompareConfig, all_arms
 from lossaug.config import TrainConfig
 
 __all__ = ["RunSpec", "arm_config", "declared_cost", "plan", "planned_arms", "run_dir", "trunk_config", "trunk_dir"]
@@ -38,9 +38,17 @@ class RunSpec:
         return (self.out / self.done_file).exists()
 
 
+def _report_order(arm: Arm) -> tuple[int, float]:
+    """The registry's order; a generated arm after its family's registered one (baseline, gated), by its number."""
+    if arm.name in ARM_REGISTRY:
+        return list(ARM_REGISTRY).index(arm.name), 0.0
+    family, number = arm.name.rsplit("-", 1)  # baseline-x1.5, gated-0.5
+    return list(ARM_REGISTRY).index(family), float(number.removeprefix("x"))
+
+
 def planned_arms(config: CompareConfig) -> tuple[Arm, ...]:
-    """The comparison's arms in report order (the registry's)."""
-    return tuple(arm for name, arm in ARM_REGISTRY.items() if name in config.arms)
+    """The comparison's arms (``config.arms`` and the budgets' baseline arms) in report order."""
+    return tuple(sorted((arm_named(name) for name in all_arms(config)), key=_report_order))
 
 
 def run_dir(config: CompareConfig, setting: str, arm: str, seed: int) -> Path:

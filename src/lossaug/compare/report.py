@@ -15,12 +15,28 @@ from pathlib import Path
 from typing import Any
 
 from lossaug.compare import stats
-from lossaug.compare.analyses import ANALYSES, Finished, ForestRow
+from lossaug.compare.analyses import Analysis, Finished, ForestRow, PairedEndpoints
 from lossaug.compare.arms import arm_named
-from lossaug.compare.config import CompareConfig
+from lossaug.compare.config import CompareConfig, all_arms
+from lossaug.compare.costs import by_kind, ratio_values
+from lossaug.compare.frontier import FRONTIER_ANALYSES
 from lossaug.errors import InputError
 
-__all__ = ["arm_rows", "check_commits", "forest_rows", "mean_interval", "summarize", "summary_markdown", "write_forest"]
+__all__ = [
+    "ANALYSES",
+    "arm_rows",
+    "check_commits",
+    "forest_rows",
+    "mean_interval",
+    "summarize",
+    "summary_markdown",
+    "write_forest",
+]
+
+
+# The analyses every summary carries, each under its key, in the order of their sections: the paired endpoints,
+# then the frontier's table and verdicts (empty without budgets).
+ANALYSES: tuple[Analysis, ...] = (PairedEndpoints(), *FRONTIER_ANALYSES)
 
 
 def mean_interval(values: Sequence[float]) -> dict:
@@ -82,18 +98,17 @@ def summarize(
 ) -> dict:
     """Per-arm rows and every analysis of every setting, the design and the provenance of every run (raises
     ValueError for runs of several commits unless ``config.allow_mixed_commits``). ``costs``: per setting the
-    cost ratio ``{"value", "source", ...}`` from ``costs.resolve_cost_ratios``."""
-    costs = costs or {}
+    cost ratio of each step kind (``costs.resolve_costs``) or the proposed step's alone (``resolve_cost_ratios``)."""
+    costs = {setting: by_kind(cost) for setting, cost in (costs or {}).items()}
     runs = [run for arms in results.values() for per_seed in arms.values() for run in per_seed.values()]
     provenance = check_commits([*runs, *trunks], config.allow_mixed_commits)
-    ratios = {setting: {"proposed": cost["value"]} for setting, cost in costs.items()}
-    finished = Finished(config, results, ratios)
+    finished = Finished(config, results, ratio_values(costs))
     base = dataclasses.asdict(config.base)
     for name in ("method", "setting", "seed", "out", "stop_at", "branch_from"):
         base.pop(name, None)
     return {
         "base_config": base,
-        "arms": list(config.arms),
+        "arms": list(all_arms(config)),
         "seeds": list(config.seeds),
         "settings": {setting: arm_rows(finished, setting) for setting in results},
         **{
@@ -106,11 +121,25 @@ def summarize(
             "confidence": stats.CONFIDENCE,
             "power": stats.POWER,
             "units": "errors, differences, margin and resolution are fractions of test images (x100 = points)",
+            **({"budgets": list(config.budgets)} if config.budgets else {}),
         },
-        "cost_ratio": {setting: {k: v for k, v in cost.items() if k != "bench"} for setting, cost in costs.items()},
+        "cost_ratio": {setting: _public(kinds["proposed"]) for setting, kinds in costs.items() if "proposed" in kinds},
+        **(
+            {
+                "cost_ratios": {
+                    setting: {kind: _public(cost) for kind, cost in kinds.items()} for setting, kinds in costs.items()
+                }
+            }
+            if costs
+            else {}
+        ),  # fmt: skip
         "provenance": provenance,
         "device": ", ".join(sorted({run["device"] for run in runs})),
     }
+
+
+def _public(cost: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in cost.items() if k != "bench"}  # the bench's whole output stays in cost_ratio.json
 
 
 def forest_rows(summary: dict) -> list[ForestRow]:
@@ -155,15 +184,24 @@ def _design_lines(summary: dict) -> list[str]:
             else "every arm trained from the start (shared seed, initialisation and data order)."
         ),
     ]
-    notes = "".join(f" {arm_named(arm).note}" for arm in summary.get("arms", ()) if arm_named(arm).note)
-    for setting, cost in summary.get("cost_ratio", {}).items():
-        how = "declared" if cost["source"] == "declared" else "measured once by lossaug bench at the start"
-        lines.append(f"Cost ratio R (one proposed step in baseline steps), setting {setting}: {cost['value']:.3f}, "
-                     f"{how}{';' + notes if notes else '.'}")  # fmt: skip
+    costs = summary.get("cost_ratios") or {s: {"proposed": cost} for s, cost in summary.get("cost_ratio", {}).items()}
+    for setting, kinds in costs.items():
+        for kind, cost in kinds.items():
+            lines.append(_cost_line(summary.get("arms", ()), setting, kind, cost))
     commits = ", ".join(f"{commit[:12]} ({n} runs)" for commit, n in provenance.get("commits", {}).items())
     dirty = {True: "yes", False: "no", None: "not recorded for every run"}[provenance.get("dirty")]
     lines.append(f"Commits: {commits or '-'}; uncommitted changes in the tree: {dirty}.")
     return lines
+
+
+def _cost_line(arms: Sequence[str], setting: str, kind: str, cost: Mapping[str, Any]) -> str:
+    """What R of ``kind`` is and where it came from, with the notes of the arms it sizes."""
+    how = "declared" if cost["source"] == "declared" else "measured once by lossaug bench at the start"
+    sized = [arm_named(arm) for arm in arms]
+    notes = "".join(f" {arm.note}" for arm in sized if arm.note and kind == (arm.budget if isinstance(arm.budget, str)
+                                                                           else arm.step))  # fmt: skip
+    what = "R (one proposed step in baseline steps)" if kind == "proposed" else f"R of {kind} (per image)"
+    return f"Cost ratio {what}, setting {setting}: {cost['value']:.3f}, {how}{';' + notes if notes else '.'}"
 
 
 def _arm_table(rows: Mapping[str, dict]) -> list[str]:
@@ -200,8 +238,8 @@ def summary_markdown(summary: dict) -> str:
         "",
         *_design_lines(summary),
     ]
-    for analysis in ANALYSES:
-        lines += ["", *analysis.legend(summary)]
+    for legend in (analysis.legend(summary) for analysis in ANALYSES):
+        lines += ["", *legend] if legend else []
     lines += [
         "",
         "Arms: errors in %, mean ± sample std over seeds; Δ to the baseline ± the 95% half-width. Declared cost: "

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from lossaug.checkpoint import has_checkpoint
 from lossaug.compare.config import CompareConfig, validate_compare
-from lossaug.compare.costs import ratio_values, resolve_cost_ratios
+from lossaug.compare.costs import ratio_values, resolve_costs
+from lossaug.compare.frontier import write_frontier
 from lossaug.compare.plan import RunSpec, plan
 from lossaug.compare.report import check_commits, summarize, summary_markdown, write_forest
 from lossaug.config import RENAMED, TrainConfig
@@ -111,12 +112,12 @@ def _describe(spec: RunSpec, branch_at: float) -> str:
 
 def run_compare(config: CompareConfig, reporter: Reporter | None = None) -> dict:
     """Run every (setting, seed, trunk and arm) of the plan not yet finished, then write ``summary.json``,
-    ``summary.md`` and ``forest.png`` into ``out`` and return the summary."""
+    ``summary.md``, ``forest.png`` and, with budgets, ``frontier.png`` into ``out`` and return the summary."""
     validate_compare(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _preflight_commits(config)
-    costs = resolve_cost_ratios(config, reporter)
+    costs = resolve_costs(config, reporter)
     results: dict[str, dict[str, dict[int, dict]]] = {}
     trunks: list[dict] = []
     for spec in plan(config, ratio_values(costs)):
@@ -131,4 +132,5 @@ def run_compare(config: CompareConfig, reporter: Reporter | None = None) -> dict
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(summary_markdown(summary))
     write_forest(summary, out / "forest.png")
+    write_frontier(summary, out / "frontier.png")
     return summary
