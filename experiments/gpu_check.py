@@ -540,6 +540,9 @@ def orchestrate(args: argparse.Namespace) -> int:
                 outcome = check.run(ctx)
             except Exception as error:  # a bug in this script or unexpected output: record it, go on
                 outcome = Outcome("FAIL", note=f"{type(error).__name__}: {error}")
+            except SystemExit:  # SIGTERM (gpu_session.sh's timeout): the record says which check it cut off
+                report(name, Outcome("SKIP", note="deadline: terminated"), time.monotonic() - check_started, ctx.runs)
+                raise
             report(name, deadline_is_skip(outcome, ctx.runs), time.monotonic() - check_started, ctx.runs)
     counts = {s: sum(c["status"] == s for c in record["checks"]) for s in STATUSES}
     print(f"gpu_check: {counts} in {time.monotonic() - started:.0f}s; wrote {results / 'gpu_check.json'}")

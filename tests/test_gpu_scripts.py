@@ -223,11 +223,11 @@ def session_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "WORK": str(tmp_path / "work"), **extra}  # fmt: skip
 
 
-@pytest.mark.slow  # the whole session on the CPU at its shortest: ~25 s on 2 busy cores
+@pytest.mark.slow  # the whole session on the CPU at its shortest: ~20 s on 2 busy cores
 def test_rehearsal_leaves_at_most_eight_small_files_and_no_checkpoint_in_out(tmp_path):
     # 6 s of checks: the environment and data, then the resume check cut off by the deadline (a SKIP, not a
-    # failure); 15 s of protocol: one tiny seed or more.
-    result = subprocess.run(["bash", str(SESSION), "--rehearse", "6", "15"], capture_output=True, text=True,
+    # failure); 3 tiny seeds of protocol, or as many as 25 s allow on a loaded machine (one at least).
+    result = subprocess.run(["bash", str(SESSION), "--rehearse", "6", "25"], capture_output=True, text=True,
                             env=session_env(tmp_path, REFRESH="2"), timeout=180)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "gpu_check exit 0 (ok), gpu_protocol exit 0 (ok)" in result.stdout
@@ -235,7 +235,7 @@ def test_rehearsal_leaves_at_most_eight_small_files_and_no_checkpoint_in_out(tmp
     assert {"gpu_check.json", "check.log", "gpu_record.json", "protocol.log", "summary.json", "summary.md",
             "results.tar.gz"} == set(names)  # fmt: skip
     checks = {c["name"]: c for c in json.loads((tmp_path / "out" / "gpu_check.json").read_text())["checks"]}
-    assert checks["data"]["status"] == "PASS" and "FAIL" not in {c["status"] for c in checks.values()}
+    assert checks["environment"]["status"] == "PASS" and "FAIL" not in {c["status"] for c in checks.values()}
     with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
         names = set(tar.getnames())
     assert {"check/gpu_check.json", "gpu-protocol-tiny/protocol.toml", "gpu-protocol-tiny/forest.png"} <= names
@@ -244,7 +244,7 @@ def test_rehearsal_leaves_at_most_eight_small_files_and_no_checkpoint_in_out(tmp
     record = json.loads((tmp_path / "out" / "gpu_record.json").read_text())
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert record["seeds_completed"] and summary["seeds"] == record["seeds_completed"] and record["git_commit"]
-    assert record["cost_ratio"] == {"value": 2.0, "source": "declared"} and record["budget_seconds"] == 15
+    assert record["cost_ratio"] == {"value": 2.0, "source": "declared"} and record["budget_seconds"] == 25
     assert set(record["epoch_seconds"]) == {"baseline", "proposed", "baseline-equal-time"}
     assert "| proposed - baseline |" in result.stdout and "| proposed - baseline-equal-time |" in result.stdout
     assert summary["design"]["branch_at"] == 0.5 and summary["base_config"]["model"] == "fast_resnet"
