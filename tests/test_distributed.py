@@ -28,8 +28,9 @@ def test_sigterm_under_torchrun_then_resume_equals_the_uninterrupted_run(tmp_pat
 
     import torch
 
+    # Gated (half of each rank's share scored): the per-image loss table is gathered from both ranks every step.
     tiny = ["--dataset", "mini", "--train-size", "1024", "--model", "cnn", "--width", "4", "--batch-size", "32",
-            "--epochs", "2", "--device", "cpu", "--checkpoint-every", "2"]  # fmt: skip
+            "--epochs", "2", "--device", "cpu", "--checkpoint-every", "2", "--score-fraction", "0.5"]  # fmt: skip
     reference, stopped = tmp_path / "reference", tmp_path / "stopped"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LOSSAUG_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lossaug"]
@@ -59,6 +60,8 @@ def test_sigterm_under_torchrun_then_resume_equals_the_uninterrupted_run(tmp_pat
     assert final["global_step"] == expected["global_step"] == 64
     for key, value in expected["model"].items():
         assert torch.equal(value, final["model"][key]), key
+    # Every image was trained on, by one rank or the other, and both ranks' losses reached the saved table.
+    assert torch.equal(final["stale_losses"], expected["stale_losses"]) and torch.isfinite(final["stale_losses"]).all()
 
 
 def test_a_world_of_one_goes_through_ddp_and_matches_the_plain_run_bit_for_bit(tmp_path):
@@ -68,8 +71,10 @@ def test_a_world_of_one_goes_through_ddp_and_matches_the_plain_run_bit_for_bit(t
 
     from lossaug.train import TrainConfig, train
 
+    # Gated, so that the per-image loss table goes through the all-reduce too.
     config = dict(dataset="mini", cache_dir=str(tmp_path / "cache"), train_size=256, model="cnn", width=4,
-                  method="proposed", epochs=2, batch_size=32, device="cpu", checkpoint_every=3)  # fmt: skip
+                  method="proposed", epochs=2, batch_size=32, device="cpu", checkpoint_every=3,
+                  score_fraction=0.5)  # fmt: skip
     plain = train(TrainConfig(**config, out=str(tmp_path / "plain")))
     wrapped = []
     original = torch.nn.parallel.DistributedDataParallel
