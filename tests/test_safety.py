@@ -104,8 +104,10 @@ def test_a_directory_holding_a_run_is_never_overwritten_silently(tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     claim_run_dir(out, resume=False, overwrite=False)  # a directory without a run: fine
-    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "checkpoint.prev.pt", "final.json"):
+    for name in ("metrics.jsonl", "checkpoint.pt", "checkpoint.prev.pt", "final.json"):
         (out / name).write_text("{}")
+    # lossaug's config.json marks the folder as a run (see tests/test_nothing_lost.py for files it did not write)
+    (out / "config.json").write_text(json.dumps({"lossaug_version": "0", "config": {"tensorboard": "on"}}))
     (out / "tensorboard").mkdir()
     (out / "tensorboard" / "events").write_text("x")
     with pytest.raises(RunDirError, match=r"already holds a run \(checkpoint.prev.pt, .*--resume.*--overwrite"):

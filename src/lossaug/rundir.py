@@ -9,45 +9,105 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
+import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 from lossaug.errors import InputError
 
-__all__ = ["LOCK_NAME", "RUN_FILES", "RunDirError", "RunLock", "claim_run_dir", "run_files"]
+__all__ = ["LOCK_NAME", "RUN_FILES", "RunDirError", "RunLock", "claim_run_dir", "is_run", "run_files"]
 
 LOCK_NAME = ".lock"
-# What a run writes into its directory; --overwrite removes these and nothing else.
-RUN_FILES = ("config.json", "metrics.jsonl", "final.json", "curves.png", "tensorboard")
-_CHECKPOINT_GLOB = "checkpoint*.pt*"  # checkpoint.pt, .prev.pt, .pt.tmp, .pt.corrupt-<time>
+# What a run writes into its directory, by exact name. A folder holds a run only when its config.json is lossaug's
+# (every run writes it first, before any other file); --overwrite then removes these names and nothing else.
+RUN_FILES = ("config.json", "metrics.jsonl", "final.json", "trunk.json", "curves.png", "checkpoint.pt",
+             "checkpoint.prev.pt")  # fmt: skip
+_LEFTOVERS = re.compile(  # a save or a JSON write cut short; checkpoints set aside by checkpoint._set_aside
+    r"^(checkpoint\.pt\.tmp|(config|final|trunk)\.json\.tmp|checkpoint(\.prev)?\.pt\.corrupt-[0-9-]+)$"
+)
+TENSORBOARD = "tensorboard"  # lossaug's only when the run's recorded config logged there
+_MARKER_KEYS = ("lossaug_version", "config")  # what makes a config.json lossaug's (metadata.run_metadata)
 
 
 class RunDirError(InputError):
     """The run directory holds another run, or another live process is using it."""
 
 
+def _recorded_config(out: Path) -> dict | None:
+    """The config of the run in ``out`` from its config.json when that file is lossaug's; else None."""
+    try:
+        recorded = json.loads((out / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or not all(key in recorded for key in _MARKER_KEYS):
+        return None
+    return recorded["config"] if isinstance(recorded["config"], dict) else None
+
+
+def is_run(out: Path) -> bool:
+    """Whether ``out`` holds a lossaug run: its config.json is one lossaug wrote."""
+    return _recorded_config(Path(out)) is not None
+
+
 def run_files(out: Path) -> list[Path]:
-    """The files and folders of a run in ``out``, sorted; empty when ``out`` holds no run."""
+    """The files and folders lossaug wrote for the run in ``out``, sorted; empty when ``out`` holds no run. Only
+    lossaug's own names count (a user's ``checkpoint_pretrained.pth`` is not a checkpoint), and ``tensorboard/``
+    only when the run logged there."""
     out = Path(out)
-    found = [out / name for name in RUN_FILES if (out / name).exists()]
-    found += out.glob(_CHECKPOINT_GLOB)
+    config = _recorded_config(out)
+    if config is None:
+        return []
+    names = [*RUN_FILES, *([TENSORBOARD] if config.get("tensorboard") == "on" else [])]
+    found = [out / name for name in names if (out / name).exists() or (out / name).is_symlink()]
+    found += [path for path in out.iterdir() if _LEFTOVERS.match(path.name)]
     return sorted(found)
 
 
-def claim_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Make ``out`` ready for a run. A directory holding a run (any of ``run_files``: config.json, metrics.jsonl,
-    a checkpoint, ...) is refused with a RunDirError unless ``resume`` (the run is continued, nothing is removed)
-    or ``overwrite`` (the run's own files are removed; anything else the user keeps there stays). Call it with the
-    ``RunLock`` held, so no other process writes while the files are checked or removed."""
+def _foreign_files(out: Path, tensorboard: bool) -> list[Path]:
+    """Entries of ``out`` at the names a run writes that lossaug did not write: a new run would replace them."""
+    if not out.is_dir():
+        return []
+    own = set(run_files(out))
+    names = [*RUN_FILES, *([TENSORBOARD] if tensorboard else [])]
+    return [out / name for name in names if (out / name).exists() and out / name not in own]
+
+
+def _inside(path: Path, removed: list[Path], out: Path) -> bool:
+    """Whether ``path`` is ``out`` itself or one of ``removed`` (or under one of them)."""
+    path = path.resolve()
+    return path == out.resolve() or any(path == r.resolve() or path.is_relative_to(r.resolve()) for r in removed)
+
+
+def claim_run_dir(
+    out: Path, *, resume: bool, overwrite: bool, reads: Mapping[str, str | Path] | None = None,
+    tensorboard: bool = False,
+) -> None:  # fmt: skip
+    """Make ``out`` ready for a run. A directory holding a run (``run_files``) is refused with a RunDirError unless
+    ``resume`` (the run is continued, nothing is removed) or ``overwrite`` (lossaug's files of that run are
+    removed; anything else the user keeps there stays). Files at the names a run writes that lossaug did not
+    write (a user's ``config.json``, or ``tensorboard/`` when the run logs there: ``tensorboard``) are refused
+    either way, never replaced. ``reads`` (option -> path: ``{"--init": ...}``) are what the run will read: one
+    that ``overwrite`` would remove is refused before anything is. Call it with the ``RunLock`` held, so no other
+    process writes while the files are checked or removed."""
     out = Path(out)
     if resume and overwrite:
         raise RunDirError(f"resume and overwrite exclude each other (run directory {out})")
     if out.exists() and not out.is_dir():
         raise RunDirError(f"run directory {out} exists and is not a directory")
-    existing = run_files(out) if out.is_dir() else []
-    if not existing or resume:
+    if resume or not out.is_dir():
+        return
+    foreign = _foreign_files(out, tensorboard)
+    if foreign:
+        raise RunDirError(
+            f"{', '.join(map(str, foreign))}: not written by lossaug, and a run in {out} would replace it; move it "
+            "away or choose another --out"
+        )
+    existing = run_files(out)
+    if not existing:
         return
     if not overwrite:
         names = ", ".join(p.name for p in existing)
@@ -55,7 +115,12 @@ def claim_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
             f"{out} already holds a run ({names}); continue it with --resume, or start over with --overwrite "
             "(removes those files)"
         )
-    for path in existing:
+    for option, path in (reads or {}).items():
+        if path is not None and _inside(Path(path), existing, out):
+            raise RunDirError(f"{option} {path} is inside the run {out} that --overwrite would remove; copy it "
+                              "elsewhere first, or choose another --out")  # fmt: skip
+    # config.json last: a removal cut short leaves a folder that is still recognised as the run.
+    for path in sorted(existing, key=lambda p: p.name == "config.json"):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:

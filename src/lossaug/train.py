@@ -103,7 +103,9 @@ def train(
     lock = RunLock(Path(config.out)) if config.out and World.current().leader else contextlib.nullcontext()
     with lock:
         if config.out and World.current().leader:
-            claim_run_dir(Path(config.out), resume=resume, overwrite=overwrite)
+            reads = {"--init": config.init, "branch_from": config.branch_from}
+            claim_run_dir(Path(config.out), resume=resume, overwrite=overwrite, reads=reads,
+                          tensorboard=config.tensorboard == "on")  # fmt: skip
         return _train(config, reporter, on_step, resume)
 
 

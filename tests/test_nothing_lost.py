@@ -1,0 +1,104 @@
+"""Nothing lost, nothing poisoned, round two (issue 23): what ``--overwrite`` removes, ``--init`` files that are not
+float weights, models whose output does not fit the data, a full disk during a save, one-line errors where a
+traceback used to be.
+
+Training runs here are tiny (64 mini CIFAR images, cnn width 4, one epoch: about a second each).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lossaug.cli import main
+from lossaug.rundir import RunDirError, claim_run_dir, run_files
+
+
+def tiny(tmp_path: Path) -> list[str]:
+    return ["--dataset", "mini", "--train-size", "64", "--model", "cnn", "--width", "4", "--batch-size", "32",
+            "--epochs", "1", "--method", "baseline", "--device", "cpu",
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+
+
+def one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("lossaug: error: "), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Item 1: --overwrite removes only what lossaug wrote; --init inside an --out being overwritten is refused
+
+
+def user_files(out: Path) -> dict[str, bytes]:
+    """A user's own files beside (or instead of) a run: a pretrained checkpoint, a TensorBoard folder, notes."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoint_pretrained.pth").write_bytes(b"my weights")
+    (out / "tensorboard").mkdir(exist_ok=True)
+    (out / "tensorboard" / "events.out.tfevents.mine").write_bytes(b"my events")
+    (out / "notes.txt").write_text("mine")
+    return {name: (out / name).read_bytes() for name in ("checkpoint_pretrained.pth", "notes.txt",
+                                                          "tensorboard/events.out.tfevents.mine")}  # fmt: skip
+
+
+def assert_kept(out: Path, files: dict[str, bytes]) -> None:
+    for name, content in files.items():
+        assert (out / name).read_bytes() == content, name
+
+
+def test_user_files_never_make_a_run_nor_are_removed_by_overwrite(tmp_path):
+    out = tmp_path / "run"
+    mine = user_files(out)
+    assert run_files(out) == []  # a checkpoint*.pt* of the user's is not a run
+    claim_run_dir(out, resume=False, overwrite=True, tensorboard=False)
+    assert_kept(out, mine)
+
+
+def test_overwrite_removes_the_run_and_keeps_the_users_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    mine = user_files(out)  # added after the run, which had no TensorBoard log
+    found = {p.name for p in run_files(out)}
+    assert {"config.json", "metrics.jsonl", "final.json", "checkpoint.pt"} <= found
+    assert not found & {"checkpoint_pretrained.pth", "tensorboard", "notes.txt"}
+    capsys.readouterr()
+    assert main(["train", *tiny(tmp_path), "--out", str(out), "--overwrite"]) == 0
+    assert_kept(out, mine)
+    assert json.loads((out / "final.json").read_text())["epochs"] == 1
+
+
+@pytest.mark.parametrize("name", ["config.json", "checkpoint.pt", "metrics.jsonl"])
+def test_a_file_lossaug_did_not_write_at_one_of_its_names_is_never_replaced(tmp_path, name):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / name).write_text("someone else's")
+    for overwrite in (False, True):
+        with pytest.raises(RunDirError, match=rf"{out / name}.* not written by lossaug"):
+            claim_run_dir(out, resume=False, overwrite=overwrite, tensorboard=False)
+    assert (out / name).read_text() == "someone else's"
+
+
+def test_a_users_tensorboard_folder_is_refused_only_when_the_run_logs_there(tmp_path):
+    out = tmp_path / "run"
+    mine = user_files(out)
+    claim_run_dir(out, resume=False, overwrite=False, tensorboard=False)
+    with pytest.raises(RunDirError, match=r"tensorboard.* not written by lossaug"):
+        claim_run_dir(out, resume=False, overwrite=True, tensorboard=True)
+    assert_kept(out, mine)
+
+
+@pytest.mark.parametrize("init", ["checkpoint.pt", "."], ids=["its-checkpoint", "the-run-dir"])
+def test_init_inside_the_out_being_overwritten_is_refused_up_front(tmp_path, capsys, init):
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    code = main(["train", *tiny(tmp_path), "--out", str(out), "--overwrite", "--init", str(out / init)])
+    assert code == 2
+    one_line_error(capsys, "--init", "--overwrite", str(out))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
