@@ -26,6 +26,8 @@ if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
     sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0" # the comment above
     exit 2
 fi
+[[ -n ${OUT:-} ]] && OUT=$(realpath -m "$OUT") # relative to where it was called; ARCHIVE is relative to the checkout
+[[ -n ${WORK:-} ]] && WORK=$(realpath -m "$WORK")
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 fail() {
     echo "gpu_session: $*" >&2
