@@ -7,6 +7,7 @@ Training runs here are tiny (64 mini CIFAR images, cnn width 4, one epoch: about
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -24,11 +25,13 @@ def tiny(tmp_path: Path) -> list[str]:
 
 
 def one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("lossaug: error: "), err
+    """The one error line on stderr (progress lines may precede it), holding each of ``needles``."""
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("lossaug: error: ")]
+    assert len(errors) == 1 and "Traceback" not in err and err.rstrip().endswith(errors[0]), err
     for needle in needles:
-        assert needle in err, err
-    return err
+        assert needle in errors[0], err
+    return errors[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -102,3 +105,48 @@ def test_init_inside_the_out_being_overwritten_is_refused_up_front(tmp_path, cap
     assert code == 2
     one_line_error(capsys, "--init", "--overwrite", str(out))
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Item 8: a full disk during a checkpoint save is one line, leaves no temporary file and keeps the last good one
+
+
+class FullDisk:
+    """A file opened for writing on a disk that fills after ``room`` bytes: writes then fail with ENOSPC, as the
+    kernel's do. torch's zip writer reports that as a RuntimeError ('unexpected pos ...')."""
+
+    def __init__(self, path, mode, room: int):
+        self.handle, self.room = open(path, mode), room  # noqa: SIM115
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_last_good_one(tmp_path, capsys, monkeypatch):
+    import lossaug.checkpoint as checkpoint_module
+
+    out, opened = tmp_path / "run", []
+
+    def open_on_a_filling_disk(path, mode="r", *args, **kwargs):
+        opened.append(path)
+        return FullDisk(path, mode, room=4096) if len(opened) == 2 else open(path, mode, *args, **kwargs)  # noqa: SIM115
+
+    monkeypatch.setattr(checkpoint_module, "open", open_on_a_filling_disk, raising=False)
+    assert main(["train", *tiny(tmp_path), "--checkpoint-every", "1", "--out", str(out)]) == 2
+    one_line_error(capsys, f"could not save checkpoint {out / 'checkpoint.pt'}", "No space left on device")
+    assert not (out / "checkpoint.pt.tmp").exists()
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["global_step"] == 1  # the last good one
+    monkeypatch.undo()  # space freed: the run resumes from it
+    assert main(["train", "--resume", str(out)]) == 0

@@ -112,7 +112,7 @@ def save_checkpoint(payload: dict[str, Any], run_dir: Path) -> Path:
     newest, previous, tmp = run_dir / NEWEST, run_dir / PREVIOUS, run_dir / (NEWEST + ".tmp")
     try:
         with open(tmp, "wb") as handle:
-            torch.save({**payload, "format": FORMAT}, handle)
+            _save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
         if newest.exists():
@@ -127,8 +127,41 @@ def save_checkpoint(payload: dict[str, Any], run_dir: Path) -> Path:
     except OSError as error:
         tmp.unlink(missing_ok=True)
         raise OSError(error.errno, f"could not save checkpoint {newest}: {error.strerror or error}") from error
+    except BaseException:  # a bug (e.g. an object torch cannot save) keeps its traceback, but not the partial file
+        tmp.unlink(missing_ok=True)
+        raise
     _remember(newest, _complete(payload, newest))
     return newest
+
+
+class _Writes:
+    """A file handle that remembers the first ``OSError`` of its writes. torch's zip writer turns a failed write
+    (a full disk) into ``RuntimeError: ... unexpected pos``, losing the errno and the reason (seen with torch 2.13
+    on a full tmpfs)."""
+
+    def __init__(self, handle: Any):
+        self.handle, self.error = handle, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _save(payload: dict[str, Any], handle: Any) -> None:
+    """``torch.save`` of the payload to ``handle``; a failed write raises its own ``OSError``."""
+    writes = _Writes(handle)
+    try:
+        torch.save({**payload, "format": FORMAT}, writes)
+    except RuntimeError:
+        if writes.error is None:
+            raise
+        raise writes.error from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
