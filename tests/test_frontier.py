@@ -365,3 +365,24 @@ def test_budgets_option_of_the_compare_command(tmp_path, capsys, monkeypatch):
     protocol.write_text(f"[compare]\nout = '{tmp_path / 'p'}'\n\n[train]\ndataset = 'mini'\n")
     assert main(["compare", "--protocol", str(protocol), "--budgets", "1,2"]) == 2
     assert "takes no other options, got --budgets" in capsys.readouterr().err
+
+
+def test_the_frontier_transfer_protocol():
+    from lossaug.cli_config import load_protocol_file
+    from lossaug.compare import planned_arms
+
+    root = Path(__file__).resolve().parents[1] / "experiments" / "protocols"
+    table, base = load_protocol_file(root / "frontier-transfer.toml")
+    config = config_from_protocol(table, base)
+    validate_compare(config)
+    _, transfer = load_protocol_file(root / "transfer-A.toml")
+    assert base == transfer  # transfer-A's data, weights and recipe
+    assert config.out == "docs/results/frontier/transfer" and config.seeds == tuple(range(12))
+    assert (config.branch_at, config.budgets, config.margin) == (0.5, (1.0, 1.5, 2.0, 3.0), 0.005)
+    assert config.cost_ratio is None and config.cost_ratios == {}  # every kind benched at the start
+    names = [arm.name for arm in planned_arms(config)]
+    assert names == ["baseline", "baseline-x1.5", "baseline-x2", "baseline-x3", "proposed", "gated", "weighted",
+                     "weighted-equal-time"]  # fmt: skip
+    specs = {spec.arm: spec.config for spec in plan(config, {"A": {"proposed": 2.0, "gated": 1.3, "weighted": 4.0}})}
+    assert [specs[a].epochs for a in names] == [30, 38, 45, 60, 30, 30, 19, 23]
+    assert specs["gated"].score_fraction == 0.25 and specs["weighted"].method == "weighted"
