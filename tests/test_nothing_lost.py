@@ -150,3 +150,51 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_last_goo
     assert torch.load(out / "checkpoint.pt", weights_only=True)["global_step"] == 1  # the last good one
     monkeypatch.undo()  # space freed: the run resumes from it
     assert main(["train", "--resume", str(out)]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Item 3: --init tensors that are not float weights, or not finite, are refused at load; other floats converted
+
+
+def cnn_weights(path: Path, convert) -> Path:
+    """The tiny cnn's state dict (10 classes, width 4), each floating tensor passed through ``convert``."""
+    from lossaug.models import build_model
+
+    state = build_model("cnn", 10, 3, 4).state_dict()
+    torch.save({k: convert(v) if v.is_floating_point() else v for k, v in state.items()}, path)
+    return path
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bool])
+def test_init_with_integer_weights_is_refused_naming_the_tensors(tmp_path, capsys, dtype):
+    init = cnn_weights(tmp_path / "w.pt", lambda v: (v * 100).to(dtype))
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--init", str(init), "--out", str(out)]) == 2
+    one_line_error(capsys, f"--init {init}", str(dtype).removeprefix("torch."), "features.0.weight", "floating point")
+    assert run_files(out) == []  # nothing written: no --overwrite needed to try again
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_init_with_other_float_weights_is_converted_and_said_so(tmp_path, capsys, dtype):
+    init = cnn_weights(tmp_path / "w.pt", lambda v: v.to(dtype))
+    assert main(["train", *tiny(tmp_path), "--init", str(init), "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert f"converted from {str(dtype).removeprefix('torch.')} to float32" in err, err
+    assert "features.0.weight" in err.split("converted")[1], err
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["init"]
+    assert "features.0.weight" in " ".join(recorded["converted"])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_init_with_non_finite_weights_is_refused_at_load_naming_the_file(tmp_path, capsys, value):
+    def poison(v):
+        v = v.clone()
+        v.view(-1)[0] = value
+        return v
+
+    init = cnn_weights(tmp_path / "w.pt", poison)
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--init", str(init), "--out", str(out)]) == 2
+    err = one_line_error(capsys, f"--init {init}", "not finite", "features.0.weight")
+    assert "checkpoint is kept" not in err
+    assert run_files(out) == []

@@ -39,6 +39,7 @@ class InitReport:
     shape_mismatch: tuple[str, ...]
     missing: tuple[str, ...]
     unused: tuple[str, ...]
+    converted: tuple[str, ...] = ()  # loaded in the model's float dtype: "from float16 to float32: names"
 
     @property
     def exact(self) -> bool:
@@ -54,6 +55,9 @@ class InitReport:
             if names:
                 shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
                 text += f"; {label}: {shown}"
+        for line in self.converted:  # "from float16 to float32: name, name, ..."
+            kinds, names = line.split(": ", 1)
+            text += f"; converted {kinds}: {_listed(names.split(', '))}"
         return text
 
 
@@ -85,7 +89,22 @@ def read_init(path: str | Path) -> dict[str, Tensor]:
     tensors = {k: v for k, v in payload.items() if isinstance(v, Tensor)}
     if not tensors:
         raise InputError(f"--init {path}: holds no tensors")
+    non_finite = [k for k, v in tensors.items() if _floating(v) and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise InputError(f"--init {path}: tensors not finite (NaN or inf): {_listed(non_finite)}")
     return tensors
+
+
+def _floating(tensor: Tensor) -> bool:
+    return tensor.is_floating_point() or tensor.is_complex()
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+
+
+def _dtype(tensor: Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
 
 
 def _strip(tensors: Mapping[str, Tensor], wanted: Iterable[str]) -> dict[str, Tensor]:
@@ -104,7 +123,7 @@ def apply_init(net: nn.Module, tensors: Mapping[str, Tensor], path: str, strict:
     ``InputError`` when none does, or with ``strict`` on any mismatch."""
     own = net.state_dict()
     tensors = _strip(tensors, own)
-    loaded, mismatch = [], []
+    loaded, mismatch, wrong_kind, converted = [], [], [], {}
     for name, target in own.items():
         source = tensors.get(name)
         if source is None:
@@ -112,10 +131,18 @@ def apply_init(net: nn.Module, tensors: Mapping[str, Tensor], path: str, strict:
         if source.shape != target.shape:
             mismatch.append(f"{name} {tuple(target.shape)} vs {tuple(source.shape)}")
             continue
+        if target.is_floating_point() and not source.is_floating_point():
+            wrong_kind.append(f"{name} ({_dtype(source)})")  # integers copied into weights train to chance
+        elif target.is_floating_point() and source.dtype != target.dtype:
+            converted.setdefault(f"{_dtype(source)} to {_dtype(target)}", []).append(name)
         loaded.append(name)
+    if wrong_kind:
+        raise InputError(f"--init {path}: weights must be floating point; {len(wrong_kind)} tensors are not: "
+                         f"{_listed(wrong_kind)}")  # fmt: skip
     report = InitReport(
         path=str(path), loaded=tuple(loaded), shape_mismatch=tuple(mismatch),
         missing=tuple(n for n in own if n not in tensors), unused=tuple(n for n in tensors if n not in own),
+        converted=tuple(f"from {kinds}: {', '.join(names)}" for kinds, names in converted.items()),
     )  # fmt: skip
     if not loaded:
         raise InputError(f"--init {path}: no tensor matches the model by name and shape ({report.summary()})")
