@@ -18,8 +18,10 @@ from lossaug.cli import main
 from lossaug.rundir import RunDirError, claim_run_dir, run_files
 
 
-def tiny(tmp_path: Path) -> list[str]:
-    return ["--dataset", "mini", "--train-size", "64", "--model", "cnn", "--width", "4", "--batch-size", "32",
+def tiny(tmp_path: Path, model: str | None = None) -> list[str]:
+    """Options of a tiny run: the cnn at width 4, or ``model`` (a factory, at its own width)."""
+    network = ["--model", "cnn", "--width", "4"] if model is None else ["--model", model]
+    return ["--dataset", "mini", "--train-size", "64", *network, "--batch-size", "32",
             "--epochs", "1", "--method", "baseline", "--device", "cpu",
             "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
 
@@ -198,3 +200,94 @@ def test_init_with_non_finite_weights_is_refused_at_load_naming_the_file(tmp_pat
     err = one_line_error(capsys, f"--init {init}", "not finite", "features.0.weight")
     assert "checkpoint is kept" not in err
     assert run_files(out) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Item 4: a model whose output does not fit the data is refused before anything is written (train, bench, compare,
+# show: one shared check)
+
+_FACTORY = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(3, {outputs})
+        self.fc.requires_grad_({trainable})
+
+    def forward(self, x):
+        logits = self.fc(x.float().mean((2, 3)))
+        return {output}
+
+
+def make(num_classes):
+    return Net(num_classes)
+"""
+
+BAD_OUTPUTS = {  # name: (classifier outputs, forward's return, trainable)
+    "fifty_logits": ("50", "logits", True),
+    "three_logits": ("3", "logits", True),
+    "a_tuple": ("num_classes", "logits, logits", True),
+    "a_dict": ("num_classes", "{'logits': logits}", True),
+    "flat": ("num_classes", "logits.flatten()", True),
+    "spatial": ("num_classes", "logits[:, :, None, None].expand(-1, -1, 4, 4)", True),
+    "integers": ("num_classes", "(logits * 100).long()", True),
+    "frozen": ("num_classes", "logits", False),
+}
+WHAT = {"fifty_logits": "(2, 50)", "three_logits": "(2, 3)", "a_tuple": "tuple", "a_dict": "dict", "flat": "(20,)",
+        "spatial": "(2, 10, 4, 4)", "integers": "int64", "frozen": "no trainable parameters"}  # fmt: skip
+
+
+def factory_module(tmp_path: Path, monkeypatch, kind: str, name: str | None = None) -> str:
+    """Write a model factory module into the current directory; returns its ``--model`` value."""
+    outputs, output, trainable = BAD_OUTPUTS.get(kind, ("num_classes", "logits", True))
+    module = name or f"issue23_{kind}_{tmp_path.name}"
+    (tmp_path / f"{module}.py").write_text(_FACTORY.format(outputs=outputs, output=output, trainable=trainable))
+    monkeypatch.chdir(tmp_path)
+    return f"{module}:make"
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_OUTPUTS))
+def test_a_model_whose_output_does_not_fit_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, kind):
+    model = factory_module(tmp_path, monkeypatch, kind)
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path, model), "--out", str(out)]) == 2
+    one_line_error(capsys, f"--model {model}", WHAT[kind], "(B, num_classes) = (2, 10)")
+    assert run_files(out) == []
+
+
+def test_bench_compare_and_show_check_the_model_output_too(tmp_path, monkeypatch, capsys):
+    bad = factory_module(tmp_path, monkeypatch, "a_tuple")
+    assert main(["bench", "--model", bad, "--quick", "--device", "cpu"]) == 2
+    one_line_error(capsys, f"--model {bad}", "tuple", "(B, num_classes)")
+    compare = ["compare", *tiny(tmp_path, bad), "--seeds", "0", "--arms", "baseline,proposed",
+               "--cost-ratio", "2", "--out", str(tmp_path / "cmp")]  # fmt: skip
+    assert main(compare) == 2
+    one_line_error(capsys, f"--model {bad}", "tuple")
+    assert not list((tmp_path / "cmp").rglob("final.json"))
+    # show: a run trained with a good factory whose module then changed to return a tuple
+    name = f"issue23_changes_{tmp_path.name}"
+    good = factory_module(tmp_path, monkeypatch, "good", name=name)
+    assert main(["train", *tiny(tmp_path, good), "--out", str(tmp_path / "run")]) == 0
+    factory_module(tmp_path, monkeypatch, "a_tuple", name=name)
+    import sys
+
+    sys.modules.pop(name, None)
+    capsys.readouterr()
+    code = main(["show", str(tmp_path / "run"), "--out", str(tmp_path / "show.png"),
+                 "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert code == 2
+    one_line_error(capsys, f"--model {good}", "tuple")
+
+
+def test_overwrite_with_a_model_that_does_not_fit_keeps_the_old_run(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in run_files(out)}
+    bad = factory_module(tmp_path, monkeypatch, "a_dict")
+    capsys.readouterr()
+    assert main(["train", *tiny(tmp_path, bad), "--out", str(out), "--overwrite"]) == 2
+    one_line_error(capsys, f"--model {bad}", "dict")
+    assert {p.name: p.read_bytes() for p in run_files(out)} == before  # removed only once the new run is set up

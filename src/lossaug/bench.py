@@ -34,7 +34,14 @@ from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.metadata import device_name, git_commit
 from lossaug.method import Schedule, build_sgd, method_for
-from lossaug.models import DEFAULT_WIDTHS, build_classifier, check_model_name, model_kind
+from lossaug.models import (
+    DEFAULT_WIDTHS,
+    build_classifier,
+    check_classifier_output,
+    check_image_size,
+    check_model_name,
+    model_kind,
+)
 from lossaug.pipeline import AUDIO_RATE, channel_stats, make_generator, resolve_device, use_device
 from lossaug.seeds import stream_seed
 from lossaug.selection import LossAwareAugment, Selection, check_score_fraction, score_candidates
@@ -341,6 +348,7 @@ def _learner(config: BenchConfig, name: str, width, images: Tensor, device, stre
         name, config.num_classes, images.shape[1], width,
         channel_stats(images), device=device, init_seed=stream_seed(train_config.seed, stream),
     ).train()  # fmt: skip
+    check_classifier_output(net, images[:2].to(device), config.num_classes, name)
     schedule = Schedule(total_steps=1, warmup_steps=0, trunk_steps=1)
     optimizer, scheduler = build_sgd(net, train_config, schedule)
     return Learner(net, net, optimizer, scheduler, World())
@@ -353,6 +361,8 @@ def _build_parts(config: BenchConfig, device: torch.device) -> _Parts:
         shape, low, high, dtype = (config.batch_size, 1, config.clip_samples), -8192, 8192, torch.int16
     else:
         shape, low, high, dtype = (config.batch_size, 3, config.image_size, config.image_size), 0, 256, torch.uint8
+        for name in filter(None, (config.model, config.proxy_model)):
+            check_image_size(name, config.image_size, f"bench images are {config.image_size} px")
     images = torch.randint(low, high, shape, dtype=dtype, generator=data_generator)
     labels = torch.randint(0, config.num_classes, (config.batch_size,), generator=data_generator)
     train_config = _train_config(config)

@@ -214,3 +214,40 @@ def build_classifier(
     cuda = device.type == "cuda"
     model = Normalized(net, *norm, channels_last=cuda).to(device)
     return model.to(memory_format=torch.channels_last) if cuda else model
+
+
+def check_image_size(name: str, side: int, what: str) -> None:
+    """Raise ``InputError`` when images of ``side`` px per side are too small for network ``name``
+    (``MIN_IMAGE_SIZE``); ``what`` names them in the message (e.g. "mini images are (4, 4) px")."""
+    if side < MIN_IMAGE_SIZE.get(name, 1):
+        raise InputError(
+            f"{what} but {name} needs at least {MIN_IMAGE_SIZE[name]} px per side; pass --image-size "
+            f"{MIN_IMAGE_SIZE[name]} or larger"
+        )
+
+
+def check_classifier_output(model: nn.Module, inputs: Tensor, num_classes: int, name: str) -> None:
+    """Raise ``InputError`` unless ``model`` has trainable parameters and maps ``inputs`` (a few samples, as the
+    data gives them) to floating-point logits ``(B, num_classes)``: a tuple, a dict, flat or spatial outputs,
+    integers or a frozen network each get one line saying what the model must return (``name``: the ``--model``).
+
+    One forward in eval mode without gradients; every module's ``training`` flag and the CPU random state are put
+    back, so a run is the same with or without the check. An exception raised inside the model's forward is its
+    bug and keeps its traceback."""
+    must = (f"it must return one floating-point tensor of logits (B, num_classes) = ({len(inputs)}, {num_classes}) "
+            f"for inputs {tuple(inputs.shape)}")  # fmt: skip
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise InputError(f"--model {name} has no trainable parameters; {must}")
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            output = model.eval()(inputs)
+    finally:
+        for module, training in modes:
+            module.training = training
+    if not isinstance(output, Tensor):
+        raise InputError(f"--model {name} returned a {type(output).__name__}; {must}")
+    if not output.is_floating_point():
+        raise InputError(f"--model {name} returned {str(output.dtype).removeprefix('torch.')} logits; {must}")
+    if tuple(output.shape) != (len(inputs), num_classes):
+        raise InputError(f"--model {name} returned shape {tuple(output.shape)}; {must}")

@@ -15,7 +15,7 @@ from lossaug.config import TrainConfig
 from lossaug.data import Kind, TrainData, load_for
 from lossaug.distributed import World, local_gpu
 from lossaug.errors import InputError
-from lossaug.models import MIN_IMAGE_SIZE
+from lossaug.models import check_image_size
 from lossaug.seeds import stream_seed
 from lossaug.step import autocast_for
 
@@ -124,11 +124,7 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
         raise InputError(f"audio_cnn runs at {AUDIO_RATE} Hz; pass --sample-rate {AUDIO_RATE}")
     side = min(train.inputs.shape[-2:]) if not audio else None
     for name in filter(None, (config.model, config.proxy_model)) if not audio else ():
-        if side < MIN_IMAGE_SIZE.get(name, 1):
-            raise InputError(
-                f"{config.dataset} images are {tuple(train.inputs.shape[-2:])} px but {name} needs at least "
-                f"{MIN_IMAGE_SIZE[name]} px per side; pass --image-size {MIN_IMAGE_SIZE[name]} or larger"
-            )
+        check_image_size(name, side, f"{config.dataset} images are {tuple(train.inputs.shape[-2:])} px")
     train_images, train_labels = train.inputs, train.labels
     if config.train_size is not None:
         keep = balanced_subset(train_labels, config.train_size, dataset.num_classes)

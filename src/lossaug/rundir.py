@@ -1,8 +1,8 @@
 """Guarding a run directory: a new run never overwrites an old one by accident, and one process owns it at a time.
 
-``claim_run_dir`` refuses to start a fresh run in a directory that already holds one unless the caller resumes
-it or asked to start over; ``RunLock`` is an exclusive lock held for the run's life, so two processes never write
-the same checkpoint, metrics and config files.
+``check_run_dir`` refuses to start a fresh run in a directory that already holds one unless the caller resumes
+it or asked to start over (``claim_run_dir`` also removes the old run's files); ``RunLock`` is an exclusive lock
+held for the run's life, so two processes never write the same checkpoint, metrics and config files.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from types import TracebackType
 
 from lossaug.errors import InputError
 
-__all__ = ["LOCK_NAME", "RUN_FILES", "RunDirError", "RunLock", "claim_run_dir", "is_run", "run_files"]
+__all__ = [
+    "LOCK_NAME", "RUN_FILES", "RunDirError", "RunLock", "check_run_dir", "claim_run_dir", "is_run",
+    "remove_run_files", "run_files",
+]  # fmt: skip
 
 LOCK_NAME = ".lock"
 # What a run writes into its directory, by exact name. A folder holds a run only when its config.json is lossaug's
@@ -82,24 +85,28 @@ def _inside(path: Path, removed: list[Path], out: Path) -> bool:
     return path == out.resolve() or any(path == r.resolve() or path.is_relative_to(r.resolve()) for r in removed)
 
 
-def claim_run_dir(
-    out: Path, *, resume: bool, overwrite: bool, reads: Mapping[str, str | Path] | None = None,
+def check_run_dir(
+    out: Path, *, resume: bool, overwrite: bool, reads: Mapping[str, str | Path | None] | None = None,
     tensorboard: bool = False,
-) -> None:  # fmt: skip
-    """Make ``out`` ready for a run. A directory holding a run (``run_files``) is refused with a RunDirError unless
-    ``resume`` (the run is continued, nothing is removed) or ``overwrite`` (lossaug's files of that run are
-    removed; anything else the user keeps there stays). Files at the names a run writes that lossaug did not
-    write (a user's ``config.json``, or ``tensorboard/`` when the run logs there: ``tensorboard``) are refused
-    either way, never replaced. ``reads`` (option -> path: ``{"--init": ...}``) are what the run will read: one
-    that ``overwrite`` would remove is refused before anything is. Call it with the ``RunLock`` held, so no other
-    process writes while the files are checked or removed."""
+) -> list[Path]:  # fmt: skip
+    """Check that a run may start in ``out``; returns the files ``overwrite`` is to remove (``remove_run_files``),
+    removing nothing itself, so that a run refused later in its set-up (a bad model, an unreadable ``--init``)
+    loses nothing.
+
+    A directory holding a run (``run_files``) is refused with a RunDirError unless ``resume`` (the run is
+    continued, nothing is removed) or ``overwrite`` (lossaug's files of that run go; anything else the user keeps
+    there stays). Files at the names a run writes that lossaug did not write (a user's ``config.json``, or
+    ``tensorboard/`` when the run logs there: ``tensorboard``) are refused either way, never replaced. ``reads``
+    (option -> path: ``{"--init": ...}``) are what the run will read: one that ``overwrite`` would remove is
+    refused. Call it with the ``RunLock`` held, so no other process writes while the files are checked or
+    removed."""
     out = Path(out)
     if resume and overwrite:
         raise RunDirError(f"resume and overwrite exclude each other (run directory {out})")
     if out.exists() and not out.is_dir():
         raise RunDirError(f"run directory {out} exists and is not a directory")
     if resume or not out.is_dir():
-        return
+        return []
     foreign = _foreign_files(out, tensorboard)
     if foreign:
         raise RunDirError(
@@ -107,24 +114,35 @@ def claim_run_dir(
             "away or choose another --out"
         )
     existing = run_files(out)
-    if not existing:
-        return
-    if not overwrite:
+    if existing and not overwrite:
         names = ", ".join(p.name for p in existing)
         raise RunDirError(
             f"{out} already holds a run ({names}); continue it with --resume, or start over with --overwrite "
             "(removes those files)"
         )
     for option, path in (reads or {}).items():
-        if path is not None and _inside(Path(path), existing, out):
+        if existing and path is not None and _inside(Path(path), existing, out):
             raise RunDirError(f"{option} {path} is inside the run {out} that --overwrite would remove; copy it "
                               "elsewhere first, or choose another --out")  # fmt: skip
-    # config.json last: a removal cut short leaves a folder that is still recognised as the run.
-    for path in sorted(existing, key=lambda p: p.name == "config.json"):
+    return existing
+
+
+def remove_run_files(paths: list[Path]) -> None:
+    """Remove the files and folders of ``check_run_dir``'s answer, ``config.json`` last: a removal cut short leaves
+    a folder still recognised as the run, so ``--overwrite`` can finish it."""
+    for path in sorted(paths, key=lambda p: p.name == "config.json"):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+def claim_run_dir(
+    out: Path, *, resume: bool, overwrite: bool, reads: Mapping[str, str | Path | None] | None = None,
+    tensorboard: bool = False,
+) -> None:  # fmt: skip
+    """``check_run_dir``, then remove what ``overwrite`` removes: ``out`` is ready for the run."""
+    remove_run_files(check_run_dir(out, resume=resume, overwrite=overwrite, reads=reads, tensorboard=tensorboard))
 
 
 class RunLock:

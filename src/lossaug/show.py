@@ -21,7 +21,7 @@ from lossaug.config import TrainConfig
 from lossaug.data import AudioSplit, Kind, Split, load_for
 from lossaug.errors import InputError
 from lossaug.method import method_for
-from lossaug.models import build_classifier
+from lossaug.models import build_classifier, check_classifier_output
 from lossaug.seeds import stream_seed
 from lossaug.selection import score_candidates, selection_probs
 
@@ -113,6 +113,9 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
             f"checkpoint {path} has {payload['num_classes']} classes but the {config.dataset} data has "
             f"{dataset.num_classes}"
         )
+    for name, network in ((config.model, model), (config.proxy_model, scorer)):
+        if network is not None:  # the factory's module may have changed since the run
+            check_classifier_output(network, dataset.test.inputs[:2], payload["num_classes"], name)
     return LoadedRun(config, model, dataset.classes, dataset.test, path, scorer, dataset.kind)
 
 

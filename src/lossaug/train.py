@@ -54,7 +54,7 @@ from lossaug.method import (
     selects_at,
     setting_spec,
 )
-from lossaug.models import build_classifier
+from lossaug.models import build_classifier, check_classifier_output
 from lossaug.origin import config_differences, run_origin, run_schedule, step_ratio
 from lossaug.pipeline import (
     balanced_subset,
@@ -67,7 +67,7 @@ from lossaug.pipeline import (
     use_device,
 )
 from lossaug.progress import Reporter
-from lossaug.rundir import RunLock, claim_run_dir
+from lossaug.rundir import RunLock, check_run_dir, remove_run_files
 from lossaug.seeds import stream_seed
 from lossaug.selection import Selection
 from lossaug.state import EpochStats, Learner, RunState, Streams, remember_losses
@@ -102,16 +102,17 @@ def train(
     validate_config(config)
     lock = RunLock(Path(config.out)) if config.out and World.current().leader else contextlib.nullcontext()
     with lock:
+        replaced = []  # an overwritten run's files: removed once this run is set up, just before it writes
         if config.out and World.current().leader:
             reads = {"--init": config.init, "branch_from": config.branch_from}
-            claim_run_dir(Path(config.out), resume=resume, overwrite=overwrite, reads=reads,
-                          tensorboard=config.tensorboard == "on")  # fmt: skip
-        return _train(config, reporter, on_step, resume)
+            replaced = check_run_dir(Path(config.out), resume=resume, overwrite=overwrite, reads=reads,
+                                     tensorboard=config.tensorboard == "on")  # fmt: skip
+        return _train(config, reporter, on_step, resume, replaced)
 
 
-def _train(config: TrainConfig, reporter: Reporter | None, on_step, resume: bool) -> RunResult:
+def _train(config: TrainConfig, reporter: Reporter | None, on_step, resume: bool, replaced: list[Path]) -> RunResult:
     """The loop: the method in a few lines, the machinery in ``_Run``."""
-    run = _Run(config, reporter, on_step, resume)
+    run = _Run(config, reporter, on_step, resume, replaced)
     with run.session():
         for _epoch in range(run.state.epoch, config.epochs):
             run.start_epoch()
@@ -152,7 +153,8 @@ class _Run:
     """One run's parts, wired: built from the config (and a checkpoint when resuming or branching), then driven
     by ``train``'s loop. Owns the checkpoints, the non-finite policy, signals and the run directory's files."""
 
-    def __init__(self, config: TrainConfig, reporter: Reporter | None, on_step, resume: bool):
+    def __init__(self, config: TrainConfig, reporter: Reporter | None, on_step, resume: bool,
+                 replaced: list[Path] = ()):  # fmt: skip
         self.config, self.device, self.world = config, resolve_device(config.device), World.current()
         if config.images_per_step() % self.world.size:
             raise InputError(f"images per step ({config.images_per_step()}, batch_size {config.batch_size}) must be "
@@ -193,6 +195,7 @@ class _Run:
         self.stop_step = math.ceil(stop_at * self.schedule.total_steps) if stop_at is not None else None
         self.signal, self.last_checkpoint, self.clock = StopRequest(), None, time.perf_counter()
         self.metadata = self._metadata(origin)
+        remove_run_files(list(replaced))  # --overwrite: the old run goes only now that this one is set up
         self.callbacks = self._callbacks(on_step)
         if self.reporter is not None:
             resumed = f", {origin} at epoch {self.state.epoch + 1} step {self.state.step}" if origin else ""
@@ -209,10 +212,12 @@ class _Run:
     def _network(self, stream: str, name: str, width: int | None) -> nn.Module:
         """A network behind normalisation, initialised from its own random stream."""
         data = self.data
-        return build_classifier(
+        net = build_classifier(
             name, data.num_classes, data.in_channels, width, (data.mean, data.std),
             device=self.device, init_seed=stream_seed(self.config.seed, stream),
         )  # fmt: skip
+        check_classifier_output(net, data.train_images[:2].to(self.device), data.num_classes, name)
+        return net
 
     def _load_init(self, net: nn.Module, tensors: dict | None, origin: str | None, payload: dict | None) -> dict | None:
         """What ``--init`` loaded into ``net`` (None without ``--init``). A fresh run loads ``tensors`` now; a
