@@ -3,6 +3,7 @@ of lossaug.data (FSDD and audio folders). Every WAV file is written here with th
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import struct
@@ -458,6 +459,19 @@ def test_audio_folder_clip_seconds_and_archives(tmp_path):
         assert loaded.name == "tree" and loaded.classes == folder.classes
         assert torch.equal(loaded.train.waveforms, folder.train.waveforms)
         assert torch.equal(loaded.test.labels, folder.test.labels)
+
+
+def test_audio_cache_files_keep_the_names_earlier_versions_wrote(tmp_path):
+    # A cache written before the loaders shared one cached loader still hits: same key text, same file name.
+    root, cache = make_tree(tmp_path / "tree"), tmp_path / "cache"
+    load_audio_folder(root, sample_rate=8000, cache_dir=cache)
+    h = hashlib.sha256()
+    for split in ("train", "test"):
+        for cls in ("hi", "lo"):
+            for path in sorted((root / split / cls).iterdir()):
+                h.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0".encode() + path.read_bytes())
+    key = hashlib.sha256(f"lossaug-audio-v1\0{h.hexdigest()}\0{(8000, None)!r}".encode()).hexdigest()[:24]
+    assert [p.name for p in cache.iterdir()] == [f"tree-audio-{key}.npz"]
 
 
 def test_cache_round_trip_and_nothing_half_written(tmp_path):

@@ -616,6 +616,53 @@ def test_shared_cifar_jpeg_archive_is_within_the_default_caps():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The registry of sources, load_for, and what the shared loader parts promise
+
+
+def test_every_source_is_registered_with_its_kind():
+    assert data.DATASETS == ("cifar10", "cifar100", "folder", "mini", "fsdd", "audio-folder")
+    kinds = {name: data.data_kind(name) for name in data.DATASETS}
+    assert kinds == {"cifar10": "image", "cifar100": "image", "folder": "image", "mini": "image", "fsdd": "audio",
+                     "audio-folder": "audio"}  # fmt: skip
+    with pytest.raises(ValueError, match=r"unknown dataset 'imagenet'; choose from \['cifar10', 'cifar100'"):
+        data.data_kind("imagenet")
+
+
+def test_load_for_loads_the_configured_data_and_keeps_its_classes():
+    from lossaug.config import TrainConfig
+
+    got = data.load_for(TrainConfig(dataset="mini", classes="truck,cat"))
+    expected = data.select_classes(load_mini_cifar10(), ["cat", "truck"])
+    assert (got.name, got.kind, got.classes, got.sample_rate, got.num_classes) == ("mini", "image", ("cat", "truck"),
+                                                                                   None, 2)  # fmt: skip
+    for split in ("train", "test"):
+        assert torch.equal(getattr(got, split).inputs, getattr(expected, split).images)
+        assert torch.equal(getattr(got, split).labels, getattr(expected, split).labels)
+
+
+def test_decode_cache_files_keep_the_names_earlier_versions_wrote(tmp_path):
+    # A cache written before the loaders shared one cached loader still hits: same key text, same file name.
+    root, cache = tmp_path / "imgs", tmp_path / "cache"
+    _make_folder(root)
+    load_image_folder(root, cache_dir=cache, image_size=4)
+    h = hashlib.sha256()
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            for path in sorted((root / split / cls).iterdir()):
+                h.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0".encode() + path.read_bytes())
+    key = hashlib.sha256(f"lossaug-decoded-v1\0{h.hexdigest()}\0{4}".encode()).hexdigest()[:24]
+    assert [p.name for p in cache.iterdir()] == [f"imgs-decoded-{key}.npz"]
+
+
+def test_one_wrapping_top_folder_rule():
+    assert archives.wrapping_folder({"pets": True}) == "pets"
+    assert archives.wrapping_folder({"pets": True, ".DS_Store": False}) == "pets"  # hidden entries do not count
+    assert archives.wrapping_folder({"train": True}) is None  # the layout itself, not a wrapper
+    assert archives.wrapping_folder({"a": True, "b": True}) is None
+    assert archives.wrapping_folder({"a.png": False}) is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Data fingerprints
 
 
