@@ -146,6 +146,13 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
     if math.isinf(temperature):
         temperature = BASELINE_DISPLAY_TEMPERATURE
         note = "baseline run (trained on a uniform choice): probabilities shown at temperature 1"
+    elif config.method == "weighted":
+        note = (
+            "weighted run: trained on every candidate, weighted as shown (its weights came from train-mode BatchNorm)"
+        )
+    elif config.score_fraction < 1:
+        note = (f"gated run: only the {config.score_fraction:g} of each batch with the highest last loss was scored; "
+                "the others trained on their first candidate")  # fmt: skip
     probs = selection_probs(scores, temperature, config.uniform_mix)
     return CandidateGrid(candidates, targets, scores, probs, temperature, note, run.kind)
 
