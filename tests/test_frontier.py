@@ -386,3 +386,16 @@ def test_the_frontier_transfer_protocol():
     specs = {spec.arm: spec.config for spec in plan(config, {"A": {"proposed": 2.0, "gated": 1.3, "weighted": 4.0}})}
     assert [specs[a].epochs for a in names] == [30, 38, 45, 60, 30, 30, 19, 23]
     assert specs["gated"].score_fraction == 0.25 and specs["weighted"].method == "weighted"
+
+
+def test_one_bench_times_the_cheap_modes_the_arms_need():
+    config = CompareConfig(base=BASE, out="x", arms=("baseline", "gated", "gated-0.5", "weighted"))
+    bench = costs_module._bench_config(config, "B", ["proposed", "gated", "gated-0.5", "weighted"])
+    assert (bench.candidate_counts, bench.setting, bench.score_fractions, bench.weighted) == (
+        (1, 4),
+        "B",
+        (0.25, 0.5),
+        True,
+    )
+    plain = costs_module._bench_config(config, "A", ["proposed"])
+    assert (plain.score_fractions, plain.weighted) == ((), False)  # nothing timed that no arm needs
