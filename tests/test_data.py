@@ -599,6 +599,18 @@ def test_extraction_is_capped_by_ratio_and_total(tmp_path, kind):
     assert (safe_extract(bomb, out / "dest", max_ratio=10_000) / "a" / "zeros").stat().st_size == 4 << 20
 
 
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_archives_read_in_memory_are_capped_like_extraction(tmp_path, kind):
+    bomb = _zeros_archive(tmp_path / f"bomb.{kind}", {"a/small": 1000, "a/zeros": 4 << 20})
+    read = []
+    with pytest.raises(ValueError, match=rf"'a/zeros' in {bomb}: .* over the cap of \d+ \(200 times the archive's"):
+        for name, _ in archives.archive_members(bomb):
+            read.append(name.as_posix())
+    assert read == ["a/small"]  # refused before the member's bytes were read
+    with pytest.raises(ValueError, match=r"'a/zeros' in blob: "):
+        list(archives.archive_members(bomb.read_bytes(), "blob"))
+
+
 def test_many_empty_members_count_against_the_cap(tmp_path):
     bomb = _zeros_archive(tmp_path / "empty.tar.gz", {f"e/{i}": 0 for i in range(1000)})
     with pytest.raises(ValueError, match=r"refusing archive member 'e/\d+'.*over the cap of 400000"):

@@ -72,9 +72,12 @@ def wrapping_folder(top_level: dict[str, bool]) -> str | None:
 
 def archive_members(source: Path | bytes, where: str | None = None) -> Iterator[tuple[PurePosixPath, bytes]]:
     """``(name, bytes)`` of each regular file in a tar (any compression) or zip archive, a path or its bytes, read
-    in memory: nothing is written. An unreadable archive is an ``InputError`` naming ``where`` (default: the
-    path)."""
+    in memory: nothing is written. The bytes held are capped as an extraction's are (``MAX_EXTRACT_BYTES``,
+    ``MAX_EXTRACT_RATIO``), checked before each member is read. An unreadable archive or a member over the cap is
+    an ``InputError`` naming ``where`` (default: the path)."""
     where = where or str(source)
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    budget = _Budget(where, MAX_EXTRACT_BYTES, MAX_EXTRACT_RATIO, size)
 
     def opened() -> Path | io.BytesIO:  # a fresh file object for each reader (each moves its position)
         return io.BytesIO(source) if isinstance(source, bytes) else source
@@ -84,11 +87,13 @@ def archive_members(source: Path | bytes, where: str | None = None) -> Iterator[
             with zipfile.ZipFile(opened()) as zf:
                 for info in zf.infolist():
                     if not info.is_dir():
+                        budget.add(info.filename, info.file_size)  # zipfile reads at most file_size bytes
                         yield PurePosixPath(info.filename), zf.read(info)
             return
         with tarfile.open(fileobj=opened(), mode="r:*") if isinstance(source, bytes) else tarfile.open(source) as tar:
             for member in tar:
                 if member.isfile():
+                    budget.add(member.name, member.size)
                     yield PurePosixPath(member.name), tar.extractfile(member).read()
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
         raise InputError(f"could not read archive {where}: {e}") from e
@@ -167,11 +172,11 @@ def _check_member_name(name: str, archive: Path) -> None:
 
 
 class _Budget:
-    """Running total of the bytes an extraction writes, refused past ``max_bytes`` or ``max_ratio`` times the
-    archive's size, naming the member that crossed the cap."""
+    """Running total of the bytes an extraction writes (or an in-memory read holds), refused past ``max_bytes`` or
+    ``max_ratio`` times the archive's size (``size``: default the file's), naming the member that crossed the cap."""
 
-    def __init__(self, archive: Path, max_bytes: int, max_ratio: float):
-        size = archive.stat().st_size
+    def __init__(self, archive: Path | str, max_bytes: int, max_ratio: float, size: int | None = None):
+        size = Path(archive).stat().st_size if size is None else size
         by_ratio = max(max_ratio * size, _RATIO_FLOOR)
         self.archive, self.total = archive, 0
         if by_ratio < max_bytes:
