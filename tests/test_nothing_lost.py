@@ -291,3 +291,98 @@ def test_overwrite_with_a_model_that_does_not_fit_keeps_the_old_run(tmp_path, mo
     assert main(["train", *tiny(tmp_path, bad), "--out", str(out), "--overwrite"]) == 2
     one_line_error(capsys, f"--model {bad}", "dict")
     assert {p.name: p.read_bytes() for p in run_files(out)} == before  # removed only once the new run is set up
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Item 9: one line where a traceback used to be
+
+
+@pytest.mark.parametrize("content", [b"", b"hello", b"PK\x03\x04 cut short"], ids=["empty", "text", "cut-zip"])
+def test_init_or_show_of_a_file_that_is_not_a_torch_file_is_one_line(tmp_path, capsys, content):
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(content)
+    assert main(["train", *tiny(tmp_path), "--init", str(bad), "--out", str(tmp_path / "run")]) == 2
+    one_line_error(capsys, f"--init {bad}")
+    assert main(["show", str(bad), "--out", str(tmp_path / "show.png")]) == 2
+    one_line_error(capsys, str(bad))
+
+
+_CHANGING = """
+from torch import nn
+
+
+def make(num_classes):
+    layers = nn.Conv2d(3, {width}, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear({width}, num_classes)
+    return nn.Sequential(*layers)
+"""
+
+
+def test_resume_or_show_after_the_factory_changed_shapes_is_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    module = f"issue23_widens_{tmp_path.name}"
+    (tmp_path / f"{module}.py").write_text(_CHANGING.format(width=4))
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path, f"{module}:make"), "--out", str(out)]) == 0
+    (tmp_path / f"{module}.py").write_text(_CHANGING.format(width=6))
+    sys.modules.pop(module, None)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 2
+    one_line_error(capsys, str(out), "0.weight (6, 3, 3, 3)", "(4, 3, 3, 3)")
+    assert main(["show", str(out), "--out", str(tmp_path / "show.png")]) == 2
+    one_line_error(capsys, str(out), "0.weight (6, 3, 3, 3)", "(4, 3, 3, 3)")
+
+
+def test_report_on_metrics_from_another_version_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    metrics = out / "metrics.jsonl"
+    record = json.loads(metrics.read_text())
+    del record["entropy"]
+    metrics.write_text(json.dumps(record) + "\n")
+    capsys.readouterr()
+    assert main(["report", str(out), "--out", str(tmp_path / "report.png")]) == 2
+    one_line_error(capsys, f"{metrics} line 1", "entropy")
+
+
+@pytest.mark.parametrize("command", ["report", "show"])
+def test_report_and_show_refuse_an_unsupported_format_and_fill_an_existing_folder(tmp_path, capsys, command):
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    extra = ["--cache-dir", str(tmp_path / "cache")] if command == "show" else []
+    capsys.readouterr()
+    assert main([command, str(out), "--out", str(tmp_path / "x.txt"), *extra]) == 2
+    one_line_error(capsys, "--out", "x.txt", ".png")
+    assert not (tmp_path / "x.txt").exists()
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    assert main([command, str(out), "--out", str(folder), *extra]) == 0
+    (written,) = folder.iterdir()
+    assert written.suffix == ".png" and f"wrote {written}" in capsys.readouterr().out
+
+
+def test_bench_with_images_too_small_for_the_model_is_one_line(capsys):
+    assert main(["bench", "--model", "cnn", "--image-size", "2", "--quick", "--device", "cpu"]) == 2
+    one_line_error(capsys, "2 px", "cnn needs at least 8 px", "--image-size 8")
+
+
+@pytest.mark.parametrize(
+    "source,needles",
+    [("def make(:\n", ("SyntaxError", "line 1")), ("raise RuntimeError('boom')\n", ("RuntimeError: boom", "line 1"))],
+    ids=["syntax-error", "raises-at-import"],
+)
+def test_a_model_module_that_cannot_be_imported_is_one_line(tmp_path, monkeypatch, capsys, source, needles):
+    monkeypatch.chdir(tmp_path)
+    module = f"issue23_broken_{tmp_path.name}"
+    (tmp_path / f"{module}.py").write_text(source)
+    assert main(["train", *tiny(tmp_path, f"{module}:make"), "--out", str(tmp_path / "run")]) == 2
+    one_line_error(capsys, f"--model {module}:make", f"{module}.py", *needles)
+
+
+def test_an_error_inside_the_factory_call_keeps_its_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    module = f"issue23_factory_raises_{tmp_path.name}"
+    (tmp_path / f"{module}.py").write_text("def make(num_classes):\n    raise ZeroDivisionError('in the factory')\n")
+    with pytest.raises(ZeroDivisionError, match="in the factory"):  # the user's bug: its traceback is the report
+        main(["train", *tiny(tmp_path, f"{module}:make"), "--out", str(tmp_path / "run")])

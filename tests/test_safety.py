@@ -199,7 +199,8 @@ def test_corrupt_metrics_file_names_file_and_line(tmp_path, capsys):
     run.mkdir()
     config = {"method": "baseline", "setting": "A", "seed": 0, "epochs": 2, "eval_every": 1}
     (run / "config.json").write_text(json.dumps({"config": config}))
-    good = {"epoch": 1, "test_error": 0.5, "test_loss": 1.0}
+    good = {"epoch": 1, "test_error": 0.5, "test_loss": 1.0, "elapsed_seconds": 1.0, "entropy": 0.0,
+            "uniform_entropy": 0.0, "chosen_score_ratio": None}  # fmt: skip
     (run / "metrics.jsonl").write_text(json.dumps(good) + '\n{"epoch": 2, "test_err\n')
     metrics = run / "metrics.jsonl"
     with pytest.raises(ValueError, match=rf"^{metrics} line 2 is not valid JSON"):

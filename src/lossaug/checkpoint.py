@@ -12,7 +12,6 @@ pickled objects is refused and never runs.
 from __future__ import annotations
 
 import os
-import pickle
 import time
 import warnings
 from collections.abc import Sequence
@@ -164,19 +163,51 @@ def _save(payload: dict[str, Any], handle: Any) -> None:
         raise writes.error from None
 
 
+class UnreadableFile(InputError):
+    """A file given as weights or a checkpoint that ``torch.load`` cannot read safely; ``reason`` says why."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path} is not a readable torch file: {reason}")
+        self.path, self.reason = path, reason
+
+
+def load_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, for every file a user hands lossaug (checkpoints,
+    ``--init`` weights). A missing file raises ``FileNotFoundError``; one that is empty, text, cut short, corrupt,
+    or that holds pickled objects other than tensors and plain data raises ``UnreadableFile`` saying why."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    # The unpickler raises whatever the bytes lead it to (EOFError on an empty file, KeyError or UnpicklingError
+    # on text, RuntimeError from the zip reader, ...): each means this file is not a torch file.
+    except Exception as error:
+        raise UnreadableFile(Path(path), _unreadable_reason(Path(path), error)) from None
+
+
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    text = str(error).strip()
+    if "Weights only load failed" in text:  # torch's own advice (load with weights_only=False) is wrong here
+        return "it holds pickled objects other than tensors and plain data, which are never loaded"
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty"
+    except OSError:
+        pass
+    first = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load one checkpoint with ``weights_only=True``; raises CheckpointError saying why it is unusable."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
-        text = str(error).strip()
-        if "Weights only load failed" in text:  # torch's own advice (load with weights_only=False) is wrong here
-            reason = "it holds pickled objects other than tensors and plain data, which are never loaded"
-        else:
-            reason = text.splitlines()[0] if text else type(error).__name__
-        raise CheckpointError(f"checkpoint {path} is unreadable or unsafe: {reason}") from None
+        payload = load_torch_file(path)
+    except UnreadableFile as error:
+        raise CheckpointError(f"checkpoint {path} is unreadable or unsafe: {error.reason}") from None
+    except OSError as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise CheckpointError(f"checkpoint {path} is unreadable: {error.strerror or error}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a lossaug checkpoint of format {FORMAT}")
     return payload

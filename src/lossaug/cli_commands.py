@@ -239,22 +239,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from lossaug.plots import plot_report, read_run
+    from lossaug.plots import figure_path, plot_report, read_run
 
+    out = figure_path(Path(args.out), "report.png")
     runs = {}
     for directory in args.run_dirs:
         label, records = read_run(Path(directory))
         runs[label if label not in runs else f"{label} [{directory}]"] = records
-    path = plot_report(runs, Path(args.out), title=args.title)
+    path = plot_report(runs, out, title=args.title)
     print(f"wrote {path}")
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from lossaug.plots import figure_path
     from lossaug.show import load_run, show_candidates
 
+    out = figure_path(Path(args.out), "candidates.png")
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     run = load_run(Path(args.checkpoint), data=args.data, cache_dir=cache_dir)
-    path = show_candidates(run, Path(args.out), num_images=args.images, num_candidates=args.candidates, seed=args.seed)
+    path = show_candidates(run, out, num_images=args.images, num_candidates=args.candidates, seed=args.seed)
     print(f"wrote {path}")
     return 0

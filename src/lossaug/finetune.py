@@ -12,7 +12,6 @@ learning rate is ``lr * backbone_lr_scale``.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,18 +61,16 @@ class InitReport:
 
 
 def _load_file(path: Path) -> Any:
-    if path.is_dir():
-        from lossaug.checkpoint import newest_valid_checkpoint
+    from lossaug.checkpoint import UnreadableFile, load_torch_file, newest_valid_checkpoint
 
+    if path.is_dir():
         return newest_valid_checkpoint(path, keys=("model",))[1]
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_torch_file(path)
     except FileNotFoundError:
         raise InputError(f"--init {path}: no such file or run directory") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as error:
-        text = str(error).strip()
-        reason = "it holds pickled objects other than tensors" if "Weights only" in text else text.splitlines()[0]
-        raise InputError(f"--init {path}: not a readable state dict or lossaug checkpoint ({reason})") from None
+    except UnreadableFile as error:
+        raise InputError(f"--init {path}: not a readable state dict or lossaug checkpoint ({error.reason})") from None
 
 
 def read_init(path: str | Path) -> dict[str, Tensor]:

@@ -7,7 +7,7 @@ pipeline keeps on the device: candidates stay uint8 (a quarter of float32's memo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -251,3 +251,23 @@ def check_classifier_output(model: nn.Module, inputs: Tensor, num_classes: int, 
         raise InputError(f"--model {name} returned {str(output.dtype).removeprefix('torch.')} logits; {must}")
     if tuple(output.shape) != (len(inputs), num_classes):
         raise InputError(f"--model {name} returned shape {tuple(output.shape)}; {must}")
+
+
+def check_state_fits(model: nn.Module, state: Mapping[str, Tensor], what: str, name: str) -> None:
+    """Raise ``InputError`` (one line starting with ``what``) unless ``state`` has exactly ``model``'s tensors with
+    its shapes: the network ``name`` builds now differs from the one saved (a user's factory changed since)."""
+    own = model.state_dict()
+    changed = [f"{k} {tuple(v.shape)} now vs {tuple(state[k].shape)} saved" for k, v in own.items()
+               if k in state and isinstance(state[k], Tensor) and state[k].shape != v.shape]  # fmt: skip
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if not (changed or missing or unexpected):
+        return
+    parts = [("shapes differ", changed), ("not saved", missing), ("saved but not in the network", unexpected)]
+    detail = "; ".join(f"{label}: {_first(names)}" for label, names in parts if names)
+    raise InputError(f"{what}: the network --model {name} builds now does not fit the saved weights ({detail}); "
+                     "was the model's code changed since the run?")  # fmt: skip
+
+
+def _first(names: list[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")

@@ -20,6 +20,24 @@ class MatplotlibMissing(InputError, ImportError):
     ``InputError`` (the CLI prints one line)."""
 
 
+FIGURE_FORMATS = (".png", ".pdf", ".svg")  # what matplotlib's Agg, PDF and SVG backends always write
+# What lossaug report reads from every metrics.jsonl record (None allowed where the run had no value).
+REPORT_FIELDS = ("epoch", "test_error", "elapsed_seconds", "entropy", "uniform_entropy", "chosen_score_ratio")
+_MAY_BE_NONE = ("chosen_score_ratio",)
+
+
+def figure_path(out: Path, default_name: str) -> Path:
+    """Where a figure asked for as ``--out out`` goes: ``out`` itself, or ``out/default_name`` when ``out`` is an
+    existing folder. A format matplotlib may not write (``x.txt``) is an ``InputError`` before any work."""
+    out = Path(out)
+    if out.is_dir():
+        out = out / default_name
+    if out.suffix.lower() not in FIGURE_FORMATS:
+        raise InputError(f"--out {out}: unsupported figure format {out.suffix or '(none)'!r}; give a "
+                         f"{', '.join(FIGURE_FORMATS)} file or an existing folder")  # fmt: skip
+    return out
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -168,6 +186,13 @@ def read_run(directory: Path) -> tuple[str, list[dict]]:
             raise InputError(f"{metrics_path} line {number} is not valid JSON: {error.msg}") from None
         if type(record.get("epoch") if isinstance(record, dict) else None) is not int:
             raise InputError(f"{metrics_path} line {number} is not an epoch record (no integer 'epoch')")
+        missing = [key for key in REPORT_FIELDS if key not in record]
+        wrong = [key for key in REPORT_FIELDS if key in record and not _number(record[key], key in _MAY_BE_NONE)]
+        if missing or wrong:
+            what = "; ".join(filter(None, (missing and f"lacks {', '.join(missing)}",
+                                           wrong and f"non-numeric {', '.join(wrong)}")))  # fmt: skip
+            raise InputError(f"{metrics_path} line {number} {what} (written by another lossaug version?); report "
+                             f"reads {', '.join(REPORT_FIELDS)}")  # fmt: skip
         records.append(record)
     config_path = directory / "config.json"
     if not config_path.is_file():
@@ -183,3 +208,7 @@ def read_run(directory: Path) -> tuple[str, list[dict]]:
             record["test_error"] = record["test_loss"] = math.nan
     arm = directory.parent.name if directory.parent.name.startswith(method) else method
     return f"{arm} {setting} seed {seed} ({last} ep)", records
+
+
+def _number(value: object, none_allowed: bool) -> bool:
+    return (value is None and none_allowed) or (isinstance(value, (int, float)) and not isinstance(value, bool))

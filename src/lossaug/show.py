@@ -21,7 +21,7 @@ from lossaug.config import TrainConfig
 from lossaug.data import AudioSplit, Kind, Split, load_for
 from lossaug.errors import InputError
 from lossaug.method import method_for
-from lossaug.models import build_classifier, check_classifier_output
+from lossaug.models import build_classifier, check_classifier_output, check_state_fits
 from lossaug.seeds import stream_seed
 from lossaug.selection import score_candidates, selection_probs
 
@@ -94,15 +94,14 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
     cpu = torch.device("cpu")
     model = build_classifier(config.model, payload["num_classes"], channels, config.width, neutral, device=cpu,
                              init_seed=0)  # fmt: skip
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise InputError(f"checkpoint {path} does not match a {config.model} model: {error}") from None
+    check_state_fits(model, state, f"checkpoint {path}", config.model)
+    model.load_state_dict(state)
     scorer = None
     proxy_state = (payload.get("proxy") or {}).get("model")
     if config.proxy_model is not None and proxy_state is not None:
         scorer = build_classifier(config.proxy_model, payload["num_classes"], channels, config.proxy_width, neutral,
                                   device=cpu, init_seed=0)  # fmt: skip
+        check_state_fits(scorer, proxy_state, f"checkpoint {path} (proxy)", config.proxy_model)
         scorer.load_state_dict(proxy_state)
     # The run's own data options (classes, image size, audio, md5 check); where the data and the cache are may differ.
     moved = dataclasses.replace(config, data=data if data is not None else config.data,

@@ -54,7 +54,7 @@ from lossaug.method import (
     selects_at,
     setting_spec,
 )
-from lossaug.models import build_classifier, check_classifier_output
+from lossaug.models import build_classifier, check_classifier_output, check_state_fits
 from lossaug.origin import config_differences, run_origin, run_schedule, step_ratio
 from lossaug.pipeline import (
     balanced_subset,
@@ -254,8 +254,10 @@ class _Run:
                 raise CheckpointError(f"cannot {where}: the data differ ({'; '.join(changed)}); pass "
                                       "--allow-data-change to continue on other data")  # fmt: skip
             warnings.warn(f"{where} on other data: {'; '.join(changed)}", stacklevel=4)
+        check_state_fits(self.model.model, payload["model"], f"cannot {where}", self.config.model)
         self.model.load_state_dict(payload, self.config)
         if self.proxy is not None and payload.get("proxy") is not None:
+            check_state_fits(self.proxy.model, payload["proxy"]["model"], f"cannot {where}", self.config.proxy_model)
             self.proxy.load_state_dict(payload["proxy"], self.config)
         if len(payload["random"]) != self.world.size:
             raise CheckpointError(

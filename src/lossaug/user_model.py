@@ -4,9 +4,11 @@ The factory is any callable that takes ``num_classes=`` (and ``in_channels=`` an
 accepts them) and returns an ``nn.Module`` mapping normalised inputs ``(B,C,H,W)`` (or waveforms ``(B,C,T)``) to
 logits ``(B,num_classes)``. ``models.build_model`` calls it in place of a built-in network, so a factory model gets
 the same normalisation wrapper, device placement, checkpoints and resume. The module is imported by name, the
-current directory first (as ``python -m`` does); a bad name, a failed import, a missing factory or one that returns
-something else is an ``InputError`` naming the option; an exception raised inside the factory is the user's bug and
-keeps its traceback.
+current directory first (as ``python -m`` does); a bad name, a failed import (a missing module, a syntax error, or
+an exception raised by the module's own code while importing: one line naming its file and line), a missing factory
+or one that returns something else is an ``InputError`` naming the option. An exception raised inside the factory
+call, or in the model's forward, is the user's bug in code lossaug runs on purpose and keeps its traceback (the
+model's output is then checked by ``models.check_classifier_output``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import inspect
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable
 
 from torch import nn
@@ -45,6 +48,12 @@ def import_factory(name: str) -> Callable[..., nn.Module]:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise InputError(f"--model {name}: cannot import {module_name!r}: {error}") from None
+    except SyntaxError as error:
+        raise InputError(f"--model {name}: {error.filename} line {error.lineno}: SyntaxError: {error.msg}") from None
+    except Exception as error:  # the module's own code raised while importing: one line saying where
+        where = _where(error)  # LOSSAUG_DEBUG=1 shows the chained traceback
+        raise InputError(f"--model {name}: importing {module_name!r} failed at {where}: {type(error).__name__}: "
+                         f"{error}") from error  # fmt: skip
     factory = module
     for part in attribute.split("."):
         factory = getattr(factory, part, None)
@@ -53,6 +62,12 @@ def import_factory(name: str) -> Callable[..., nn.Module]:
     if not callable(factory):
         raise InputError(f"--model {name}: {attribute!r} is {type(factory).__name__!r}, not a callable")
     return factory
+
+
+def _where(error: BaseException) -> str:
+    """``file line N`` of the innermost frame of ``error``'s traceback."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return f"{frames[-1].filename} line {frames[-1].lineno}" if frames else "import"
 
 
 def build_factory_model(name: str, num_classes: int, in_channels: int, width: int | None) -> nn.Module:
