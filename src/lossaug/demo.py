@@ -391,7 +391,7 @@ class DemoResult:
     step_seconds: dict[str, tuple[float, ...]]
     wall_seconds: float  # the whole demo, calibration and plots included
     summary_path: Path
-    plot_path: Path
+    plot_path: Path | None  # None: matplotlib missing, no plot written
 
 
 def _refuse_existing_runs(config: DemoConfig) -> None:
