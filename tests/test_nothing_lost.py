@@ -386,3 +386,38 @@ def test_an_error_inside_the_factory_call_keeps_its_traceback(tmp_path, monkeypa
     (tmp_path / f"{module}.py").write_text("def make(num_classes):\n    raise ZeroDivisionError('in the factory')\n")
     with pytest.raises(ZeroDivisionError, match="in the factory"):  # the user's bug: its traceback is the report
         main(["train", *tiny(tmp_path, f"{module}:make"), "--out", str(tmp_path / "run")])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Item 10 (train side): config.json never lies about epochs; errors that need a path name it
+
+
+def test_resume_with_fewer_epochs_than_already_run_is_refused_and_config_json_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--epochs", "2", "--out", str(out)]) == 0
+    before = (out / "config.json").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "1"]) == 2
+    one_line_error(capsys, str(out), "--epochs 1", "2 epochs")
+    assert (out / "config.json").read_bytes() == before
+    assert json.loads((out / "config.json").read_text())["config"]["epochs"] == 2
+
+
+def test_out_that_is_a_file_is_one_line_naming_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.write_text("a file")
+    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 2
+    one_line_error(capsys, f"{out} exists and is not a directory")
+    assert out.read_text() == "a file"
+
+
+def test_a_full_disk_while_writing_metrics_names_the_file(tmp_path, capsys, monkeypatch):
+    import lossaug.telemetry as telemetry
+
+    def full(path, mode="r", *args, **kwargs):
+        return FullDisk(path, mode, room=0) if "a" in mode else open(path, mode, *args, **kwargs)  # noqa: SIM115
+
+    monkeypatch.setattr(telemetry, "open", full, raising=False)
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 2
+    one_line_error(capsys, str(out / "metrics.jsonl"), "No space left on device")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
@@ -160,7 +159,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except NonFiniteError as stop:
         return stop_exit_code(stop, "")
     print(f"\n{format_table(result)}")
-    print(f"\nplot: {result.plot_path}\nsummary: {result.summary_path}\n")
+    plot = result.plot_path if result.plot_path is not None else "not written (matplotlib is not installed)"
+    print(f"\nplot: {plot}\nsummary: {result.summary_path}\n")
     print(note(result))
     return 0
 
@@ -232,8 +232,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(format_bench(result))
     if args.out:
         out = Path(args.out)
+        from lossaug.metadata import write_json
+
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        write_json(result.to_json(), out)  # a failed write names the file
         print(f"wrote {out}")
     return 0
 

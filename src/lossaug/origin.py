@@ -38,6 +38,12 @@ def run_origin(config: TrainConfig, out_dir: Path | None, resume: bool) -> tuple
         fixed, other = config_differences(payload["config"], config)
         if fixed:
             raise CheckpointError(f"cannot resume {path} with changed {'; '.join(fixed)}")
+        position = payload["position"] if isinstance(payload["position"], dict) else {}
+        done = position.get("epoch", 0) + (1 if position.get("step", 0) else 0)  # epochs finished or begun
+        if done > config.epochs:
+            # config.json would then record fewer epochs than metrics.jsonl holds, and compare reads it.
+            raise CheckpointError(f"cannot resume {out_dir} with --epochs {config.epochs}: {done} epochs already "
+                                  f"run or begun; pass --epochs {done} or more")  # fmt: skip
         if other:
             warnings.warn(f"resuming {path} with changed {'; '.join(other)}", stacklevel=4)
         return "resume", payload

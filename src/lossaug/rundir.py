@@ -172,6 +172,8 @@ class RunLock:
     def acquire(self) -> None:
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already held by this RunLock")
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise RunDirError(f"run directory {self.path.parent} exists and is not a directory")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # O_RDWR without O_TRUNC: the holder's PID stays readable until the lock is ours.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

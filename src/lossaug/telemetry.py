@@ -87,11 +87,17 @@ class MetricsFile(Callback):
 
     def __init__(self, path: Path, records: list[dict]):
         self.path = path
-        path.write_text("".join(json.dumps(m) + "\n" for m in records))
+        self._write("w", "".join(json.dumps(m) + "\n" for m in records))
 
     def on_epoch(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self._write("a", json.dumps(record) + "\n")
+
+    def _write(self, mode: str, text: str) -> None:
+        try:
+            with open(self.path, mode) as handle:
+                handle.write(text)
+        except OSError as error:  # a write's error (a full disk) carries no file name: give it one
+            raise OSError(error.errno, f"could not write {self.path}: {error.strerror or error}") from error
 
 
 class TensorBoardLog(Callback):
