@@ -1,61 +1,17 @@
-"""Batched, per-sample-random image augmentations.
-
-Every augmentation is a pure function over a batch ``images (B,C,H,W)`` (uint8 or float) that draws one set of
-parameters per image from an explicit ``generator`` on the batch's device, with no Python loop over images. Each op
-is split into a ``*_params`` function that draws the parameters and an ``apply_*`` function that uses them, so the
-batched op can be checked against a per-image reference. The small classes only hold hyperparameters and make an
-op usable as an ``Augment``: any callable ``(images, generator) -> images``.
-
-``parse_augment("flip,crop,cutout")`` builds setting B of the paper; options go after a colon:
-``"flip:0.5,crop:4,cutout:16"``.
-"""
+"""Flip, pad-and-crop and Cutout: batched over ``images (B,C,H,W)`` (uint8 or float), one set of parameters per
+image from an explicit ``generator``, each split into ``*_params`` (draw) and ``apply_*`` (use), with small frozen
+classes that hold an op's hyperparameters and make it an ``Augment``."""
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lossaug.augment.core import Fill, _check_images, _fill_value
 from lossaug.errors import InputError
-
-Augment = Callable[[Tensor, "torch.Generator | None"], Tensor]
-Fill = float | Sequence[float]
-
-
-def _check_images(images: Tensor, generator: torch.Generator | None) -> None:
-    if not isinstance(images, Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise InputError(f"images must be a (B,C,H,W) tensor, got {shape}")
-    if generator is not None and generator.device.type != images.device.type:
-        raise InputError(
-            f"generator is on {generator.device} but images are on {images.device}; "
-            "create the generator on the images' device"
-        )
-
-
-def _fill_value(fill: Fill, images: Tensor) -> Tensor | float | int:
-    """``fill`` broadcastable to ``images (B,C,H,W)`` in their dtype: a Python number for a scalar, else a cached
-    ``(1,C,1,1)`` tensor on the images' device (built once, so the training step does no host-to-device copy)."""
-    values = tuple(fill) if isinstance(fill, (tuple, list)) else float(fill)
-    if isinstance(values, tuple) and len(values) != images.shape[1]:
-        raise InputError(f"fill has {len(values)} values but images have {images.shape[1]} channels")
-    if isinstance(values, float):
-        return values if images.is_floating_point() else int(min(max(round(values), 0), 255))
-    return _fill_tensor(values, images.device, images.dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _fill_tensor(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
-    value = torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
-    if not dtype.is_floating_point:
-        value = value.round().clamp(0, 255)
-    return value.to(device=device, dtype=dtype)
-
 
 # ---------------------------------------------------------------- horizontal flip
 
@@ -191,80 +147,3 @@ class Cutout:
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return cutout(images, self.size, fill=self.fill, generator=generator)
-
-
-def _takes_generator(fn: Callable) -> bool:
-    """Whether ``fn`` can be called as ``fn(images, generator)``; kornia modules and one-argument callables can't."""
-    if isinstance(fn, torch.nn.Module):
-        return False
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return True
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return False
-    return len(positional) >= 2
-
-
-def call_augment(augment: Augment, images: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Apply any augmentation callable to ``images``.
-
-    ``(images, generator)`` callables get the generator. One-argument callables (kornia pipelines, ``nn.Module``
-    transforms) draw from torch's global generator; when ``generator`` is given they run inside
-    ``torch.random.fork_rng`` seeded from it, so they are reproducible too and the caller's global random state
-    is left exactly as it was.
-    """
-    if _takes_generator(augment):
-        return augment(images, generator)
-    if generator is None:
-        return augment(images)
-    seed = int(torch.randint(0, 2**62, (1,), device=generator.device, generator=generator).item())
-    cuda = images.device.type == "cuda"
-    # Seed (and afterwards restore) only the CPU generator and the images' own GPU: torch.manual_seed would
-    # reseed every GPU, which fork_rng would not put back.
-    with torch.random.fork_rng(devices=[images.device] if cuda else []):
-        torch.default_generator.manual_seed(seed)
-        if cuda:
-            with torch.cuda.device(images.device):
-                torch.cuda.manual_seed(seed)
-        return augment(images)
-
-
-@dataclass(frozen=True)
-class Compose:
-    """Apply augmentations in order; each may be any ``Augment`` callable."""
-
-    augments: tuple[Augment, ...]
-
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        for augment in self.augments:
-            images = call_augment(augment, images, generator)
-        return images
-
-
-AUGMENTATIONS: dict[str, Callable[..., Augment]] = {
-    "flip": lambda p=0.5: HorizontalFlip(float(p)),
-    "crop": lambda padding=4: RandomCrop(int(padding)),
-    "cutout": lambda size=16: Cutout(int(size)),
-}
-
-
-def parse_augment(spec: str) -> Compose:
-    """Build a ``Compose`` from a spec such as ``"flip,crop"`` or ``"flip:0.5,crop:4,cutout:8"``.
-
-    The value after a colon is the op's one hyperparameter: flip probability, crop padding (pixels), cutout
-    side (pixels). An empty spec (or ``"none"``) is the identity.
-    """
-    augments: list[Augment] = []
-    for item in (part.strip() for part in spec.split(",")):
-        if item in ("", "none"):
-            continue
-        name, _, arg = item.partition(":")
-        if name not in AUGMENTATIONS:
-            raise InputError(f"unknown augmentation {name!r} in {spec!r}; choose from {sorted(AUGMENTATIONS)}")
-        try:
-            augments.append(AUGMENTATIONS[name](arg) if arg else AUGMENTATIONS[name]())
-        except ValueError as error:
-            raise InputError(f"bad value {arg!r} for augmentation {name!r} in {spec!r}: {error}") from None
-    return Compose(tuple(augments))

@@ -1,0 +1,176 @@
+"""Label-mixing augmentations: Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019), batched, with soft targets.
+
+Each image is mixed with a partner from the same batch (a permutation drawn from the generator) at a weight
+``lam ~ Beta(alpha, alpha)`` drawn per image; its soft target ``targets (N,K)`` is mixed at the same weight. CutMix
+pastes a box of the partner whose area is ``1 - lam`` of the image, clipped at the borders as in the authors' code,
+and corrects ``lam`` to the area actually pasted. Integer images (uint8 pictures, int16 clips) are mixed in float32
+and rounded back to their dtype. torch's Beta and Gamma samplers take no generator, so ``beta_params`` samples
+Gamma variates itself (Marsaglia and Tsang 2000), in log space so that small ``alpha`` neither underflows nor
+gives 0/0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from lossaug.augment.core import _check_images
+from lossaug.errors import InputError
+
+GAMMA_PROPOSALS = 4  # Marsaglia-Tsang proposals drawn per variate at once: each is accepted with p > 0.95
+
+
+def _log_gamma(shape: float, count: int, *, device: torch.device, generator=None) -> Tensor:
+    """``(count,)`` float64 logs of Gamma(``shape``, 1) variates (Marsaglia and Tsang 2000; for ``shape < 1``
+    a Gamma(shape + 1) variate times ``U ** (1 / shape)``)."""
+    boosted = shape + 1.0 if shape < 1 else shape
+    d = boosted - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    out = torch.zeros(count, dtype=torch.float64, device=device)
+    pending = torch.arange(count, device=device)
+    while len(pending):  # a row lacks an accepted proposal with probability < 0.05 ** GAMMA_PROPOSALS
+        size = (len(pending), GAMMA_PROPOSALS)
+        x = torch.randn(size, dtype=torch.float64, device=device, generator=generator)
+        u = torch.rand(size, dtype=torch.float64, device=device, generator=generator)
+        v = (1 + c * x) ** 3
+        log_v = torch.log(v.clamp_min(1e-300))
+        accepted = (v > 0) & (torch.log(u) < 0.5 * x * x + d - d * v + d * log_v)
+        first = accepted.int().argmax(dim=1, keepdim=True)
+        done = accepted.any(dim=1)
+        out[pending[done]] = math.log(d) + log_v.gather(1, first).squeeze(1)[done]
+        pending = pending[~done]
+    if shape < 1:
+        u = torch.rand(count, dtype=torch.float64, device=device, generator=generator)
+        out += torch.log(u.clamp_min(torch.finfo(torch.float64).tiny)) / shape
+    return out
+
+
+def beta_params(batch_size: int, alpha: float, *, device: torch.device, generator=None) -> Tensor:
+    """``lam (B,)`` float32, each ~ Beta(``alpha``, ``alpha``): ``X / (X + Y)`` of two Gamma(alpha) variates."""
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise InputError(f"mixing alpha must be a finite number > 0, got {alpha}")
+    logs = _log_gamma(alpha, 2 * batch_size, device=device, generator=generator)
+    return torch.sigmoid(logs[:batch_size] - logs[batch_size:]).float()
+
+
+def mix_params(batch_size: int, alpha: float, *, device: torch.device, generator=None) -> tuple[Tensor, Tensor]:
+    """``(partner (B,) int64, lam (B,) float32)``: a permutation of the batch (an image may draw itself) and the
+    weight of each image's own content, ~ Beta(alpha, alpha)."""
+    partner = torch.randperm(batch_size, device=device, generator=generator)
+    return partner, beta_params(batch_size, alpha, device=device, generator=generator)
+
+
+def _mix_targets(targets: Tensor, partner: Tensor, lam: Tensor) -> Tensor:
+    weight = lam.view(-1, 1).to(targets.dtype)
+    return weight * targets + (1 - weight) * targets[partner]
+
+
+def apply_mixup(images: Tensor, targets: Tensor, partner: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+    """``lam * x + (1 - lam) * x[partner]`` for ``images (B,...)`` and ``targets (B,K)`` alike; integer images
+    are rounded back to their dtype."""
+    weight = lam.view(-1, *([1] * (images.dim() - 1)))
+    mixed = weight * images.float() + (1 - weight) * images[partner].float()
+    if not images.is_floating_point():
+        mixed = mixed.round()
+    return mixed.to(images.dtype), _mix_targets(targets, partner, lam)
+
+
+def cutmix_params(
+    batch_size: int, alpha: float, height: int, width: int, *, device: torch.device, generator=None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(partner, lam, center_y, center_x)``, each ``(B,)``: ``mix_params``, then the box's centre uniform over
+    the image's pixels."""
+    partner, lam = mix_params(batch_size, alpha, device=device, generator=generator)
+    center_y = torch.randint(0, height, (batch_size,), device=device, generator=generator)
+    center_x = torch.randint(0, width, (batch_size,), device=device, generator=generator)
+    return partner, lam, center_y, center_x
+
+
+def cutmix_boxes(lam: Tensor, center_y: Tensor, center_x: Tensor, height: int, width: int) -> tuple[Tensor, ...]:
+    """``(y0, y1, x0, x1)``, each ``(B,)`` int64: the pasted box, rows ``[y0, y1)`` and columns ``[x0, x1)``. Its
+    sides are ``int(side * sqrt(1 - lam))`` around the centre, clipped at the borders (the CutMix authors'
+    ``rand_bbox``)."""
+    ratio = torch.sqrt(1.0 - lam.double())
+    half_h = (height * ratio).floor().long() // 2
+    half_w = (width * ratio).floor().long() // 2
+    y0, y1 = (center_y - half_h).clamp(0, height), (center_y + half_h).clamp(0, height)
+    x0, x1 = (center_x - half_w).clamp(0, width), (center_x + half_w).clamp(0, width)
+    return y0, y1, x0, x1
+
+
+def apply_cutmix(images: Tensor, targets: Tensor, partner: Tensor, lam: Tensor, center_y: Tensor,
+                 center_x: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Paste each image's box (``cutmix_boxes``) from its partner into ``images (B,C,H,W)``; ``targets (B,K)`` are
+    mixed at the corrected weight ``1 - box area / image area``."""
+    _, _, height, width = images.shape
+    y0, y1, x0, x1 = cutmix_boxes(lam, center_y, center_x, height, width)
+    ys = torch.arange(height, device=images.device).view(1, height, 1)
+    xs = torch.arange(width, device=images.device).view(1, 1, width)
+    inside = (ys >= y0.view(-1, 1, 1)) & (ys < y1.view(-1, 1, 1)) & (xs >= x0.view(-1, 1, 1)) & (xs < x1.view(-1, 1, 1))
+    pasted = torch.where(inside.unsqueeze(1), images[partner], images)
+    corrected = 1.0 - ((y1 - y0) * (x1 - x0)).float() / (height * width)
+    return pasted, _mix_targets(targets, partner, corrected)
+
+
+def _check_targets(images: Tensor, targets: Tensor | None, name: str) -> Tensor:
+    if targets is None:
+        raise InputError(f"{name} mixes labels: call it with soft targets (N,K), e.g. through make_candidates(...,"
+                         " targets=...)")  # fmt: skip
+    if targets.dim() != 2 or not targets.is_floating_point() or len(targets) != len(images):
+        raise InputError(f"{name} needs soft targets of shape ({len(images)}, K), floating point; got "
+                         f"{targets.dtype} {tuple(targets.shape)}")  # fmt: skip
+    return targets
+
+
+def mixup(images: Tensor, targets: Tensor, alpha: float = 0.2, *, generator=None) -> tuple[Tensor, Tensor]:
+    """Mixup of ``images (B,...)`` (pictures or clips) and soft ``targets (B,K)``: each with a partner of the
+    batch at ``lam ~ Beta(alpha, alpha)``."""
+    if generator is not None and generator.device.type != images.device.type:
+        raise InputError(f"generator is on {generator.device} but images are on {images.device}")
+    targets = _check_targets(images, targets, "mixup")
+    partner, lam = mix_params(len(images), alpha, device=images.device, generator=generator)
+    return apply_mixup(images, targets, partner, lam)
+
+
+def cutmix(images: Tensor, targets: Tensor, alpha: float = 1.0, *, generator=None) -> tuple[Tensor, Tensor]:
+    """CutMix of ``images (B,C,H,W)`` and soft ``targets (B,K)``: a box of a partner of the batch pasted in,
+    ``lam ~ Beta(alpha, alpha)`` corrected to the pasted area."""
+    _check_images(images, generator)
+    targets = _check_targets(images, targets, "cutmix")
+    params = cutmix_params(len(images), alpha, images.shape[2], images.shape[3], device=images.device,
+                           generator=generator)  # fmt: skip
+    return apply_cutmix(images, targets, *params)
+
+
+@dataclass(frozen=True)
+class Mixup:
+    """``mixup:ALPHA`` in a spec (default 0.2, the value the Mixup authors used on ImageNet)."""
+
+    alpha: float = 0.2
+    mixes_targets: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not (self.alpha > 0 and math.isfinite(self.alpha)):
+            raise InputError(f"mixup alpha must be a finite number > 0, got {self.alpha}")
+
+    def __call__(self, images: Tensor, generator=None, targets: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return mixup(images, targets, self.alpha, generator=generator)
+
+
+@dataclass(frozen=True)
+class CutMix:
+    """``cutmix:ALPHA`` in a spec (default 1.0, the CutMix authors' value: lam uniform)."""
+
+    alpha: float = 1.0
+    mixes_targets: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not (self.alpha > 0 and math.isfinite(self.alpha)):
+            raise InputError(f"cutmix alpha must be a finite number > 0, got {self.alpha}")
+
+    def __call__(self, images: Tensor, generator=None, targets: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return cutmix(images, targets, self.alpha, generator=generator)
