@@ -421,3 +421,51 @@ def test_a_full_disk_while_writing_metrics_names_the_file(tmp_path, capsys, monk
     out = tmp_path / "run"
     assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 2
     one_line_error(capsys, str(out / "metrics.jsonl"), "No space left on device")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Item 6: resampling in bounded memory and time for any pair of rates
+
+_RESAMPLE_UNDER_A_LIMIT = """
+import math, resource, sys, time
+import torch
+from lossaug.data.wav import resample
+
+orig, new = int(sys.argv[1]), int(sys.argv[2])
+t = torch.arange(orig // 2, dtype=torch.float64) / orig  # half a second
+clip = torch.sin(2 * math.pi * 1000 * t).float()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+out = resample(clip, orig, new)
+seconds = time.perf_counter() - started
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # MiB (ru_maxrss is in KiB)
+expected = torch.sin(2 * math.pi * 1000 * torch.arange(len(out), dtype=torch.float64) / new).float()
+error = (out - expected)[100:-100].abs().max().item()  # the ends are zero-padded
+print(len(out), math.ceil(len(clip) * new / orig), round(grown, 1), round(seconds, 2), error)
+"""
+
+
+@pytest.mark.parametrize("orig,new", [(8001, 16000), (44101, 16000), (16000, 44101)])
+def test_resampling_prime_rates_stays_within_a_memory_bound(orig, new):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _RESAMPLE_UNDER_A_LIMIT, str(orig), str(new)],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    length, expected_length, grown_mib, seconds, error = result.stdout.split()
+    assert length == expected_length
+    assert float(grown_mib) < 64, f"resampling {orig} -> {new} Hz grew the process by {grown_mib} MiB"
+    assert float(seconds) < 10
+    assert float(error) < 0.02  # a 1 kHz tone stays a 1 kHz tone
+
+
+def test_direct_and_polyphase_resampling_agree():
+    import lossaug.data.wav as wav
+
+    clip = torch.randn(2, 3000, generator=torch.Generator().manual_seed(0))
+    for orig, new in ((8000, 11025), (11025, 8000), (16000, 44100)):
+        polyphase = wav.resample(clip, orig, new)
+        direct = wav._resample_direct(clip, orig, new, zero_crossings=6, rolloff=0.99)
+        assert direct.shape == polyphase.shape
+        assert torch.allclose(direct, polyphase, atol=1e-5), (orig, new, (direct - polyphase).abs().max())

@@ -119,12 +119,50 @@ def resample(
         return waveforms.clone()
     gcd = math.gcd(orig_rate, new_rate)
     orig, new = orig_rate // gcd, new_rate // gcd
-    kernel, width = _sinc_kernel(orig, new, zero_crossings, rolloff)
     *batch, length = waveforms.shape
-    x = F.pad(waveforms.reshape(-1, 1, length), (width, width + orig))
+    rows = waveforms.reshape(-1, length)
+    width = math.ceil(zero_crossings * orig / (min(orig, new) * rolloff))
+    if new * (2 * width + orig) > _KERNEL_ELEMENTS:  # rates sharing no factor (8001 Hz): one filter per output
+        return _resample_direct(rows, orig, new, zero_crossings, rolloff).reshape(*batch, -1)
+    kernel, width = _sinc_kernel(orig, new, zero_crossings, rolloff)
+    x = F.pad(rows.unsqueeze(1), (width, width + orig))
     phases = F.conv1d(x, kernel.to(device=x.device, dtype=x.dtype), stride=orig)  # (N,new,frames)
     out = phases.transpose(1, 2).reshape(x.shape[0], -1)[:, : math.ceil(new * length / orig)]
     return out.reshape(*batch, -1)
+
+
+# The polyphase kernel holds (new phases x taps) weights, new x (2 * width + orig) for rates reduced to orig:new;
+# for rates that share no factor (8001 -> 16000 Hz) that is the product of the rates (3.4 GB was seen). Beyond this
+# many weights (4 MiB of float32) each output's filter is computed where it is used instead.
+_KERNEL_ELEMENTS = 1 << 20
+_CHUNK_ELEMENTS = 1 << 21  # gathered input samples per chunk of outputs in _resample_direct (8 MiB of float32)
+
+
+def _resample_direct(rows: Tensor, orig: int, new: int, zero_crossings: int, rolloff: float) -> Tensor:
+    """``rows (N,T)`` at ``orig`` resampled to ``new`` (rates reduced by their gcd): ``(N, ceil(T*new/orig))``.
+
+    The same Hann-windowed sinc as the polyphase path, evaluated per output sample: output ``j`` sits at input time
+    ``t = j*orig/new`` and sums the input within ``width = ceil(zero_crossings / r)`` samples of it, weighted by
+    ``r sinc(r d) cos^2(pi r d / (2 zero_crossings))`` at distance ``d`` (``r``: the cutoff in cycles per input
+    sample, twice). Memory is bounded by ``_CHUNK_ELEMENTS`` per chunk whatever the rates; time is linear in the
+    output length times ``2 * width``."""
+    r = min(orig, new) * rolloff / orig
+    width = math.ceil(zero_crossings / r)
+    count, length = rows.shape
+    out_length = math.ceil(new * length / orig)
+    taps = torch.arange(-width, width + 2, device=rows.device)  # input index minus floor(t)
+    padded = F.pad(rows, (width + 1, width + 2))  # input k is padded[k + width + 1]
+    out = rows.new_empty(count, out_length)
+    chunk = max(1, _CHUNK_ELEMENTS // (count * len(taps)))
+    for start in range(0, out_length, chunk):
+        j = torch.arange(start, min(start + chunk, out_length), device=rows.device, dtype=torch.int64)
+        base = j * orig // new  # floor(t), exact in integers
+        frac = (j * orig - base * new).to(torch.float64) / new  # t - floor(t), in [0, 1)
+        d = ((frac.view(-1, 1) - taps.view(1, -1)) * r).clamp(-zero_crossings, zero_crossings)  # (C,taps)
+        weights = (torch.sinc(d) * torch.cos(d * math.pi / zero_crossings / 2) ** 2 * r).to(rows.dtype)
+        gathered = padded[:, base.view(-1, 1) + taps.view(1, -1) + width + 1]  # (N,C,taps)
+        out[:, start : start + len(j)] = (gathered * weights).sum(-1)
+    return out
 
 
 def _resolve_rate(rates: list[int], clips: list[File], sample_rate: int | None) -> int:
