@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -469,3 +471,73 @@ def test_direct_and_polyphase_resampling_agree():
         direct = wav._resample_direct(clip, orig, new, zero_crossings=6, rolloff=0.99)
         assert direct.shape == polyphase.shape
         assert torch.allclose(direct, polyphase, atol=1e-5), (orig, new, (direct - polyphase).abs().max())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Item 7: an unreadable decoded cache is decoded again; a cache that cannot be written lets the run go on
+
+
+def _tiny_dataset():
+    from lossaug.data.types import ImageDataset, Split
+
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).view(2, 3, 4, 4)
+    return ImageDataset("tiny", ("a", "b"), Split(images, torch.tensor([0, 1])), Split(images, torch.tensor([1, 0])))
+
+
+def _cached(cache_dir: Path, logs: list[str], loads: list[int]):
+    from lossaug.data.cache import cached
+
+    def load():
+        loads.append(1)
+        return _tiny_dataset()
+
+    return cached("image", cache_dir, "tiny", lambda: "content", None, load, logs.append)
+
+
+@pytest.mark.parametrize("damage", ["zero-bytes", "cut-short", "not-npz", "unreadable-dir"])
+def test_an_unreadable_decoded_cache_is_decoded_again_and_rewritten(tmp_path, damage):
+    logs, loads = [], []
+    _cached(tmp_path, logs, loads)
+    (path,) = tmp_path.glob("tiny-*.npz")
+    if damage == "zero-bytes":
+        path.write_bytes(b"")
+    elif damage == "cut-short":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "not-npz":
+        path.write_bytes(b"\x93NUMPY garbage")
+    else:  # a folder where the file should be cannot be read, nor replaced: decoded, and a warning
+        path.unlink()
+        path.mkdir()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = _cached(tmp_path, logs, loads)
+    assert len(loads) == 2 and torch.equal(dataset.train.inputs, _tiny_dataset().train.inputs)
+    assert any(f"unreadable cache file {path}" in line for line in logs), logs
+    if damage == "unreadable-dir":
+        assert any(str(path) in str(w.message) for w in caught)
+        return
+    _cached(tmp_path, logs, loads)
+    assert len(loads) == 2 and logs[-1] == f"cache hit {path}"  # rewritten, and read back
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_a_full_or_read_only_cache_directory_warns_and_goes_on_without_a_cache(tmp_path, monkeypatch, code):
+    import lossaug.data.cache as cache_module
+
+    def cannot_write(path):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(cache_module, "atomic_file", cannot_write)
+    logs, loads = [], []
+    with pytest.warns(UserWarning, match=rf"{tmp_path}.*{os.strerror(code)}.*without"):
+        dataset = _cached(tmp_path, logs, loads)
+    assert len(loads) == 1 and torch.equal(dataset.test.labels, torch.tensor([1, 0]))
+
+
+def test_a_cache_dir_that_is_a_file_is_one_line_naming_it(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    cache.write_text("a file")
+    args = [a if a != str(tmp_path / "cache") else str(cache) for a in tiny(tmp_path)]
+    args = [*args[: args.index("--dataset") + 1], "folder", "--data", str(tmp_path / "images"), *args[2:]]
+    assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2
+    one_line_error(capsys, f"--cache-dir {cache}", "not a directory")

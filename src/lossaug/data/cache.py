@@ -3,13 +3,15 @@
 
 A cache file's name hashes a format version, the loader's options and the content (``files_hash``, or an
 archive's sha256), so an edited file or a changed option misses the cache and writes a new entry. Files are
-written atomically and read without pickles; an unreadable one is logged and decoded again.
+written atomically and read without pickles; an unreadable one (empty, cut short, corrupt, a folder) is logged and
+decoded again, and a cache that cannot be written (a full or read-only directory) is a warning naming the file:
+the run goes on without it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import zipfile
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -68,7 +70,7 @@ def cached(
 def _read(path: Path, kind: Kind, name: str, log: Log) -> Dataset | None:
     """The data set cached in ``path``; None when there is none, or when it is unreadable (logged: the caller
     decodes again and overwrites it)."""
-    if not path.is_file():
+    if not path.exists():
         return None
     inputs = _FORMATS[kind][2]
     try:
@@ -83,8 +85,10 @@ def _read(path: Path, kind: Kind, name: str, log: Log) -> Dataset | None:
                 dataset = AudioDataset(name, classes, train, test, sample_rate=int(z["sample_rate"]))
             else:
                 dataset = ImageDataset(name, classes, Split(*splits[0]), Split(*splits[1]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        log(f"ignoring unreadable cache file {path} ({e}); decoding again")
+    # np.load raises whatever the bytes lead it to: EOFError on an empty file, ValueError, BadZipFile, KeyError,
+    # OSError (a folder, no permission), ... Each means this file of lossaug's own cache cannot serve.
+    except Exception as e:
+        log(f"ignoring unreadable cache file {path} ({type(e).__name__}: {e}); decoding again")
         return None
     log(f"cache hit {path}")
     return dataset
@@ -97,6 +101,11 @@ def _write(path: Path, kind: Kind, dataset: Dataset, log: Log) -> None:
         arrays["sample_rate"] = np.array(dataset.sample_rate)
     for split_name, split in (("train", dataset.train), ("test", dataset.test)):
         arrays |= {f"{split_name}_{inputs}": split.inputs.numpy(), f"{split_name}_labels": split.labels.numpy()}
-    with atomic_file(path) as f:
-        np.savez(f, **arrays)
+    try:
+        with atomic_file(path) as f:
+            np.savez(f, **arrays)
+    except OSError as e:  # a full or read-only cache directory: the data are decoded, the run goes on without
+        warnings.warn(f"could not write the cache file {path} ({e.strerror or e}); going on without caching the "
+                      f"decoded {noun}", stacklevel=3)  # fmt: skip
+        return
     log(f"cached decoded {noun} in {path}")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from lossaug.data.sources import data_kind, load_dataset
 from lossaug.data.types import AudioDataset, AudioSplit, Kind, Log, Split, select_classes
+from lossaug.errors import InputError
 
 if TYPE_CHECKING:
     from lossaug.config import TrainConfig
@@ -42,6 +43,8 @@ def load_for(config: TrainConfig, log: Log | None = None) -> TrainData:
     clip length, held-out speaker) and keep ``config.classes`` (relabelled ``0..k-1``; a log line says which)."""
     from lossaug.config import class_names  # config imports the registry (sources), so not at module level
 
+    if config.cache_dir and Path(config.cache_dir).exists() and not Path(config.cache_dir).is_dir():
+        raise InputError(f"--cache-dir {config.cache_dir} exists and is not a directory")
     dataset = load_dataset(
         config.dataset,
         config.data,
