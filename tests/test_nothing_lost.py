@@ -541,3 +541,20 @@ def test_a_cache_dir_that_is_a_file_is_one_line_naming_it(tmp_path, capsys):
     args = [*args[: args.index("--dataset") + 1], "folder", "--data", str(tmp_path / "images"), *args[2:]]
     assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2
     one_line_error(capsys, f"--cache-dir {cache}", "not a directory")
+
+
+def test_a_wav_cut_within_its_header_says_so(tmp_path):
+    import io
+    import wave
+
+    from lossaug.data.wav import decode_audio
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(b"\0\0" * 100)
+    for cut in (12, 20, 30):
+        clip = tmp_path / f"cut{cut}.wav"
+        clip.write_bytes(buffer.getvalue()[:cut])
+        with pytest.raises(ValueError, match=rf"{clip}: .*not a PCM WAV file \([^)]") as caught:
+            decode_audio(clip)
+        assert "()" not in str(caught.value)

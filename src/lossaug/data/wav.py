@@ -74,7 +74,7 @@ def decode_audio(source: Path | bytes, where: str | None = None) -> tuple[np.nda
         raise InputError(f"cannot read audio file {where}: {e.strerror or e}") from e
     except (wave.Error, EOFError) as e:
         # Not a PCM WAV the standard library reads: float or extensible WAV, FLAC, ..., or not audio at all.
-        samples, rate = _read_with_soundfile(source, where, f"not a PCM WAV file ({e or 'truncated header'})")
+        samples, rate = _read_with_soundfile(source, where, f"not a PCM WAV file ({str(e) or 'cut short within its header'})")
         channels = samples.shape[1]
     else:
         if width not in (1, 2, 3, 4):
