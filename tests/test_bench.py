@@ -136,7 +136,7 @@ def test_proxy_and_derived_option_costs():
 
 
 def test_audio_model_is_timed_on_waveforms_with_the_audio_setting(monkeypatch):
-    from lossaug import bench as bench_module
+    from lossaug.bench import timing as bench_module
 
     seen = []
     real = bench_module.method_for
