@@ -1,5 +1,5 @@
 """Command line: ``lossaug train`` (every ``TrainConfig`` field is an option), ``compare``, ``bench``, ``report``,
-``show`` and ``demo``; ``main`` is the entry point.
+``show`` and ``demo``, and ``predict``, ``evaluate`` and ``export`` (``cli_use``); ``main`` is the entry point.
 
 With ``cli_config`` (options and config files) and ``cli_commands`` (what each command does), the only code that
 reads argv, the environment or config files. Bad input (``UsageError``, ``lossaug.errors.InputError``) and
@@ -25,6 +25,7 @@ from lossaug.cli_config import (
     default_cache_dir,
     load_config_file,
 )
+from lossaug.cli_use import add_use_commands
 from lossaug.config import PRESETS
 from lossaug.errors import InputError
 from lossaug.models import MODELS as MODEL_NAMES
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_show(sub)
     _add_demo(sub)
+    add_use_commands(sub)  # predict, evaluate, export
     return parser
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lossaug.config import PRESETS, RENAMED, TrainConfig
+from lossaug.data.sources import data_kind
 from lossaug.errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -174,13 +175,20 @@ def load_protocol_file(path: Path) -> tuple[dict[str, Any], TrainConfig]:
 
 
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults < ``base`` (a resumed run's config) or ``--preset`` < ``--config`` file < options typed."""
+    """Defaults < ``base`` (a resumed run's config) or ``--preset`` < ``--config`` file < options typed.
+
+    Audio data with no model named at any of these levels trains ``audio_cnn``; a ``data`` path that exists is
+    made absolute."""
     values: dict[str, Any] = dict(base) if base else dict(PRESETS[args.preset]) if args.preset else {}
     if args.config:
         values.update(load_config_file(Path(args.config)))
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values.update({k: v for k, v in vars(args).items() if k in names})
     values.setdefault("cache_dir", str(default_cache_dir()))
+    if "model" not in values and data_kind(values.get("dataset", TrainConfig.dataset)) == "audio":
+        values["model"] = "audio_cnn"  # no network named: the one that takes waveforms
+    if values.get("data") and Path(values["data"]).exists():
+        values["data"] = str(Path(values["data"]).absolute())  # the run records where its data are, from anywhere
     if not values.get("out"):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         values["out"] = str(

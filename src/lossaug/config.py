@@ -17,12 +17,12 @@ from torch import nn
 from lossaug.augment import parse_augment
 from lossaug.data.sources import DATASETS, data_kind
 from lossaug.errors import InputError
-from lossaug.models import MODELS, RECIPES, check_model_name
+from lossaug.models import MODELS, RECIPES, check_model_fits_data, check_model_name
 from lossaug.selection import BN_MODES, SCORES, check_score_fraction
 from lossaug.user_model import FACTORY_FORM
 
 METHODS = ("baseline", "proposed", "maxup", "weighted")
-SETTINGS = ("A", "B")
+SETTINGS = ("A", "B", "C")
 DEVICES = ("auto", "cpu", "cuda")
 PLACEMENTS = ("auto", "device", "host")
 NONFINITE = ("raise", "skip")
@@ -51,7 +51,10 @@ class TrainConfig:
 
     # data
     dataset: str = _opt(
-        "mini", "cifar10, cifar100, folder (root/train/<class>/*) or mini (bundled)", choices=DATASETS
+        "mini",
+        "images: cifar10, cifar100, folder (root/train/<class>/*, or an archive of it) or mini (bundled); audio: fsdd "
+        "(Free Spoken Digits) or audio-folder (root/train/<class>/*.wav, or an archive of it)",
+        choices=DATASETS,
     )
     data: str | None = _opt(None, "archive, extracted folder or download directory (cifar: default cache dir)")
     image_size: int | None = _opt(None, "resize folder images to SIZE x SIZE pixels (needed for mixed sizes)")
@@ -73,7 +76,8 @@ class TrainConfig:
     model: str = _opt(
         "preact_resnet18",
         f"network: {', '.join(MODELS)}, or your own as {FACTORY_FORM} (a callable taking num_classes= and, if it "
-        "accepts them, in_channels= and width=, returning an nn.Module)",
+        "accepts them, in_channels=, width= and sample_rate=, returning an nn.Module); the command line's default "
+        "for audio data is audio_cnn",
         option_metavar="NAME|" + FACTORY_FORM,
     )
     width: int | None = _opt(None, "first-stage channels (preact_resnet18: 64 as published; cnn: 32)")
@@ -90,7 +94,12 @@ class TrainConfig:
         "candidates of batch-size/M images, each weighted by its share of the loss (no scoring pass)",
         choices=METHODS,
     )
-    setting: str = _opt("A", "A: flip + crop (pad 4); B: A + Cutout (16 px CIFAR-10, 8 px CIFAR-100)", choices=SETTINGS)
+    setting: str = _opt(
+        "A",
+        "A: flip + crop (pad 4); B: A + Cutout (16 px CIFAR-10, 8 px CIFAR-100); C: A + one TrivialAugment-style op "
+        "per candidate (images only)",
+        choices=SETTINGS,
+    )
     augment: str | None = _opt(None, "custom augmentation spec (e.g. 'flip,crop:2'); overrides --setting")
     num_candidates: int = _opt(
         4, "M: candidates per image for proposed/maxup (baseline always uses 1)", option="--candidates"
@@ -274,8 +283,10 @@ def validate_config(config: TrainConfig) -> None:
         raise InputError(f"select_from must be in [0, 1), got {config.select_from}")
     _check_cheap_modes(config)
     check_model_name(config.model)
+    check_model_fits_data(config.model, data_kind(config.dataset), config.dataset)
     if config.proxy_model is not None:
         check_model_name(config.proxy_model, "proxy_model")
+        check_model_fits_data(config.proxy_model, data_kind(config.dataset), config.dataset, "proxy_model")
     if config.temperature is not None and not config.temperature >= 0:
         raise InputError(f"temperature must be >= 0, got {config.temperature}")
     if not 0 <= config.uniform_mix <= 1:
@@ -295,6 +306,8 @@ def validate_config(config: TrainConfig) -> None:
         raise InputError("stop_at and branch_from exclude each other: a trunk cannot itself be a branch")
     if (config.stop_at is not None or config.branch_from is not None) and config.out is None:
         raise InputError("stop_at and branch_from need out, the run directory holding the checkpoints")
+    if config.setting == "C" and config.augment is None and data_kind(config.dataset) == "audio":
+        raise InputError("setting C (TrivialAugment-style ops) is for images; audio has settings A and B")
     if config.augment is not None and data_kind(config.dataset) == "audio":
         from lossaug.audio import parse_audio_augment
 

@@ -116,7 +116,8 @@ def check_run_memory(config: Any, data: Any, device: torch.device, world_size: i
 
     try:
         with torch.device("meta"):
-            net = build_model(config.model, data.num_classes, data.in_channels, config.width)
+            net = build_model(config.model, data.num_classes, data.in_channels, config.width,
+                              sample_rate=data.sample_rate)  # fmt: skip
     except InputError:
         raise
     except Exception:  # a user's factory that cannot build on meta: no estimate, the run goes on

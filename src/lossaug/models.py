@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lossaug.audio.model import AudioCNN
+from lossaug.audio.model import DEFAULT_SAMPLE_RATE, AudioCNN
 from lossaug.data.types import Kind
 from lossaug.errors import InputError
 from lossaug.user_model import FACTORY_FORM, build_factory_model, is_factory_name
@@ -169,10 +169,24 @@ RECIPES = {
 }
 
 
-def model_kind(name: str) -> Kind:
-    """What network ``name`` takes: "audio" (waveforms ``(B,1,T)`` int16 at ``pipeline.AUDIO_RATE``: ``audio_cnn``)
-    or "image" (every other built-in and any ``PACKAGE.MODULE:FACTORY`` model)."""
-    return "audio" if name == "audio_cnn" else "image"
+def model_kind(name: str) -> Kind | None:
+    """What network ``name`` takes: "audio" (waveforms ``(B,C,T)`` int16, at the rate it is built for:
+    ``audio_cnn``), "image" (the other built-ins), or None for a ``PACKAGE.MODULE:FACTORY`` model, which may take
+    either (its forward on the data's first samples is the check)."""
+    if name in MODELS:
+        return "audio" if name == "audio_cnn" else "image"
+    return None
+
+
+def check_model_fits_data(name: str, data_kind: Kind, dataset: str, option: str = "model") -> None:
+    """Raise ``InputError`` when the built-in network ``name`` takes the other kind of input than the data set
+    holds (an image network on audio, or ``audio_cnn`` on images), naming a network that fits."""
+    kind = model_kind(name)
+    if kind is None or kind == data_kind:
+        return
+    fits = "audio_cnn" if data_kind == "audio" else "preact_resnet18, cnn or fast_resnet"
+    raise InputError(f"--{option.replace('_', '-')} {name} is an {kind} network but dataset {dataset!r} holds "
+                     f"{data_kind}; use --{option.replace('_', '-')} {fits}, or your own {FACTORY_FORM}")  # fmt: skip
 
 
 def check_model_name(name: str, option: str = "model") -> None:
@@ -182,14 +196,20 @@ def check_model_name(name: str, option: str = "model") -> None:
         raise InputError(f"unknown {option} {name!r}; choose from {sorted(MODELS)} or give {FACTORY_FORM}")
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 3, width: int | None = None) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, in_channels: int = 3, width: int | None = None, *, sample_rate: int | None = None
+) -> nn.Module:
     """The bare network ``name``: one of ``MODELS`` (``width`` None takes its default) or the ``nn.Module`` a
-    ``PACKAGE.MODULE:FACTORY`` returns (see ``user_model``)."""
+    ``PACKAGE.MODULE:FACTORY`` returns (see ``user_model``). ``sample_rate`` (Hz, audio data): what ``audio_cnn``
+    builds its front end for (None: ``DEFAULT_SAMPLE_RATE``), passed on to a factory that accepts it."""
     check_model_name(name)
     if width is not None and width < 1:
         raise InputError(f"width must be >= 1, got {width}")
     if name not in MODELS:
-        return build_factory_model(name, num_classes, in_channels, width)
+        return build_factory_model(name, num_classes, in_channels, width, sample_rate=sample_rate)
+    if name == "audio_cnn":
+        rate = DEFAULT_SAMPLE_RATE if sample_rate is None else sample_rate
+        return AudioCNN(num_classes, in_channels, width or DEFAULT_WIDTHS[name], sample_rate=rate)
     return MODELS[name](num_classes, in_channels, width or DEFAULT_WIDTHS[name])
 
 
@@ -202,15 +222,16 @@ def build_classifier(
     *,
     device: torch.device,
     init_seed: int,
+    sample_rate: int | None = None,
 ) -> nn.Module:
     """``Normalized`` network ``name`` on ``device`` (channels_last on CUDA), its weights drawn from ``init_seed``.
 
-    ``norm`` is ``(mean, std)`` per channel on the [0, 1] scale. Init draws from torch's CPU generator inside
-    ``fork_rng``, so the caller's random state is untouched.
+    ``norm`` is ``(mean, std)`` per channel on the [0, 1] scale; ``sample_rate``: the audio data's (``build_model``).
+    Init draws from torch's CPU generator inside ``fork_rng``, so the caller's random state is untouched.
     """
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(init_seed)
-        net = build_model(name, num_classes, in_channels, width)
+        net = build_model(name, num_classes, in_channels, width, sample_rate=sample_rate)
     cuda = device.type == "cuda"
     model = Normalized(net, *norm, channels_last=cuda).to(device)
     return model.to(memory_format=torch.channels_last) if cuda else model

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,9 @@ def use_device(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-AUDIO_RATE = 8000  # the sample rate audio_cnn's front end is built for
+# bench's clip rate for an audio model when no data set gives one (FSDD's); a run's audio_cnn is built for its data's
+# own rate (PlacedData.sample_rate).
+AUDIO_RATE = 8000
 
 
 def make_generator(seed: int, name: str, device: torch.device) -> torch.Generator:
@@ -96,10 +99,20 @@ class PlacedData:
     std: tuple[float, ...]
     on_device: bool
     kind: Kind  # the source's: "image" or "audio" (waveforms (N,C,T) int16)
+    classes: tuple[str, ...] = ()  # label i means classes[i]
+    sample_rate: int | None = None  # Hz, audio only: what the audio network's front end is built for
 
     @property
     def in_channels(self) -> int:
         return self.train_images.shape[1]
+
+    def input_spec(self) -> dict[str, Any]:
+        """What the run's network takes, recorded in its checkpoint and config.json (``lossaug predict`` and
+        ``export`` read it): kind and channels, and the image height and width or the audio rate and clip length."""
+        shape = tuple(self.train_images.shape[1:])
+        if self.kind == "audio":
+            return {"kind": "audio", "channels": shape[0], "sample_rate": self.sample_rate, "clip_samples": shape[1]}
+        return {"kind": "image", "channels": shape[0], "height": shape[1], "width": shape[2]}
 
 
 def _check_labels(dataset: TrainData, name: str) -> None:
@@ -120,8 +133,6 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
     _check_labels(dataset, config.dataset)
     train, test = dataset.train, dataset.test
     audio = dataset.kind == "audio"
-    if audio and dataset.sample_rate != AUDIO_RATE:
-        raise InputError(f"audio_cnn runs at {AUDIO_RATE} Hz; pass --sample-rate {AUDIO_RATE}")
     side = min(train.inputs.shape[-2:]) if not audio else None
     for name in filter(None, (config.model, config.proxy_model)) if not audio else ():
         check_image_size(name, side, f"{config.dataset} images are {tuple(train.inputs.shape[-2:])} px")
@@ -146,7 +157,7 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
 
     return PlacedData(
         place(train_images), train_labels.to(device), place(test.inputs), test.labels.to(device),
-        dataset.num_classes, mean, std, on_device, dataset.kind,
+        dataset.num_classes, mean, std, on_device, dataset.kind, dataset.classes, dataset.sample_rate,
     )  # fmt: skip
 
 
@@ -208,3 +219,28 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, device: torch.dev
     model.train(was_training)
     wrong, loss_sum = world.all_sum(sums).tolist()
     return wrong / total, loss_sum / total
+
+
+def confusion_matrix(model: nn.Module, inputs: Tensor, labels: Tensor, num_classes: int, device: torch.device,
+                     batch_size: int = 1024) -> Tensor:  # fmt: skip
+    """``counts (K,K)`` int64 on the CPU: row = true class, column = predicted class, of ``model`` over ``inputs``
+    (images or waveforms) in eval mode, this process alone; restores the training flag."""
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    with torch.inference_mode(), autocast_for(device):
+        for start in range(0, len(labels), batch_size):
+            x = inputs[start : start + batch_size].to(device, non_blocking=True)
+            y = labels[start : start + batch_size].to(device, non_blocking=True)
+            predicted = model(x).float().argmax(dim=1)
+            counts += torch.bincount(y * num_classes + predicted, minlength=num_classes * num_classes)
+    model.train(was_training)
+    return counts.view(num_classes, num_classes).cpu()
+
+
+def per_class_errors(counts: Tensor, classes: tuple[str, ...]) -> dict[str, float | None]:
+    """Each class's test error from a confusion matrix ``counts (K,K)`` (rows true): the share of its examples
+    predicted as another class; None for a class without test examples."""
+    totals = counts.sum(dim=1)
+    right = counts.diagonal()
+    return {name: (1 - int(right[i]) / int(totals[i])) if int(totals[i]) else None for i, name in enumerate(classes)}

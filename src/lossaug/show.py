@@ -16,16 +16,20 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from lossaug.audio.model import DEFAULT_SAMPLE_RATE
 from lossaug.checkpoint import load_checkpoint, newest_valid_checkpoint
 from lossaug.config import TrainConfig
-from lossaug.data import AudioSplit, Kind, Split, load_for
+from lossaug.data import AudioSplit, Kind, Split, data_kind, load_for
 from lossaug.errors import InputError
 from lossaug.method import method_for
 from lossaug.models import build_classifier, check_classifier_output, check_state_fits
 from lossaug.seeds import stream_seed
 from lossaug.selection import score_candidates, selection_probs
 
-__all__ = ["CandidateGrid", "LoadedRun", "load_run", "plot_candidates", "score_examples", "show_candidates"]
+__all__ = [
+    "CandidateGrid", "LoadedRun", "find_data", "load_run", "plot_candidates", "run_sample_rate", "score_examples",
+    "show_candidates",
+]  # fmt: skip
 
 # The baseline trains with a uniform choice (temperature inf), which would show every probability as 1/M.
 BASELINE_DISPLAY_TEMPERATURE = 1.0
@@ -44,6 +48,7 @@ class LoadedRun:
     checkpoint: Path
     scorer: nn.Module | None = None
     kind: Kind = "image"
+    sample_rate: int | None = None  # Hz, audio runs: the rate the model was built for
 
     @property
     def scoring_model(self) -> nn.Module:
@@ -63,6 +68,7 @@ class CandidateGrid:
     temperature: float
     note: str
     kind: Kind = "image"
+    sample_rate: int | None = None  # Hz, audio: the rate of the clips (their spectrograms are drawn at it)
 
 
 def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
@@ -72,6 +78,27 @@ def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return path, load_checkpoint(path)
+
+
+def run_sample_rate(payload: dict) -> int | None:
+    """The audio rate (Hz) a checkpoint's network was built for, None for an image run. Recorded in the checkpoint
+    (``inputs``) since runs train at their data's own rate; before that every audio run ran at 8000 Hz."""
+    inputs = payload.get("inputs")
+    if inputs:
+        return inputs.get("sample_rate")
+    return DEFAULT_SAMPLE_RATE if data_kind(payload["config"]["dataset"]) == "audio" else None
+
+
+def find_data(config: TrainConfig, run_dir: Path) -> str | None:
+    """Where a run's data are now: its recorded path when it exists from here; a relative path recorded by an
+    older run is also looked for under the run directory's parents (it was relative to where the run started).
+    Returns the recorded path unchanged when nothing is found (loading it then names it)."""
+    if config.data is None or Path(config.data).is_absolute() or Path(config.data).exists():
+        return config.data
+    for parent in Path(run_dir).absolute().parents:
+        if (parent / config.data).exists():
+            return str(parent / config.data)
+    return config.data
 
 
 def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path | None = None) -> LoadedRun:
@@ -92,19 +119,20 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
     # The weights, mean and std included (buffers), come from the checkpoint; the init seed does not matter.
     neutral = ([0.0] * channels, [1.0] * channels)
     cpu = torch.device("cpu")
+    rate = run_sample_rate(payload)
     model = build_classifier(config.model, payload["num_classes"], channels, config.width, neutral, device=cpu,
-                             init_seed=0)  # fmt: skip
+                             init_seed=0, sample_rate=rate)  # fmt: skip
     check_state_fits(model, state, f"checkpoint {path}", config.model)
     model.load_state_dict(state)
     scorer = None
     proxy_state = (payload.get("proxy") or {}).get("model")
     if config.proxy_model is not None and proxy_state is not None:
         scorer = build_classifier(config.proxy_model, payload["num_classes"], channels, config.proxy_width, neutral,
-                                  device=cpu, init_seed=0)  # fmt: skip
+                                  device=cpu, init_seed=0, sample_rate=rate)  # fmt: skip
         check_state_fits(scorer, proxy_state, f"checkpoint {path} (proxy)", config.proxy_model)
         scorer.load_state_dict(proxy_state)
     # The run's own data options (classes, image size, audio, md5 check); where the data and the cache are may differ.
-    moved = dataclasses.replace(config, data=data if data is not None else config.data,
+    moved = dataclasses.replace(config, data=data if data is not None else find_data(config, path.parent),
                                 cache_dir=None if cache_dir is None else str(cache_dir))  # fmt: skip
     dataset = load_for(moved)
     if dataset.num_classes != payload["num_classes"]:
@@ -115,7 +143,7 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
     for name, network in ((config.model, model), (config.proxy_model, scorer)):
         if network is not None:  # the factory's module may have changed since the run
             check_classifier_output(network, dataset.test.inputs[:2], payload["num_classes"], name)
-    return LoadedRun(config, model, dataset.classes, dataset.test, path, scorer, dataset.kind)
+    return LoadedRun(config, model, dataset.classes, dataset.test, path, scorer, dataset.kind, rate)
 
 
 def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4, *, seed: int = 0) -> CandidateGrid:
@@ -153,19 +181,18 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
         note = (f"gated run: only the {config.score_fraction:g} of each batch with the highest last loss was scored; "
                 "the others trained on their first candidate")  # fmt: skip
     probs = selection_probs(scores, temperature, config.uniform_mix)
-    return CandidateGrid(candidates, targets, scores, probs, temperature, note, run.kind)
+    return CandidateGrid(candidates, targets, scores, probs, temperature, note, run.kind, run.sample_rate)
 
 
-def log_mel_of(clips: Tensor) -> Tensor:
+def log_mel_of(clips: Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Tensor:
     """Log-mel spectrograms ``(N,M,n_mels,frames)`` of the first channel of int16 waveform candidates
-    ``(N,M,C,T)``, by ``audio_cnn``'s own front end (it has no learned parameters)."""
+    ``(N,M,C,T)`` at ``sample_rate`` Hz, by ``audio_cnn``'s own front end (it has no learned parameters)."""
     from lossaug.audio.model import INT16_SCALE, LogMel
-    from lossaug.pipeline import AUDIO_RATE
 
     num_clips, num_candidates, _, length = clips.shape
     with torch.no_grad():
         waveforms = clips[:, :, :1].reshape(-1, 1, length).float() / INT16_SCALE
-        features = LogMel(AUDIO_RATE)(waveforms)  # (N*M, 1, n_mels, frames)
+        features = LogMel(sample_rate)(waveforms)  # (N*M, 1, n_mels, frames)
     return features.view(num_clips, num_candidates, *features.shape[-2:])
 
 
@@ -181,7 +208,8 @@ def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *,
         num_images, num_candidates, figsize=(1.9 * num_candidates, 2.1 * num_images + 0.6), squeeze=False
     )
     best = grid.probs.argmax(dim=1)
-    spectrograms = log_mel_of(grid.candidates) if grid.kind == "audio" else None
+    audio = grid.kind == "audio"
+    spectrograms = log_mel_of(grid.candidates, grid.sample_rate or DEFAULT_SAMPLE_RATE) if audio else None
     for row in range(num_images):
         name = classes[int(grid.targets[row])]
         for column in range(num_candidates):

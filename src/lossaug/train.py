@@ -41,6 +41,7 @@ from lossaug.data import data_fingerprint, fingerprint_differences
 from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.finetune import apply_init, read_init
+from lossaug.guards import EtaNote, small_data_warnings
 from lossaug.interrupts import NonFiniteError, StopRequest, TrainingInterrupted, stop_requests
 from lossaug.memory import check_run_memory
 from lossaug.metadata import device_name, git_commit, run_metadata, write_json
@@ -59,9 +60,11 @@ from lossaug.origin import config_differences, run_origin, run_schedule, step_ra
 from lossaug.pipeline import (
     balanced_subset,
     channel_stats,
+    confusion_matrix,
     epoch_batches,
     evaluate,
     make_generator,
+    per_class_errors,
     prepare_data,
     resolve_device,
     use_device,
@@ -171,7 +174,8 @@ class _Run:
         self.fingerprint = data_fingerprint(data.train_images, data.train_labels, data.num_classes)
         audio = data.kind == "audio"
         self.image_side = None if audio else min(data.train_images.shape[-2:])
-        self.method = method_for(config, data.mean, self.device, audio=audio, image_side=self.image_side)
+        self.method = method_for(config, data.mean, self.device, audio=audio, image_side=self.image_side,
+                                 num_classes=data.num_classes)  # fmt: skip
         self.steps_per_epoch = len(self.data.train_labels) // config.images_per_step()
         self.schedule = run_schedule(config, self.steps_per_epoch, origin, payload)
         check_run_memory(config, self.data, self.device, self.world.size, self.method.augment)
@@ -196,6 +200,10 @@ class _Run:
         self.signal, self.last_checkpoint, self.clock = StopRequest(), None, time.perf_counter()
         self.metadata = self._metadata(origin)
         remove_run_files(list(replaced))  # --overwrite: the old run goes only now that this one is set up
+        noun = "clips" if audio else "images"  # the run is set up: now the advice for small data, if any
+        for message in small_data_warnings(len(data.train_labels), config.images_per_step(), noun):
+            if self.world.leader:
+                warnings.warn(message, stacklevel=3)
         self.callbacks = self._callbacks(on_step)
         if self.reporter is not None:
             resumed = f", {origin} at epoch {self.state.epoch + 1} step {self.state.step}" if origin else ""
@@ -214,7 +222,7 @@ class _Run:
         data = self.data
         net = build_classifier(
             name, data.num_classes, data.in_channels, width, (data.mean, data.std),
-            device=self.device, init_seed=stream_seed(self.config.seed, stream),
+            device=self.device, init_seed=stream_seed(self.config.seed, stream), sample_rate=data.sample_rate,
         )  # fmt: skip
         check_classifier_output(net, data.train_images[:2].to(self.device), data.num_classes, name)
         return net
@@ -289,6 +297,9 @@ class _Run:
             "schedule": dataclasses.asdict(self.schedule),
             "stop_step": self.stop_step,
             "augment": self._augment_spec(),
+            "inputs": self.data.input_spec(),  # what the network takes (predict, export)
+            "classes": list(self.data.classes),
+            "data_path": str(Path(self.config.data).absolute()) if self.config.data else None,
         }
         metadata = {**run_metadata(self.config, self.device, resolved), "world_size": self.world.size}
         if self.init_report is not None:
@@ -311,6 +322,7 @@ class _Run:
         callbacks: list[Callback] = []
         if self.reporter is not None:
             callbacks.append(Progress(self.reporter, self.config.epochs, self.steps_per_epoch, self.config.batch_size))
+            callbacks.append(EtaNote(self.reporter, self.config.epochs))
         if self.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.metadata, self.out_dir / "config.json")
@@ -481,6 +493,8 @@ class _Run:
             "data_fingerprint": self.fingerprint,
             "init": self.init_report,
             "stale_losses": self.stale_losses.cpu(),
+            "inputs": self.data.input_spec(),
+            "classes": list(self.data.classes),
         }
         return save_checkpoint(payload, self.out_dir)
 
@@ -515,7 +529,10 @@ class _Run:
         for name in ("model", "metrics", "config"):
             summary.pop(name)
         extra = {k: metadata[k] for k in ("world_size", "rank_parameter_checksums") if k in metadata}
-        write_json({**summary, "epochs": len(state.metrics), "out_dir": str(self.out_dir), **extra},
+        data = self.data
+        counts = confusion_matrix(self.model.model, data.test_images, data.test_labels, data.num_classes, self.device)
+        write_json({**summary, "epochs": len(state.metrics), "out_dir": str(self.out_dir), **extra,
+                    "per_class_test_error": per_class_errors(counts, data.classes)},
                    self.out_dir / "final.json")  # fmt: skip
         from lossaug.plots import plot_curves
 

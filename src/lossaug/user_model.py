@@ -47,7 +47,9 @@ def import_factory(name: str) -> Callable[..., nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise InputError(f"--model {name}: cannot import {module_name!r}: {error}") from None
+        hint = (f"it is looked for in the current directory ({cwd}) and on PYTHONPATH: run lossaug from the folder "
+                f"holding {module_name.split('.')[0]}, or add that folder to PYTHONPATH")  # fmt: skip
+        raise InputError(f"--model {name}: cannot import {module_name!r}: {error}; {hint}") from None
     except SyntaxError as error:
         raise InputError(f"--model {name}: {error.filename} line {error.lineno}: SyntaxError: {error.msg}") from None
     except Exception as error:  # the module's own code raised while importing: one line saying where
@@ -70,9 +72,12 @@ def _where(error: BaseException) -> str:
     return f"{frames[-1].filename} line {frames[-1].lineno}" if frames else "import"
 
 
-def build_factory_model(name: str, num_classes: int, in_channels: int, width: int | None) -> nn.Module:
+def build_factory_model(
+    name: str, num_classes: int, in_channels: int, width: int | None, *, sample_rate: int | None = None
+) -> nn.Module:
     """Call the factory ``name`` with ``num_classes=`` and, when it accepts them, ``in_channels=`` and ``width=``
-    (``width`` only when set: a factory without it takes no ``--width``)."""
+    (``width`` only when set: a factory without it takes no ``--width``); ``sample_rate=`` (Hz, audio data) when
+    set and the factory names it among its parameters."""
     factory = import_factory(name)
     try:
         parameters = inspect.signature(factory).parameters
@@ -86,6 +91,8 @@ def build_factory_model(name: str, num_classes: int, in_channels: int, width: in
         if "width" not in parameters and not takes_any:
             raise InputError(f"--model {name} takes no width argument; drop --width {width}")
         kwargs["width"] = width
+    if sample_rate is not None and "sample_rate" in parameters:
+        kwargs["sample_rate"] = sample_rate
     if parameters and "num_classes" not in parameters and not takes_any:
         raise InputError(f"--model {name}: the factory must accept num_classes= (its parameters: {list(parameters)})")
     model = factory(**kwargs)

@@ -1,0 +1,95 @@
+"""Guard rails for small data and slow machines: what a run on a few hundred examples should hear before it starts
+(``small_data_warnings``) and, after its first epoch, how long the rest will take (``EtaNote``).
+
+The defaults (200 epochs, batch 128) are the published CIFAR protocol; on 360 clips they give 2 steps per epoch and
+silently drop 104 clips with the last partial batch. These messages say so and what to change.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lossaug.progress import Reporter
+from lossaug.telemetry import Callback
+
+__all__ = [
+    "DROPPED_FRACTION_WARNING", "MIN_STEPS_PER_EPOCH", "EtaNote", "format_duration", "small_data_warnings",
+    "suggested_batch_size",
+]  # fmt: skip
+
+DROPPED_FRACTION_WARNING = 0.10  # warn when the dropped last partial batch is more than this share of the data
+MIN_STEPS_PER_EPOCH = 10  # fewer steps per epoch: the schedule and BatchNorm statistics get very few updates
+
+
+def small_data_warnings(num_train: int, images_per_step: int, noun: str = "images") -> list[str]:
+    """The warnings for ``num_train`` training examples at ``images_per_step`` per step (the last partial batch of
+    each epoch is dropped): a dropped share above ``DROPPED_FRACTION_WARNING``, fewer than ``MIN_STEPS_PER_EPOCH``
+    steps per epoch. Each says what to change; empty when neither applies."""
+    steps = num_train // images_per_step
+    dropped = num_train - steps * images_per_step
+    suggestion = suggested_batch_size(num_train)
+    messages = []
+    if dropped > DROPPED_FRACTION_WARNING * num_train:
+        messages.append(
+            f"each epoch drops its last partial batch: {dropped} of {num_train} training {noun} "
+            f"({dropped / num_train:.0%}) go unused in every epoch (different ones each time); choose a --batch-size "
+            f"that divides {num_train} more evenly, e.g. {suggestion}"
+        )
+    if steps < MIN_STEPS_PER_EPOCH:
+        plural = "" if steps == 1 else "s"
+        few = f"only {steps} step{plural} per epoch ({num_train} training {noun} at {images_per_step} per step)"
+        if suggestion < images_per_step:
+            messages.append(
+                f"{few}: the model gets few updates per epoch; use --batch-size {suggestion} (and scale --lr with "
+                f"it, e.g. {0.1 * suggestion / 128:.2g} for the default recipe's 0.1 at 128)"
+            )
+        else:
+            messages.append(f"{few}: too few {noun} for {MIN_STEPS_PER_EPOCH} steps; each epoch is a few noisy updates")
+    return messages
+
+
+def suggested_batch_size(num_train: int) -> int:
+    """A batch size for ``num_train`` examples: the largest power of two up to 128 giving at least
+    ``MIN_STEPS_PER_EPOCH`` steps and dropping at most ``DROPPED_FRACTION_WARNING`` of the data, else the largest
+    power of two giving ``MIN_STEPS_PER_EPOCH`` steps (at least 8)."""
+    for size in (128, 64, 32, 16, 8):
+        steps = num_train // size
+        if steps >= MIN_STEPS_PER_EPOCH and num_train - steps * size <= DROPPED_FRACTION_WARNING * num_train:
+            return size
+    size = 8  # smaller batches make BatchNorm's statistics noisy
+    while size * 2 * MIN_STEPS_PER_EPOCH <= num_train:
+        size *= 2
+    return size
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``7.5 min`` or ``3.2 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class EtaNote(Callback):
+    """After the first epoch this process trains, one line: the time the remaining epochs should take at that
+    epoch's pace (evaluation included), and the clock time they should end."""
+
+    def __init__(self, reporter: Reporter, epochs: int):
+        self.reporter, self.epochs, self.started, self.said = reporter, epochs, time.monotonic(), False
+
+    def on_epoch(self, record: dict[str, Any]) -> None:
+        if self.said:
+            return
+        self.said = True
+        remaining = self.epochs - record["epoch"]
+        if remaining <= 0:
+            return
+        per_epoch = time.monotonic() - self.started
+        eta = remaining * per_epoch
+        end = time.strftime("%H:%M", time.localtime(time.time() + eta))
+        self.reporter.log(
+            f"ETA: about {format_duration(eta)} for the remaining {remaining} epoch{'' if remaining == 1 else 's'} at "
+            f"{format_duration(per_epoch)} each (done near {end}); too slow? see the README's recipe for small data"
+        )

@@ -1,0 +1,157 @@
+"""``lossaug export``: a trained run as one TorchScript file that needs torch alone, and a JSON file beside it.
+
+The module takes what a user has: uint8 images ``(B,C,H,W)`` at the run's size, or waveforms ``(B,C,T)`` at the
+run's rate and clip length, int16 or float in [-1, 1]; applies the run's normalisation (images) or front end (the
+audio network's own log-mel, inside the model) and returns logits ``(B,K)``. The network is traced
+(``torch.jit.trace``) once on a batch of two; a scripted wrapper around it checks the input's dtype and shape and
+scales float waveforms to the int16 scale the run's data had. ``torch.jit.load(path)`` loads it anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lossaug.errors import InputError
+from lossaug.use.run import TrainedRun
+
+__all__ = ["EXPORT_FORMAT", "ExportedModel", "export_run", "metadata_path"]
+
+EXPORT_FORMAT = "lossaug-torchscript/1"
+
+
+class _Images(nn.Module):
+    """Checks uint8 images ``(B,C,H,W)`` at the run's size and hands them to the traced network."""
+
+    def __init__(self, net: nn.Module, channels: int, height: int, width: int):
+        super().__init__()
+        self.net, self.channels, self.height, self.width = net, channels, height, width
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dtype != torch.uint8:
+            raise ValueError("images must be uint8 in [0, 255]")
+        if (
+            images.dim() != 4
+            or images.shape[1] != self.channels
+            or images.shape[2] != self.height
+            or (images.shape[3] != self.width)
+        ):
+            raise ValueError(f"images must be (B,{self.channels},{self.height},{self.width})")
+        return self.net(images.float())
+
+
+class _Waveforms(nn.Module):
+    """Checks waveforms ``(B,C,T)`` at the run's clip length, int16 or float in [-1, 1], and hands them to the
+    traced network on the int16 scale."""
+
+    def __init__(self, net: nn.Module, channels: int, clip_samples: int):
+        super().__init__()
+        self.net, self.channels, self.clip_samples = net, channels, clip_samples
+
+    def forward(self, waveforms: Tensor) -> Tensor:
+        if waveforms.dim() != 3 or waveforms.shape[1] != self.channels or waveforms.shape[2] != self.clip_samples:
+            raise ValueError(f"waveforms must be (B,{self.channels},{self.clip_samples}) at the run's rate")
+        if waveforms.dtype == torch.int16:
+            return self.net(waveforms.float())
+        if not waveforms.is_floating_point():
+            raise ValueError("waveforms must be int16, or float in [-1, 1]")
+        return self.net(waveforms.float() * 32768.0)  # [-1, 1] to the int16 scale of the run's clips
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """Where the TorchScript module and its JSON were written, and the JSON's contents."""
+
+    path: Path
+    metadata_path: Path
+    metadata: dict[str, Any]
+
+
+def metadata_path(path: str | Path) -> Path:
+    """The JSON beside an exported module: ``model.pt`` -> ``model.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def _example(run: TrainedRun) -> Tensor:
+    """Two examples of the run's input on the float scale the network sees (uint8 or int16 values)."""
+    generator = torch.Generator().manual_seed(0)
+    if run.kind == "audio":
+        return torch.randint(-3000, 3000, (2, *run.inputs.shape), generator=generator).float()
+    return torch.randint(0, 256, (2, *run.inputs.shape), generator=generator).float()
+
+
+def _metadata(run: TrainedRun) -> dict[str, Any]:
+    config_json, final_json = run.provenance.get("config.json", {}), run.provenance.get("final.json", {})
+    spec = run.inputs
+    if run.kind == "image":
+        takes = f"uint8 images (B,{spec.channels},{spec.height},{spec.width})"
+    else:
+        takes = (
+            f"waveforms (B,{spec.channels},{spec.clip_samples}) at {spec.sample_rate} Hz, int16 or float in [-1, 1]; "
+            "mono clips centred in the clip length, zero-padded or cropped equally at both ends"
+        )
+    return {
+        "format": EXPORT_FORMAT,
+        "classes": list(run.classes),
+        "inputs": spec.to_json(),
+        "takes": takes,
+        "returns": f"logits (B,{len(run.classes)}) float32; softmax for probabilities",
+        "provenance": {
+            "run_dir": str(run.run_dir.absolute()),
+            "checkpoint": str(run.checkpoint.absolute()),
+            "global_step": run.global_step,
+            "dataset": run.config.dataset,
+            "data": run.config.data,
+            "model": run.config.model,
+            "method": run.config.method,
+            "seed": run.config.seed,
+            "test_error": final_json.get("test_error"),
+            "git_commit": config_json.get("git_commit"),
+            "lossaug_version": config_json.get("lossaug_version"),
+            "trained_with_torch": config_json.get("torch_version"),
+            "exported_with_torch": torch.__version__,
+        },
+    }
+
+
+def export_run(run: TrainedRun, out: str | Path) -> ExportedModel:
+    """Write ``run``'s model as TorchScript to ``out`` and its JSON to ``metadata_path(out)``, each atomically;
+    a network that cannot be traced is an ``InputError`` saying why."""
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'model.pt'}")
+    model = run.model.eval()
+    example = _example(run)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # torch 2.13 marks TorchScript deprecated in favour of torch.export, whose files need torch's Python
+            # side to run; TorchScript is still what loads with torch alone (and from C++), which is the point here.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            traced = torch.jit.trace(model, example, check_trace=False)
+            spec = run.inputs
+            wrapper = (_Waveforms(traced, spec.channels, int(spec.clip_samples or 0)) if run.kind == "audio"
+                       else _Images(traced, spec.channels, int(spec.height or 0), int(spec.width or 0)))  # fmt: skip
+            scripted = torch.jit.script(wrapper)
+    except Exception as error:  # tracing or scripting a user's network: say which and why, in one line
+        raise InputError(f"cannot export {run.config.model} from {run.run_dir} to TorchScript: "
+                         f"{type(error).__name__}: {str(error).splitlines()[0]}") from error  # fmt: skip
+    metadata = _metadata(run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        scripted.save(str(tmp))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    from lossaug.metadata import write_json
+
+    write_json(metadata, metadata_path(out))
+    return ExportedModel(out, metadata_path(out), json.loads(metadata_path(out).read_text()))

@@ -1,0 +1,117 @@
+"""A user's files as a run's inputs, preprocessed exactly as the run's test data were: the same decoding
+(``data.folders`` for images, ``data.wav`` for audio), the same size, rate, channel and clip policy.
+
+Images: decoded as image folders decode them (palettes, alpha and 16-bit gray handled alike), resized to the run's
+``--image-size`` if it had one; gray images become RGB for an RGB run (the channel repeated, as a mixed folder
+does) and color images gray for a gray run (PIL's ``L``); an image of another size than the run's is resized to it
+(PIL bilinear, as ``--image-size`` resizes). Audio: mixed to mono, resampled to the run's rate (band-limited),
+centred in the run's clip length, zero-padded or cropped equally at both ends, scaled by 32768 to int16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from lossaug.data import AUDIO_SUFFIXES, IMAGE_SUFFIXES, decode_audio, resample
+from lossaug.data.folders import _decode_one
+from lossaug.data.types import File
+from lossaug.data.wav import _fit
+from lossaug.errors import InputError
+from lossaug.use.run import InputSpec
+
+__all__ = ["Unreadable", "find_files", "read_input", "read_inputs", "suffixes_for"]
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file that could not be read as the run's input, and why (one line)."""
+
+    path: str
+    reason: str
+
+
+def suffixes_for(spec: InputSpec) -> tuple[str, ...]:
+    """The file endings a folder is searched for: image or audio files, as the run's data."""
+    return IMAGE_SUFFIXES if spec.kind == "image" else AUDIO_SUFFIXES
+
+
+def find_files(paths: Sequence[str | Path], spec: InputSpec) -> list[Path]:
+    """``paths`` with each folder replaced by the image or audio files under it (recursively, sorted, hidden files
+    skipped); files named directly are kept whatever their ending (a wrong one is then unreadable)."""
+    suffixes = suffixes_for(spec)
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
+            )  # fmt: skip
+        else:
+            found.append(path)
+    return found
+
+
+def _image(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
+    """``(C,H,W)`` uint8 of one image, as the run's test data were decoded."""
+    array = _decode_one(File(where, source), spec.image_size)
+    if array.ndim == 3 and spec.channels == 1:  # a color image for a gray run
+        array = np.asarray(Image.fromarray(array).convert("L"))
+    if array.shape[:2] != (spec.height, spec.width):
+        mode = "L" if array.ndim == 2 else "RGB"
+        resized = Image.fromarray(array, mode).resize((int(spec.width or 0), int(spec.height or 0)), Image.BILINEAR)
+        array = np.asarray(resized)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], spec.channels, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def _clip(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
+    """``(1,T)`` int16 of one clip, as the run's test clips were made."""
+    samples, rate = decode_audio(source, where)
+    assert spec.sample_rate is not None and spec.clip_samples is not None
+    if rate != spec.sample_rate:
+        samples = resample(torch.from_numpy(samples), rate, spec.sample_rate).numpy()
+    clip = torch.from_numpy(_fit(samples, spec.clip_samples)).view(1, -1)
+    return clip.expand(spec.channels, -1).contiguous()
+
+
+def read_input(source: Path | bytes, spec: InputSpec, where: str | None = None) -> Tensor:
+    """One file (a path or its bytes) as the run's input: ``(C,H,W)`` uint8 or ``(C,T)`` int16. An unreadable
+    file raises ``InputError`` naming it (``where``: its name in messages, default the path)."""
+    if isinstance(source, str):
+        source = Path(source)
+    name = where or (str(source) if isinstance(source, Path) else "<bytes>")
+    if isinstance(source, Path) and not source.is_file():
+        raise InputError(f"cannot read {name}: " + ("no such file" if not source.exists() else "not a file"))
+    if spec.kind == "audio":
+        return _clip(source, name, spec)
+    try:
+        return _image(source, name, spec)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise InputError(f"cannot decode image {name}: {error}") from error
+
+
+def read_inputs(
+    files: Iterable[tuple[str, Path | bytes]], spec: InputSpec
+) -> tuple[list[str], Tensor, list[Unreadable]]:
+    """``(names, inputs (N,...), unreadable)`` of ``(name, path or bytes)`` pairs: every readable file stacked in
+    order, the others listed with the reason."""
+    names, tensors, failed = [], [], []
+    for name, source in files:
+        try:
+            tensors.append(read_input(source, spec, name))
+        except InputError as error:
+            failed.append(Unreadable(name, str(error)))
+            continue
+        names.append(name)
+    dtype = torch.uint8 if spec.kind == "image" else torch.int16
+    stacked = torch.stack(tensors) if tensors else torch.empty((0, *spec.shape), dtype=dtype)
+    return names, stacked, failed

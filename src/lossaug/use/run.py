@@ -1,0 +1,121 @@
+"""A trained run, ready to use: its model on the CPU in eval mode, its class names and what its network takes
+(``InputSpec``), read from the run directory's newest valid checkpoint without loading the training data (runs
+made before the checkpoint recorded classes and inputs load their data once to learn them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lossaug.config import TrainConfig
+from lossaug.data import Kind, load_for
+from lossaug.errors import InputError
+from lossaug.models import build_classifier, check_state_fits
+from lossaug.show import _checkpoint_payload, find_data, run_sample_rate
+
+__all__ = ["InputSpec", "TrainedRun", "load_trained"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a run's network takes: images ``(B,channels,height,width)`` uint8, or waveforms
+    ``(B,channels,clip_samples)`` int16 at ``sample_rate`` Hz."""
+
+    kind: Kind
+    channels: int
+    height: int | None = None
+    width: int | None = None
+    sample_rate: int | None = None
+    clip_samples: int | None = None
+    image_size: int | None = None  # the run's --image-size: files are resized to it as its data were
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One example's shape: ``(C,H,W)`` or ``(C,T)``."""
+        if self.kind == "audio":
+            return (self.channels, int(self.clip_samples or 0))
+        return (self.channels, int(self.height or 0), int(self.width or 0))
+
+    def describe(self) -> str:
+        """``3x32x32 uint8 images`` or ``1x8000 int16 clips at 16000 Hz (0.5 s)``."""
+        if self.kind == "audio":
+            seconds = (self.clip_samples or 0) / (self.sample_rate or 1)
+            return f"{self.channels}x{self.clip_samples} int16 clips at {self.sample_rate} Hz ({seconds:g} s)"
+        return f"{self.channels}x{self.height}x{self.width} uint8 images"
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A run's trained ``model`` (``models.Normalized``: takes the raw uint8 images or int16 waveforms the data
+    give, CPU, eval mode), its ``classes`` (logit i means ``classes[i]``) and ``inputs``; ``provenance`` is what
+    the run recorded about itself (config.json and final.json, when present)."""
+
+    config: TrainConfig
+    model: nn.Module
+    classes: tuple[str, ...]
+    inputs: InputSpec
+    run_dir: Path
+    checkpoint: Path
+    global_step: int
+    provenance: dict[str, Any]
+
+    @property
+    def kind(self) -> Kind:
+        return self.inputs.kind
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _from_data(config: TrainConfig, run_dir: Path) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Classes and input spec of an older run, whose checkpoint lacks them: from its data, loaded once."""
+    data = load_for(dataclasses.replace(config, data=find_data(config, run_dir)))
+    shape = tuple(data.train.inputs.shape[1:])
+    if data.kind == "audio":
+        spec = {"kind": "audio", "channels": shape[0], "sample_rate": data.sample_rate, "clip_samples": shape[1]}
+    else:
+        spec = {"kind": "image", "channels": shape[0], "height": shape[1], "width": shape[2]}
+    return data.classes, spec
+
+
+def load_trained(run_dir: str | Path) -> TrainedRun:
+    """The trained model of ``run_dir`` (a run directory, or one of its checkpoint files), ready to predict.
+
+    Raises ``FileNotFoundError`` for a missing path and ``InputError`` for a folder that holds no lossaug run."""
+    path, payload = _checkpoint_payload(Path(run_dir))
+    missing = [key for key in ("model", "config", "num_classes") if key not in payload]
+    if missing:
+        raise InputError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
+    folder = path.parent
+    config = TrainConfig.from_dict(payload["config"])
+    if payload.get("classes") and payload.get("inputs"):
+        classes, spec = tuple(payload["classes"]), dict(payload["inputs"])
+    else:
+        classes, spec = _from_data(config, folder)
+    if len(classes) != payload["num_classes"]:
+        raise InputError(f"checkpoint {path} has {payload['num_classes']} classes but its data {len(classes)}")
+    state = payload["model"]
+    neutral = ([0.0] * spec["channels"], [1.0] * spec["channels"])  # the checkpoint's mean and std replace these
+    model = build_classifier(config.model, len(classes), spec["channels"], config.width, neutral,
+                             device=torch.device("cpu"), init_seed=0, sample_rate=run_sample_rate(payload))  # fmt: skip
+    check_state_fits(model, state, f"checkpoint {path}", config.model)
+    model.load_state_dict(state)
+    inputs = InputSpec(**spec, image_size=config.image_size if spec["kind"] == "image" else None)
+    provenance = {"config.json": _read_json(folder / "config.json"), "final.json": _read_json(folder / "final.json")}
+    return TrainedRun(config, model.eval(), classes, inputs, folder, path, int(payload.get("global_step", 0)),
+                      provenance)  # fmt: skip
