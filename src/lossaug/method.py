@@ -25,14 +25,16 @@ CUTOUT_SIZES = {"cifar10": 16, "mini": 16, "cifar100": 8}
 
 
 def setting_spec(config: TrainConfig, image_side: int | None) -> str:
-    """The augmentation spec a run uses: ``config.augment`` if set, else its setting at the data's scale."""
+    """The augmentation spec a run uses: ``config.augment`` if set, else its setting at the data's scale (setting
+    C's TrivialAugment-style op scales its translations to the image itself)."""
     if config.augment is not None:
         return config.augment
     if config.dataset in CUTOUT_SIZES or image_side is None:
         padding, cutout = 4, CUTOUT_SIZES.get(config.dataset, 16)
     else:
         padding, cutout = max(1, round(image_side / 8)), max(1, round(image_side / 2))
-    return f"flip,crop:{padding}" + (f",cutout:{cutout}" if config.setting == "B" else "")
+    extra = {"B": f",cutout:{cutout}", "C": ",trivial"}.get(config.setting, "")
+    return f"flip,crop:{padding}" + extra
 
 
 def oversized(augment: Compose, image_side: int) -> list[str]:
@@ -50,9 +52,10 @@ def oversized(augment: Compose, image_side: int) -> list[str]:
 def build_augment(
     config: TrainConfig, fill: tuple[float, ...] | None = None, audio: bool = False, image_side: int | None = None
 ) -> Augment:
-    """The run's augmentation: ``config.augment`` if set, else setting A (flip + crop) or B (A + Cutout) at the
-    scale of ``image_side`` (see ``setting_spec``); for audio, ``audio.AUDIO_SETTINGS`` (A: shift + gain + noise;
-    B: A + time and frequency masks). An explicit spec that can remove a whole image is warned about."""
+    """The run's augmentation: ``config.augment`` if set, else setting A (flip + crop), B (A + Cutout) or C (A +
+    one TrivialAugment-style op) at the scale of ``image_side`` (see ``setting_spec``); for audio,
+    ``audio.AUDIO_SETTINGS`` (A: shift + gain + noise; B: A + time and frequency masks). An explicit spec that can
+    remove a whole image is warned about."""
     if audio:
         from lossaug.audio import AUDIO_SETTINGS, parse_audio_augment
 
@@ -83,10 +86,12 @@ def method_for(
     device: torch.device,
     audio: bool = False,
     image_side: int | None = None,
+    num_classes: int | None = None,
 ) -> LossAwareAugment:
     """The run's method: augmentation of its setting at the scale of ``image_side`` (Cutout filled with the
     training ``mean`` on the [0, 1] scale), M, temperature and scoring options, bf16 scoring on CUDA; the cheap
-    modes (stale-loss gating, weighted candidates) are options of the same object."""
+    modes (stale-loss gating, weighted candidates) are options of the same object. ``num_classes``: the one-hot
+    targets' K that label-mixing augmentations (mixup, cutmix) need."""
     fill = tuple(round(255 * m) for m in mean)
     return LossAwareAugment(
         build_augment(config, fill, audio, image_side),
@@ -100,6 +105,7 @@ def method_for(
         check_targets=False,  # labels were checked once when the data loaded: no host sync per scoring call
         score_fraction=config.score_fraction,
         mode="weighted" if config.method == "weighted" else "sample",
+        num_classes=num_classes,
     )
 
 

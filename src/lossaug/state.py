@@ -49,8 +49,11 @@ class EpochStats:
         with torch.no_grad():
             sums, targets = self.sums, selection.input_targets(labels)
             per_image = len(targets) // len(labels)  # inputs per image: M in the weighted mode, else 1
+            # Soft targets (Mixup, CutMix): an input counts as wrong when its prediction misses the class with the
+            # most mass in its target.
+            classes = targets.argmax(dim=1) if targets.is_floating_point() else targets
             sums["loss"] += out.loss.detach().double() * len(labels)
-            sums["wrong"] += (out.logits.argmax(dim=1) != targets).sum().double() / per_image
+            sums["wrong"] += (out.logits.argmax(dim=1) != classes).sum().double() / per_image
             probs, scores, fallback = selection.probs, selection.scores, selection.fallback
             chosen = None if scores is None else scores.gather(1, selection.index.view(-1, 1)).squeeze(1)
             if selection.weighting is not None and per_image > 1:  # the weights of the training pass

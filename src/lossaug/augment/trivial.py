@@ -175,7 +175,8 @@ def apply_autocontrast(images: Tensor) -> Tensor:
     """``ImageOps.autocontrast``: stretch each channel's range to [0, 255] (constant channels kept)."""
     low = images.amin(dim=(2, 3), keepdim=True).double()
     high = images.amax(dim=(2, 3), keepdim=True).double()
-    scale = 255.0 / (high - low).clamp_min(1.0)
+    # A tensor numerator: torch computes ``255.0 / tensor`` as a reciprocal times 255, one ulp off PIL's quotient.
+    scale = torch.full_like(high, 255.0) / (high - low).clamp_min(1.0)
     stretched = (images.double() * scale - low * scale).floor().clamp(0, 255).to(images.dtype)
     return torch.where(high > low, stretched, images)
 

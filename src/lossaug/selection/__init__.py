@@ -10,6 +10,7 @@ here, so ``from lossaug.selection import ...`` does not depend on which file hol
 from lossaug.selection.core import (
     BN_MODES,
     SCORES,
+    Candidates,
     LossFn,
     ScoringOptions,
     Selection,
@@ -23,7 +24,7 @@ from lossaug.selection.modes import MODES, CandidateWeights, check_score_fractio
 from lossaug.selection.probs import probs_entropy, sample_index, selection_probs
 
 __all__ = [
-    "BN_MODES", "MODES", "SCORES", "CandidateWeights", "LossAwareAugment", "LossFn", "ScoringOptions", "Selection",
-    "check_score_fraction", "gate_rows", "gather_selected", "make_candidates", "probs_entropy", "sample_index",
-    "score_candidates", "select_candidates", "selection_probs",
+    "BN_MODES", "MODES", "SCORES", "CandidateWeights", "Candidates", "LossAwareAugment", "LossFn", "ScoringOptions",
+    "Selection", "check_score_fraction", "gate_rows", "gather_selected", "make_candidates", "probs_entropy",
+    "sample_index", "score_candidates", "select_candidates", "selection_probs",
 ]  # fmt: skip

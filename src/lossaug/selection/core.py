@@ -2,9 +2,10 @@
 
 The method is four small pure steps, each usable alone:
 
-1. ``make_candidates``: M independent augmentations per image, one batched call -> ``candidates (B,M,...)``;
+1. ``make_candidates``: M independent augmentations per image, one batched call -> ``candidates (B,M,...)`` (and,
+   for label-mixing augmentations such as Mixup, their own soft ``candidate_targets (B,M,K)``);
 2. ``score_candidates``: each candidate's loss under the current model, without gradient and without changing the
-   model -> ``scores (B,M)``;
+   model -> ``scores (B,M)`` (soft-target cross-entropy where candidates carry soft targets);
 3. ``selection_probs``: ``probs (B,M)`` proportional to ``scores ** (1 / temperature)``;
 4. ``sample_index`` and ``gather_selected``: draw ``index (B,)`` from ``probs`` and take those candidates.
 
@@ -18,12 +19,13 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lossaug.augment import Augment, call_augment
+from lossaug.augment import Augment, augment_with_targets, call_augment
 from lossaug.errors import InputError
 from lossaug.selection.modes import CandidateWeights
 from lossaug.selection.probs import _probs_and_fallback, sample_index
@@ -33,6 +35,19 @@ BN_MODES = ("eval", "batch")
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
+class Candidates(NamedTuple):
+    """Candidates that carry their own soft targets: ``candidates (B,M,...)`` and ``targets (B,M,K)``."""
+
+    candidates: Tensor
+    targets: Tensor
+
+
+@overload
+def make_candidates(images: Tensor, augment: Augment, num_candidates: int, *, generator=..., extra_generator=...,
+                    targets: None = ...) -> Tensor: ...  # fmt: skip
+@overload
+def make_candidates(images: Tensor, augment: Augment, num_candidates: int, *, generator=..., extra_generator=...,
+                    targets: Tensor) -> Candidates: ...  # fmt: skip
 def make_candidates(
     images: Tensor,
     augment: Augment,
@@ -40,7 +55,8 @@ def make_candidates(
     *,
     generator: torch.Generator | None = None,
     extra_generator: torch.Generator | None = None,
-) -> Tensor:
+    targets: Tensor | None = None,
+) -> Tensor | Candidates:
     """``candidates (B,M,...)``: ``num_candidates`` independent draws of ``augment`` per image of
     ``images (B,...)``, made by one call on the ``(B*M,...)`` batch.
 
@@ -48,9 +64,15 @@ def make_candidates(
     exactly as ``num_candidates=1`` draws it, and candidates 1..M-1 from ``extra_generator``: the baseline's
     augmentation of an image is then always one of the proposed arm's candidates, and both consume ``generator``
     identically.
+
+    With soft ``targets (B,K)`` (needed by label-mixing augmentations, ``augment.mixes_targets``) the result is
+    ``Candidates(candidates (B,M,...), targets (B,M,K))``: each candidate with its own target; a Mixup or CutMix
+    partner is another row of the same ``(B*M,...)`` call (of the B images for candidate 0, as in the baseline).
     """
     if num_candidates < 1:
         raise InputError(f"num_candidates must be >= 1, got {num_candidates}")
+    if targets is not None:
+        return _candidates_with_targets(images, targets, augment, num_candidates, generator, extra_generator)
     if extra_generator is not None:
         first = call_augment(augment, images, generator).unsqueeze(1)
         if num_candidates == 1:
@@ -61,6 +83,25 @@ def make_candidates(
     repeated = images.unsqueeze(1).expand(batch, num_candidates, *images.shape[1:])
     flat = call_augment(augment, repeated.reshape(batch * num_candidates, *images.shape[1:]), generator)
     return flat.view(batch, num_candidates, *flat.shape[1:])
+
+
+def _candidates_with_targets(images: Tensor, targets: Tensor, augment: Augment, num_candidates: int,
+                             generator, extra_generator) -> Candidates:  # fmt: skip
+    if targets.dim() != 2 or not targets.is_floating_point() or len(targets) != len(images):
+        raise InputError(f"candidate targets must be soft, ({len(images)}, K) floating point; got {targets.dtype} "
+                         f"{tuple(targets.shape)}")  # fmt: skip
+    if extra_generator is not None:
+        first, first_targets = augment_with_targets(augment, images, targets, generator)
+        if num_candidates == 1:
+            return Candidates(first.unsqueeze(1), first_targets.unsqueeze(1))
+        rest = _candidates_with_targets(images, targets, augment, num_candidates - 1, extra_generator, None)
+        return Candidates(torch.cat([first.unsqueeze(1), rest.candidates.to(first.dtype)], dim=1),
+                          torch.cat([first_targets.unsqueeze(1), rest.targets], dim=1))  # fmt: skip
+    batch = images.shape[0]
+    repeated = images.unsqueeze(1).expand(batch, num_candidates, *images.shape[1:])
+    flat, flat_targets = augment_with_targets(augment, repeated.reshape(batch * num_candidates, *images.shape[1:]),
+                                              targets.repeat_interleave(num_candidates, dim=0), generator)  # fmt: skip
+    return Candidates(flat.view(batch, num_candidates, *flat.shape[1:]), flat_targets.view(batch, num_candidates, -1))
 
 
 # ---------------------------------------------------------------- scoring
@@ -98,6 +139,22 @@ def _classification_scores(logits: Tensor, targets: Tensor, score: str) -> Tenso
     return loss if score == "loss" else -torch.expm1(-loss)
 
 
+def _soft_scores(logits: Tensor, targets: Tensor, score: str) -> Tensor:
+    """Per-row soft-target cross-entropy ``-sum_k t_k log p_k`` (``"loss"``) or ``1 - sum_k t_k p_k``
+    (``"error"``) of ``targets (N,K)``, float32; both equal the hard scores for one-hot targets."""
+    if score == "loss":
+        return F.cross_entropy(logits.float(), targets.float(), reduction="none")
+    return 1.0 - (torch.softmax(logits.float(), dim=1) * targets.float()).sum(dim=1)
+
+
+def _flat_targets(targets: Tensor, batch: int, num_candidates: int) -> Tensor:
+    """The targets of the ``B*M`` flattened candidates: ``(B,M,K)`` candidate targets flattened, anything else
+    (``(B,)`` classes, ``(B,K)`` soft targets, a loss_fn's ``(B,...)``) repeated over the M candidates."""
+    if targets.dim() == 3 and targets.is_floating_point() and targets.shape[1] == num_candidates:
+        return targets.reshape(batch * num_candidates, -1)
+    return targets.repeat_interleave(num_candidates, dim=0)
+
+
 def score_candidates(
     model: nn.Module,
     candidates: Tensor,
@@ -114,7 +171,9 @@ def score_candidates(
 
     ``score="loss"`` is the per-sample cross-entropy of the true class, ``"error"`` is ``1 - p(true class)``;
     ``loss_fn(outputs (N,...), targets (N,...)) -> (N,)`` replaces both for any other task. Targets are repeated
-    over the M candidates. ``bn`` picks BatchNorm's statistics (see ``_scoring_mode``). ``chunk_size`` bounds the
+    over the M candidates. Soft targets, ``(B,K)`` for every candidate of an image or ``(B,M,K)`` each candidate's
+    own (``make_candidates`` with targets), are scored by soft-target cross-entropy ``-sum_k t_k log p_k`` and
+    ``1 - sum_k t_k p_k``. ``bn`` picks BatchNorm's statistics (see ``_scoring_mode``). ``chunk_size`` bounds the
     candidates per forward pass (None: all ``B*M`` at once); with ``bn="batch"`` each chunk uses its own
     statistics. ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward under autocast.
     ``check_targets=False`` skips the target range check (its host sync) when the caller validated the targets
@@ -130,17 +189,20 @@ def score_candidates(
     if targets.shape[0] != batch:
         raise InputError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
     ScoringOptions(score, bn, chunk_size, autocast_dtype, loss_fn, check_targets)  # validates them
-    if loss_fn is None and (targets.dim() != 1 or targets.is_floating_point()):
+    soft = loss_fn is None and targets.is_floating_point() and targets.dim() in (2, 3)
+    if soft and targets.dim() == 3 and targets.shape[1] != num_candidates:
+        raise InputError(f"candidate targets hold {targets.shape[1]} candidates per image, candidates {num_candidates}")
+    if loss_fn is None and not soft and (targets.dim() != 1 or targets.is_floating_point()):
         raise InputError(
-            f"classification targets must be (B,) integer class indices, got {targets.dtype} "
-            f"{tuple(targets.shape)}; pass loss_fn for other targets"
+            f"classification targets must be (B,) integer class indices or soft (B,K) / (B,M,K), got "
+            f"{targets.dtype} {tuple(targets.shape)}; pass loss_fn for other targets"
         )
     total = batch * num_candidates
     if total == 0:
         return torch.zeros(batch, num_candidates, device=candidates.device)
 
     flat = candidates.reshape(total, *candidates.shape[2:])
-    flat_targets = targets.repeat_interleave(num_candidates, dim=0)
+    flat_targets = _flat_targets(targets, batch, num_candidates)
     step = total if chunk_size is None else chunk_size
     autocast = (
         torch.autocast(device_type=candidates.device.type, dtype=autocast_dtype)
@@ -163,6 +225,11 @@ def score_candidates(
                 pieces.append(values.float())
                 continue
             num_classes = outputs.shape[-1]
+            if soft:
+                if chunk_targets.shape[-1] != num_classes:
+                    raise InputError(f"soft targets have {chunk_targets.shape[-1]} classes, the model {num_classes}")
+                pieces.append(_soft_scores(outputs, chunk_targets, score))
+                continue
             if out_of_range is None and check_targets:
                 # Checked on the device and read once at the end: one host sync per call, never a
                 # device-side assert from cross_entropy.
@@ -223,8 +290,9 @@ class Selection:
     others took candidate 0 (``index`` 0, one-hot ``probs``, NaN ``scores``). None: every row, if any was scored.
     ``weighting``: the weighted mode, where ``inputs (B*M,...)`` are every candidate of every image and
     ``targets (B*M,)`` their labels, to be trained on with ``weighting.loss`` (``index`` and ``probs`` are then
-    placeholders: the weights come from the training forward pass). ``targets`` is None when ``inputs`` are one
-    per image, in the order of the targets given."""
+    placeholders: the weights come from the training forward pass). With candidates that carry soft targets
+    (Mixup, CutMix), ``targets (B,K)`` are the chosen candidates' (``(B*M,K)`` in the weighted mode). ``targets``
+    is None when ``inputs`` are one per image with the targets given."""
 
     inputs: Tensor
     index: Tensor
@@ -250,9 +318,16 @@ class Selection:
         return int(self.fallback.sum())
 
 
+def _chosen_targets(targets: Tensor, index: Tensor) -> Tensor | None:
+    """The chosen candidates' ``(B,K)`` of candidate targets ``(B,M,K)``; None for targets given per image."""
+    soft = targets.is_floating_point() and targets.dim() == 3
+    return gather_selected(targets, index) if soft else None
+
+
 def _uniform_selection(
-    candidates: Tensor, temperature: float, uniform_mix: float, generator: torch.Generator | None
-) -> Selection:
+    candidates: Tensor, temperature: float, uniform_mix: float, generator: torch.Generator | None,
+    targets: Tensor | None = None,
+) -> Selection:  # fmt: skip
     """One candidate, or a uniform choice: no model run, so selection costs what the baseline costs."""
     batch, num_candidates = candidates.shape[:2]
     ones = torch.ones(batch, num_candidates, device=candidates.device)
@@ -262,7 +337,8 @@ def _uniform_selection(
         if num_candidates == 1
         else sample_index(probs, generator=generator)
     )
-    return Selection(gather_selected(candidates, index), index, probs, None, fallback)
+    chosen = None if targets is None else _chosen_targets(targets, index)
+    return Selection(gather_selected(candidates, index), index, probs, None, fallback, targets=chosen)
 
 
 def select_candidates(
@@ -280,7 +356,8 @@ def select_candidates(
     autocast_dtype: torch.dtype | None = None,
 ) -> Selection:
     """Score ``candidates (B,M,...)`` (the scoring options are those of ``score_candidates``), turn the scores
-    into probabilities and sample one candidate per image from ``generator``.
+    into probabilities and sample one candidate per image from ``generator``. With candidate targets
+    ``(B,M,K)``, the selection's ``targets`` are the chosen candidates'.
 
     With one candidate, or a uniform selection (``temperature=math.inf`` or ``uniform_mix=1``), the model is not
     run (``scores`` is None): selection then costs what the baseline costs.
@@ -304,7 +381,7 @@ def _select(
     if targets.shape[0] != batch:
         raise InputError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
     if num_candidates == 1 or math.isinf(temperature) or uniform_mix == 1.0:
-        return _uniform_selection(candidates, temperature, uniform_mix, generator)
+        return _uniform_selection(candidates, temperature, uniform_mix, generator, targets)
     scores = score_candidates(
         model, candidates, targets, loss_fn=options.loss_fn, score=options.score, bn=options.bn,
         chunk_size=options.chunk_size, autocast_dtype=options.autocast_dtype, check_targets=options.check_targets,
@@ -312,4 +389,5 @@ def _select(
     # Cross-entropy and 1 - p are never negative: only a user's loss_fn needs the (host-syncing) check.
     probs, fallback = _probs_and_fallback(scores, temperature, uniform_mix, check_negative=options.loss_fn is not None)
     index = sample_index(probs, generator=generator)
-    return Selection(gather_selected(candidates, index), index, probs, scores, fallback)
+    chosen = _chosen_targets(targets, index)
+    return Selection(gather_selected(candidates, index), index, probs, scores, fallback, targets=chosen)

@@ -7,11 +7,12 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lossaug.augment import Augment, call_augment, parse_augment
+from lossaug.augment import Augment, augment_with_targets, call_augment, mixes_targets, parse_augment
 from lossaug.errors import InputError
-from lossaug.selection.core import LossFn, ScoringOptions, Selection, _select, make_candidates
+from lossaug.selection.core import Candidates, LossFn, ScoringOptions, Selection, _select, make_candidates
 from lossaug.selection.modes import MODES, CandidateWeights, check_score_fraction, gate_rows
 
 
@@ -29,6 +30,12 @@ class LossAwareAugment:
     Two cheaper modes, off by default: ``score_fraction=Q < 1`` scores only the ``round(Q*B)`` images of a batch
     with the highest stale loss (passed per call; the object stays stateless) and gives the others candidate 0;
     ``mode="weighted"`` returns every candidate for training with ``CandidateWeights.loss`` (no scoring pass).
+
+    Label-mixing augmentations (``"flip,crop,mixup:0.2"``, ``cutmix``) give each candidate its own soft target:
+    integer targets are made one-hot over ``num_classes`` classes (needed then; soft ``(B,K)`` targets are taken as
+    they are), candidates are scored by soft-target cross-entropy, and the selection's ``targets (B,K)`` are the
+    chosen candidates', to be trained on with a soft-target loss (``F.cross_entropy`` takes them). Every mode works
+    with them.
     """
 
     augment: Augment | str
@@ -43,6 +50,7 @@ class LossAwareAugment:
     check_targets: bool = True
     score_fraction: float = 1.0
     mode: str = "sample"
+    num_classes: int | None = None  # K of the one-hot targets a label-mixing augmentation needs (None: not needed)
     _augment: Augment = field(init=False, repr=False, compare=False)
     _scoring: ScoringOptions = field(init=False, repr=False, compare=False)
 
@@ -64,12 +72,38 @@ class LossAwareAugment:
         augment = parse_augment(self.augment) if isinstance(self.augment, str) else self.augment
         if not callable(augment):
             raise InputError(f"augment must be callable or a spec string, got {type(augment).__name__}")
+        if self.num_classes is not None and (isinstance(self.num_classes, bool) or self.num_classes < 1):
+            raise InputError(f"num_classes must be >= 1 or None, got {self.num_classes}")
+        if mixes_targets(augment) and self.loss_fn is not None:
+            raise InputError("a label-mixing augmentation (mixup, cutmix) scores with soft-target cross-entropy; "
+                             "it cannot be combined with loss_fn")  # fmt: skip
         object.__setattr__(self, "_augment", augment)
         object.__setattr__(self, "_scoring", scoring)
 
     @property
     def scoring(self) -> ScoringOptions:
         return self._scoring
+
+    @property
+    def mixes_targets(self) -> bool:
+        """Whether the augmentation mixes labels: candidates then carry their own soft targets."""
+        return mixes_targets(self._augment)
+
+    def soft_targets(self, targets: Tensor) -> Tensor:
+        """``(B,K)`` float32 class distributions of ``targets``: soft ``(B,K)`` as given, ``(B,)`` classes one-hot
+        over ``num_classes``."""
+        if targets.is_floating_point() and targets.dim() == 2:
+            return targets.float()
+        if targets.dim() != 1 or targets.is_floating_point():
+            raise InputError(f"targets must be (B,) class indices or soft (B,K), got {targets.dtype} "
+                             f"{tuple(targets.shape)}")  # fmt: skip
+        if self.num_classes is None:
+            raise InputError("a label-mixing augmentation (mixup, cutmix) needs num_classes to make one-hot targets "
+                             "of class indices (or pass soft (B,K) targets)")  # fmt: skip
+        if self.check_targets and len(targets) and bool(((targets < 0) | (targets >= self.num_classes)).any()):
+            row = int(((targets < 0) | (targets >= self.num_classes)).nonzero()[0, 0])
+            raise InputError(f"target {int(targets[row])} at row {row} is out of range for {self.num_classes} classes")
+        return F.one_hot(targets, self.num_classes).float()
 
     def candidates(
         self,
@@ -78,13 +112,29 @@ class LossAwareAugment:
         num_candidates: int | None = None,
         generator: torch.Generator | None = None,
         extra_generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """``candidates (B,M,...)`` of ``images (B,...)``; ``num_candidates`` overrides M (1: a baseline step)."""
+        targets: Tensor | None = None,
+    ) -> Tensor | Candidates:
+        """``candidates (B,M,...)`` of ``images (B,...)``; ``num_candidates`` overrides M (1: a baseline step).
+        With ``targets`` (needed when the augmentation mixes labels; made soft by ``soft_targets``):
+        ``Candidates(candidates, targets (B,M,K))``."""
         count = self.num_candidates if num_candidates is None else num_candidates
-        return make_candidates(images, self._augment, count, generator=generator, extra_generator=extra_generator)
+        soft = None if targets is None else self.soft_targets(targets)
+        return make_candidates(images, self._augment, count, generator=generator, extra_generator=extra_generator,
+                               targets=soft)  # fmt: skip
+
+    def _made(self, images: Tensor, targets: Tensor, count: int, generator, extra_generator) -> tuple[Tensor, Tensor]:
+        """``(candidates (B,M,...), targets)``: the candidates' own soft ``(B,M,K)`` when the augmentation mixes
+        labels, else the batch's ``targets`` as given."""
+        if not self.mixes_targets:
+            made = self.candidates(images, num_candidates=count, generator=generator, extra_generator=extra_generator)
+            return made, targets
+        made = self.candidates(images, num_candidates=count, generator=generator, extra_generator=extra_generator,
+                               targets=targets)  # fmt: skip
+        return made.candidates, made.targets
 
     def select(self, model: nn.Module, candidates: Tensor, targets: Tensor, *, generator=None) -> Selection:
-        """Score ``candidates (B,M,...)`` with ``model`` and sample one per image from ``generator``."""
+        """Score ``candidates (B,M,...)`` with ``model`` and sample one per image from ``generator``; ``targets``
+        are the batch's, or the candidates' own ``(B,M,K)``."""
         return _select(model, candidates, targets, self._scoring, self.temperature, self.uniform_mix, generator)
 
     def __call__(
@@ -122,8 +172,8 @@ class LossAwareAugment:
             rows = gate_rows(stale_losses, round(self.score_fraction * len(targets)), order)
             generators = (generator, extra_generator, chooser)
             return self.gated(model, images, targets, rows, count, generators)
-        candidates = self.candidates(images, num_candidates=count, generator=generator, extra_generator=extra_generator)
-        return self.select(model, candidates, targets, generator=chooser)
+        candidates, candidate_targets = self._made(images, targets, count, generator, extra_generator)
+        return self.select(model, candidates, candidate_targets, generator=chooser)
 
     def gated(
         self,
@@ -138,9 +188,14 @@ class LossAwareAugment:
         and one sampled; every other image takes candidate 0, drawn for all B images from the first generator
         exactly as a baseline step draws it. ``generators`` are (augment, extra candidates, choice); the extra
         candidates are drawn for the k rows only. With every row (k = B) this is the ungated selection, draw for
-        draw; with none it is the baseline's step."""
+        draw; with none it is the baseline's step. With a label-mixing augmentation the k rows' other candidates
+        take their partners among those rows."""
         augment_generator, extra_generator, chooser = generators
-        first = call_augment(self._augment, images, augment_generator)
+        soft = self.soft_targets(targets) if self.mixes_targets else None
+        if soft is None:
+            first, first_targets = call_augment(self._augment, images, augment_generator), None
+        else:
+            first, first_targets = augment_with_targets(self._augment, images, soft, augment_generator)
         batch, device = images.shape[0], images.device
         index = torch.zeros(batch, dtype=torch.long, device=device)
         probs = torch.zeros(batch, num_candidates, device=device)
@@ -149,17 +204,28 @@ class LossAwareAugment:
         scored_rows = torch.zeros(batch, dtype=torch.bool, device=device)
         fallback = torch.zeros(batch, dtype=torch.bool, device=device)
         if len(rows) == 0:
-            return Selection(first, index, probs, None, fallback, scored_rows)
+            return Selection(first, index, probs, None, fallback, scored_rows, targets=first_targets)
         extra = extra_generator if extra_generator is not None else augment_generator
-        rest = make_candidates(images[rows], self._augment, num_candidates - 1, generator=extra)
+        if soft is None:
+            rest = make_candidates(images[rows], self._augment, num_candidates - 1, generator=extra)
+            candidate_targets = targets[rows]
+        else:
+            rest, rest_targets = make_candidates(images[rows], self._augment, num_candidates - 1, generator=extra,
+                                                 targets=soft[rows])  # fmt: skip
+            candidate_targets = torch.cat([first_targets[rows].unsqueeze(1), rest_targets], dim=1)
         candidates = torch.cat([first[rows].unsqueeze(1), rest.to(first.dtype)], dim=1)
-        chosen = self.select(model, candidates, targets[rows], generator=chooser)
+        chosen = self.select(model, candidates, candidate_targets, generator=chooser)
         inputs = first.clone()
         inputs[rows] = chosen.inputs
         index[rows], probs[rows], fallback[rows], scored_rows[rows] = chosen.index, chosen.probs, chosen.fallback, True
         if chosen.scores is not None:
             scores[rows] = chosen.scores
-        return Selection(inputs, index, probs, scores if chosen.scored else None, fallback, scored_rows)
+        chosen_targets = None
+        if first_targets is not None:
+            chosen_targets = first_targets.clone()
+            chosen_targets[rows] = chosen.targets
+        return Selection(inputs, index, probs, scores if chosen.scored else None, fallback, scored_rows,
+                         targets=chosen_targets)  # fmt: skip
 
     def weighted(
         self,
@@ -170,10 +236,12 @@ class LossAwareAugment:
         generator: torch.Generator | None = None,
         extra_generator: torch.Generator | None = None,
     ) -> Selection:
-        """The weighted mode: every candidate of every image, ``inputs (B*M,...)`` with ``targets (B*M,)``, to be
-        trained on with ``CandidateWeights.loss``; nothing is scored here (the training forward pass does it)."""
-        candidates = self.candidates(
-            images, num_candidates=num_candidates, generator=generator, extra_generator=extra_generator
+        """The weighted mode: every candidate of every image, ``inputs (B*M,...)`` with ``targets (B*M,)`` (the
+        candidates' own soft ``(B*M,K)`` when the augmentation mixes labels), to be trained on with
+        ``CandidateWeights.loss``; nothing is scored here (the training forward pass does it)."""
+        candidates, candidate_targets = self._made(images, targets, num_candidates, generator, extra_generator)
+        flat_targets = (
+            candidate_targets.flatten(0, 1) if self.mixes_targets else targets.repeat_interleave(num_candidates, dim=0)
         )
         batch, device = images.shape[0], images.device
         return Selection(
@@ -182,6 +250,6 @@ class LossAwareAugment:
             torch.full((batch, num_candidates), 1.0 / num_candidates, device=device),
             None,
             torch.zeros(batch, dtype=torch.bool, device=device),
-            targets=targets.repeat_interleave(num_candidates, dim=0),
+            targets=flat_targets,
             weighting=CandidateWeights(num_candidates, self.temperature, self.uniform_mix),
         )
