@@ -262,3 +262,24 @@ def test_predict_needs_files_and_a_run(image_run, tmp_path, capsys):
     assert main(["predict", str(out), str(tmp_path / "empty")]) == 2
     assert "no files to predict" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "empty"), str(tmp_path)]) == 2
+
+
+def test_public_helpers_take_str_paths(tmp_path):
+    from lossaug.data import decode_audio, decode_image, load_audio_folder, load_image_folder
+
+    root = wav_tree(tmp_path / "clips", train=1, test=1)
+    samples, rate = decode_audio(str(root / "train" / "low" / "0.wav"))
+    assert rate == 16000 and samples.dtype == np.float32
+    assert load_audio_folder(str(root), cache_dir=str(tmp_path / "cache")).sample_rate == 16000
+    images = image_tree(tmp_path / "images", train=1, test=1)
+    assert decode_image(str(images / "train" / "red" / "0.png")).shape == (8, 8, 3)
+    assert load_image_folder(str(images)).classes == ("blue", "red")
+
+
+def test_small_data_warnings_say_what_to_change():
+    from lossaug.guards import small_data_warnings, suggested_batch_size
+
+    dropped, few = small_data_warnings(360, 128, "clips")
+    assert "104 of 360 training clips (29%)" in dropped and "--batch-size" in dropped
+    assert "only 2 steps per epoch" in few and "--batch-size 32" in few
+    assert small_data_warnings(5000, 128) == [] and suggested_batch_size(360) == 32

@@ -14,14 +14,14 @@ from lossaug.data.archives import download, safe_extract
 from lossaug.data.audio_folders import AUDIO_SUFFIXES, load_audio_folder
 from lossaug.data.cifar import CIFAR_SOURCES, load_cifar
 from lossaug.data.fingerprint import data_fingerprint, fingerprint_differences
-from lossaug.data.folders import IMAGE_SUFFIXES, load_image_folder
+from lossaug.data.folders import IMAGE_SUFFIXES, decode_image, load_image_folder
 from lossaug.data.fsdd import FSDD_CLASSES, load_fsdd
 from lossaug.data.load import TrainData, load_for
 from lossaug.data.mini import load_mini_cifar10
 from lossaug.data.multiview import MultiView, view_seed
 from lossaug.data.sources import DATASETS, SOURCES, Source, data_kind, load_dataset, source_for
 from lossaug.data.types import AudioDataset, AudioSplit, Dataset, ImageDataset, Kind, Split, select_classes
-from lossaug.data.wav import decode_audio, resample
+from lossaug.data.wav import decode_audio, fit_clip, resample
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -42,8 +42,10 @@ __all__ = [
     "data_fingerprint",
     "data_kind",
     "decode_audio",
+    "decode_image",
     "download",
     "fingerprint_differences",
+    "fit_clip",
     "load_audio_folder",
     "load_cifar",
     "load_dataset",

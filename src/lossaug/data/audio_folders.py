@@ -47,7 +47,7 @@ def load_audio_folder(
     *,
     sample_rate: int | None = None,
     clip_seconds: float | None = None,
-    cache_dir: Path | None = None,
+    cache_dir: str | Path | None = None,
     log: Log | None = None,
 ) -> AudioDataset:
     """Files under ``root/train/<class>/`` and ``root/test/<class>/`` (or ``val/``); class i = i-th sorted name.
@@ -56,6 +56,7 @@ def load_audio_folder(
     ``sample_rate``, ``clip_seconds`` and ``cache_dir``.
     """
     root = Path(root)
+    cache_dir = None if cache_dir is None else Path(cache_dir)
     say = log or silent
     check_audio_options(sample_rate, clip_seconds)
     if not root.exists():

@@ -21,7 +21,7 @@ from lossaug.data.types import File, ImageDataset, LoadRequest, Log, Split, sile
 from lossaug.errors import InputError
 from lossaug.memory import check_fits, dataset_bytes
 
-__all__ = ["IMAGE_SUFFIXES", "from_request", "load_image_folder"]
+__all__ = ["IMAGE_SUFFIXES", "decode_image", "from_request", "load_image_folder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F")
@@ -43,6 +43,14 @@ def _decode_one(image: File, image_size: int | None) -> np.ndarray:
             return np.asarray(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise InputError(f"cannot decode image {image.where}: {e}") from e
+
+
+def decode_image(source: str | Path | bytes, image_size: int | None = None, where: str | None = None) -> np.ndarray:
+    """One image (a path, as str or Path, or its bytes) decoded as image folders decode theirs: ``(H,W)`` uint8 if
+    grayscale, else ``(H,W,3)``; resized to ``image_size`` squared (bilinear) when given. An undecodable file is an
+    ``InputError`` naming it (``where``, default the path)."""
+    source = Path(source) if isinstance(source, str) else source
+    return _decode_one(File(where or (str(source) if isinstance(source, Path) else "<bytes>"), source), image_size)
 
 
 def _decode_images(images: Sequence[File], image_size: int | None) -> np.ndarray:
@@ -91,7 +99,7 @@ def _decode_tree(name: str, tree: Tree, image_size: int | None, where: str, log:
 
 
 def load_image_folder(
-    root: Path, *, image_size: int | None = None, cache_dir: Path | None = None, log: Log | None = None
+    root: str | Path, *, image_size: int | None = None, cache_dir: str | Path | None = None, log: Log | None = None
 ) -> ImageDataset:
     """Images under `root/train/<class>/` and `root/test/<class>/` (or `val/`); class i = i-th sorted name.
 

@@ -54,7 +54,7 @@ def load_dataset(
     name: str,
     path: str | Path | None = None,
     *,
-    cache_dir: Path | None = None,
+    cache_dir: str | Path | None = None,
     image_size: int | None = None,
     download: bool = True,
     verify: bool = True,

@@ -21,7 +21,7 @@ from lossaug.data.trees import Tree
 from lossaug.data.types import AudioDataset, AudioSplit, File, Log
 from lossaug.errors import InputError
 
-__all__ = ["check_audio_options", "clips_to_arrays", "decode_audio", "decode_clips", "resample"]
+__all__ = ["check_audio_options", "clips_to_arrays", "decode_audio", "decode_clips", "fit_clip", "resample"]
 
 _CLIP_PERCENTILE = 95  # the default clip length covers this percentile of training clip lengths
 
@@ -57,12 +57,13 @@ def _read_with_soundfile(source: Path | bytes, where: str, reason: str) -> tuple
     return samples, int(rate)
 
 
-def decode_audio(source: Path | bytes, where: str | None = None) -> tuple[np.ndarray, int]:
-    """``(samples (T,) float32 mono in [-1, 1], sample_rate)`` of one file (a path or its bytes); channels are
-    averaged. ``where`` names the file in errors (default: the path).
+def decode_audio(source: str | Path | bytes, where: str | None = None) -> tuple[np.ndarray, int]:
+    """``(samples (T,) float32 mono in [-1, 1], sample_rate)`` of one file (a path, as str or Path, or its bytes);
+    channels are averaged. ``where`` names the file in errors (default: the path).
 
     A file that cannot be read, holds no samples, is not audio or has an unsupported sample width raises a
     one-line ValueError naming it."""
+    source = Path(source) if isinstance(source, str) else source
     where = where or (str(source) if isinstance(source, Path) else "<bytes>")
     try:
         if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
@@ -179,7 +180,7 @@ def _resolve_rate(rates: list[int], clips: list[File], sample_rate: int | None) 
     )
 
 
-def _fit(samples: np.ndarray, length: int) -> np.ndarray:
+def fit_clip(samples: np.ndarray, length: int) -> np.ndarray:
     """``samples (T,)`` float in [-1, 1] as ``(length,)`` int16, centred: padded or cropped equally at both ends."""
     ints = np.clip(np.round(samples * 32768), -32768, 32767).astype(np.int16)
     out = np.zeros(length, dtype=np.int16)
@@ -216,7 +217,7 @@ def clips_to_arrays(
         f"clip length {clip_seconds:g} s ({length} samples at {rate} Hz), {reason}; cropped {cropped_train} of "
         f"{num_train} train and {cropped_test} of {len(clips) - num_train} test clips, padded the rest"
     )
-    return np.stack([_fit(s, length) for s in signals])[:, None, :], rate
+    return np.stack([fit_clip(s, length) for s in signals])[:, None, :], rate
 
 
 def check_audio_options(sample_rate: int | None, clip_seconds: float | None) -> None:

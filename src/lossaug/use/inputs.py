@@ -19,10 +19,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from lossaug.data import AUDIO_SUFFIXES, IMAGE_SUFFIXES, decode_audio, resample
-from lossaug.data.folders import _decode_one
-from lossaug.data.types import File
-from lossaug.data.wav import _fit
+from lossaug.data import AUDIO_SUFFIXES, IMAGE_SUFFIXES, decode_audio, decode_image, fit_clip, resample
 from lossaug.errors import InputError
 from lossaug.use.run import InputSpec
 
@@ -61,7 +58,7 @@ def find_files(paths: Sequence[str | Path], spec: InputSpec) -> list[Path]:
 
 def _image(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
     """``(C,H,W)`` uint8 of one image, as the run's test data were decoded."""
-    array = _decode_one(File(where, source), spec.image_size)
+    array = decode_image(source, spec.image_size, where)
     if array.ndim == 3 and spec.channels == 1:  # a color image for a gray run
         array = np.asarray(Image.fromarray(array).convert("L"))
     if array.shape[:2] != (spec.height, spec.width):
@@ -79,7 +76,7 @@ def _clip(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
     assert spec.sample_rate is not None and spec.clip_samples is not None
     if rate != spec.sample_rate:
         samples = resample(torch.from_numpy(samples), rate, spec.sample_rate).numpy()
-    clip = torch.from_numpy(_fit(samples, spec.clip_samples)).view(1, -1)
+    clip = torch.from_numpy(fit_clip(samples, spec.clip_samples)).view(1, -1)
     return clip.expand(spec.channels, -1).contiguous()
 
 
