@@ -85,7 +85,7 @@ class ConvBNReLU(nn.Sequential):
     which halves the side before the cheaper per-pixel work."""
 
     def __init__(self, c_in: int, c_out: int, pool: bool = False):
-        layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
+        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
         if pool:
             layers.append(nn.MaxPool2d(2))
         super().__init__(*layers, nn.BatchNorm2d(c_out), nn.ReLU())
@@ -135,6 +135,9 @@ class FastResNet(nn.Module):
 class Normalized(nn.Module):
     """``net`` behind per-channel normalisation: takes uint8 images in [0, 255] (or floats on that scale),
     feeds ``(x/255 - mean) / std`` to ``net``, optionally in channels_last memory format."""
+
+    mean: Tensor  # (1,C,1,1) buffers on the 0-255 scale
+    std: Tensor
 
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], channels_last: bool = False):
         super().__init__()
@@ -234,7 +237,8 @@ def build_classifier(
         net = build_model(name, num_classes, in_channels, width, sample_rate=sample_rate)
     cuda = device.type == "cuda"
     model = Normalized(net, *norm, channels_last=cuda).to(device)
-    return model.to(memory_format=torch.channels_last) if cuda else model
+    # Module.to takes memory_format (documented, and what it does at run time); torch's type stubs omit it.
+    return model.to(memory_format=torch.channels_last) if cuda else model  # type: ignore[call-overload]
 
 
 def check_image_size(name: str, side: int, what: str) -> None:

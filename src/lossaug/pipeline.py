@@ -133,9 +133,10 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
     _check_labels(dataset, config.dataset)
     train, test = dataset.train, dataset.test
     audio = dataset.kind == "audio"
-    side = min(train.inputs.shape[-2:]) if not audio else None
-    for name in filter(None, (config.model, config.proxy_model)) if not audio else ():
-        check_image_size(name, side, f"{config.dataset} images are {tuple(train.inputs.shape[-2:])} px")
+    if not audio:
+        side = min(train.inputs.shape[-2:])
+        for name in filter(None, (config.model, config.proxy_model)):
+            check_image_size(name, side, f"{config.dataset} images are {tuple(train.inputs.shape[-2:])} px")
     train_images, train_labels = train.inputs, train.labels
     if config.train_size is not None:
         keep = balanced_subset(train_labels, config.train_size, dataset.num_classes)
@@ -173,13 +174,15 @@ class PinnedBatches:
     def __call__(self, index: Tensor) -> Tensor:
         """``images[index]`` on the device; ``index (B,)`` on the CPU."""
         slot, self.slot = self.slot, 1 - self.slot
-        if self.copied[slot] is not None:
-            self.copied[slot].synchronize()
+        previous = self.copied[slot]
+        if previous is not None:
+            previous.synchronize()
         buffer = self.staging[slot][: len(index)]
         torch.index_select(self.images, 0, index, out=buffer)
         batch = buffer.to(self.device, non_blocking=True)
-        self.copied[slot] = torch.cuda.Event()
-        self.copied[slot].record()
+        copied = torch.cuda.Event()
+        copied.record()
+        self.copied[slot] = copied
         return batch
 
 
@@ -190,6 +193,7 @@ def epoch_batches(
     ordered by ``permutation (N,)`` (CPU); ``b`` is this rank's share of ``batch_size``, ``indices`` its rows of the
     training set; the last partial batch is dropped."""
     order = permutation.to(device)
+    fetch: Callable[[Tensor], Tensor]
     if not data.on_device and device.type == "cuda":
         fetch, host_order = PinnedBatches(data.train_images, batch_size // world.size, device), permutation
     else:

@@ -19,7 +19,8 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -56,7 +57,7 @@ def import_factory(name: str) -> Callable[..., nn.Module]:
         where = _where(error)  # LOSSAUG_DEBUG=1 shows the chained traceback
         raise InputError(f"--model {name}: importing {module_name!r} failed at {where}: {type(error).__name__}: "
                          f"{error}") from error  # fmt: skip
-    factory = module
+    factory: Any = module
     for part in attribute.split("."):
         factory = getattr(factory, part, None)
         if factory is None:
@@ -79,6 +80,7 @@ def build_factory_model(
     (``width`` only when set: a factory without it takes no ``--width``); ``sample_rate=`` (Hz, audio data) when
     set and the factory names it among its parameters."""
     factory = import_factory(name)
+    parameters: Mapping[str, inspect.Parameter]
     try:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # some builtins have no signature: pass num_classes only

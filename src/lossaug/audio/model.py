@@ -62,6 +62,9 @@ class LogMel(nn.Module):
     silence such as padding is what reaches it). Computed in float32 even under autocast.
     """
 
+    window: Tensor  # (win_length,) buffers derived from the arguments
+    filterbank: Tensor  # (n_mels, n_fft//2 + 1)
+
     def __init__(
         self,
         sample_rate: int = DEFAULT_SAMPLE_RATE,

@@ -63,7 +63,9 @@ def _image(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
         array = np.asarray(Image.fromarray(array).convert("L"))
     if array.shape[:2] != (spec.height, spec.width):
         mode = "L" if array.ndim == 2 else "RGB"
-        resized = Image.fromarray(array, mode).resize((int(spec.width or 0), int(spec.height or 0)), Image.BILINEAR)
+        resized = Image.fromarray(array, mode).resize(
+            (int(spec.width or 0), int(spec.height or 0)), Image.Resampling.BILINEAR
+        )
         array = np.asarray(resized)
     if array.ndim == 2:
         array = np.repeat(array[..., None], spec.channels, axis=2)
