@@ -558,3 +558,134 @@ def test_a_wav_cut_within_its_header_says_so(tmp_path):
         with pytest.raises(ValueError, match=rf"{clip}: .*not a PCM WAV file \([^)]") as caught:
             decode_audio(clip)
         assert "()" not in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Items 2, 5 and 10 (compare): a protocol is validated before anything is written and never replaces the one that
+# produced results; every file a summary reads is checked; 0-epoch arms and no arms are refused up front
+
+
+class InstantTrain:
+    """Stands in for ``train`` in compare: writes a finished run's files (a step of selection costs 2 s)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, config, reporter=None, resume=False, overwrite=False):
+        import dataclasses
+
+        self.calls.append(config)
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"config": dataclasses.asdict(config), "git_commit": "c0ffee", "git_dirty": False}
+        (out / "config.json").write_text(json.dumps(meta))
+        cost = 1.0 if config.method == "baseline" else 2.0
+        lines = [json.dumps({"epoch": e, "seconds": cost}) + "\n" for e in range(1, config.epochs + 1)]
+        (out / "metrics.jsonl").write_text("".join(lines))
+        error = 0.5 - 0.01 * (config.method != "baseline") - 0.001 * config.seed
+        final = {"test_error": error, "train_error": 0.1, "seconds": cost * config.epochs, "device": "cpu",
+                 "epochs": config.epochs}  # fmt: skip
+        (out / "final.json").write_text(json.dumps(final))
+
+
+PROTOCOL = """[compare]
+out = "{out}"
+arms = {arms}
+seeds = {seeds}
+cost_ratio = {ratio}
+
+[train]
+dataset = "mini"
+train_size = 64
+model = "cnn"
+width = 2
+epochs = 2
+batch_size = 32
+device = "cpu"
+"""
+
+
+@pytest.fixture
+def instant(monkeypatch):
+    import lossaug.compare.runner as runner
+
+    fake = InstantTrain()
+    monkeypatch.setattr(runner, "train", fake)
+    monkeypatch.setattr(runner, "git_commit", lambda: "c0ffee")
+    return fake
+
+
+def protocol(tmp_path: Path, name: str, arms='["baseline", "proposed"]', seeds="[0, 1]", ratio="2.0") -> Path:
+    path = tmp_path / name
+    path.write_text(PROTOCOL.format(out=tmp_path / "cmp", arms=arms, seeds=seeds, ratio=ratio))
+    return path
+
+
+def test_a_refused_protocol_never_replaces_the_recorded_one(tmp_path, capsys, instant):
+    first = protocol(tmp_path, "first.toml")
+    assert main(["compare", "--protocol", str(first)]) == 0
+    recorded = tmp_path / "cmp" / "protocol.toml"
+    assert recorded.read_text() == first.read_text()
+    capsys.readouterr()
+    duplicate = protocol(tmp_path, "dup.toml", seeds="[0, 0]")
+    assert main(["compare", "--protocol", str(duplicate)]) == 2
+    one_line_error(capsys, "seeds")
+    assert recorded.read_text() == first.read_text()
+    other = protocol(tmp_path, "other.toml", seeds="[0, 1, 2]")  # valid, but not what produced the results
+    calls = len(instant.calls)
+    assert main(["compare", "--protocol", str(other)]) == 2
+    one_line_error(capsys, str(recorded), str(other))
+    assert recorded.read_text() == first.read_text() and len(instant.calls) == calls
+    assert main(["compare", "--protocol", str(first)]) == 0  # the same protocol again: fine
+
+
+def test_a_cost_ratio_giving_an_arm_no_epochs_is_refused_before_training(tmp_path, capsys, instant):
+    tiny_ratio = protocol(tmp_path, "p.toml", arms='["baseline", "proposed", "baseline-equal-time"]', ratio="0.1")
+    assert main(["compare", "--protocol", str(tiny_ratio)]) == 2
+    one_line_error(capsys, "baseline-equal-time", "0 epochs", "cost_ratio")
+    assert instant.calls == [] and not (tmp_path / "cmp" / "protocol.toml").exists()
+
+
+def test_no_arms_is_an_error(tmp_path, capsys, instant):
+    assert main(["compare", "--protocol", str(protocol(tmp_path, "p.toml", arms="[]"))]) == 2
+    one_line_error(capsys, "arms")
+    assert instant.calls == []
+
+
+def _finished_comparison(tmp_path: Path, capsys) -> Path:
+    assert main(["compare", "--protocol", str(protocol(tmp_path, "p.toml"))]) == 0
+    capsys.readouterr()
+    return tmp_path / "cmp" / "setting-A" / "proposed" / "seed-1"
+
+
+@pytest.mark.parametrize(
+    "name,damage,needles",
+    [
+        ("metrics.jsonl", "", ("no epoch records", "final.json")),
+        ("metrics.jsonl", '{"epoch": 1, "seconds": 2.0}\n{"epoch": 2, "sec', ("line 2", "not valid JSON")),
+        ("metrics.jsonl", '{"epoch": 1}\n{"epoch": 2}\n', ("line 1", "seconds")),
+        ("final.json", '{"test_error": 0.4', ("not valid JSON",)),
+        ("final.json", '{"test_error": "low"}', ("test_error",)),
+        ("config.json", '{"config": {"epo', ("not valid JSON",)),
+    ],
+    ids=["empty-metrics", "cut-metrics-line", "metrics-without-seconds", "cut-final", "bad-final", "cut-config"],
+)
+def test_a_summary_names_a_broken_run_file_in_one_line(tmp_path, capsys, instant, name, damage, needles):
+    run = _finished_comparison(tmp_path, capsys)
+    (run / name).write_text(damage)
+    assert main(["compare", "--protocol", str(tmp_path / "p.toml")]) == 2
+    one_line_error(capsys, str(run / name), *needles)
+
+
+@pytest.mark.parametrize(
+    "damage,needle", [('{"A": {"value": 2.', "not valid JSON"), ('{"A": {"value": 0, "source": "bench"}}', "value 0")]
+)
+def test_a_broken_cost_ratio_file_is_named_in_one_line(tmp_path, capsys, instant, damage, needle):
+    sized = protocol(tmp_path, "p.toml", arms='["baseline", "proposed", "baseline-equal-time"]')
+    assert main(["compare", "--protocol", str(sized)]) == 0
+    path = tmp_path / "cmp" / "cost_ratio.json"
+    assert json.loads(path.read_text())["A"]["value"] == 2.0
+    path.write_text(damage)
+    capsys.readouterr()
+    assert main(["compare", "--protocol", str(sized)]) == 2
+    one_line_error(capsys, str(path), needle)

@@ -166,7 +166,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from lossaug.compare import ARMS, CompareConfig, config_from_protocol, run_compare, summary_markdown
+    from lossaug.compare import (
+        ARMS,
+        CompareConfig,
+        config_from_protocol,
+        run_compare,
+        summary_markdown,
+        validate_compare,
+    )
     from lossaug.train import NonFiniteError, TrainingInterrupted
 
     if args.protocol:
@@ -188,8 +195,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 raise UsageError(f"--seeds {','.join(map(str, others))} not in the seeds of {path} "
                                  f"({','.join(map(str, config.seeds))})")  # fmt: skip
             config = dataclasses.replace(config, seeds=tuple(args.seeds))
-        Path(config.out).mkdir(parents=True, exist_ok=True)
-        (Path(config.out) / "protocol.toml").write_text(path.read_text())  # the results carry what they ran
+        validate_compare(config)  # everything checked before anything is written
+        _record_protocol(path, Path(config.out))
     else:
         if not getattr(args, "out", None):
             raise UsageError("lossaug compare needs --out DIR (re-running with the same DIR skips finished runs)")
@@ -214,6 +221,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     frontier = ", frontier.png" if config.budgets else ""
     print(f"summary: {Path(config.out) / 'summary.md'}, summary.json, forest.png{frontier}")
     return 0
+
+
+def _record_protocol(path: Path, out: Path) -> None:
+    """Copy the protocol file to ``out/protocol.toml``: the results carry what they ran. A different protocol
+    recorded there beside runs or a summary produced them, and is never replaced."""
+    from lossaug.metadata import write_text
+
+    recorded, text = out / "protocol.toml", path.read_text()
+    if recorded.is_file() and recorded.read_text() != text:
+        if (out / "summary.json").exists() or any(out.glob("setting-*/*/seed-*/config.json")):
+            raise UsageError(f"{recorded} records another protocol, which produced the runs in {out}, and {path} "
+                             "differs from it: give the new protocol another out")  # fmt: skip
+    elif recorded.is_file():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(text, recorded)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

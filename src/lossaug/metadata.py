@@ -107,10 +107,15 @@ def run_metadata(config: TrainConfig, device: torch.device, resolved: dict[str, 
 def write_json(payload: Any, path: Path) -> None:
     """Write ``payload`` to ``path`` atomically (temporary file, then rename). Any OS error (a full disk
     included) names ``path`` and leaves no temporary file behind."""
+    write_text(json.dumps(payload, indent=2, default=str) + "\n", path)
+
+
+def write_text(text: str, path: Path) -> None:
+    """Write ``text`` to ``path`` atomically, as ``write_json`` does."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w") as handle:
-            handle.write(json.dumps(payload, indent=2, default=str) + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lossaug.errors import InputError
+from lossaug.runfiles import NONE, NUMBER, read_records
 
 
 class MatplotlibMissing(InputError, ImportError):
@@ -21,9 +22,9 @@ class MatplotlibMissing(InputError, ImportError):
 
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")  # what matplotlib's Agg, PDF and SVG backends always write
-# What lossaug report reads from every metrics.jsonl record (None allowed where the run had no value).
-REPORT_FIELDS = ("epoch", "test_error", "elapsed_seconds", "entropy", "uniform_entropy", "chosen_score_ratio")
-_MAY_BE_NONE = ("chosen_score_ratio",)
+# What lossaug report reads from every metrics.jsonl record (chosen_score_ratio is None where nothing was scored).
+REPORT_FIELDS = {"test_error": NUMBER, "elapsed_seconds": NUMBER, "entropy": NUMBER, "uniform_entropy": NUMBER,
+                 "chosen_score_ratio": (*NUMBER, NONE)}  # fmt: skip
 
 
 def figure_path(out: Path, default_name: str) -> Path:
@@ -176,24 +177,9 @@ def read_run(directory: Path) -> tuple[str, list[dict]]:
     metrics_path = directory / "metrics.jsonl"
     if not metrics_path.is_file():
         raise FileNotFoundError(f"no metrics.jsonl in run directory {directory}")
-    records = []
-    for number, line in enumerate(metrics_path.read_text(errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{metrics_path} line {number} is not valid JSON: {error.msg}") from None
-        if type(record.get("epoch") if isinstance(record, dict) else None) is not int:
-            raise InputError(f"{metrics_path} line {number} is not an epoch record (no integer 'epoch')")
-        missing = [key for key in REPORT_FIELDS if key not in record]
-        wrong = [key for key in REPORT_FIELDS if key in record and not _number(record[key], key in _MAY_BE_NONE)]
-        if missing or wrong:
-            what = "; ".join(filter(None, (missing and f"lacks {', '.join(missing)}",
-                                           wrong and f"non-numeric {', '.join(wrong)}")))  # fmt: skip
-            raise InputError(f"{metrics_path} line {number} {what} (written by another lossaug version?); report "
-                             f"reads {', '.join(REPORT_FIELDS)}")  # fmt: skip
-        records.append(record)
+    records = read_records(metrics_path, REPORT_FIELDS)
+    if not records:
+        raise InputError(f"{metrics_path} holds no epoch records: nothing to report")
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"no config.json in run directory {directory}")
@@ -201,14 +187,10 @@ def read_run(directory: Path) -> tuple[str, list[dict]]:
         config = json.loads(config_path.read_text(errors="replace"))["config"]
         every, last = max(1, int(config.get("eval_every", 1))), int(config["epochs"])
         method, setting, seed = str(config["method"]), config["setting"], config["seed"]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as error:
         raise InputError(f"{config_path} is not a lossaug run config: {type(error).__name__}: {error}") from None
     for record in records:
         if record["epoch"] % every and record["epoch"] != last:
             record["test_error"] = record["test_loss"] = math.nan
     arm = directory.parent.name if directory.parent.name.startswith(method) else method
     return f"{arm} {setting} seed {seed} ({last} ep)", records
-
-
-def _number(value: object, none_allowed: bool) -> bool:
-    return (value is None and none_allowed) or (isinstance(value, (int, float)) and not isinstance(value, bool))

@@ -30,7 +30,14 @@ endpoints), ``frontier`` (its table, verdicts and plot), ``report`` (summary, Ma
 
 from lossaug.compare.analyses import Analysis, Finished, PairedEndpoints, endpoint
 from lossaug.compare.arms import ARM_REGISTRY, ARMS, ENDPOINTS, Arm, arm_named, budget_arm, equal_compute_epochs
-from lossaug.compare.config import PROTOCOL_KEYS, CompareConfig, all_arms, config_from_protocol, validate_compare
+from lossaug.compare.config import (
+    PROTOCOL_KEYS,
+    CompareConfig,
+    all_arms,
+    check_arm_epochs,
+    config_from_protocol,
+    validate_compare,
+)
 from lossaug.compare.costs import (
     COST_RATIO_FILE,
     measure_cost_ratio,
@@ -96,6 +103,7 @@ __all__ = [
     "arm_rows",
     "break_even_ratio",
     "budget_arm",
+    "check_arm_epochs",
     "check_commits",
     "config_from_protocol",
     "declared_cost",

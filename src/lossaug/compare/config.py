@@ -16,7 +16,10 @@ from lossaug.compare.arms import ARMS, arm_named, budget_arm
 from lossaug.config import SETTINGS, TrainConfig, validate_config
 from lossaug.errors import InputError
 
-__all__ = ["PROTOCOL_KEYS", "CompareConfig", "all_arms", "config_from_protocol", "declared_ratio", "validate_compare"]
+__all__ = [
+    "PROTOCOL_KEYS", "CompareConfig", "all_arms", "check_arm_epochs", "config_from_protocol", "declared_ratio",
+    "validate_compare",
+]  # fmt: skip
 
 PROTOCOL_KEYS = ("out", "arms", "settings", "seeds", "branch_at", "budgets", "cost_ratio", "margin_points",
                  "allow_mixed_commits")  # fmt: skip
@@ -60,7 +63,23 @@ def _check_ratio(name: str, value: float | None) -> None:
         raise InputError(f"{name} must be a finite number > 0, got {value}")
 
 
+def check_arm_epochs(config: CompareConfig, ratios: Mapping[str, float]) -> None:
+    """Raise ``InputError`` when an arm sized from the cost ratios ``ratios`` (step kind -> R; unknown ones are
+    skipped) would get no epoch: refused before any arm trains, not when that arm's turn comes."""
+    for name in all_arms(config):
+        epochs = arm_named(name).epochs(config.base.epochs, config.branch_at, ratios)
+        if epochs is not None and epochs < 1:
+            used = ", ".join(f"{kind} {value:g}" for kind, value in sorted(ratios.items()))
+            raise InputError(f"arm {name!r} would get {epochs} epochs at cost_ratio ({used}) with epochs "
+                             f"{config.base.epochs} and branch_at {config.branch_at:g}; raise epochs or check the "
+                             "cost ratio")  # fmt: skip
+
+
 def validate_compare(config: CompareConfig) -> None:
+    if not config.arms:
+        raise InputError("arms must name at least one arm, got none")
+    if not config.settings:
+        raise InputError("settings must name at least one setting, got none")
     if len(set(config.budgets)) != len(config.budgets) or not all(b > 0 and math.isfinite(b) for b in config.budgets):
         raise InputError(f"budgets must be distinct finite numbers > 0, got {list(config.budgets)}")
     arms = [arm_named(name) for name in all_arms(config)]
@@ -92,6 +111,9 @@ def validate_compare(config: CompareConfig) -> None:
         if getattr(config.base, name, None) is not None:
             raise InputError(f"compare sets {name} per run (use branch_at), got {name}={getattr(config.base, name)!r}")
     validate_config(config.base)
+    declared = {kind: ratio for kind in ("proposed", *config.cost_ratios)
+                if (ratio := declared_ratio(config, kind)) is not None}  # fmt: skip
+    check_arm_epochs(config, declared)
     for arm in arms:  # an arm's own method and options must suit the shared ones (weighted: batch a multiple of M)
         if arm.method != config.base.method or arm.options:
             validate_config(dataclasses.replace(config.base, method=arm.method, **dict(arm.options)))

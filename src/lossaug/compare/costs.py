@@ -8,7 +8,7 @@ it always has, and any other kind's under ``"A:gated"``.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -17,7 +17,9 @@ from lossaug.compare.config import CompareConfig, declared_ratio
 from lossaug.compare.plan import planned_arms
 from lossaug.config import TrainConfig
 from lossaug.errors import InputError
+from lossaug.metadata import write_json
 from lossaug.progress import Reporter
+from lossaug.runfiles import NUMBER, check_fields, read_json
 
 __all__ = [
     "COST_RATIO_FILE",
@@ -129,7 +131,7 @@ def resolve_costs(config: CompareConfig, reporter: Reporter | None = None) -> di
     if not kinds:
         return {}
     path = Path(config.out) / COST_RATIO_FILE
-    saved = json.loads(path.read_text()) if path.exists() else {}
+    saved = _read_saved(path) if path.exists() else {}
     costs: dict[str, dict[str, dict]] = {}
     for setting in config.settings:
         costs[setting], missing = {}, []
@@ -152,8 +154,21 @@ def resolve_costs(config: CompareConfig, reporter: Reporter | None = None) -> di
                 _log(reporter, f"cost ratio of {kind}, setting {setting}: {costs[setting][kind]['value']:.3f} (bench)")
     flat = {_file_key(setting, kind): cost for setting, kinds in costs.items() for kind, cost in kinds.items()}
     if flat != {k: v for k, v in saved.items() if k in flat}:
-        path.write_text(json.dumps({**saved, **flat}, indent=2) + "\n")
+        write_json({**saved, **flat}, path)  # atomic: a kill never leaves it cut short
     return costs
+
+
+def _read_saved(path: Path) -> dict[str, dict]:
+    """``cost_ratio.json``, checked: each entry an object with a finite ``value`` > 0 and a ``source``."""
+    saved = read_json(path)
+    for key, entry in saved.items():
+        where = f"{path} entry {key!r}"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where} is a {type(entry).__name__}, not an object")
+        check_fields(entry, {"value": NUMBER, "source": (str,)}, where)
+        if not (entry["value"] > 0 and math.isfinite(entry["value"])):
+            raise InputError(f"{where} has value {entry['value']!r}, not a finite cost ratio > 0")
+    return saved
 
 
 def resolve_cost_ratios(config: CompareConfig, reporter: Reporter | None = None) -> dict[str, dict]:

@@ -5,28 +5,41 @@ reads finished ones back, and writes the summary, its Markdown and the forest pl
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 from pathlib import Path
 
 from lossaug.checkpoint import has_checkpoint
-from lossaug.compare.config import CompareConfig, validate_compare
+from lossaug.compare.config import CompareConfig, check_arm_epochs, validate_compare
 from lossaug.compare.costs import ratio_values, resolve_costs
 from lossaug.compare.frontier import write_frontier
 from lossaug.compare.plan import RunSpec, plan
 from lossaug.compare.report import check_commits, summarize, summary_markdown, write_forest
 from lossaug.config import RENAMED, TrainConfig
 from lossaug.errors import InputError
-from lossaug.metadata import git_commit
+from lossaug.metadata import git_commit, write_json
 from lossaug.progress import Reporter
+from lossaug.runfiles import INT, NONE, NUMBER, check_fields, read_json, read_records
 from lossaug.train import train
 
 __all__ = ["read_result", "run_compare"]
 
 
+# What a summary reads from a run's files (runfiles checks each, naming a broken file in one line).
+FINAL_FIELDS = {"test_error": NUMBER, "train_error": NUMBER, "seconds": NUMBER, "epochs": INT, "device": (str,)}
+CONFIG_FIELDS = {"config": (dict,)}
+PROVENANCE_FIELDS = {"git_commit": (str, NONE), "git_dirty": (bool, NONE)}  # absent from runs of older versions
+
+
 def _epoch_seconds(directory: Path) -> list[tuple[int, float]]:
-    lines = (directory / "metrics.jsonl").read_text().splitlines()
-    return [(record["epoch"], record["seconds"]) for record in map(json.loads, filter(str.strip, lines))]
+    records = read_records(directory / "metrics.jsonl", {"seconds": NUMBER})
+    return [(record["epoch"], record["seconds"]) for record in records]
+
+
+def _run_config(directory: Path) -> dict:
+    """A run's config.json, checked: its ``config`` (with integer ``epochs``) and provenance."""
+    meta = read_json(directory / "config.json", CONFIG_FIELDS, PROVENANCE_FIELDS)
+    check_fields(meta["config"], {"epochs": INT}, f"{directory / 'config.json'} config")
+    return meta
 
 
 def read_result(directory: Path, trunk: Path | None = None) -> dict:
@@ -35,9 +48,13 @@ def read_result(directory: Path, trunk: Path | None = None) -> dict:
     that to the method; ``seconds_total`` keeps the plain sum. A run branched from ``trunk`` counts the trunk's
     epochs at the trunk's median and its own later epochs at its own."""
     directory = Path(directory)
-    final = json.loads((directory / "final.json").read_text())
-    meta = json.loads((directory / "config.json").read_text())
+    final = read_json(directory / "final.json", FINAL_FIELDS)
+    meta = _run_config(directory)
     own = _epoch_seconds(directory)
+    if not own or own[-1][0] != final["epochs"]:
+        last = f"its last epoch record is {own[-1][0]}" if own else "it holds no epoch records"
+        raise InputError(f"{directory / 'metrics.jsonl'}: {last}, but {directory / 'final.json'} records "
+                         f"{final['epochs']} epochs: damaged, or cut short?")  # fmt: skip
     phases = [[s for _, s in own]]
     if trunk is not None:
         head = _epoch_seconds(trunk)
@@ -55,7 +72,7 @@ def read_result(directory: Path, trunk: Path | None = None) -> dict:
 
 
 def _provenance(directory: Path) -> dict:
-    meta = json.loads((directory / "config.json").read_text())
+    meta = _run_config(directory)
     return {"dir": str(directory), "git_commit": meta.get("git_commit"), "git_dirty": meta.get("git_dirty")}
 
 
@@ -64,7 +81,7 @@ def _check_same_config(config: TrainConfig, out: Path) -> None:
     a configuration that did not produce them."""
     # Fields the saved run predates take their defaults; where things live (out, cache, data, trunk) may differ,
     # but a branched run is never taken for one from the start or the other way round.
-    saved_config = json.loads((out / "config.json").read_text())["config"]
+    saved_config = _run_config(out)["config"]
     saved = {**dataclasses.asdict(TrainConfig()), **{RENAMED.get(k, k): v for k, v in saved_config.items()}}
     ignored = ("out", "cache_dir", "data", "branch_from")
     changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in dataclasses.asdict(config).items()
@@ -118,6 +135,8 @@ def run_compare(config: CompareConfig, reporter: Reporter | None = None) -> dict
     out.mkdir(parents=True, exist_ok=True)
     _preflight_commits(config)
     costs = resolve_costs(config, reporter)
+    for ratios in ratio_values(costs).values():  # a measured R too small for an arm's epochs: before any training
+        check_arm_epochs(config, ratios)
     results: dict[str, dict[str, dict[int, dict]]] = {}
     trunks: list[dict] = []
     for spec in plan(config, ratio_values(costs)):
@@ -129,7 +148,7 @@ def run_compare(config: CompareConfig, reporter: Reporter | None = None) -> dict
             trunk = spec.config.branch_from
             arms.setdefault(spec.arm, {})[spec.seed] = _run(spec, reporter, None if trunk is None else Path(trunk))
     summary = summarize(config, results, costs, trunks)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary, out / "summary.json")
     (out / "summary.md").write_text(summary_markdown(summary))
     write_forest(summary, out / "forest.png")
     write_frontier(summary, out / "frontier.png")
