@@ -172,7 +172,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         type=_csv(int),
         help="comma-separated M values, must include 1 (default: 1,2,4,8)",
     )
-    parser.add_argument("--setting", choices=("A", "B"), help="augmentation setting (default: A)")
+    parser.add_argument(
+        "--setting", choices=("A", "B", "C"), help="augmentation setting (C: A + a TrivialAugment-style op; default: A)"
+    )
+    parser.add_argument("--augment", help="augmentation spec replacing the setting's, e.g. 'flip,crop,mixup:0.2'")
     parser.add_argument("--image-size", type=int, help="image side S in px, images (B,3,S,S) (default: 32)")
     parser.add_argument(
         "--clip-samples", type=int, help="audio models: clip length T in samples, waveforms (B,1,T) (default: 8000)"

@@ -41,6 +41,10 @@ class LossAwareSelection(pl.Callback):
     resumed run draws what the uninterrupted one would have (no state to checkpoint). Each step logs the mean
     selection entropy in nats (``selection_entropy``; ``log(M)`` is uniform) through ``pl_module.log``.
     ``steps`` counts selections made and ``last_selection`` holds the most recent ``Selection``.
+
+    With a label-mixing augmentation (``LossAwareAugment("flip,crop,mixup:0.2", num_classes=K)``) the batch's
+    targets are replaced too, by the chosen candidates' soft targets ``(B,K)``: ``training_step`` must then use a
+    loss that takes class probabilities, as ``F.cross_entropy`` does.
     """
 
     def __init__(
@@ -87,6 +91,8 @@ class LossAwareSelection(pl.Callback):
         generator = self._seeded_generator(images.device, trainer.global_rank, trainer.current_epoch, batch_idx)
         selection = self.augment(pl_module, images, targets, generator=generator)
         batch[self.input_key] = selection.inputs
+        if selection.targets is not None:  # mixup/cutmix: the chosen candidates' soft targets (B,K)
+            batch[self.target_key] = selection.targets
         self.steps += 1
         self.last_selection = selection
         pl_module.log(

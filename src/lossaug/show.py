@@ -59,7 +59,9 @@ class LoadedRun:
 class CandidateGrid:
     """``candidates (N,M,C,H,W)`` uint8 (or, for ``kind`` "audio", ``(N,M,C,T)`` int16 clips) of ``targets (N,)``,
     their ``scores (N,M)`` and ``probs (N,M)`` at ``temperature``; ``note`` says how the probabilities relate to
-    training (empty when they are the run's)."""
+    training (empty when they are the run's). ``candidate_targets (N,M,K)``: each candidate's own soft target when
+    the run's augmentation mixes labels (Mixup, CutMix: the tile holds both images, its title both classes and
+    lam), else None."""
 
     candidates: Tensor
     targets: Tensor
@@ -69,6 +71,7 @@ class CandidateGrid:
     note: str
     kind: Kind = "image"
     sample_rate: int | None = None  # Hz, audio: the rate of the clips (their spectrograms are drawn at it)
+    candidate_targets: Tensor | None = None
 
 
 def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
@@ -163,11 +166,17 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
     audio = run.kind == "audio"
     side = None if audio else min(images.shape[-2:])
     method = method_for(dataclasses.replace(config, num_candidates=num_candidates), mean, torch.device("cpu"),
-                        audio=audio, image_side=side)  # fmt: skip
+                        audio=audio, image_side=side, num_classes=len(run.classes))  # fmt: skip
     augment_generator = torch.Generator().manual_seed(stream_seed(seed, "show-augment"))
-    candidates = method.candidates(images, num_candidates=num_candidates, generator=augment_generator)
+    candidate_targets = None
+    if method.mixes_targets:  # mixup/cutmix: each candidate carries its own soft target, scored against it
+        candidates, candidate_targets = method.candidates(images, num_candidates=num_candidates,
+                                                          generator=augment_generator, targets=targets)  # fmt: skip
+    else:
+        candidates = method.candidates(images, num_candidates=num_candidates, generator=augment_generator)
     scoring = method.scoring
-    scores = score_candidates(run.scoring_model, candidates, targets, score=scoring.score, bn=scoring.bn,
+    scored_against = targets if candidate_targets is None else candidate_targets
+    scores = score_candidates(run.scoring_model, candidates, scored_against, score=scoring.score, bn=scoring.bn,
                               chunk_size=scoring.chunk_size)  # fmt: skip
     temperature, note = config.resolved_temperature(), ""
     if math.isinf(temperature):
@@ -181,7 +190,8 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
         note = (f"gated run: only the {config.score_fraction:g} of each batch with the highest last loss was scored; "
                 "the others trained on their first candidate")  # fmt: skip
     probs = selection_probs(scores, temperature, config.uniform_mix)
-    return CandidateGrid(candidates, targets, scores, probs, temperature, note, run.kind, run.sample_rate)
+    return CandidateGrid(candidates, targets, scores, probs, temperature, note, run.kind, run.sample_rate,
+                         candidate_targets)  # fmt: skip
 
 
 def log_mel_of(clips: Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Tensor:
@@ -194,6 +204,22 @@ def log_mel_of(clips: Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Tensor:
         waveforms = clips[:, :, :1].reshape(-1, 1, length).float() / INT16_SCALE
         features = LogMel(sample_rate)(waveforms)  # (N*M, 1, n_mels, frames)
     return features.view(num_clips, num_candidates, *features.shape[-2:])
+
+
+def tile_label(grid: CandidateGrid, classes: tuple[str, ...], row: int, column: int) -> str:
+    """A tile's class line: the true class, or for a mixed candidate both classes and lam (the weight of the
+    image's own content, corrected to the pasted area for CutMix), e.g. ``"dog + cat, lam 0.63"``."""
+    if grid.candidate_targets is None:
+        return classes[int(grid.targets[row])]
+    target = grid.candidate_targets[row, column]
+    own = int(grid.targets[row])
+    lam = float(target[own])
+    rest = target.clone()
+    rest[own] = -1.0
+    other = int(rest.argmax())
+    if lam >= 1.0 - 1e-6 or float(target[other]) <= 0:  # mixed with an image of its own class, or not at all
+        return f"{classes[own]}, lam {lam:.2f}"
+    return f"{classes[own]} + {classes[other]}, lam {lam:.2f}"
 
 
 def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *, title: str = "") -> Path:
@@ -211,8 +237,8 @@ def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *,
     audio = grid.kind == "audio"
     spectrograms = log_mel_of(grid.candidates, grid.sample_rate or DEFAULT_SAMPLE_RATE) if audio else None
     for row in range(num_images):
-        name = classes[int(grid.targets[row])]
         for column in range(num_candidates):
+            name = tile_label(grid, classes, row, column)
             ax = axes[row, column]
             if spectrograms is not None:  # frequency upwards, time to the right
                 ax.imshow(spectrograms[row, column].numpy(), origin="lower", aspect="auto", cmap="magma")

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lossaug.audio.model import DEFAULT_N_MELS, DEFAULT_SAMPLE_RATE, INT16_SCALE, mel_edges_hz
-from lossaug.augment import Augment, Compose
+from lossaug.augment import Augment, Compose, Mixup, mixes_targets
 from lossaug.errors import InputError
 
 __all__ = [
@@ -399,6 +399,7 @@ AUDIO_AUGMENTATIONS = {
     "speed": lambda rate, mels, change=0.1: SpeedPerturb(float(change)),
     "timemask": lambda rate, mels, fraction=0.1: TimeMask(float(fraction)),
     "freqmask": lambda rate, mels, bands=8: FreqMask(int(bands), rate, mels),
+    "mixup": lambda rate, mels, alpha=0.2: Mixup(float(alpha)),  # clips mixed with soft targets (not CutMix)
 }
 
 
@@ -408,7 +409,8 @@ def parse_audio_augment(spec: str, *, sample_rate: int = DEFAULT_SAMPLE_RATE, n_
     Options after a colon: ``shift`` the largest shift as a fraction of the clip (0.1), ``gain`` the largest gain
     in dB either way (6), ``noise`` the lowest SNR in dB (10; the highest is 40, or the lowest if above), ``speed``
     the largest relative change (0.1), ``timemask`` the longest mask as a fraction of the clip (0.1), ``freqmask``
-    the most mel channels masked (8). ``sample_rate`` and ``n_mels`` must match the model's front end, so that
+    the most mel channels masked (8), ``mixup`` its alpha (0.2: clips mixed as images are, with soft targets).
+    ``sample_rate`` and ``n_mels`` must match the model's front end, so that
     ``freqmask`` masks whole mel channels. An empty spec (or ``"none"``) is the identity. Each op is checked on a
     tiny batch here, so a bad option fails at parse time, not at the first training step.
     """
@@ -424,7 +426,8 @@ def parse_audio_augment(spec: str, *, sample_rate: int = DEFAULT_SAMPLE_RATE, n_
         make = AUDIO_AUGMENTATIONS[name]
         try:
             op = make(sample_rate, n_mels, arg) if arg else make(sample_rate, n_mels)
-            op(torch.zeros(1, 1, 64), torch.Generator().manual_seed(0))
+            probe = torch.zeros(1, 1, 64), torch.Generator().manual_seed(0)
+            op(*probe, targets=torch.ones(1, 1)) if mixes_targets(op) else op(*probe)
         except ValueError as error:
             raise InputError(f"bad value {arg!r} for audio augmentation {name!r} in {spec!r}: {error}") from None
         augments.append(op)

@@ -13,7 +13,7 @@ from lossaug.pipeline import AUDIO_RATE
 from lossaug.selection import check_score_fraction
 
 # The augmentation of each setting as ``train`` builds it on CIFAR-10 (Cutout's fill does not change its cost).
-SETTINGS = {"A": "flip,crop:4", "B": "flip,crop:4,cutout:16"}
+SETTINGS = {"A": "flip,crop:4", "B": "flip,crop:4,cutout:16", "C": "flip,crop:4,trivial"}
 # The published cost: training took about 1.8x the baseline's time. We set it beside R(4), M = 4 being our default
 # number of candidates.
 PUBLISHED_RATIO = 1.8
@@ -32,7 +32,8 @@ class BenchConfig:
     width: int | None = None  # first-stage channels; None: the model's default (preact_resnet18 64, cnn 32)
     batch_size: int = 128  # B, the published batch
     candidate_counts: tuple[int, ...] = (1, 2, 4, 8)  # the M to time; must include 1, the baseline of every ratio
-    setting: str = "A"  # augmentation: "A" = flip + pad-4 crop, "B" = A + 16 px Cutout
+    setting: str = "A"  # augmentation: "A" = flip + pad-4 crop, "B" = A + 16 px Cutout, "C" = A + TrivialAugment op
+    augment: str | None = None  # an augmentation spec replacing the setting's (e.g. "flip,crop,mixup:0.2")
     image_size: int = 32  # S: images are (B,3,S,S) uint8
     clip_samples: int = AUDIO_RATE  # T for an audio model (model_kind): waveforms (B,1,T) int16, 1 s by default
     num_classes: int = 10
@@ -66,6 +67,10 @@ class BenchConfig:
             )
         if self.setting not in SETTINGS:
             raise InputError(f"unknown setting {self.setting!r}; choose from {sorted(SETTINGS)}")
+        if self.augment is not None:
+            from lossaug.augment import parse_augment
+
+            parse_augment(self.augment)
         if self.device not in DEVICES:
             raise InputError(f"unknown device {self.device!r}; choose from {list(DEVICES)}")
         sizes = ("batch_size", "image_size", "clip_samples", "num_classes", "repeats", "width", "score_chunk")

@@ -14,6 +14,8 @@ def _input_size(config: BenchConfig) -> str:
 
 
 def _setting_spec(config: BenchConfig) -> str:
+    if config.augment is not None:
+        return config.augment
     if model_kind(config.model) == "audio":
         from lossaug.audio import AUDIO_SETTINGS
 

@@ -91,6 +91,7 @@ def _train_config(config: BenchConfig) -> TrainConfig:
     """The training config whose step is timed (the seed preset's optimiser and scoring options)."""
     return TrainConfig(
         model=config.model, width=config.width, batch_size=config.batch_size, setting=config.setting,
+        augment=config.augment,
         num_candidates=max(config.candidate_counts), score_chunk=config.score_chunk, seed=config.seed,
         proxy_model=config.proxy_model, proxy_width=config.proxy_width,
     )  # fmt: skip
@@ -124,7 +125,7 @@ def _build_parts(config: BenchConfig, device: torch.device) -> _Parts:
     proxy = None
     if config.proxy_model is not None:
         proxy = _learner(config, config.proxy_model, config.proxy_width, images, device, "proxy-init")
-    method = method_for(train_config, channel_stats(images)[0], device, audio=audio)
+    method = method_for(train_config, channel_stats(images)[0], device, audio=audio, num_classes=config.num_classes)
     streams = {name: make_generator(config.seed, name, device) for name in ("augment", "augment-extra", "select")}
     return _Parts(images.to(device), labels.to(device), method, learner, proxy, streams)
 
@@ -151,10 +152,13 @@ def _measurements(config: BenchConfig, parts: _Parts, device: torch.device) -> l
     def full_step(num_candidates: int, scorer: Learner, proxy: Learner | None):
         def run(watch: _Stopwatch) -> None:  # the loop's step: method.__call__ is candidates + select
             watch.mark()
-            candidates = method.candidates(images, num_candidates=num_candidates, generator=streams["augment"],
-                                           extra_generator=streams["augment-extra"])  # fmt: skip
+            made = method.candidates(images, num_candidates=num_candidates, generator=streams["augment"],
+                                     extra_generator=streams["augment-extra"],
+                                     targets=labels if method.mixes_targets else None)  # fmt: skip
+            # Label-mixing augmentations (mixup, cutmix) give each candidate its own soft target.
+            candidates, targets = made if method.mixes_targets else (made, labels)
             watch.mark()
-            selection = method.select(scorer.model, candidates, labels, generator=streams["select"])
+            selection = method.select(scorer.model, candidates, targets, generator=streams["select"])
             watch.mark()
             learner.step(selection, labels, device, 0.0)
             if proxy is not None:
