@@ -54,12 +54,13 @@ def _bench_input_size(base: TrainConfig) -> dict[str, int]:
 
 
 def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
-    """The bench of ``setting`` on the comparison's model, width, batch and device, M = 1 and M, timing the cheap
-    modes ``kinds`` ask for (gating at each of their Q, the weighted step)."""
+    """The bench of ``setting`` (or of the comparison's own augmentation spec, e.g. ``flip,crop,mixup:0.2``) on the
+    comparison's model, width, batch and device, M = 1 and M, timing the cheap modes ``kinds`` ask for (gating at
+    each of their Q, the weighted step)."""
     from lossaug.bench import BenchConfig
 
     base = config.base
-    unlike = {"augment": base.augment, "proxy_model": base.proxy_model}
+    unlike = {"proxy_model": base.proxy_model}
     unlike.update({"select_every": base.select_every} if base.select_every != 1 else {})
     unlike.update({"select_from": base.select_from} if base.select_from else {})
     unlike = {k: v for k, v in unlike.items() if v is not None}
@@ -73,7 +74,8 @@ def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
     elif set(kinds) - {"proposed"}:
         raise InputError(f"this lossaug bench cannot time {sorted(set(kinds) - {'proposed'})}; declare their cost "
                          "ratios (protocol: cost_ratio = {proposed = ..., gated = ..., weighted = ...})")  # fmt: skip
-    return BenchConfig(model=base.model, width=base.width, batch_size=base.batch_size,
+    augment = {"augment": base.augment} if base.augment is not None else {}
+    return BenchConfig(model=base.model, width=base.width, batch_size=base.batch_size, **augment,
                        candidate_counts=tuple(sorted({1, base.num_candidates})), setting=setting, device=base.device,
                        score_chunk=base.score_chunk, **_bench_input_size(base), **cheap)  # fmt: skip
 
