@@ -689,3 +689,26 @@ def test_a_broken_cost_ratio_file_is_named_in_one_line(tmp_path, capsys, instant
     capsys.readouterr()
     assert main(["compare", "--protocol", str(sized)]) == 2
     one_line_error(capsys, str(path), needle)
+
+
+def test_compare_out_that_is_a_file_is_one_line_naming_it(tmp_path, capsys, instant):
+    (tmp_path / "cmp").write_text("a file")
+    assert main(["compare", "--protocol", str(protocol(tmp_path, "p.toml"))]) == 2
+    one_line_error(capsys, f"{tmp_path / 'cmp'} exists and is not a directory")
+    assert (tmp_path / "cmp").read_text() == "a file"
+
+
+def test_a_full_disk_while_writing_a_figure_names_it(tmp_path, monkeypatch, capsys):
+    from matplotlib.figure import Figure
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    capsys.readouterr()
+    assert main(["report", str(out), "--out", str(tmp_path / "r.png")]) == 2
+    one_line_error(capsys, f"could not write {tmp_path / 'r.png'}", "No space left on device")
+    assert main(["show", str(out), "--out", str(tmp_path / "s.png"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    one_line_error(capsys, f"could not write {tmp_path / 's.png'}", "No space left on device")

@@ -63,8 +63,12 @@ def _save(plt, fig, path: Path, title: str) -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")  # long labels are kept, not clipped
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100, bbox_inches="tight")  # long labels are kept, not clipped
+    except OSError as error:  # a write's error (a full disk) carries no file name: give it one
+        raise OSError(error.errno, f"could not write {path}: {error.strerror or error}") from error
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -259,8 +259,12 @@ def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *,
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=100)
+    except OSError as error:  # a write's error (a full disk) carries no file name: give it one
+        raise OSError(error.errno, f"could not write {out}: {error.strerror or error}") from error
+    finally:
+        plt.close(fig)
     return out
 
 

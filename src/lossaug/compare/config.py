@@ -10,6 +10,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lossaug.compare.arms import ARMS, arm_named, budget_arm
@@ -76,6 +77,8 @@ def check_arm_epochs(config: CompareConfig, ratios: Mapping[str, float]) -> None
 
 
 def validate_compare(config: CompareConfig) -> None:
+    if Path(config.out).exists() and not Path(config.out).is_dir():
+        raise InputError(f"compare out {config.out} exists and is not a directory")
     if not config.arms:
         raise InputError("arms must name at least one arm, got none")
     if not config.settings:

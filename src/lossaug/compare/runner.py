@@ -16,7 +16,7 @@ from lossaug.compare.plan import RunSpec, plan
 from lossaug.compare.report import check_commits, summarize, summary_markdown, write_forest
 from lossaug.config import RENAMED, TrainConfig
 from lossaug.errors import InputError
-from lossaug.metadata import git_commit, write_json
+from lossaug.metadata import git_commit, write_json, write_text
 from lossaug.progress import Reporter
 from lossaug.runfiles import INT, NONE, NUMBER, check_fields, read_json, read_records
 from lossaug.train import train
@@ -149,7 +149,7 @@ def run_compare(config: CompareConfig, reporter: Reporter | None = None) -> dict
             arms.setdefault(spec.arm, {})[spec.seed] = _run(spec, reporter, None if trunk is None else Path(trunk))
     summary = summarize(config, results, costs, trunks)
     write_json(summary, out / "summary.json")
-    (out / "summary.md").write_text(summary_markdown(summary))
+    write_text(summary_markdown(summary), out / "summary.md")
     write_forest(summary, out / "forest.png")
     write_frontier(summary, out / "frontier.png")
     return summary
