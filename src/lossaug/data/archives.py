@@ -45,7 +45,7 @@ MAX_EXTRACT_RATIO = 200  # extracted bytes per archive byte
 _RATIO_FLOOR = 1 << 20  # tiny archives may always expand to 1 MiB
 _MEMBER_OVERHEAD = 512  # counted per member (a tar header), so a flood of empty files counts too
 # tarfile's extraction filters (and their error) exist from Python 3.10.12 / 3.11.4 on.
-_TarFilterError = getattr(tarfile, "FilterError", type("_TarFilterError", (Exception,), {}))
+_TarFilterError: type[Exception] = getattr(tarfile, "FilterError", type("_TarFilterError", (Exception,), {}))
 
 
 def is_archive_name(path: Path) -> bool:
@@ -90,11 +90,16 @@ def archive_members(source: Path | bytes, where: str | None = None) -> Iterator[
                         budget.add(info.filename, info.file_size)  # zipfile reads at most file_size bytes
                         yield PurePosixPath(info.filename), zf.read(info)
             return
-        with tarfile.open(fileobj=opened(), mode="r:*") if isinstance(source, bytes) else tarfile.open(source) as tar:
+        with (
+            tarfile.open(fileobj=io.BytesIO(source), mode="r:*")
+            if isinstance(source, bytes)
+            else tarfile.open(source) as tar
+        ):
             for member in tar:
-                if member.isfile():
+                handle = tar.extractfile(member) if member.isfile() else None  # None for anything but a file
+                if handle is not None:
                     budget.add(member.name, member.size)
-                    yield PurePosixPath(member.name), tar.extractfile(member).read()
+                    yield PurePosixPath(member.name), handle.read()
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
         raise InputError(f"could not read archive {where}: {e}") from e
 

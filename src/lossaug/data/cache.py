@@ -14,7 +14,7 @@ import hashlib
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -60,10 +60,11 @@ def cached(
     tag, version, _, _ = _FORMATS[kind]
     key = hashlib.sha256(f"lossaug-{tag}-v{version}\0{content_hash()}\0{options!r}".encode())
     path = Path(cache_dir) / f"{stem}-{tag}-{key.hexdigest()[:24]}.npz"
-    dataset = _read(path, kind, stem, log)
-    if dataset is None:
-        dataset = load()
-        _write(path, kind, dataset, log)
+    stored = _read(path, kind, stem, log)
+    if stored is not None:
+        return cast(D, stored)  # _read builds the kind's own class: what load() returns for this kind
+    dataset = load()
+    _write(path, kind, dataset, log)
     return dataset
 
 
@@ -80,6 +81,7 @@ def _read(path: Path, kind: Kind, name: str, log: Log) -> Dataset | None:
                 for split in ("train", "test")
             ]
             classes = tuple(str(c) for c in z["classes"])
+            dataset: Dataset
             if kind == "audio":
                 train, test = (AudioSplit(*split) for split in splits)
                 dataset = AudioDataset(name, classes, train, test, sample_rate=int(z["sample_rate"]))
@@ -96,7 +98,7 @@ def _read(path: Path, kind: Kind, name: str, log: Log) -> Dataset | None:
 
 def _write(path: Path, kind: Kind, dataset: Dataset, log: Log) -> None:
     _, _, inputs, noun = _FORMATS[kind]
-    arrays = {"classes": np.array(dataset.classes)}
+    arrays: dict[str, Any] = {"classes": np.array(dataset.classes)}
     if isinstance(dataset, AudioDataset):
         arrays["sample_rate"] = np.array(dataset.sample_rate)
     for split_name, split in (("train", dataset.train), ("test", dataset.test)):

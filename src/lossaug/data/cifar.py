@@ -16,6 +16,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import numpy as np
 import torch
@@ -81,6 +82,7 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
 # than the file, and only plain numeric dtypes are accepted.
 _DTYPES = {f"{kind}{size}" for kind in "iu" for size in (1, 2, 4, 8)} | {"f4", "f8", "b1"}
 _BYTE_ORDERS = ("<", ">", "|", "=")
+_NEW_BYTE_ORDER: dict[str, Literal["<", ">", "="]] = {"<": "<", ">": ">", "|": "=", "=": "="}  # "|": not applicable
 
 
 class _NdarrayName:
@@ -117,7 +119,7 @@ class _PickledDtype:
         self.order = order
 
     def resolve(self) -> np.dtype:
-        return np.dtype(self.name).newbyteorder("=" if self.order == "|" else self.order)
+        return np.dtype(self.name).newbyteorder(_NEW_BYTE_ORDER[self.order])
 
 
 def _array_from_bytes(raw: object, dtype: object, shape: object, fortran: bool) -> np.ndarray:
@@ -263,12 +265,14 @@ def _read_cifar_files(source: Path, folder: str, names: Sequence[str]) -> dict[s
                             f"CIFAR archive {source}: member {member.name} is {member.size} bytes, over the "
                             f"{_MAX_CIFAR_FILE} a CIFAR batch can be"
                         )
-                    found[name] = tar.extractfile(member).read()
+                    handle = tar.extractfile(member)
+                    assert handle is not None  # a regular file (checked above) always has its contents
+                    found[name] = handle.read()
     except (tarfile.TarError, EOFError, OSError, zipfile.BadZipFile) as e:
         raise InputError(f"cannot read CIFAR archive {source}: {e}") from e
-    missing = [f"{folder}/{n}" for n in names if n not in found]
-    if missing:
-        raise InputError(f"CIFAR archive {source} lacks {', '.join(missing)}")
+    absent = [f"{folder}/{n}" for n in names if n not in found]
+    if absent:
+        raise InputError(f"CIFAR archive {source} lacks {', '.join(absent)}")
     return found
 
 

@@ -35,11 +35,12 @@ def _decode_one(image: File, image_size: int | None) -> np.ndarray:
     """(H,W) for grayscale images, (H,W,3) otherwise."""
     try:
         source = io.BytesIO(image.source) if isinstance(image.source, bytes) else image.source
-        with Image.open(source) as im:
+        with Image.open(source) as opened:
+            im: Image.Image = opened
             if im.mode not in ("L", "RGB"):
                 im = im.convert("L" if im.mode in _GRAY_MODES else "RGB")
             if image_size is not None and im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.BILINEAR)
+                im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
             return np.asarray(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise InputError(f"cannot decode image {image.where}: {e}") from e

@@ -27,7 +27,7 @@ _FSDD_NAME = re.compile(r"(\d)_([A-Za-z]+)_(\d+)\.wav")
 class _Recording(NamedTuple):
     digit: int
     speaker: str
-    index: int
+    number: int  # the recording's index (the file name's last field)
     clip: File
 
 
@@ -64,7 +64,7 @@ def _fsdd_recordings(path: Path) -> list[_Recording]:
         folder = _fsdd_folder(path)
         files = sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(".wav"))
         recordings = [_parse_recording(f, File(str(folder / f), folder / f)) for f in files if not f.startswith(".")]
-    return sorted(recordings, key=lambda r: (r.digit, r.speaker, r.index))
+    return sorted(recordings, key=lambda r: (r.digit, r.speaker, r.number))
 
 
 def _fsdd_tree(recordings: list[_Recording], test_speaker: str | None) -> Tree:
@@ -73,7 +73,7 @@ def _fsdd_tree(recordings: list[_Recording], test_speaker: str | None) -> Tree:
         raise InputError(f"test_speaker {test_speaker!r} is not an FSDD speaker here; choose from {speakers}")
     tree: Tree = {"train": {}, "test": {}}
     for r in recordings:
-        is_test = r.speaker == test_speaker if test_speaker is not None else r.index in FSDD_TEST_INDICES
+        is_test = r.speaker == test_speaker if test_speaker is not None else r.number in FSDD_TEST_INDICES
         tree["test" if is_test else "train"].setdefault(str(r.digit), []).append(r.clip)
     return tree
 
@@ -112,7 +112,9 @@ def load_fsdd(
     def content_hash() -> str:
         if path.is_file():
             return file_digest(path, "sha256")
-        return files_hash((r.clip.source for r in _fsdd_recordings(path)), _fsdd_folder(path))
+        # A folder's recordings are files (bytes come from archives only, hashed whole above).
+        paths = [r.clip.source for r in _fsdd_recordings(path) if isinstance(r.clip.source, Path)]
+        return files_hash(paths, _fsdd_folder(path))
 
     return cached("audio", cache_dir, name, content_hash, (test_speaker, sample_rate, clip_seconds), load, say)
 

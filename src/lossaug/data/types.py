@@ -140,7 +140,7 @@ class AudioDataset:
 
 
 Dataset = ImageDataset | AudioDataset  # what load_dataset returns
-D = TypeVar("D", ImageDataset, AudioDataset)
+D = TypeVar("D", bound=ImageDataset | AudioDataset)  # either kind, kept: select_classes returns what it is given
 
 
 @dataclass(frozen=True)

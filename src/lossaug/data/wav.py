@@ -75,7 +75,8 @@ def decode_audio(source: str | Path | bytes, where: str | None = None) -> tuple[
         raise InputError(f"cannot read audio file {where}: {e.strerror or e}") from e
     except (wave.Error, EOFError) as e:
         # Not a PCM WAV the standard library reads: float or extensible WAV, FLAC, ..., or not audio at all.
-        samples, rate = _read_with_soundfile(source, where, f"not a PCM WAV file ({str(e) or 'cut short within its header'})")
+        reason = f"not a PCM WAV file ({str(e) or 'cut short within its header'})"
+        samples, rate = _read_with_soundfile(source, where, reason)
         channels = samples.shape[1]
     else:
         if width not in (1, 2, 3, 4):
@@ -252,8 +253,8 @@ def decode_clips(
         raise InputError(f"{where}: no training clips")
     log(f"decoding {num_train + len(clips['test'])} clips from {where}...")
     # One pass over both splits, so the sample-rate check covers every clip.
-    waveforms, rate = clips_to_arrays(clips["train"] + clips["test"], num_train, sample_rate, clip_seconds, log)
-    waveforms = torch.from_numpy(waveforms)
+    arrays, rate = clips_to_arrays(clips["train"] + clips["test"], num_train, sample_rate, clip_seconds, log)
+    waveforms = torch.from_numpy(arrays)
     return AudioDataset(
         name=name,
         classes=classes,
