@@ -712,3 +712,23 @@ def test_a_full_disk_while_writing_a_figure_names_it(tmp_path, monkeypatch, caps
     one_line_error(capsys, f"could not write {tmp_path / 'r.png'}", "No space left on device")
     assert main(["show", str(out), "--out", str(tmp_path / "s.png"), "--cache-dir", str(tmp_path / "cache")]) == 2
     one_line_error(capsys, f"could not write {tmp_path / 's.png'}", "No space left on device")
+
+
+def test_a_refused_non_finite_save_does_not_claim_a_checkpoint_that_does_not_exist(tmp_path, monkeypatch, capsys):
+    import lossaug.train as train_module
+
+    monkeypatch.setattr(train_module, "state_is_finite", lambda model, optimizer: False)
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "not finite" in err and "is kept" not in err and f"no checkpoint in {out} yet" in err, err
+
+
+def test_resume_and_overwrite_together_are_refused_before_anything_is_removed(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in run_files(out)}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--overwrite"]) == 2
+    one_line_error(capsys, "exclude each other", str(out))
+    assert {p.name: p.read_bytes() for p in run_files(out)} == before

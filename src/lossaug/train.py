@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lossaug.checkpoint import CheckpointError, save_checkpoint
+from lossaug.checkpoint import CheckpointError, has_checkpoint, save_checkpoint
 from lossaug.config import (
     DEVICES,
     METHODS,
@@ -477,10 +477,9 @@ class _Run:
             return self.out_dir / "checkpoint.pt"
         learners = [learner for learner in (self.model, self.proxy) if learner is not None]
         if not all(state_is_finite(learner.model, learner.optimizer) for learner in learners):
-            raise NonFiniteError(
-                f"the state at step {self.state.global_step} is not finite; not saved (the last good checkpoint in "
-                f"{self.out_dir} is kept)"
-            )
+            kept = (f"the last good checkpoint in {self.out_dir} is kept" if has_checkpoint(self.out_dir)
+                    else f"there is no checkpoint in {self.out_dir} yet")  # fmt: skip
+            raise NonFiniteError(f"the state at step {self.state.global_step} is not finite; not saved ({kept})")
         payload = {
             **self.model.state_dict(),
             "proxy": self.proxy.state_dict() if self.proxy is not None else None,
