@@ -98,7 +98,7 @@ pack() { # WORK's small result files, never a checkpoint or the cache, as $out/r
     (cd "$work" && find check "$protocol_name" -type f -size -4M \( -name '*.json' -o -name '*.jsonl' \
         -o -name '*.md' -o -name '*.toml' -o -name forest.png \) 2>/dev/null | sort) >"$work/pack.list"
     tar -czf "$out/results.tar.gz.tmp" -C "$work" --ignore-failed-read -T "$work/pack.list" 2>/dev/null
-    if (($? <= 1)) && (($(stat -c %s "$out/results.tar.gz.tmp") < 15 * 1024 * 1024)); then
+    if (($? <= 1)) && [[ -f $out/results.tar.gz.tmp ]] && (($(stat -c %s "$out/results.tar.gz.tmp") < 15 * 1024 * 1024)); then
         mv -f "$out/results.tar.gz.tmp" "$out/results.tar.gz" # exit 1: a file changed while read; the next pass has it
     else
         rm -f "$out/results.tar.gz.tmp"
