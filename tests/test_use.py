@@ -283,3 +283,28 @@ def test_small_data_warnings_say_what_to_change():
     assert "104 of 360 training clips (29%)" in dropped and "--batch-size" in dropped
     assert "only 2 steps per epoch" in few and "--batch-size 32" in few
     assert small_data_warnings(5000, 128) == [] and suggested_batch_size(360) == 32
+
+
+def test_report_and_show_write_into_the_run_directory(image_run, tmp_path, capsys):
+    _, out = image_run
+    assert main(["report", str(out), "--per-class"]) == 0
+    text = capsys.readouterr().out
+    assert (out / "report.png").stat().st_size > 0 and "blue" in text and "red" in text
+    assert main(["show", str(out), "--images", "2", "--candidates", "2", "--cache-dir", str(tmp_path)]) == 0
+    assert (out / "candidates.png").stat().st_size > 0
+
+
+def test_a_run_recorded_with_a_relative_data_path_is_still_found(tmp_path, monkeypatch):
+    from lossaug.config import TrainConfig
+    from lossaug.show import load_run
+    from lossaug.train import train
+
+    monkeypatch.chdir(tmp_path)
+    image_tree(tmp_path / "shapes", train=4, test=1)
+    config = TrainConfig(dataset="folder", data="shapes", model="cnn", width=2, epochs=1, batch_size=4,
+                         num_candidates=2, device="cpu", out="runs/one")  # fmt: skip
+    train(config)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run = load_run(tmp_path / "runs" / "one")
+    assert run.config.data == "shapes" and len(run.test.labels) == 2

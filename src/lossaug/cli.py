@@ -212,7 +212,14 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "wall-clock, selection entropy and chosen-score ratio against epoch.",
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    parser.add_argument("--out", default="report.png", help="PNG to write (default: report.png)")
+    parser.add_argument(
+        "--out",
+        help="figure to write (.png, .pdf, .svg) or a folder for report.png (default: RUN_DIR/report.png; for "
+        "several runs, report.png in the folder that holds them all)",
+    )
+    parser.add_argument(
+        "--per-class", action="store_true", help="also print each run's per-class test errors (from final.json)"
+    )
     parser.add_argument("--title", default="", help="figure title")
     parser.set_defaults(func=cmd_report)
 
@@ -228,7 +235,9 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.pt, or a run directory")
     parser.add_argument("--images", type=int, default=6, help="test images, one row each (default: 6)")
     parser.add_argument("--candidates", type=int, default=4, help="candidates per image (default: 4)")
-    parser.add_argument("--out", default="candidates.png", help="PNG to write (default: candidates.png)")
+    parser.add_argument(
+        "--out", help="figure to write (.png, .pdf, .svg) or a folder (default: candidates.png in the run directory)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="picks the images and the augmentations (default: 0)")
     parser.add_argument("--data", help="the run's data path, if it moved (default: the path the run used)")
     parser.add_argument("--cache-dir", help="data cache (default: $LOSSAUG_CACHE, else ~/.cache/lossaug)")

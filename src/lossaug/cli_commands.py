@@ -266,21 +266,48 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from lossaug.plots import figure_path, plot_report, read_run
 
-    out = figure_path(Path(args.out), "report.png")
-    runs = {}
+    # Beside the runs unless told otherwise: one run's folder, or the folder that holds them all.
+    beside = Path(os.path.commonpath([Path(d).absolute() for d in args.run_dirs]))
+    out = figure_path(Path(args.out), "report.png") if args.out else beside / "report.png"
+    runs, labels = {}, {}
     for directory in args.run_dirs:
         label, records = read_run(Path(directory))
-        runs[label if label not in runs else f"{label} [{directory}]"] = records
+        label = label if label not in runs else f"{label} [{directory}]"
+        runs[label], labels[label] = records, Path(directory)
     path = plot_report(runs, out, title=args.title)
     print(f"wrote {path}")
+    if args.per_class:
+        print(_per_class_table(labels))
     return 0
+
+
+def _per_class_table(runs: dict[str, Path]) -> str:
+    """Each run's per-class test errors (final.json's ``per_class_test_error``) as a text table: one row per class,
+    one column per run; ``-`` where a run has no such class or did not record them (runs before this existed)."""
+    import json
+
+    errors = {}
+    for label, directory in runs.items():
+        final = directory / "final.json"
+        errors[label] = json.loads(final.read_text()).get("per_class_test_error") or {} if final.is_file() else {}
+    classes = list(dict.fromkeys(name for table in errors.values() for name in table))
+    if not classes:
+        return "no per-class test errors recorded (final.json of runs made before they were, or unfinished runs)"
+    width = max(len(name) for name in [*classes, "class"])
+    lines = [f"{'class':<{width}}  " + "  ".join(f"{label:>12}" for label in errors)]
+    for name in classes:
+        cells = [errors[label].get(name) for label in errors]
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{'-' if e is None else f'{e:.2%}':>12}" for e in cells))
+    return "\n".join(lines)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from lossaug.plots import figure_path
     from lossaug.show import load_run, show_candidates
 
-    out = figure_path(Path(args.out), "candidates.png")
+    given = Path(args.checkpoint)
+    run_dir = given if given.is_dir() else given.parent
+    out = figure_path(Path(args.out), "candidates.png") if args.out else run_dir / "candidates.png"
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     run = load_run(Path(args.checkpoint), data=args.data, cache_dir=cache_dir)
     path = show_candidates(run, out, num_images=args.images, num_candidates=args.candidates, seed=args.seed)
