@@ -308,3 +308,18 @@ def test_a_run_recorded_with_a_relative_data_path_is_still_found(tmp_path, monke
     monkeypatch.chdir(tmp_path / "elsewhere")
     run = load_run(tmp_path / "runs" / "one")
     assert run.config.data == "shapes" and len(run.test.labels) == 2
+
+
+def test_eta_after_the_first_epoch_only():
+    from lossaug.guards import EtaNote
+
+    lines: list[str] = []
+
+    class Reporter:
+        def log(self, line: str) -> None:
+            lines.append(line)
+
+    note = EtaNote(Reporter(), epochs=5)  # type: ignore[arg-type]
+    note.on_epoch({"epoch": 1, "seconds": 30.0})
+    note.on_epoch({"epoch": 2, "seconds": 30.0})
+    assert len(lines) == 1 and lines[0].startswith("ETA: about 2.0 min of training for the remaining 4 epochs")

@@ -73,11 +73,12 @@ def format_duration(seconds: float) -> str:
 
 
 class EtaNote(Callback):
-    """After the first epoch this process trains, one line: the time the remaining epochs should take at that
-    epoch's pace (evaluation included), and the clock time they should end."""
+    """After the first epoch this process trains, one line: the training time the remaining epochs should take at
+    that epoch's pace (``record["seconds"]``: the run's own time, evaluation and, in ``lossaug demo``, the other
+    arm's turns excluded), and the clock time they should end."""
 
     def __init__(self, reporter: Reporter, epochs: int):
-        self.reporter, self.epochs, self.started, self.said = reporter, epochs, time.monotonic(), False
+        self.reporter, self.epochs, self.said = reporter, epochs, False
 
     def on_epoch(self, record: dict[str, Any]) -> None:
         if self.said:
@@ -86,10 +87,11 @@ class EtaNote(Callback):
         remaining = self.epochs - record["epoch"]
         if remaining <= 0:
             return
-        per_epoch = time.monotonic() - self.started
+        per_epoch = record["seconds"]
         eta = remaining * per_epoch
         end = time.strftime("%H:%M", time.localtime(time.time() + eta))
+        plural = "" if remaining == 1 else "s"
         self.reporter.log(
-            f"ETA: about {format_duration(eta)} for the remaining {remaining} epoch{'' if remaining == 1 else 's'} at "
+            f"ETA: about {format_duration(eta)} of training for the remaining {remaining} epoch{plural} at "
             f"{format_duration(per_epoch)} each (done near {end}); too slow? see the README's recipe for small data"
         )
