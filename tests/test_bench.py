@@ -108,7 +108,7 @@ def test_quick_fills_only_fields_left_at_their_defaults():
         (dict(model="resnet50"), "resnet50"),
         (dict(repeats=0), "repeats must be >= 1, got 0"),
         (dict(warmup=-1), "-1"),
-        (dict(setting="C"), "'C'"),
+        (dict(setting="D"), "'D'"),
         (dict(device="tpu"), "tpu"),
         (dict(score_chunk=0), "score_chunk"),
     ],
@@ -144,7 +144,7 @@ def test_audio_model_is_timed_on_waveforms_with_the_audio_setting(monkeypatch):
     config = BenchConfig(model="audio_cnn", width=2, batch_size=4, clip_samples=800, candidate_counts=(1, 2),
                          repeats=1, warmup=0, device="cpu", setting="B")  # fmt: skip
     result = run_bench(config)
-    assert seen == [{"audio": True}] and result.timing(2).ratio > 0
+    assert seen == [{"audio": True, "num_classes": 10}] and result.timing(2).ratio > 0
     text = format_bench(result)
     assert "800 samples" in text and "timemask" in text
 

@@ -302,7 +302,7 @@ def test_cost_ratio_is_benched_on_the_comparisons_model_and_m(tmp_path, monkeypa
     "change,match",
     [
         (dict(arms=("baseline", "mixup")), "unknown arm 'mixup'"),
-        (dict(settings=("C",)), "unknown setting 'C'"),
+        (dict(settings=("D",)), "unknown setting 'D'"),
         (dict(seeds=(1, 1)), "distinct"),
         (dict(arms=("baseline-equal-time",)), "needs the arms 'baseline' and 'proposed'"),
         (dict(branch_at=1.0), r"branch_at must be in \[0, 1\), got 1.0"),
