@@ -228,7 +228,7 @@ def test_predict_evaluate_and_export_an_image_run(image_run, tmp_path, capsys):
     code = main(["predict", str(out), str(root / "test"), str(big_gray), str(tmp_path / "broken.png")])
     captured = capsys.readouterr()
     assert code == 1 and len(captured.out.strip().splitlines()) == 5
-    assert "broken.png" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert captured.err.count("broken.png") == 1 and len(captured.err.strip().splitlines()) == 1
     # evaluate an archive of test/<class>/ inside one wrapping folder
     archive = tmp_path / "new.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -245,6 +245,7 @@ def test_predict_evaluate_and_export_an_image_run(image_run, tmp_path, capsys):
     _, images, _ = read_inputs(((str(f), f) for f in sorted((root / "test").rglob("*.png"))), run.inputs)
     (logits,) = run_exported(tmp_path / "net.ts", [images], tmp_path)
     torch.testing.assert_close(logits, logits_of(run, images))
+    assert not logits.requires_grad and all(p.requires_grad for p in run.model.parameters())  # a copy was frozen
 
 
 def test_export_refuses_wrong_inputs_with_a_clear_message(image_run, tmp_path):

@@ -9,6 +9,7 @@ scales float waveforms to the int16 scale the run's data had. ``torch.jit.load(p
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
@@ -127,7 +128,7 @@ def export_run(run: TrainedRun, out: str | Path) -> ExportedModel:
     out = Path(out)
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name such as {out / 'model.pt'}")
-    model = run.model.eval()
+    model = copy.deepcopy(run.model).eval().requires_grad_(False)  # an inference module: logits need no graph
     example = _example(run)
     try:
         with torch.no_grad(), warnings.catch_warnings():

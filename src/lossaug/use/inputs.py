@@ -94,6 +94,8 @@ def read_input(source: Path | bytes, spec: InputSpec, where: str | None = None) 
         return _clip(source, name, spec)
     try:
         return _image(source, name, spec)
+    except InputError:  # decode_image's own, naming the file
+        raise
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"cannot decode image {name}: {error}") from error
 
