@@ -55,8 +55,8 @@ class InitReport:
                 shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
                 text += f"; {label}: {shown}"
         for line in self.converted:  # "from float16 to float32: name, name, ..."
-            kinds, names = line.split(": ", 1)
-            text += f"; converted {kinds}: {_listed(names.split(', '))}"
+            kinds, listed = line.split(": ", 1)
+            text += f"; converted {kinds}: {_listed(listed.split(', '))}"
         return text
 
 
@@ -120,7 +120,10 @@ def apply_init(net: nn.Module, tensors: Mapping[str, Tensor], path: str, strict:
     ``InputError`` when none does, or with ``strict`` on any mismatch."""
     own = net.state_dict()
     tensors = _strip(tensors, own)
-    loaded, mismatch, wrong_kind, converted = [], [], [], {}
+    loaded: list[str] = []
+    mismatch: list[str] = []
+    wrong_kind: list[str] = []
+    converted: dict[str, list[str]] = {}
     for name, target in own.items():
         source = tensors.get(name)
         if source is None:
@@ -156,7 +159,8 @@ def sgd_groups(model: nn.Module, loaded: Iterable[str], lr: float, scale: float)
     by ``--init`` (names as in the bare network) at ``lr * scale``, the others at ``lr``; empty groups left out.
     Each group records its ``lr_scale``, so a resumed run restores the same split."""
     loaded = set(loaded)
-    backbone, head = [], []
+    backbone: list[nn.Parameter] = []
+    head: list[nn.Parameter] = []
     for name, parameter in model.named_parameters():
         bare = name[len("net.") :] if name.startswith("net.") else name
         (backbone if bare in loaded else head).append(parameter)

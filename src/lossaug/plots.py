@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from lossaug.errors import InputError
 from lossaug.runfiles import NONE, NUMBER, read_records
@@ -118,7 +119,7 @@ def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
         axes[1, 1].plot(epochs, ratio, color=line.get_color(), label=label)
         if gated:
             _plot_gating(axes[2], epochs, records, line.get_color(), label)
-    labels = (
+    labels: tuple[tuple[Any, str, str], ...] = (
         (axes[0, 0], "epoch", "test error (%)"),
         (axes[0, 1], "training wall-clock (s)", "test error (%)"),
         (axes[1, 0], "epoch", "entropy of selection probs ÷ log M (1 = uniform)"),

@@ -144,7 +144,7 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
             f"{dataset.num_classes}"
         )
     for name, network in ((config.model, model), (config.proxy_model, scorer)):
-        if network is not None:  # the factory's module may have changed since the run
+        if name is not None and network is not None:  # the factory's module may have changed since the run
             check_classifier_output(network, dataset.test.inputs[:2], payload["num_classes"], name)
     return LoadedRun(config, model, dataset.classes, dataset.test, path, scorer, dataset.kind, rate)
 
@@ -162,7 +162,7 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
     images, targets = run.test.inputs[index], run.test.labels[index]
     # The run's own method object (augmentation of its setting, Cutout filled with the training mean the model
     # holds, scoring options), asked for num_candidates candidates.
-    mean = tuple(float(m) / 255 for m in run.model.mean.flatten())
+    mean = tuple(float(m) / 255 for m in run.model.get_buffer("mean").flatten())
     audio = run.kind == "audio"
     side = None if audio else min(images.shape[-2:])
     method = method_for(dataclasses.replace(config, num_candidates=num_candidates), mean, torch.device("cpu"),

@@ -61,7 +61,7 @@ class EpochStats:
                 chosen = (probs * scores).sum(dim=1)
             sums["entropy"] += probs_entropy(probs).sum().double()
             sums["fallback_rows"] += fallback.sum().double()
-            if scores is not None:  # NaN rows: not scored under gating
+            if scores is not None and chosen is not None:  # NaN rows: not scored under gating
                 means = scores.mean(dim=1)
                 sums["chosen_score"] += chosen.where(~chosen.isnan(), 0.0).sum().double()
                 sums["mean_score"] += means.where(~means.isnan(), 0.0).sum().double()
