@@ -139,7 +139,8 @@ class _Writes:
     on a full tmpfs)."""
 
     def __init__(self, handle: Any):
-        self.handle, self.error = handle, None
+        self.handle: Any = handle
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
         try:
@@ -156,7 +157,7 @@ def _save(payload: dict[str, Any], handle: Any) -> None:
     """``torch.save`` of the payload to ``handle``; a failed write raises its own ``OSError``."""
     writes = _Writes(handle)
     try:
-        torch.save({**payload, "format": FORMAT}, writes)
+        torch.save({**payload, "format": FORMAT}, writes)  # type: ignore[arg-type]  # a file-like writer
     except RuntimeError:
         if writes.error is None:
             raise

@@ -40,8 +40,10 @@ def check_fields(
     wrong = [f"{key} {value!r}" for key, kinds in typed.items()
              if key in record and not _fits(value := record[key], kinds)]  # fmt: skip
     if missing or wrong:
-        what = "; ".join(filter(None, (missing and f"lacks {', '.join(missing)}",
-                                       wrong and f"has a value of the wrong type: {', '.join(wrong)}")))  # fmt: skip
+        parts = ([f"lacks {', '.join(missing)}"] if missing else []) + (
+            [f"has a value of the wrong type: {', '.join(wrong)}"] if wrong else []
+        )
+        what = "; ".join(parts)
         raise InputError(f"{where} {what} (not as lossaug writes it: damaged, or from another version?)")
 
 
