@@ -147,10 +147,24 @@ def _soft_scores(logits: Tensor, targets: Tensor, score: str) -> Tensor:
     return 1.0 - (torch.softmax(logits.float(), dim=1) * targets.float()).sum(dim=1)
 
 
-def _flat_targets(targets: Tensor, batch: int, num_candidates: int) -> Tensor:
-    """The targets of the ``B*M`` flattened candidates: ``(B,M,K)`` candidate targets flattened, anything else
+def _soft_targets_of(targets: Tensor, num_candidates: int) -> bool:
+    """Whether classification ``targets`` are soft, ``(B,K)`` or ``(B,M,K)``, rather than ``(B,)`` classes; any
+    other shape is an InputError."""
+    soft = targets.is_floating_point() and targets.dim() in (2, 3)
+    if soft and targets.dim() == 3 and targets.shape[1] != num_candidates:
+        raise InputError(f"candidate targets hold {targets.shape[1]} candidates per image, candidates {num_candidates}")
+    if not soft and (targets.dim() != 1 or targets.is_floating_point()):
+        raise InputError(
+            f"classification targets must be (B,) integer class indices or soft (B,K) / (B,M,K), got "
+            f"{targets.dtype} {tuple(targets.shape)}; pass loss_fn for other targets"
+        )
+    return soft
+
+
+def _flat_targets(targets: Tensor, batch: int, num_candidates: int, soft: bool) -> Tensor:
+    """The targets of the ``B*M`` flattened candidates: soft ``(B,M,K)`` candidate targets flattened, anything else
     (``(B,)`` classes, ``(B,K)`` soft targets, a loss_fn's ``(B,...)``) repeated over the M candidates."""
-    if targets.dim() == 3 and targets.is_floating_point() and targets.shape[1] == num_candidates:
+    if soft and targets.dim() == 3:
         return targets.reshape(batch * num_candidates, -1)
     return targets.repeat_interleave(num_candidates, dim=0)
 
@@ -189,20 +203,13 @@ def score_candidates(
     if targets.shape[0] != batch:
         raise InputError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
     ScoringOptions(score, bn, chunk_size, autocast_dtype, loss_fn, check_targets)  # validates them
-    soft = loss_fn is None and targets.is_floating_point() and targets.dim() in (2, 3)
-    if soft and targets.dim() == 3 and targets.shape[1] != num_candidates:
-        raise InputError(f"candidate targets hold {targets.shape[1]} candidates per image, candidates {num_candidates}")
-    if loss_fn is None and not soft and (targets.dim() != 1 or targets.is_floating_point()):
-        raise InputError(
-            f"classification targets must be (B,) integer class indices or soft (B,K) / (B,M,K), got "
-            f"{targets.dtype} {tuple(targets.shape)}; pass loss_fn for other targets"
-        )
+    soft = loss_fn is None and _soft_targets_of(targets, num_candidates)
     total = batch * num_candidates
     if total == 0:
         return torch.zeros(batch, num_candidates, device=candidates.device)
 
     flat = candidates.reshape(total, *candidates.shape[2:])
-    flat_targets = _flat_targets(targets, batch, num_candidates)
+    flat_targets = _flat_targets(targets, batch, num_candidates, soft)
     step = total if chunk_size is None else chunk_size
     autocast = (
         torch.autocast(device_type=candidates.device.type, dtype=autocast_dtype)
@@ -318,10 +325,10 @@ class Selection:
         return int(self.fallback.sum())
 
 
-def _chosen_targets(targets: Tensor, index: Tensor) -> Tensor | None:
-    """The chosen candidates' ``(B,K)`` of candidate targets ``(B,M,K)``; None for targets given per image."""
-    soft = targets.is_floating_point() and targets.dim() == 3
-    return gather_selected(targets, index) if soft else None
+def _candidate_targets(targets: Tensor, options: ScoringOptions, num_candidates: int) -> Tensor | None:
+    """``targets`` when they are the candidates' own soft ``(B,M,K)`` (classification scoring), else None."""
+    own = options.loss_fn is None and targets.is_floating_point() and targets.dim() == 3
+    return targets if own and targets.shape[1] == num_candidates else None
 
 
 def _uniform_selection(
@@ -337,7 +344,7 @@ def _uniform_selection(
         if num_candidates == 1
         else sample_index(probs, generator=generator)
     )
-    chosen = None if targets is None else _chosen_targets(targets, index)
+    chosen = None if targets is None else gather_selected(targets, index)
     return Selection(gather_selected(candidates, index), index, probs, None, fallback, targets=chosen)
 
 
@@ -380,8 +387,9 @@ def _select(
     batch, num_candidates = candidates.shape[:2]
     if targets.shape[0] != batch:
         raise InputError(f"candidates hold {batch} images but targets hold {targets.shape[0]}")
+    own_targets = _candidate_targets(targets, options, num_candidates)
     if num_candidates == 1 or math.isinf(temperature) or uniform_mix == 1.0:
-        return _uniform_selection(candidates, temperature, uniform_mix, generator, targets)
+        return _uniform_selection(candidates, temperature, uniform_mix, generator, own_targets)
     scores = score_candidates(
         model, candidates, targets, loss_fn=options.loss_fn, score=options.score, bn=options.bn,
         chunk_size=options.chunk_size, autocast_dtype=options.autocast_dtype, check_targets=options.check_targets,
@@ -389,5 +397,5 @@ def _select(
     # Cross-entropy and 1 - p are never negative: only a user's loss_fn needs the (host-syncing) check.
     probs, fallback = _probs_and_fallback(scores, temperature, uniform_mix, check_negative=options.loss_fn is not None)
     index = sample_index(probs, generator=generator)
-    chosen = _chosen_targets(targets, index)
+    chosen = None if own_targets is None else gather_selected(own_targets, index)
     return Selection(gather_selected(candidates, index), index, probs, scores, fallback, targets=chosen)
