@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -26,6 +27,14 @@ def tiny(tmp_path: Path, model: str | None = None) -> list[str]:
     return ["--dataset", "mini", "--train-size", "64", *network, "--batch-size", "32",
             "--epochs", "1", "--method", "baseline", "--device", "cpu",
             "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished tiny run (copy it before changing it)."""
+    root = tmp_path_factory.mktemp("finished")
+    assert main(["train", *tiny(root), "--out", str(root / "run")]) == 0
+    return root / "run"
 
 
 def one_line_error(capsys, *needles: str) -> str:
@@ -66,9 +75,9 @@ def test_user_files_never_make_a_run_nor_are_removed_by_overwrite(tmp_path):
     assert_kept(out, mine)
 
 
-def test_overwrite_removes_the_run_and_keeps_the_users_files(tmp_path, capsys):
+def test_overwrite_removes_the_run_and_keeps_the_users_files(tmp_path, finished_run, capsys):
     out = tmp_path / "run"
-    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    shutil.copytree(finished_run, out)  # a finished tiny run, trained once for the module
     mine = user_files(out)  # added after the run, which had no TensorBoard log
     found = {p.name for p in run_files(out)}
     assert {"config.json", "metrics.jsonl", "final.json", "checkpoint.pt"} <= found
@@ -100,9 +109,9 @@ def test_a_users_tensorboard_folder_is_refused_only_when_the_run_logs_there(tmp_
 
 
 @pytest.mark.parametrize("init", ["checkpoint.pt", "."], ids=["its-checkpoint", "the-run-dir"])
-def test_init_inside_the_out_being_overwritten_is_refused_up_front(tmp_path, capsys, init):
+def test_init_inside_the_out_being_overwritten_is_refused_up_front(tmp_path, finished_run, capsys, init):
     out = tmp_path / "run"
-    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    shutil.copytree(finished_run, out)  # a finished tiny run, trained once for the module
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     capsys.readouterr()
     code = main(["train", *tiny(tmp_path), "--out", str(out), "--overwrite", "--init", str(out / init)])
@@ -284,9 +293,9 @@ def test_bench_compare_and_show_check_the_model_output_too(tmp_path, monkeypatch
     one_line_error(capsys, f"--model {good}", "tuple")
 
 
-def test_overwrite_with_a_model_that_does_not_fit_keeps_the_old_run(tmp_path, monkeypatch, capsys):
+def test_overwrite_with_a_model_that_does_not_fit_keeps_the_old_run(tmp_path, finished_run, monkeypatch, capsys):
     out = tmp_path / "run"
-    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    shutil.copytree(finished_run, out)  # a finished tiny run, trained once for the module
     before = {p.name: p.read_bytes() for p in run_files(out)}
     bad = factory_module(tmp_path, monkeypatch, "a_dict")
     capsys.readouterr()
@@ -336,9 +345,9 @@ def test_resume_or_show_after_the_factory_changed_shapes_is_one_line(tmp_path, m
     one_line_error(capsys, str(out), "0.weight (6, 3, 3, 3)", "(4, 3, 3, 3)")
 
 
-def test_report_on_metrics_from_another_version_is_one_line(tmp_path, capsys):
+def test_report_on_metrics_from_another_version_is_one_line(tmp_path, finished_run, capsys):
     out = tmp_path / "run"
-    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    shutil.copytree(finished_run, out)  # a finished tiny run, trained once for the module
     metrics = out / "metrics.jsonl"
     record = json.loads(metrics.read_text())
     del record["entropy"]
@@ -349,9 +358,11 @@ def test_report_on_metrics_from_another_version_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["report", "show"])
-def test_report_and_show_refuse_an_unsupported_format_and_fill_an_existing_folder(tmp_path, capsys, command):
+def test_report_and_show_refuse_an_unsupported_format_and_fill_an_existing_folder(
+    tmp_path, finished_run, capsys, command
+):
     out = tmp_path / "run"
-    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    shutil.copytree(finished_run, out)  # a finished tiny run, trained once for the module
     extra = ["--cache-dir", str(tmp_path / "cache")] if command == "show" else []
     capsys.readouterr()
     assert main([command, str(out), "--out", str(tmp_path / "x.txt"), *extra]) == 2
@@ -698,14 +709,14 @@ def test_compare_out_that_is_a_file_is_one_line_naming_it(tmp_path, capsys, inst
     assert (tmp_path / "cmp").read_text() == "a file"
 
 
-def test_a_full_disk_while_writing_a_figure_names_it(tmp_path, monkeypatch, capsys):
+def test_a_full_disk_while_writing_a_figure_names_it(tmp_path, finished_run, monkeypatch, capsys):
     from matplotlib.figure import Figure
 
     def full_disk(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     out = tmp_path / "run"
-    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    shutil.copytree(finished_run, out)  # a finished tiny run, trained once for the module
     monkeypatch.setattr(Figure, "savefig", full_disk)
     capsys.readouterr()
     assert main(["report", str(out), "--out", str(tmp_path / "r.png")]) == 2
@@ -724,9 +735,9 @@ def test_a_refused_non_finite_save_does_not_claim_a_checkpoint_that_does_not_exi
     assert "not finite" in err and "is kept" not in err and f"no checkpoint in {out} yet" in err, err
 
 
-def test_resume_and_overwrite_together_are_refused_before_anything_is_removed(tmp_path, capsys):
+def test_resume_and_overwrite_together_are_refused_before_anything_is_removed(tmp_path, finished_run, capsys):
     out = tmp_path / "run"
-    assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 0
+    shutil.copytree(finished_run, out)  # a finished tiny run, trained once for the module
     before = {p.name: p.read_bytes() for p in run_files(out)}
     capsys.readouterr()
     assert main(["train", "--resume", str(out), "--overwrite"]) == 2
