@@ -42,8 +42,9 @@ class CandidateWeights:
     uniform_mix: float = 0.0
 
     def probs(self, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(probs (B,M), fallback (B,), scores (B,M))`` of ``logits (B*M,K)`` for ``targets (B*M,)``, no
-        gradient; scores are the plain cross-entropy of the true class, as the sampled method scores."""
+        """``(probs (B,M), fallback (B,), scores (B,M))`` of ``logits (B*M,K)`` for ``targets (B*M,)`` (or the
+        candidates' soft ``(B*M,K)``), no gradient; scores are the plain cross-entropy of the true class (the
+        soft-target cross-entropy), as the sampled method scores."""
         with torch.no_grad():
             scores = F.cross_entropy(logits.detach().float(), targets, reduction="none").view(-1, self.num_candidates)
             probs, fallback = _probs_and_fallback(scores, self.temperature, self.uniform_mix, check_negative=False)
