@@ -78,7 +78,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="start over in an --out that holds a run: its run files (config, metrics, checkpoints, plots) are removed",
+        help="start over in an --out that holds a run: the files lossaug wrote for it (config, metrics, checkpoints, "
+        "plots) are removed, once the new run is set up; nothing else in --out is",
     )
     add_config_options(parser)
     parser.set_defaults(func=cmd_train)
