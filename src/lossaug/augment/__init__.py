@@ -28,7 +28,15 @@ from lossaug.augment.basic import (
     horizontal_flip,
     random_crop,
 )
-from lossaug.augment.core import Augment, Compose, Fill, augment_with_targets, call_augment, mixes_targets
+from lossaug.augment.core import (
+    Augment,
+    Compose,
+    Fill,
+    MixingAugment,
+    augment_with_targets,
+    call_augment,
+    mixes_targets,
+)
 from lossaug.augment.mix import (
     CutMix,
     Mixup,
@@ -65,12 +73,12 @@ from lossaug.augment.trivial import (
 )
 
 __all__ = [
-    "AUGMENTATIONS", "TRIVIAL_OPS", "Augment", "Compose", "CutMix", "Cutout", "Fill", "HorizontalFlip", "Mixup",
-    "RandomCrop", "TrivialAugment", "TrivialParams", "apply_affine", "apply_autocontrast", "apply_brightness",
-    "apply_color", "apply_contrast", "apply_crop", "apply_cutmix", "apply_cutout", "apply_equalize", "apply_flip",
-    "apply_mixup", "apply_posterize", "apply_rotate", "apply_sharpness", "apply_shear", "apply_solarize",
-    "apply_translate", "apply_trivial", "augment_with_targets", "beta_params", "call_augment", "crop_params",
-    "cutmix", "cutmix_boxes", "cutmix_params", "cutout", "cutout_params", "flip_params", "grayscale",
-    "horizontal_flip", "mix_params", "mixes_targets", "mixup", "parse_augment", "random_crop", "trivial_augment",
-    "trivial_params",
+    "AUGMENTATIONS", "TRIVIAL_OPS", "Augment", "Compose", "CutMix", "Cutout", "Fill", "HorizontalFlip",
+    "MixingAugment", "Mixup", "RandomCrop", "TrivialAugment", "TrivialParams", "apply_affine", "apply_autocontrast",
+    "apply_brightness", "apply_color", "apply_contrast", "apply_crop", "apply_cutmix", "apply_cutout",
+    "apply_equalize", "apply_flip", "apply_mixup", "apply_posterize", "apply_rotate", "apply_sharpness",
+    "apply_shear", "apply_solarize", "apply_translate", "apply_trivial", "augment_with_targets", "beta_params",
+    "call_augment", "crop_params", "cutmix", "cutmix_boxes", "cutmix_params", "cutout", "cutout_params",
+    "flip_params", "grayscale", "horizontal_flip", "mix_params", "mixes_targets", "mixup", "parse_augment",
+    "random_crop", "trivial_augment", "trivial_params",
 ]  # fmt: skip

@@ -13,6 +13,7 @@ import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -20,6 +21,7 @@ from torch import Tensor
 from lossaug.errors import InputError
 
 Augment = Callable[[Tensor, "torch.Generator | None"], Tensor]
+MixingAugment = Callable[..., tuple[Tensor, Tensor]]  # (images, generator, targets=) -> (images, targets)
 Fill = float | Sequence[float]
 
 
@@ -97,13 +99,13 @@ def mixes_targets(augment: object) -> bool:
 
 
 def augment_with_targets(
-    augment: Augment, images: Tensor, targets: Tensor, generator: torch.Generator | None
+    augment: Augment | MixingAugment, images: Tensor, targets: Tensor, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor]:
     """``(images (N,...), targets (N,K))`` after ``augment``: an op that mixes labels changes both, any other op
     the images only."""
     if mixes_targets(augment):
-        return augment(images, generator, targets=targets)
-    return call_augment(augment, images, generator), targets
+        return cast(MixingAugment, augment)(images, generator, targets=targets)
+    return call_augment(cast(Augment, augment), images, generator), targets
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class Compose:
     """Apply augmentations in order; each may be any ``Augment`` callable. When one of them mixes labels, call it
     with ``targets (N,K)`` and get ``(images, targets)`` back."""
 
-    augments: tuple[Augment, ...]
+    augments: tuple[Augment | MixingAugment, ...]
 
     @property
     def mixes_targets(self) -> bool:
@@ -126,8 +128,8 @@ class Compose:
                     "this augmentation mixes labels (mixup/cutmix): it needs the targets; use "
                     "make_candidates(..., targets=...) or LossAwareAugment(..., num_classes=K)"
                 )
-            for augment in self.augments:
-                images = call_augment(augment, images, generator)
+            for augment in self.augments:  # none mixes labels (checked above)
+                images = call_augment(cast(Augment, augment), images, generator)
             return images
         for augment in self.augments:
             images, targets = augment_with_targets(augment, images, targets, generator)

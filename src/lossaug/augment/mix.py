@@ -126,7 +126,7 @@ def _check_targets(images: Tensor, targets: Tensor | None, name: str) -> Tensor:
     return targets
 
 
-def mixup(images: Tensor, targets: Tensor, alpha: float = 0.2, *, generator=None) -> tuple[Tensor, Tensor]:
+def mixup(images: Tensor, targets: Tensor | None, alpha: float = 0.2, *, generator=None) -> tuple[Tensor, Tensor]:
     """Mixup of ``images (B,...)`` (pictures or clips) and soft ``targets (B,K)``: each with a partner of the
     batch at ``lam ~ Beta(alpha, alpha)``."""
     if generator is not None and generator.device.type != images.device.type:
@@ -136,7 +136,7 @@ def mixup(images: Tensor, targets: Tensor, alpha: float = 0.2, *, generator=None
     return apply_mixup(images, targets, partner, lam)
 
 
-def cutmix(images: Tensor, targets: Tensor, alpha: float = 1.0, *, generator=None) -> tuple[Tensor, Tensor]:
+def cutmix(images: Tensor, targets: Tensor | None, alpha: float = 1.0, *, generator=None) -> tuple[Tensor, Tensor]:
     """CutMix of ``images (B,C,H,W)`` and soft ``targets (B,K)``: a box of a partner of the batch pasted in,
     ``lam ~ Beta(alpha, alpha)`` corrected to the pasted area."""
     _check_images(images, generator)

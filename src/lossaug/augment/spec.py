@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lossaug.augment.basic import Cutout, HorizontalFlip, RandomCrop
-from lossaug.augment.core import Augment, Compose
+from lossaug.augment.core import Augment, Compose, MixingAugment
 from lossaug.augment.mix import CutMix, Mixup
 from lossaug.augment.trivial import TrivialAugment
 from lossaug.errors import InputError
 
-AUGMENTATIONS: dict[str, Callable[..., Augment]] = {
+AUGMENTATIONS: dict[str, Callable[..., Augment | MixingAugment]] = {
     "flip": lambda p=0.5: HorizontalFlip(float(p)),
     "crop": lambda padding=4: RandomCrop(int(padding)),
     "cutout": lambda size=16: Cutout(int(size)),
@@ -27,7 +27,7 @@ def parse_augment(spec: str) -> Compose:
     side (pixels), mixup and cutmix alpha (lam ~ Beta(alpha, alpha)); ``trivial`` takes none. An empty spec (or
     ``"none"``) is the identity.
     """
-    augments: list[Augment] = []
+    augments: list[Augment | MixingAugment] = []
     for item in (part.strip() for part in spec.split(",")):
         if item in ("", "none"):
             continue

@@ -125,12 +125,12 @@ class LossAwareAugment:
     def _made(self, images: Tensor, targets: Tensor, count: int, generator, extra_generator) -> tuple[Tensor, Tensor]:
         """``(candidates (B,M,...), targets)``: the candidates' own soft ``(B,M,K)`` when the augmentation mixes
         labels, else the batch's ``targets`` as given."""
-        if not self.mixes_targets:
-            made = self.candidates(images, num_candidates=count, generator=generator, extra_generator=extra_generator)
-            return made, targets
-        made = self.candidates(images, num_candidates=count, generator=generator, extra_generator=extra_generator,
-                               targets=targets)  # fmt: skip
-        return made.candidates, made.targets
+        soft = None if not self.mixes_targets else self.soft_targets(targets)
+        made = make_candidates(images, self._augment, count, generator=generator, extra_generator=extra_generator,
+                               targets=soft)  # fmt: skip
+        if isinstance(made, Candidates):
+            return made.candidates, made.targets
+        return made, targets
 
     def select(self, model: nn.Module, candidates: Tensor, targets: Tensor, *, generator=None) -> Selection:
         """Score ``candidates (B,M,...)`` with ``model`` and sample one per image from ``generator``; ``targets``
@@ -212,6 +212,7 @@ class LossAwareAugment:
         else:
             rest, rest_targets = make_candidates(images[rows], self._augment, num_candidates - 1, generator=extra,
                                                  targets=soft[rows])  # fmt: skip
+            assert first_targets is not None
             candidate_targets = torch.cat([first_targets[rows].unsqueeze(1), rest_targets], dim=1)
         candidates = torch.cat([first[rows].unsqueeze(1), rest.to(first.dtype)], dim=1)
         chosen = self.select(model, candidates, candidate_targets, generator=chooser)
@@ -221,7 +222,7 @@ class LossAwareAugment:
         if chosen.scores is not None:
             scores[rows] = chosen.scores
         chosen_targets = None
-        if first_targets is not None:
+        if first_targets is not None and chosen.targets is not None:
             chosen_targets = first_targets.clone()
             chosen_targets[rows] = chosen.targets
         return Selection(inputs, index, probs, scores if chosen.scored else None, fallback, scored_rows,
