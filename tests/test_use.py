@@ -324,3 +324,13 @@ def test_eta_after_the_first_epoch_only():
     note.on_epoch({"epoch": 1, "seconds": 30.0})
     note.on_epoch({"epoch": 2, "seconds": 30.0})
     assert len(lines) == 1 and lines[0].startswith("ETA: about 2.0 min of training for the remaining 4 epochs")
+
+
+def test_dataset_help_names_every_data_set():
+    import dataclasses
+
+    from lossaug.config import TrainConfig
+    from lossaug.data import DATASETS
+
+    (field,) = [f for f in dataclasses.fields(TrainConfig) if f.name == "dataset"]
+    assert all(name in field.metadata["help"] for name in DATASETS)
