@@ -136,7 +136,9 @@ def calibrate(config: DemoConfig) -> Calibration:
                     candidate_counts=tuple(sorted({1, m})), setting="A", device=config.device,
                     repeats=CALIBRATION_REPEATS, warmup=1, seed=config.seed)
     )  # fmt: skip
-    steps = {"baseline": bench.timing(1).step.median / 1e3, "proposed": bench.timing(m).step.median / 1e3}
+    baseline, proposed = bench.timing(1), bench.timing(m)
+    assert baseline is not None and proposed is not None  # both M were benched (candidate_counts above)
+    steps = {"baseline": baseline.step.median / 1e3, "proposed": proposed.step.median / 1e3}
     return Calibration(steps, bench.score_forward.median / 1e3, bench.seconds)
 
 
@@ -193,7 +195,8 @@ class Rotation:
     their turns."""
 
     def __init__(self, names: Sequence[str]):
-        self._names, self._current, self._holder = list(names), 0, None
+        self._names, self._current = list(names), 0
+        self._holder: str | None = None  # the name whose turn it is, once taken
         self._stopped = False
         self._condition = threading.Condition()
         self.taken: list[str] = []
@@ -286,7 +289,8 @@ class Alternation:
     taken: tuple[str, ...]  # the names in the order they got their turns (the first turn of each is its set-up)
 
 
-def _run_arm(arm: _Arm, config: TrainConfig, overwrite: bool, results: dict, errors: dict) -> None:
+def _run_arm(arm: _Arm, config: TrainConfig, overwrite: bool, results: dict[str, RunResult],
+             errors: dict[str, BaseException]) -> None:  # fmt: skip
     try:
         arm.rotation.take(arm.name)
         results[arm.name] = train(config, reporter=arm, on_step=arm.on_step, overwrite=overwrite)
@@ -310,7 +314,9 @@ def train_alternating(
     ``on_epoch(name, seconds)`` follows each finished epoch, with its wall-clock (evaluation and checkpoint
     included). A failing run stops the others (at their next step or turn) and its exception is raised here; SIGINT
     or SIGTERM stops them all and raises ``DemoInterrupted``."""
-    rotation, results, errors = Rotation(list(configs)), {}, {}
+    rotation = Rotation(list(configs))
+    results: dict[str, RunResult] = {}
+    errors: dict[str, BaseException] = {}
     arms = {name: _Arm(name, rotation, reporter, on_epoch, clock) for name in configs}
     threads = [threading.Thread(target=_run_arm, args=(arms[name], config, overwrite, results, errors),
                                 name=f"lossaug-{name}") for name, config in configs.items()]  # fmt: skip
