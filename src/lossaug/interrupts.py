@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -22,6 +23,18 @@ class TrainingInterrupted(Exception):
         super().__init__(f"{name} received: stopped after step {global_step}; {where}")
         self.signum, self.checkpoint, self.global_step = signum, checkpoint, global_step
         self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as shells report them
+
+
+class Stop(enum.Enum):
+    """Why the training loop stops after a step or an epoch: not at all, at a trunk's end, or on a signal
+    (SIGTERM/SIGINT: the checkpoint is written, the loop raises ``TrainingInterrupted``)."""
+
+    NONE = "none"
+    TRUNK_END = "trunk end"
+    SIGNAL = "signal"
+
+
+STOP_SYNC_STEPS = 8  # under torch.distributed: steps between the ranks' agreements on a stop signal
 
 
 class NonFiniteError(FloatingPointError):

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from lossaug.checkpoint import CheckpointError, newest_valid_checkpoint
 from lossaug.config import BRANCH_FREE, RESUME_FIXED, TrainConfig
+from lossaug.data import fingerprint_differences
 from lossaug.errors import InputError
 from lossaug.method import Schedule
 
-__all__ = ["config_differences", "run_origin", "run_schedule", "step_ratio"]
+__all__ = ["check_restorable", "config_differences", "run_origin", "run_schedule", "step_ratio"]
 
 
 def config_differences(saved: dict, config: TrainConfig) -> tuple[list[str], list[str]]:
@@ -58,6 +59,22 @@ def run_origin(config: TrainConfig, out_dir: Path | None, resume: bool) -> tuple
     if trunk["stop_at"] is None:
         raise CheckpointError(f"cannot branch from {path}: it is not a trunk (made without stop_at)")
     return "branch", payload
+
+
+def check_restorable(payload: dict, where: str, config: TrainConfig, num_classes: int, fingerprint: dict,
+                     world_size: int) -> None:  # fmt: skip
+    """Refuse (``CheckpointError``, saying ``where``) a checkpoint this run cannot continue: other classes, other
+    data (a warning with ``allow_data_change``), another number of processes."""
+    if payload["num_classes"] != num_classes:
+        raise CheckpointError(f"cannot {where}: it has {payload['num_classes']} classes, the data {num_classes}")
+    changed = fingerprint_differences(payload.get("data_fingerprint") or {}, fingerprint)
+    if changed and payload.get("data_fingerprint") is not None:
+        if not config.allow_data_change:
+            raise CheckpointError(f"cannot {where}: the data differ ({'; '.join(changed)}); pass "
+                                  "--allow-data-change to continue on other data")  # fmt: skip
+        warnings.warn(f"{where} on other data: {'; '.join(changed)}", stacklevel=5)
+    if len(payload["random"]) != world_size:
+        raise CheckpointError(f"cannot {where}: saved by {len(payload['random'])} processes, resumed by {world_size}")
 
 
 def step_ratio(config: TrainConfig, payload: dict) -> int:

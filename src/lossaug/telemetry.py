@@ -4,12 +4,15 @@ of ``on_epoch_start``, ``on_step``, ``on_epoch`` and ``on_end``; the loop calls 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lossaug.config import RunResult
+from lossaug.metadata import write_json
 from lossaug.progress import Reporter
 from lossaug.selection import Selection
 
@@ -126,3 +129,17 @@ class StepHook(Callback):
 
     def on_step(self, global_step: int, selection: Selection) -> None:
         self.hook(global_step, selection)
+
+
+def write_final(out_dir: Path, result: RunResult, extra: dict[str, Any]) -> None:
+    """``final.json`` (the result's numbers, its epochs and ``extra``) and ``curves.png`` in ``out_dir``. Without
+    matplotlib (a bare GPU box) the plot is skipped with a warning: the numbers are written already."""
+    numbers = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
+               if f.name not in ("model", "metrics", "config")}  # fmt: skip
+    write_json({**numbers, "epochs": len(result.metrics), "out_dir": str(out_dir), **extra}, out_dir / "final.json")
+    from lossaug.plots import plot_curves
+
+    config = result.config
+    plot_curves(
+        {config.method: list(result.metrics)}, out_dir / "curves.png", title=f"{config.model} on {config.dataset}"
+    )

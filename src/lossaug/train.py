@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import math
 import time
 import warnings
@@ -28,21 +27,13 @@ import torch
 from torch import Tensor, nn
 
 from lossaug.checkpoint import CheckpointError, has_checkpoint, save_checkpoint
-from lossaug.config import (
-    DEVICES,
-    METHODS,
-    PRESETS,
-    SETTINGS,
-    RunResult,
-    TrainConfig,
-    validate_config,
-)
-from lossaug.data import data_fingerprint, fingerprint_differences
+from lossaug.config import DEVICES, METHODS, PRESETS, SETTINGS, RunResult, TrainConfig, validate_config
+from lossaug.data import data_fingerprint
 from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.finetune import apply_init, read_init
 from lossaug.guards import EtaNote, small_data_warnings
-from lossaug.interrupts import NonFiniteError, StopRequest, TrainingInterrupted, stop_requests
+from lossaug.interrupts import STOP_SYNC_STEPS, NonFiniteError, Stop, StopRequest, TrainingInterrupted, stop_requests
 from lossaug.memory import check_run_memory
 from lossaug.metadata import device_name, git_commit, run_metadata, write_json
 from lossaug.method import (
@@ -56,7 +47,7 @@ from lossaug.method import (
     setting_spec,
 )
 from lossaug.models import build_classifier, check_classifier_output, check_state_fits
-from lossaug.origin import config_differences, run_origin, run_schedule, step_ratio
+from lossaug.origin import check_restorable, config_differences, run_origin, run_schedule, step_ratio
 from lossaug.pipeline import (
     balanced_subset,
     channel_stats,
@@ -75,7 +66,7 @@ from lossaug.seeds import stream_seed
 from lossaug.selection import Selection
 from lossaug.state import EpochStats, Learner, RunState, Streams, remember_losses
 from lossaug.step import StepOutput, state_is_finite, train_step, training_loss
-from lossaug.telemetry import Callback, MetricsFile, Progress, StepHook, TensorBoardLog, epoch_record
+from lossaug.telemetry import Callback, MetricsFile, Progress, StepHook, TensorBoardLog, epoch_record, write_final
 
 __all__ = [
     "DEVICES", "METHODS", "PRESETS", "SETTINGS", "NonFiniteError", "RunResult", "TrainConfig", "TrainingInterrupted",
@@ -138,18 +129,6 @@ def _train(config: TrainConfig, reporter: Reporter | None, on_step, resume: bool
             if stop is Stop.TRUNK_END:
                 break
     return run.result()
-
-
-class Stop(enum.Enum):
-    """Why the loop stops after a step or an epoch: not at all, at a trunk's end, or on a signal (SIGTERM/SIGINT;
-    the checkpoint is written, the loop raises ``TrainingInterrupted``)."""
-
-    NONE = "none"
-    TRUNK_END = "trunk end"
-    SIGNAL = "signal"
-
-
-STOP_SYNC_STEPS = 8  # under torch.distributed: steps between agreements on a stop signal
 
 
 class _Run:
@@ -252,25 +231,12 @@ class _Run:
     def _restore(self, payload: dict, origin: str) -> None:
         """Put a checkpoint's weights, optimizers, schedule position, random streams and position back."""
         where = f"{origin} from {self.config.branch_from if origin == 'branch' else self.out_dir}"
-        if payload["num_classes"] != self.data.num_classes:
-            raise CheckpointError(
-                f"cannot {where}: it has {payload['num_classes']} classes, the data {self.data.num_classes}"
-            )
-        changed = fingerprint_differences(payload.get("data_fingerprint") or {}, self.fingerprint)
-        if changed and payload.get("data_fingerprint") is not None:
-            if not self.config.allow_data_change:
-                raise CheckpointError(f"cannot {where}: the data differ ({'; '.join(changed)}); pass "
-                                      "--allow-data-change to continue on other data")  # fmt: skip
-            warnings.warn(f"{where} on other data: {'; '.join(changed)}", stacklevel=4)
+        check_restorable(payload, where, self.config, self.data.num_classes, self.fingerprint, self.world.size)
         check_state_fits(self.model.model, payload["model"], f"cannot {where}", self.config.model)
         self.model.load_state_dict(payload, self.config)
         if self.proxy is not None and payload.get("proxy") is not None:
             check_state_fits(self.proxy.model, payload["proxy"]["model"], f"cannot {where}", self.config.proxy_model)
             self.proxy.load_state_dict(payload["proxy"], self.config)
-        if len(payload["random"]) != self.world.size:
-            raise CheckpointError(
-                f"cannot {where}: saved by {len(payload['random'])} processes, resumed by {self.world.size}"
-            )
         own = payload["random"][self.world.rank]
         if self.streams.foreign(own):
             raise CheckpointError(
@@ -524,18 +490,8 @@ class _Run:
             write_json({"global_step": state.global_step, "stop_step": self.stop_step,
                         "schedule": dataclasses.asdict(self.schedule)}, self.out_dir / "trunk.json")  # fmt: skip
             return result
-        summary = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
-        for name in ("model", "metrics", "config"):
-            summary.pop(name)
         extra = {k: metadata[k] for k in ("world_size", "rank_parameter_checksums") if k in metadata}
         data = self.data
         counts = confusion_matrix(self.model.model, data.test_images, data.test_labels, data.num_classes, self.device)
-        write_json({**summary, "epochs": len(state.metrics), "out_dir": str(self.out_dir), **extra,
-                    "per_class_test_error": per_class_errors(counts, data.classes)},
-                   self.out_dir / "final.json")  # fmt: skip
-        from lossaug.plots import plot_curves
-
-        # Without matplotlib (a bare GPU box) plot_curves warns and writes nothing: the numbers are written already.
-        plot_curves({config.method: state.metrics}, self.out_dir / "curves.png",
-                    title=f"{config.model} on {config.dataset}")  # fmt: skip
+        write_final(self.out_dir, result, {**extra, "per_class_test_error": per_class_errors(counts, data.classes)})
         return result
