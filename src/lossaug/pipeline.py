@@ -228,7 +228,10 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, device: torch.dev
 def confusion_matrix(model: nn.Module, inputs: Tensor, labels: Tensor, num_classes: int, device: torch.device,
                      batch_size: int = 1024) -> Tensor:  # fmt: skip
     """``counts (K,K)`` int64 on the CPU: row = true class, column = predicted class, of ``model`` over ``inputs``
-    (images or waveforms) in eval mode, this process alone; restores the training flag."""
+    (images or waveforms) in eval mode; restores the training flag. Under ``torch.distributed`` each rank counts
+    its share and the counts are summed (every rank must call it)."""
+    world = World.current()
+    inputs, labels = world.share(inputs), world.share(labels)
     was_training = model.training
     model.eval()
     counts = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
@@ -239,7 +242,7 @@ def confusion_matrix(model: nn.Module, inputs: Tensor, labels: Tensor, num_class
             predicted = model(x).float().argmax(dim=1)
             counts += torch.bincount(y * num_classes + predicted, minlength=num_classes * num_classes)
     model.train(was_training)
-    return counts.view(num_classes, num_classes).cpu()
+    return world.all_sum(counts).view(num_classes, num_classes).cpu()
 
 
 def per_class_errors(counts: Tensor, classes: tuple[str, ...]) -> dict[str, float | None]:

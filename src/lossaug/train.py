@@ -484,6 +484,10 @@ class _Run:
         )
         if self.world.distributed:  # DDP keeps replicas identical; check it rather than assume it
             metadata["rank_parameter_checksums"] = self.world.parameter_checksums(self.model.model)
+        final_due = self.out_dir is not None and self.stop_step is None
+        data = self.data  # every rank counts its share of the test set, so that the ranks finish together
+        counts = confusion_matrix(self.model.model, data.test_images, data.test_labels, data.num_classes,
+                                  self.device) if final_due else None  # fmt: skip
         if not self.writes:
             return result
         if self.stop_step is not None:
@@ -491,7 +495,5 @@ class _Run:
                         "schedule": dataclasses.asdict(self.schedule)}, self.out_dir / "trunk.json")  # fmt: skip
             return result
         extra = {k: metadata[k] for k in ("world_size", "rank_parameter_checksums") if k in metadata}
-        data = self.data
-        counts = confusion_matrix(self.model.model, data.test_images, data.test_labels, data.num_classes, self.device)
         write_final(self.out_dir, result, {**extra, "per_class_test_error": per_class_errors(counts, data.classes)})
         return result
