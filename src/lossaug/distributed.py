@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor, nn
@@ -95,6 +95,10 @@ class World:
         torch.distributed.all_gather(every, checksum)
         return [float(c) for c in every]
 
+    @overload
+    def wrap(self, model: nn.Module) -> nn.Module: ...
+    @overload
+    def wrap(self, model: None) -> None: ...
     def wrap(self, model: nn.Module | None) -> nn.Module | None:
         """``model`` as a DistributedDataParallel replica in a process group (of any size)."""
         if model is None or not self.distributed:

@@ -226,7 +226,7 @@ def build_classifier(
     device: torch.device,
     init_seed: int,
     sample_rate: int | None = None,
-) -> nn.Module:
+) -> Normalized:
     """``Normalized`` network ``name`` on ``device`` (channels_last on CUDA), its weights drawn from ``init_seed``.
 
     ``norm`` is ``(mean, std)`` per channel on the [0, 1] scale; ``sample_rate``: the audio data's (``build_model``).

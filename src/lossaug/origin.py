@@ -22,7 +22,8 @@ def config_differences(saved: dict, config: TrainConfig) -> tuple[list[str], lis
     """``(fixed, other)``: descriptions of fields that differ between a checkpoint's config and ``config``;
     ``fixed`` ones (``RESUME_FIXED``) make resuming impossible."""
     saved = dataclasses.asdict(TrainConfig.from_dict(saved))
-    fixed, other = [], []
+    fixed: list[str] = []
+    other: list[str] = []
     for name, value in dataclasses.asdict(config).items():
         if name == "out" or saved[name] == value:
             continue
@@ -94,6 +95,7 @@ def run_schedule(config: TrainConfig, steps_per_epoch: int, origin: str | None, 
     """The LR schedule over the run's steps; a branch keeps its trunk's up to the branch step."""
     total, warmup = steps_per_epoch * config.epochs, round(config.warmup_epochs * steps_per_epoch)
     if origin == "branch":
+        assert payload is not None, "run_origin gives a branch its trunk's checkpoint"
         trunk_epochs = TrainConfig.from_dict(payload["config"]).epochs
         branch_step = payload["global_step"] * step_ratio(config, payload)
         return Schedule(total, warmup, steps_per_epoch * trunk_epochs, branch_step)

@@ -19,9 +19,9 @@ import dataclasses
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +46,7 @@ from lossaug.method import (
     selects_at,
     setting_spec,
 )
-from lossaug.models import build_classifier, check_classifier_output, check_state_fits
+from lossaug.models import Normalized, build_classifier, check_classifier_output, check_state_fits
 from lossaug.origin import check_restorable, config_differences, run_origin, run_schedule, step_ratio
 from lossaug.pipeline import (
     balanced_subset,
@@ -136,7 +136,7 @@ class _Run:
     by ``train``'s loop. Owns the checkpoints, the non-finite policy, signals and the run directory's files."""
 
     def __init__(self, config: TrainConfig, reporter: Reporter | None, on_step, resume: bool,
-                 replaced: list[Path] = ()):  # fmt: skip
+                 replaced: Sequence[Path] = ()):  # fmt: skip
         self.config, self.device, self.world = config, resolve_device(config.device), World.current()
         if config.images_per_step() % self.world.size:
             raise InputError(f"images per step ({config.images_per_step()}, batch_size {config.batch_size}) must be "
@@ -166,17 +166,21 @@ class _Run:
         proxy = self._network("proxy-init", config.proxy_model, config.proxy_width) if config.proxy_model else None
         self.proxy = self._learner(proxy) if proxy is not None else None
         scorer = (self.proxy or self.model).model
-        self.scorer = torch.compile(scorer) if config.compile_scoring == "on" else scorer
+        # torch.compile of a Module is an OptimizedModule, itself a Module; its stubs say only a callable.
+        self.scorer = cast(nn.Module, torch.compile(scorer)) if config.compile_scoring == "on" else scorer
         self.streams = Streams(config.seed, self.device, self.world.rank, self.world.size)
-        self.state, self.stats, self.before = RunState(), EpochStats.zeros(self.device), None
+        self.state, self.stats = RunState(), EpochStats.zeros(self.device)
+        self.before: dict[str, Tensor] | None = None  # the random streams before a step (on_nonfinite "raise")
         # Each training image's last training loss (+inf until seen): stale-loss gating picks the rows to score
         # from it. Kept by every run, so that a gated branch starts from its trunk's table.
         self.stale_losses = torch.full((len(data.train_labels),), math.inf, device=self.device)
         if payload is not None:
+            assert origin is not None, "run_origin gives a checkpoint with its origin"
             self._restore(payload, origin)
         stop_at = config.stop_at
         self.stop_step = math.ceil(stop_at * self.schedule.total_steps) if stop_at is not None else None
-        self.signal, self.last_checkpoint, self.clock = StopRequest(), None, time.perf_counter()
+        self.signal, self.clock = StopRequest(), time.perf_counter()
+        self.last_checkpoint: Path | None = None
         self.metadata = self._metadata(origin)
         remove_run_files(list(replaced))  # --overwrite: the old run goes only now that this one is set up
         noun = "clips" if audio else "images"  # the run is set up: now the advice for small data, if any
@@ -196,7 +200,7 @@ class _Run:
 
     # ------------------------------------------------------------ set-up
 
-    def _network(self, stream: str, name: str, width: int | None) -> nn.Module:
+    def _network(self, stream: str, name: str, width: int | None) -> Normalized:
         """A network behind normalisation, initialised from its own random stream."""
         data = self.data
         net = build_classifier(
@@ -206,14 +210,18 @@ class _Run:
         check_classifier_output(net, data.train_images[:2].to(self.device), data.num_classes, name)
         return net
 
-    def _load_init(self, net: nn.Module, tensors: dict | None, origin: str | None, payload: dict | None) -> dict | None:
+    def _load_init(
+        self, net: Normalized, tensors: dict | None, origin: str | None, payload: dict | None
+    ) -> dict | None:
         """What ``--init`` loaded into ``net`` (None without ``--init``). A fresh run loads ``tensors`` now; a
         resumed or branched one reads the report back from its checkpoint (its weights come from there)."""
         config = self.config
         if config.init is None:
             return None
         if origin is not None:
+            assert payload is not None, "run_origin gives an origin with its checkpoint"
             return payload.get("init") or {"loaded": []}
+        assert tensors is not None, "a fresh run with --init read its tensors"
         report = apply_init(net.net, tensors, config.init, config.init_strict)
         if self.reporter is not None:
             self.reporter.log(report.summary())
@@ -235,6 +243,7 @@ class _Run:
         check_state_fits(self.model.model, payload["model"], f"cannot {where}", self.config.model)
         self.model.load_state_dict(payload, self.config)
         if self.proxy is not None and payload.get("proxy") is not None:
+            assert self.config.proxy_model is not None, "a run has a proxy only with proxy_model"
             check_state_fits(self.proxy.model, payload["proxy"]["model"], f"cannot {where}", self.config.proxy_model)
             self.proxy.load_state_dict(payload["proxy"], self.config)
         own = payload["random"][self.world.rank]
@@ -256,17 +265,13 @@ class _Run:
             self.stale_losses.copy_(saved_losses)
 
     def _metadata(self, origin: str | None) -> dict[str, Any]:
-        resolved = {
-            "score_chunk": scoring_chunk(self.config, self.device),
-            "num_candidates": self.config.candidates_per_image(),
-            "steps_per_epoch": self.steps_per_epoch,
-            "schedule": dataclasses.asdict(self.schedule),
-            "stop_step": self.stop_step,
-            "augment": self._augment_spec(),
-            "inputs": self.data.input_spec(),  # what the network takes (predict, export)
-            "classes": list(self.data.classes),
-            "data_path": str(Path(self.config.data).absolute()) if self.config.data else None,
-        }
+        resolved = {"score_chunk": scoring_chunk(self.config, self.device),
+                    "num_candidates": self.config.candidates_per_image(), "steps_per_epoch": self.steps_per_epoch,
+                    "schedule": dataclasses.asdict(self.schedule), "stop_step": self.stop_step,
+                    "augment": self._augment_spec(),
+                    "inputs": self.data.input_spec(),  # what the network takes (predict, export)
+                    "classes": list(self.data.classes),
+                    "data_path": str(Path(self.config.data).absolute()) if self.config.data else None}  # fmt: skip
         metadata = {**run_metadata(self.config, self.device, resolved), "world_size": self.world.size}
         if self.init_report is not None:
             metadata["init"] = self.init_report
@@ -289,7 +294,7 @@ class _Run:
         if self.reporter is not None:
             callbacks.append(Progress(self.reporter, self.config.epochs, self.steps_per_epoch, self.config.batch_size))
             callbacks.append(EtaNote(self.reporter, self.config.epochs))
-        if self.writes:
+        if self.writes and self.out_dir is not None:  # writes: the leader, with a run directory
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.metadata, self.out_dir / "config.json")
             callbacks.append(MetricsFile(self.out_dir / "metrics.jsonl", self.state.metrics))
@@ -325,6 +330,7 @@ class _Run:
     def batches(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """``(images, labels, indices)`` of the epoch's remaining steps; ``indices`` are dataset indices."""
         state, config = self.state, self.config
+        assert state.permutation is not None, "start_epoch draws the epoch's order"
         return epoch_batches(self.data, state.permutation, state.step, config.images_per_step(), self.world,
                              self.device)  # fmt: skip
 
@@ -422,6 +428,7 @@ class _Run:
 
     def interrupted(self) -> TrainingInterrupted:
         """The exception that ends a run stopped by a signal, naming its checkpoint."""
+        assert self.signal.signum is not None, "a run stops on a signal only once one arrived"
         return TrainingInterrupted(self.signal.signum, self.last_checkpoint, self.state.global_step)
 
     def _lap(self) -> None:
@@ -446,21 +453,12 @@ class _Run:
             kept = (f"the last good checkpoint in {self.out_dir} is kept" if has_checkpoint(self.out_dir)
                     else f"there is no checkpoint in {self.out_dir} yet")  # fmt: skip
             raise NonFiniteError(f"the state at step {self.state.global_step} is not finite; not saved ({kept})")
-        payload = {
-            **self.model.state_dict(),
-            "proxy": self.proxy.state_dict() if self.proxy is not None else None,
-            "random": every_rank,
-            "position": self.state.state_dict(),
-            "global_step": self.state.global_step,
-            "num_classes": self.data.num_classes,
-            "config": dataclasses.asdict(self.config),
-            "schedule": dataclasses.asdict(self.schedule),
-            "data_fingerprint": self.fingerprint,
-            "init": self.init_report,
-            "stale_losses": self.stale_losses.cpu(),
-            "inputs": self.data.input_spec(),
-            "classes": list(self.data.classes),
-        }
+        payload = {**self.model.state_dict(), "proxy": self.proxy.state_dict() if self.proxy is not None else None,
+                   "random": every_rank, "position": self.state.state_dict(), "global_step": self.state.global_step,
+                   "num_classes": self.data.num_classes, "config": dataclasses.asdict(self.config),
+                   "schedule": dataclasses.asdict(self.schedule), "data_fingerprint": self.fingerprint,
+                   "init": self.init_report, "stale_losses": self.stale_losses.cpu(), "inputs": self.data.input_spec(),
+                   "classes": list(self.data.classes)}  # fmt: skip
         return save_checkpoint(payload, self.out_dir)
 
     def result(self) -> RunResult:
@@ -488,12 +486,13 @@ class _Run:
         data = self.data  # every rank counts its share of the test set, so that the ranks finish together
         counts = confusion_matrix(self.model.model, data.test_images, data.test_labels, data.num_classes,
                                   self.device) if final_due else None  # fmt: skip
-        if not self.writes:
+        if not self.writes or self.out_dir is None:  # writes: the leader, with a run directory
             return result
         if self.stop_step is not None:
             write_json({"global_step": state.global_step, "stop_step": self.stop_step,
                         "schedule": dataclasses.asdict(self.schedule)}, self.out_dir / "trunk.json")  # fmt: skip
             return result
-        extra = {k: metadata[k] for k in ("world_size", "rank_parameter_checksums") if k in metadata}
+        assert counts is not None, "final_due: counted above"
+        extra: dict[str, Any] = {k: metadata[k] for k in ("world_size", "rank_parameter_checksums") if k in metadata}
         write_final(self.out_dir, result, {**extra, "per_class_test_error": per_class_errors(counts, data.classes)})
         return result

@@ -26,14 +26,16 @@ silence and the zero padding of short clips do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lossaug.audio.model import DEFAULT_N_MELS, DEFAULT_SAMPLE_RATE, INT16_SCALE, mel_edges_hz
-from lossaug.augment import Augment, Compose, Mixup, mixes_targets
+from lossaug.augment import Augment, Compose, MixingAugment, Mixup, mixes_targets
 from lossaug.errors import InputError
 
 __all__ = [
@@ -180,7 +182,10 @@ def additive_noise(
     _check_waveforms(waveforms, generator)
     if not min_snr_db <= max_snr_db:
         raise InputError(f"noise needs min_snr_db <= max_snr_db, got {min_snr_db} > {max_snr_db}")
-    params = noise_params(tuple(waveforms.shape), min_snr_db, max_snr_db, device=waveforms.device, generator=generator)
+    batch, channels, length = waveforms.shape  # (B,C,T): checked above
+    params = noise_params(
+        (batch, channels, length), min_snr_db, max_snr_db, device=waveforms.device, generator=generator
+    )
     return apply_noise(waveforms, *params)
 
 
@@ -392,7 +397,7 @@ def _noise(min_snr_db: float | str = 10.0) -> AdditiveNoise:
 
 
 # name -> (sample_rate, n_mels, optional value) -> op. The value after a colon in a spec is the op's one option.
-AUDIO_AUGMENTATIONS = {
+AUDIO_AUGMENTATIONS: dict[str, Callable[..., Augment | MixingAugment]] = {
     "shift": lambda rate, mels, fraction=0.1: TimeShift(float(fraction)),
     "gain": lambda rate, mels, db=6.0: RandomGain(float(db)),
     "noise": lambda rate, mels, snr=10.0: _noise(snr),
@@ -414,7 +419,7 @@ def parse_audio_augment(spec: str, *, sample_rate: int = DEFAULT_SAMPLE_RATE, n_
     ``freqmask`` masks whole mel channels. An empty spec (or ``"none"``) is the identity. Each op is checked on a
     tiny batch here, so a bad option fails at parse time, not at the first training step.
     """
-    augments: list[Augment] = []
+    augments: list[Augment | MixingAugment] = []
     for item in (part.strip() for part in spec.split(",")):
         if item in ("", "none"):
             continue
@@ -427,7 +432,10 @@ def parse_audio_augment(spec: str, *, sample_rate: int = DEFAULT_SAMPLE_RATE, n_
         try:
             op = make(sample_rate, n_mels, arg) if arg else make(sample_rate, n_mels)
             probe = torch.zeros(1, 1, 64), torch.Generator().manual_seed(0)
-            op(*probe, targets=torch.ones(1, 1)) if mixes_targets(op) else op(*probe)
+            if mixes_targets(op):
+                cast(MixingAugment, op)(*probe, targets=torch.ones(1, 1))
+            else:
+                cast(Augment, op)(*probe)
         except ValueError as error:
             raise InputError(f"bad value {arg!r} for audio augmentation {name!r} in {spec!r}: {error}") from None
         augments.append(op)

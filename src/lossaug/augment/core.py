@@ -13,7 +13,7 @@ import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import SupportsFloat, cast, overload
 
 import torch
 from torch import Tensor
@@ -39,7 +39,7 @@ def _check_images(images: Tensor, generator: torch.Generator | None) -> None:
 def _fill_value(fill: Fill, images: Tensor) -> Tensor | float | int:
     """``fill`` broadcastable to ``images (B,C,H,W)`` in their dtype: a Python number for a scalar, else a cached
     ``(1,C,1,1)`` tensor on the images' device (built once, so the training step does no host-to-device copy)."""
-    values = tuple(fill) if isinstance(fill, (tuple, list)) else float(fill)
+    values = tuple(fill) if isinstance(fill, (tuple, list)) else float(cast(SupportsFloat, fill))  # else a scalar
     if isinstance(values, tuple) and len(values) != images.shape[1]:
         raise InputError(f"fill has {len(values)} values but images have {images.shape[1]} channels")
     if isinstance(values, float):
@@ -79,8 +79,9 @@ def call_augment(augment: Augment, images: Tensor, generator: torch.Generator | 
     """
     if _takes_generator(augment):
         return augment(images, generator)
+    one_argument = cast(Callable[[Tensor], Tensor], augment)  # _takes_generator said it takes the images alone
     if generator is None:
-        return augment(images)
+        return one_argument(images)
     seed = int(torch.randint(0, 2**62, (1,), device=generator.device, generator=generator).item())
     cuda = images.device.type == "cuda"
     # Seed (and afterwards restore) only the CPU generator and the images' own GPU: torch.manual_seed would
@@ -90,7 +91,7 @@ def call_augment(augment: Augment, images: Tensor, generator: torch.Generator | 
         if cuda:
             with torch.cuda.device(images.device):
                 torch.cuda.manual_seed(seed)
-        return augment(images)
+        return one_argument(images)
 
 
 def mixes_targets(augment: object) -> bool:
@@ -118,6 +119,17 @@ class Compose:
     @property
     def mixes_targets(self) -> bool:
         return any(mixes_targets(augment) for augment in self.augments)
+
+    @overload
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None, targets: None = None) -> Tensor: ...
+
+    @overload
+    def __call__(self, images: Tensor, generator: torch.Generator | None, targets: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    @overload
+    def __call__(
+        self, images: Tensor, generator: torch.Generator | None = None, *, targets: Tensor
+    ) -> tuple[Tensor, Tensor]: ...
 
     def __call__(
         self, images: Tensor, generator: torch.Generator | None = None, targets: Tensor | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from lossaug.config import DEVICES
 from lossaug.errors import InputError
@@ -97,7 +98,9 @@ def resolve_config(config: BenchConfig) -> BenchConfig:
     if not config.quick:
         return config
     defaults = BenchConfig()
-    changes = {name: QUICK[name] for name in ("repeats", "warmup") if getattr(config, name) == getattr(defaults, name)}
+    changes: dict[str, Any] = {
+        name: QUICK[name] for name in ("repeats", "warmup") if getattr(config, name) == getattr(defaults, name)
+    }
     if config.model == defaults.model and config.width == defaults.width:
         changes.update(model=QUICK["model"], width=QUICK["width"])
     return dataclasses.replace(config, **changes)
@@ -111,4 +114,4 @@ def cheap_candidates(config: BenchConfig) -> int | None:
 
 def width_of(config: BenchConfig) -> int | str:
     """The width the timed model is built with (its default when ``config.width`` is None)."""
-    return config.width or DEFAULT_WIDTHS.get(config.model, "default")
+    return config.width if config.width else DEFAULT_WIDTHS.get(config.model, "default")

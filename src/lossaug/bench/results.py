@@ -94,7 +94,7 @@ class BenchResult:
             m, ratio = t.num_candidates, t.ratio
             rows.append({"option": "exact", "M": m, "ratio": ratio, "measured": True})
             if m in self.proxy_steps:
-                proxy_ratio = self.proxy_steps[m].median / self.timing(1).step.median
+                proxy_ratio = self.proxy_steps[m].median / self._baseline_step.median
                 rows.append({"option": f"proxy {self.config.proxy_model}", "M": m, "ratio": proxy_ratio,
                              "measured": True})  # fmt: skip
             rows += [{"option": f"select_every {k}", "M": m, "ratio": (ratio + k - 1) / k, "measured": False}
@@ -109,10 +109,10 @@ class BenchResult:
         """The measured cheap modes at M = ``m`` (of ratio R(M) = ``ratio``). Gating's ``expected`` is what it
         should cost if only the scoring shrinks, ``1 + Q (R(M) - 1)``; the weighted step's ``ratio_per_image`` is
         its cost per distinct image (M times its per-step ratio: a step holds B/M images)."""
-        base = self.timing(1).step.median
+        base = self._baseline_step.median
         rows = []
         for option, spread in self.cheap_steps.items():
-            row = {"option": option, "M": m, "ratio": spread.median / base, "measured": True}
+            row: dict[str, Any] = {"option": option, "M": m, "ratio": spread.median / base, "measured": True}
             if option.startswith("score_fraction"):
                 row["expected"] = 1 + float(option.split()[1]) * (ratio - 1)
             else:
@@ -127,6 +127,13 @@ class BenchResult:
 
     def timing(self, num_candidates: int) -> CandidateTiming | None:
         return next((t for t in self.steps if t.num_candidates == num_candidates), None)
+
+    @property
+    def _baseline_step(self) -> Spread:
+        """The step with one candidate, which every ratio is relative to (``BenchConfig`` requires M = 1)."""
+        baseline = self.timing(1)
+        assert baseline is not None, "candidate_counts include 1"
+        return baseline.step
 
     @property
     def comparison(self) -> str:

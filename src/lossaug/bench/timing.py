@@ -42,7 +42,7 @@ from lossaug.models import (
 )
 from lossaug.pipeline import channel_stats, make_generator, resolve_device, use_device
 from lossaug.seeds import stream_seed
-from lossaug.selection import LossAwareAugment, Selection, score_candidates
+from lossaug.selection import Candidates, LossAwareAugment, Selection, score_candidates
 from lossaug.state import Learner
 
 
@@ -112,6 +112,7 @@ def _learner(config: BenchConfig, name: str, width, images: Tensor, device, stre
 def _build_parts(config: BenchConfig, device: torch.device) -> _Parts:
     data_generator = make_generator(config.seed, "bench-data", torch.device("cpu"))
     audio = model_kind(config.model) == "audio"
+    shape: tuple[int, ...]  # (B,1,T) waveforms or (B,3,S,S) images
     if audio:  # white noise at about a quarter of full scale
         shape, low, high, dtype = (config.batch_size, 1, config.clip_samples), -8192, 8192, torch.int16
     else:
@@ -155,8 +156,8 @@ def _measurements(config: BenchConfig, parts: _Parts, device: torch.device) -> l
             made = method.candidates(images, num_candidates=num_candidates, generator=streams["augment"],
                                      extra_generator=streams["augment-extra"],
                                      targets=labels if method.mixes_targets else None)  # fmt: skip
-            # Label-mixing augmentations (mixup, cutmix) give each candidate its own soft target.
-            candidates, targets = made if method.mixes_targets else (made, labels)
+            # Label-mixing augmentations (mixup, cutmix) give each candidate its own soft target: Candidates.
+            candidates, targets = made if isinstance(made, Candidates) else (made, labels)
             watch.mark()
             selection = method.select(scorer.model, candidates, targets, generator=streams["select"])
             watch.mark()
@@ -253,10 +254,9 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
         step = step_spreads[m]
         ratio = step.median / step_spreads[1].median
         floor = 1.0 if m == 1 else 1 + m * c
-        part_spreads = [Spread.of([s[i] for s in samples[m]]) for i in range(3)]
-        steps.append(
-            CandidateTiming(m, step, *part_spreads, ratio, floor, floor / ratio, config.batch_size / step.median * 1e3)
-        )
+        augment_part, select_part, train_part = (Spread.of([s[i] for s in samples[m]]) for i in range(3))
+        steps.append(CandidateTiming(m, step, augment_part, select_part, train_part, ratio, floor, floor / ratio,
+                                     config.batch_size / step.median * 1e3))  # fmt: skip
     proxy_steps = {key[1]: Spread.of([sum(s) for s in values]) for key, values in samples.items()
                    if isinstance(key, tuple)}  # fmt: skip
     cheap_steps = {key: Spread.of([sum(s) for s in values]) for key, values in samples.items()

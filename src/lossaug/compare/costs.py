@@ -11,6 +11,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 from lossaug.compare.arms import arm_named
 from lossaug.compare.config import CompareConfig, declared_ratio
@@ -39,7 +40,21 @@ def _log(reporter: Reporter | None, line: str) -> None:
         reporter.log(line)
 
 
-def _bench_input_size(base: TrainConfig) -> dict[str, int]:
+class _InputSize(TypedDict, total=False):
+    """``BenchConfig`` fields of the input size (one or none of them)."""
+
+    clip_samples: int
+    image_size: int
+
+
+class _CheapModes(TypedDict, total=False):
+    """``BenchConfig`` fields of the cheap modes to time (none: a bench that cannot time them)."""
+
+    score_fractions: tuple[float, ...]
+    weighted: bool
+
+
+def _bench_input_size(base: TrainConfig) -> _InputSize:
     """The input size bench times: the clip length in samples for an audio model (which needs --clip-seconds:
     the data's default length is known only once they are read), the image side when --image-size is set."""
     from lossaug.models import model_kind
@@ -60,22 +75,21 @@ def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
     from lossaug.bench import BenchConfig
 
     base = config.base
-    unlike = {"proxy_model": base.proxy_model}
+    unlike: dict[str, object] = {"proxy_model": base.proxy_model}
     unlike.update({"select_every": base.select_every} if base.select_every != 1 else {})
     unlike.update({"select_from": base.select_from} if base.select_from else {})
     unlike = {k: v for k, v in unlike.items() if v is not None}
     if unlike:
         raise InputError(f"bench times exact selection at every step of a named setting, not {unlike}; declare "
                          "the cost ratio (--cost-ratio R)")  # fmt: skip
-    cheap = {}
+    cheap: _CheapModes = {}
     if {f.name for f in dataclasses.fields(BenchConfig)} >= {"score_fractions", "weighted"}:
         fractions = [dict(arm_named(kind).options)["score_fraction"] for kind in kinds if kind.startswith("gated")]
         cheap = {"score_fractions": tuple(sorted(set(fractions))), "weighted": "weighted" in kinds}
     elif set(kinds) - {"proposed"}:
         raise InputError(f"this lossaug bench cannot time {sorted(set(kinds) - {'proposed'})}; declare their cost "
                          "ratios (protocol: cost_ratio = {proposed = ..., gated = ..., weighted = ...})")  # fmt: skip
-    augment = {"augment": base.augment} if base.augment is not None else {}
-    return BenchConfig(model=base.model, width=base.width, batch_size=base.batch_size, **augment,
+    return BenchConfig(model=base.model, width=base.width, batch_size=base.batch_size, augment=base.augment,
                        candidate_counts=tuple(sorted({1, base.num_candidates})), setting=setting, device=base.device,
                        score_chunk=base.score_chunk, **_bench_input_size(base), **cheap)  # fmt: skip
 

@@ -148,8 +148,8 @@ class EqualCompute:
             return {}
         arms, curve = finished.results[setting], _curve(finished, setting)
         computes = _computes(finished, setting)
-        return {arm: self._one(arms, curve, arm, computes[arm], finished.config.margin)
-                for arm in _selection_arms(finished, setting) if computes[arm] is not None}  # fmt: skip
+        return {arm: self._one(arms, curve, arm, compute, finished.config.margin)
+                for arm in _selection_arms(finished, setting) if (compute := computes[arm]) is not None}  # fmt: skip
 
     @staticmethod
     def _one(arms: Mapping[str, Mapping[int, dict]], curve: list[tuple[float, str]], arm: str, compute: float,
@@ -211,6 +211,11 @@ class EqualCompute:
         ]
 
 
+def _lowest(arms: Mapping[str, Mapping[int, dict]], curve: list[str], seed: int) -> str:
+    """The budget of ``curve`` whose run of ``seed`` reached the lowest test error (the first of equals)."""
+    return min(curve, key=lambda name: arms[name][seed]["test_error"])
+
+
 class BestReachable:
     """Per selection arm: arm − the lowest error any baseline budget reached on the same seed."""
 
@@ -223,7 +228,7 @@ class BestReachable:
         rows = {}
         for arm in _selection_arms(finished, setting):
             seeds = sorted(set(arms[arm]).intersection(*(arms[name] for name in curve)))
-            best = {s: min(curve, key=lambda name, s=s: arms[name][s]["test_error"]) for s in seeds}
+            best = {s: _lowest(arms, curve, s) for s in seeds}
             differences = {s: arms[arm][s]["test_error"] - arms[best[s]][s]["test_error"] for s in seeds}
             summary = stats.paired_difference(list(differences.values()))
             rows[arm] = {

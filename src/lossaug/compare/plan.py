@@ -67,9 +67,10 @@ def trunk_config(config: CompareConfig, setting: str, seed: int) -> TrainConfig:
 
 
 def _arm_run(config: CompareConfig, setting: str, arm: Arm, seed: int, epochs: int) -> TrainConfig:
-    branch = {"branch_from": str(trunk_dir(config, setting, seed))} if config.branch_at > 0 else {}
+    branch_from = str(trunk_dir(config, setting, seed)) if config.branch_at > 0 else config.base.branch_from
     return dataclasses.replace(config.base, method=arm.method, **dict(arm.options), setting=setting, seed=seed,
-                               epochs=epochs, out=str(run_dir(config, setting, arm.name, seed)), **branch)  # fmt: skip
+                               epochs=epochs, out=str(run_dir(config, setting, arm.name, seed)),
+                               branch_from=branch_from)  # fmt: skip
 
 
 def plan(config: CompareConfig, ratios: Mapping[str, Mapping[str, float]] | None = None) -> list[RunSpec]:
@@ -82,7 +83,7 @@ def plan(config: CompareConfig, ratios: Mapping[str, Mapping[str, float]] | None
         for seed in config.seeds:
             if config.branch_at > 0:
                 trunk = trunk_config(config, setting, seed)
-                specs.append(RunSpec(setting, seed, None, Path(trunk.out), trunk))
+                specs.append(RunSpec(setting, seed, None, trunk_dir(config, setting, seed), trunk))
             for arm in planned_arms(config):
                 epochs = arm.epochs(config.base.epochs, config.branch_at, known)
                 run = None if epochs is None else _arm_run(config, setting, arm, seed, epochs)

@@ -58,8 +58,8 @@ def read_result(directory: Path, trunk: Path | None = None) -> dict:
     phases = [[s for _, s in own]]
     if trunk is not None:
         head = _epoch_seconds(trunk)
-        last = max((epoch for epoch, _ in head), default=0)
-        phases = [[s for _, s in head], [s for epoch, s in own if epoch > last]]
+        trunk_last = max((epoch for epoch, _ in head), default=0)
+        phases = [[s for _, s in head], [s for epoch, s in own if epoch > trunk_last]]
     return {
         **final,
         "seconds_total": final["seconds"],
@@ -124,6 +124,7 @@ def _preflight_commits(config: CompareConfig) -> None:
 def _describe(spec: RunSpec, branch_at: float) -> str:
     if spec.arm is None:
         return f"== setting {spec.setting}, seed {spec.seed}, trunk (baseline to {branch_at:g})"
+    assert spec.config is not None, f"{spec.out}: planned before its cost ratio was known"
     return f"== setting {spec.setting}, seed {spec.seed}, arm {spec.arm} ({spec.config.epochs} epochs)"
 
 
@@ -145,6 +146,7 @@ def run_compare(config: CompareConfig, reporter: Reporter | None = None) -> dict
         if spec.arm is None:
             trunks.append(_run(spec, reporter))
         else:
+            assert spec.config is not None, f"{spec.out}: planned before its cost ratio was known"
             trunk = spec.config.branch_from
             arms.setdefault(spec.arm, {})[spec.seed] = _run(spec, reporter, None if trunk is None else Path(trunk))
     summary = summarize(config, results, costs, trunks)

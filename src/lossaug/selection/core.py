@@ -122,13 +122,13 @@ def _scoring_mode(model: nn.Module, bn: str) -> Iterator[None]:
     try:
         model.eval()
         if bn == "batch":
-            for module in batchnorms:
-                module.train()
-                module.track_running_stats = False
+            for batchnorm in batchnorms:
+                batchnorm.train()
+                batchnorm.track_running_stats = False
         yield
     finally:
-        for module, value in tracking:
-            module.track_running_stats = value
+        for batchnorm, value in tracking:
+            batchnorm.track_running_stats = value
         for module, training in flags:
             module.training = training
 
