@@ -33,9 +33,12 @@ def _recompute(saved: dict, out: Path) -> dict:
     base = TrainConfig(**{k: v for k, v in options.items() if k in fields})
     design = saved.get("design", {})
     mixed = saved.get("provenance", {}).get("mixed_allowed", True)
-    config = CompareConfig(base=base, out=str(out), arms=tuple(saved["arms"]), settings=tuple(saved["settings"]),
+    budgets = tuple(design.get("budgets", ()))
+    arms = tuple(arm for arm in saved["arms"] if not (budgets and arm.startswith("baseline-x")))  # from budgets
+    config = CompareConfig(base=base, out=str(out), arms=arms, settings=tuple(saved["settings"]),
                            seeds=tuple(saved["seeds"]), branch_at=design.get("branch_at", 0.0),
-                           margin=design.get("margin", 0.005), allow_mixed_commits=mixed)  # fmt: skip
+                           margin=design.get("margin", 0.005), allow_mixed_commits=mixed,
+                           budgets=budgets)  # fmt: skip
     results = {
         setting: {
             arm: {
@@ -51,7 +54,8 @@ def _recompute(saved: dict, out: Path) -> dict:
     }
     trunks = [_provenance(trunk_dir(config, setting, seed)) for setting in results for seed in config.seeds
               if config.branch_at > 0]  # fmt: skip
-    summary = summarize(config, results, saved.get("cost_ratio", {}), trunks)
+    # Every step kind's cost ratio where the summary has them (frontier arms), else the proposed step's alone.
+    summary = summarize(config, results, saved.get("cost_ratios") or saved.get("cost_ratio", {}), trunks)
     return json.loads(json.dumps(summary))  # keys and NaN as in the file
 
 
