@@ -144,17 +144,46 @@ def test_audio_model_is_timed_on_waveforms_with_the_audio_setting(monkeypatch):
     config = BenchConfig(model="audio_cnn", width=2, batch_size=4, clip_samples=800, candidate_counts=(1, 2),
                          repeats=1, warmup=0, device="cpu", setting="B")  # fmt: skip
     result = run_bench(config)
-    assert seen == [{"audio": True, "num_classes": 10}] and result.timing(2).ratio > 0
+    assert seen == [{"audio_rate": 8000, "num_classes": 10}] and result.timing(2).ratio > 0
     text = format_bench(result)
-    assert "800 samples" in text and "timemask" in text
+    assert "800 samples at 8000 Hz" in text and "timemask" in text
+
+
+def test_audio_bench_builds_model_and_freqmask_for_its_rate(monkeypatch):
+    from lossaug.bench import timing as bench_module
+
+    built = []
+    real = bench_module.build_classifier
+    monkeypatch.setattr(
+        bench_module, "build_classifier", lambda *a, **k: built.append(k["sample_rate"]) or real(*a, **k)
+    )
+    config = BenchConfig(model="audio_cnn", width=2, batch_size=4, clip_samples=1600, sample_rate=16000,
+                         candidate_counts=(1, 2), repeats=1, warmup=0, device="cpu", setting="B")  # fmt: skip
+    result = run_bench(config)
+    assert built == [16000] and "1600 samples at 16000 Hz" in format_bench(result)
 
 
 def test_compare_benches_an_audio_model_at_its_clip_length():
     from lossaug.compare import _bench_input_size
     from lossaug.config import TrainConfig
 
-    assert _bench_input_size(TrainConfig(model="audio_cnn", clip_seconds=0.68)) == {"clip_samples": 5440}
+    given = TrainConfig(model="audio_cnn", clip_seconds=0.68, sample_rate=16000)
+    assert _bench_input_size(given) == {"clip_samples": 10880, "sample_rate": 16000}
     assert _bench_input_size(TrainConfig(model="cnn", image_size=64)) == {"image_size": 64}
     assert _bench_input_size(TrainConfig(model="cnn")) == {}
-    with pytest.raises(ValueError, match="--clip-seconds"):
-        _bench_input_size(TrainConfig(model="audio_cnn"))
+
+
+def test_compare_benches_an_audio_model_at_its_datas_rate_and_length(tmp_path):
+    """Without --sample-rate, the clips bench times are the data's own: 16 kHz, not 8 kHz (0.08-0.12 s clips)."""
+    from test_use import wav_tree
+
+    from lossaug.compare import _bench_input_size
+    from lossaug.config import TrainConfig
+
+    root = wav_tree(tmp_path / "words16k")
+    size = _bench_input_size(TrainConfig(dataset="audio-folder", data=str(root), model="audio_cnn"))
+    assert size["sample_rate"] == 16000 and 0.08 * 16000 <= size["clip_samples"] <= 0.12 * 16000
+    half = TrainConfig(dataset="audio-folder", data=str(root), model="audio_cnn", clip_seconds=0.05)
+    assert _bench_input_size(half) == {"clip_samples": 800, "sample_rate": 16000}
+    resampled = TrainConfig(dataset="audio-folder", data=str(root), model="audio_cnn", sample_rate=8000)
+    assert _bench_input_size(resampled)["sample_rate"] == 8000

@@ -124,6 +124,15 @@ def test_settings_build_the_published_augmentations():
     assert build_augment(TrainConfig(augment="crop:2")).augments == (RandomCrop(2),)
 
 
+def test_audio_freqmask_is_built_for_the_clips_rate():
+    """Setting B's frequency mask silences the model's mel channels only at the rate the front end is built for."""
+    from lossaug.audio import FreqMask
+
+    for rate in (8000, 16000):
+        augment = build_augment(TrainConfig(dataset="fsdd", setting="B"), audio_rate=rate)
+        assert [op.sample_rate for op in augment.augments if isinstance(op, FreqMask)] == [rate]
+
+
 def test_balanced_subset_is_balanced_and_fixed():
     labels = torch.arange(1000) % 10
     subset = balanced_subset(labels, 300, 10)

@@ -181,6 +181,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--clip-samples", type=int, help="audio models: clip length T in samples, waveforms (B,1,T) (default: 8000)"
     )
+    parser.add_argument(
+        "--sample-rate", type=int, help="audio models: the clips' rate in Hz, the model's front end's (default: 8000)"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device (default: auto)")
     parser.add_argument("--repeats", type=int, help="timed repeats per measurement (default: 20)")
     parser.add_argument("--warmup", type=int, help="untimed repeats first (default: 3)")

@@ -50,16 +50,20 @@ def oversized(augment: Compose, image_side: int) -> list[str]:
 
 
 def build_augment(
-    config: TrainConfig, fill: tuple[float, ...] | None = None, audio: bool = False, image_side: int | None = None
+    config: TrainConfig,
+    fill: tuple[float, ...] | None = None,
+    audio_rate: int | None = None,
+    image_side: int | None = None,
 ) -> Augment:
     """The run's augmentation: ``config.augment`` if set, else setting A (flip + crop), B (A + Cutout) or C (A +
-    one TrivialAugment-style op) at the scale of ``image_side`` (see ``setting_spec``); for audio,
-    ``audio.AUDIO_SETTINGS`` (A: shift + gain + noise; B: A + time and frequency masks). An explicit spec that can
-    remove a whole image is warned about."""
-    if audio:
+    one TrivialAugment-style op) at the scale of ``image_side`` (see ``setting_spec``); for audio clips at
+    ``audio_rate`` Hz (None: images), ``audio.AUDIO_SETTINGS`` (A: shift + gain + noise; B: A + time and frequency
+    masks, the frequency mask built for that rate, as the model's front end is). An explicit spec that can remove a
+    whole image is warned about."""
+    if audio_rate is not None:
         from lossaug.audio import AUDIO_SETTINGS, parse_audio_augment
 
-        return parse_audio_augment(config.augment or AUDIO_SETTINGS[config.setting])
+        return parse_audio_augment(config.augment or AUDIO_SETTINGS[config.setting], sample_rate=audio_rate)
     spec = setting_spec(config, image_side)
     augment = parse_augment(spec)
     if config.augment is not None:
@@ -84,17 +88,18 @@ def method_for(
     config: TrainConfig,
     mean: tuple[float, ...],
     device: torch.device,
-    audio: bool = False,
+    audio_rate: int | None = None,
     image_side: int | None = None,
     num_classes: int | None = None,
 ) -> LossAwareAugment:
     """The run's method: augmentation of its setting at the scale of ``image_side`` (Cutout filled with the
-    training ``mean`` on the [0, 1] scale), M, temperature and scoring options, bf16 scoring on CUDA; the cheap
+    training ``mean`` on the [0, 1] scale) or for audio clips at ``audio_rate`` Hz (None: images), M, temperature
+    and scoring options, bf16 scoring on CUDA; the cheap
     modes (stale-loss gating, weighted candidates) are options of the same object. ``num_classes``: the one-hot
     targets' K that label-mixing augmentations (mixup, cutmix) need."""
     fill = tuple(round(255 * m) for m in mean)
     return LossAwareAugment(
-        build_augment(config, fill, audio, image_side),
+        build_augment(config, fill, audio_rate, image_side),
         num_candidates=config.candidates_per_image(),
         temperature=config.resolved_temperature(),
         score=config.score,

@@ -46,11 +46,6 @@ def use_device(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-# bench's clip rate for an audio model when no data set gives one (FSDD's); a run's audio_cnn is built for its data's
-# own rate (PlacedData.sample_rate).
-AUDIO_RATE = 8000
-
-
 def make_generator(seed: int, name: str, device: torch.device) -> torch.Generator:
     """The generator of the random stream ``name`` under ``seed``, on ``device``."""
     return torch.Generator(device=device).manual_seed(stream_seed(seed, name))

@@ -166,7 +166,8 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
     audio = run.kind == "audio"
     side = None if audio else min(images.shape[-2:])
     method = method_for(dataclasses.replace(config, num_candidates=num_candidates), mean, torch.device("cpu"),
-                        audio=audio, image_side=side, num_classes=len(run.classes))  # fmt: skip
+                        audio_rate=(run.sample_rate or DEFAULT_SAMPLE_RATE) if audio else None, image_side=side,
+                        num_classes=len(run.classes))  # fmt: skip
     augment_generator = torch.Generator().manual_seed(stream_seed(seed, "show-augment"))
     candidate_targets = None
     if method.mixes_targets:  # mixup/cutmix: each candidate carries its own soft target, scored against it

@@ -153,7 +153,8 @@ class _Run:
         self.fingerprint = data_fingerprint(data.train_images, data.train_labels, data.num_classes)
         audio = data.kind == "audio"
         self.image_side = None if audio else min(data.train_images.shape[-2:])
-        self.method = method_for(config, data.mean, self.device, audio=audio, image_side=self.image_side,
+        rate = data.sample_rate if audio else None  # audio: the clips' rate, which freqmask is built for
+        self.method = method_for(config, data.mean, self.device, audio_rate=rate, image_side=self.image_side,
                                  num_classes=data.num_classes)  # fmt: skip
         self.steps_per_epoch = len(self.data.train_labels) // config.images_per_step()
         self.schedule = run_schedule(config, self.steps_per_epoch, origin, payload)

@@ -7,10 +7,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from lossaug.audio.model import DEFAULT_SAMPLE_RATE
 from lossaug.config import DEVICES
 from lossaug.errors import InputError
 from lossaug.models import DEFAULT_WIDTHS, check_model_name
-from lossaug.pipeline import AUDIO_RATE
 from lossaug.selection import check_score_fraction
 
 # The augmentation of each setting as ``train`` builds it on CIFAR-10 (Cutout's fill does not change its cost).
@@ -36,7 +36,8 @@ class BenchConfig:
     setting: str = "A"  # augmentation: "A" = flip + pad-4 crop, "B" = A + 16 px Cutout, "C" = A + TrivialAugment op
     augment: str | None = None  # an augmentation spec replacing the setting's (e.g. "flip,crop,mixup:0.2")
     image_size: int = 32  # S: images are (B,3,S,S) uint8
-    clip_samples: int = AUDIO_RATE  # T for an audio model (model_kind): waveforms (B,1,T) int16, 1 s by default
+    clip_samples: int = DEFAULT_SAMPLE_RATE  # T for an audio model (model_kind): waveforms (B,1,T) int16, 1 s at 8 kHz
+    sample_rate: int = DEFAULT_SAMPLE_RATE  # Hz, audio: the clips' rate, which audio_cnn and freqmask are built for
     num_classes: int = 10
     device: str = "auto"  # auto (cuda if available), cpu or cuda
     repeats: int = 20  # timed repeats of every measurement, interleaved
@@ -74,7 +75,8 @@ class BenchConfig:
             parse_augment(self.augment)
         if self.device not in DEVICES:
             raise InputError(f"unknown device {self.device!r}; choose from {list(DEVICES)}")
-        sizes = ("batch_size", "image_size", "clip_samples", "num_classes", "repeats", "width", "score_chunk")
+        sizes = ("batch_size", "image_size", "clip_samples", "sample_rate", "num_classes", "repeats", "width",
+                 "score_chunk")  # fmt: skip
         for name in (*sizes, "proxy_width"):
             value = getattr(self, name)
             if value is not None and value < 1:

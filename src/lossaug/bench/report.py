@@ -9,7 +9,7 @@ from lossaug.models import model_kind
 
 def _input_size(config: BenchConfig) -> str:
     if model_kind(config.model) == "audio":
-        return f"{config.clip_samples} samples"
+        return f"{config.clip_samples} samples at {config.sample_rate} Hz"
     return f"{config.image_size}px"
 
 

@@ -97,11 +97,16 @@ def _train_config(config: BenchConfig) -> TrainConfig:
     )  # fmt: skip
 
 
+def _audio_rate(config: BenchConfig) -> int | None:
+    """The clips' rate for an audio model (what its front end and freqmask are built for); None for images."""
+    return config.sample_rate if model_kind(config.model) == "audio" else None
+
+
 def _learner(config: BenchConfig, name: str, width, images: Tensor, device, stream: str) -> Learner:
     train_config = _train_config(config)
     net = build_classifier(
-        name, config.num_classes, images.shape[1], width,
-        channel_stats(images), device=device, init_seed=stream_seed(train_config.seed, stream),
+        name, config.num_classes, images.shape[1], width, channel_stats(images), device=device,
+        init_seed=stream_seed(train_config.seed, stream), sample_rate=_audio_rate(config),
     ).train()  # fmt: skip
     check_classifier_output(net, images[:2].to(device), config.num_classes, name)
     schedule = Schedule(total_steps=1, warmup_steps=0, trunk_steps=1)
@@ -126,7 +131,8 @@ def _build_parts(config: BenchConfig, device: torch.device) -> _Parts:
     proxy = None
     if config.proxy_model is not None:
         proxy = _learner(config, config.proxy_model, config.proxy_width, images, device, "proxy-init")
-    method = method_for(train_config, channel_stats(images)[0], device, audio=audio, num_classes=config.num_classes)
+    method = method_for(train_config, channel_stats(images)[0], device, audio_rate=_audio_rate(config),
+                        num_classes=config.num_classes)  # fmt: skip
     streams = {name: make_generator(config.seed, name, device) for name in ("augment", "augment-extra", "select")}
     return _Parts(images.to(device), labels.to(device), method, learner, proxy, streams)
 

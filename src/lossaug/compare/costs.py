@@ -41,9 +41,10 @@ def _log(reporter: Reporter | None, line: str) -> None:
 
 
 class _InputSize(TypedDict, total=False):
-    """``BenchConfig`` fields of the input size (one or none of them)."""
+    """``BenchConfig`` fields of the input size (the clip and its rate, the image side, or none of them)."""
 
     clip_samples: int
+    sample_rate: int
     image_size: int
 
 
@@ -55,17 +56,21 @@ class _CheapModes(TypedDict, total=False):
 
 
 def _bench_input_size(base: TrainConfig) -> _InputSize:
-    """The input size bench times: the clip length in samples for an audio model (which needs --clip-seconds:
-    the data's default length is known only once they are read), the image side when --image-size is set."""
+    """The input size bench times: for an audio model, the runs' clips (length and rate, read from the data unless
+    --clip-seconds and --sample-rate both fix them: the runs take the data's own); the image side when
+    --image-size is set."""
     from lossaug.models import model_kind
-    from lossaug.pipeline import AUDIO_RATE
 
-    if model_kind(base.model) == "audio":
-        if base.clip_seconds is None:
-            raise InputError("bench needs the clip length of an audio comparison: pass --clip-seconds, or declare "
-                             "the cost ratio (--cost-ratio R)")  # fmt: skip
-        return {"clip_samples": round(base.clip_seconds * (base.sample_rate or AUDIO_RATE))}
-    return {"image_size": base.image_size} if base.image_size else {}
+    if model_kind(base.model) != "audio":
+        return {"image_size": base.image_size} if base.image_size else {}
+    if base.sample_rate is not None and base.clip_seconds is not None:
+        return {"clip_samples": round(base.clip_seconds * base.sample_rate), "sample_rate": base.sample_rate}
+    from lossaug.data import load_for
+
+    data = load_for(base)
+    if data.sample_rate is None:
+        raise InputError(f"model {base.model!r} is an audio model but data set {base.dataset!r} holds images")
+    return {"clip_samples": int(data.train.inputs.shape[-1]), "sample_rate": data.sample_rate}
 
 
 def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
