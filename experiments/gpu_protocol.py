@@ -1,8 +1,10 @@
 """GPU protocol of issue 13 (experiments/protocols/gpu-fast-A.toml): baseline, proposed and baseline-equal-time
 (and maxup with ``--maxup``) on the full JPEG CIFAR-10 with ``fast_resnet`` and its recipe, branched at 50% with
 common random numbers, as many paired seeds as fit in a wall-clock budget (default 480 s from the start of
-``main``: decoding the data and measuring the cost ratio are charged to it; ``data_seconds`` and
-``startup_seconds`` in the record say how much).
+``main``: decoding the data and measuring the cost ratios are charged to it; ``data_seconds`` and
+``startup_seconds`` in the record say how much). Any comparison ``lossaug compare`` plans runs the same way:
+``--protocol experiments/protocols/gpu-frontier-A.toml`` is issue 20's frontier (the baseline at budgets x1-x3,
+gated and weighted arms, every step kind's R benched once at the start).
 
     PYTHONPATH=src python3 experiments/gpu_protocol.py [--budget 480] [--maxup]      # the protocol file, on CUDA
     PYTHONPATH=src python3 experiments/gpu_protocol.py --tiny --out runs/gpu-tiny     # CPU smoke test, seconds
@@ -31,7 +33,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,13 +45,14 @@ from lossaug.cli_config import UsageError, load_protocol_file
 from lossaug.compare import (
     ARMS,
     CompareConfig,
-    arm_config,
+    check_arm_epochs,
     config_from_protocol,
-    resolve_cost_ratios,
+    plan,
+    resolve_costs,
     run_compare,
     summary_markdown,
-    trunk_config,
 )
+from lossaug.compare.costs import ratio_values
 from lossaug.config import TrainConfig
 from lossaug.data import load_dataset
 from lossaug.errors import InputError
@@ -68,7 +71,8 @@ RECORD = "gpu_record.json"
 # branched at 0.5 give a one-epoch trunk. Label smoothing and warm-up as in the recipe, so their code runs too.
 TINY = dict(dataset="mini", data=None, train_size=128, model="fast_resnet", width=4, epochs=2, batch_size=32,
             lr=0.2, label_smoothing=0.2, warmup_epochs=0.5, num_candidates=4, eval_every=2, device="cpu")  # fmt: skip
-TINY_COST_RATIO = 2.0  # declared: a bench on a busy 2-core machine would cost more than the runs
+# declared: a bench on a busy 2-core machine would cost more than the runs (gated and weighted: a frontier protocol's)
+TINY_COST_RATIO = {"proposed": 2.0, "gated": 1.25, "weighted": 1.0}
 TINY_OUT = "runs/gpu-protocol-tiny"
 NO_SEED_EXIT = 3  # no seed finished within the budget: a budget too short, not a failure (gpu_session.sh: a SKIP)
 
@@ -149,14 +153,14 @@ class PlannedRun:
     done_file: str  # what a finished run leaves in its directory
 
 
-def seed_runs(config: CompareConfig, seed: int, cost_ratio: float | None) -> list[PlannedRun]:
-    """The trunk (with ``branch_at`` > 0) and every arm of ``seed``, in ``run_compare``'s order and with its
-    configs, so that ``run_compare`` afterwards finds them finished and only reads them back."""
+def seed_runs(config: CompareConfig, seed: int, ratios: Mapping[str, float]) -> list[PlannedRun]:
+    """The trunk (with ``branch_at`` > 0) and every arm of ``seed`` (the budgets' baseline arms included), from
+    ``lossaug compare``'s own plan, so that ``run_compare`` afterwards finds them finished and only reads them
+    back. ``ratios``: the resolved cost ratio of each step kind."""
     runs = []
-    if config.branch_at > 0:
-        runs.append(PlannedRun("trunk", trunk_config(config, SETTING, seed), "trunk.json"))
-    for arm in (a for a in ARMS if a in config.arms):
-        runs.append(PlannedRun(arm, arm_config(config, SETTING, arm, seed, cost_ratio), "final.json"))
+    for spec in plan(dataclasses.replace(config, seeds=(seed,)), {SETTING: ratios}):
+        assert spec.config is not None, f"{spec.out}: its epochs wait on a cost ratio not in {dict(ratios)}"
+        runs.append(PlannedRun(spec.arm or "trunk", spec.config, spec.done_file))
     return runs
 
 
@@ -271,13 +275,15 @@ def run_protocol(config: CompareConfig, budget: Budget, record: Record, reporter
     out.mkdir(parents=True, exist_ok=True)
     spe = steps_per_epoch(config.base, reporter.log)
     data_seconds = budget.elapsed()
-    costs = resolve_cost_ratios(config, reporter)
-    cost_ratio = costs.get(SETTING, {}).get("value")
-    record.write(cost_ratio={k: v for k, v in costs.get(SETTING, {}).items() if k != "bench"} or None,
-                 steps_per_epoch=spe, data_seconds=data_seconds, startup_seconds=budget.elapsed())  # fmt: skip
+    costs = resolve_costs(config, reporter)
+    ratios = ratio_values(costs).get(SETTING, {})
+    check_arm_epochs(config, ratios)  # a measured R too small for an arm's epochs: before any training
+    kept = {kind: {k: v for k, v in cost.items() if k != "bench"} for kind, cost in costs.get(SETTING, {}).items()}
+    record.write(cost_ratio=kept.get("proposed"), cost_ratios=kept or None, steps_per_epoch=spe,
+                 data_seconds=data_seconds, startup_seconds=budget.elapsed())  # fmt: skip
     times, finished, wall, summary = RunTimes(), [], {}, None
     for seed in config.seeds:
-        runs = seed_runs(config, seed, cost_ratio)
+        runs = seed_runs(config, seed, ratios)
         try:
             wall[seed] = run_seed(runs, budget, times, spe, reporter=reporter)
         except OutOfBudget as stop:
@@ -348,8 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return NO_SEED_EXIT
     print(summary_markdown(summary))
+    plots = "forest.png, frontier.png" if config.budgets else "forest.png"
     print(f"{len(record.values['seeds_completed'])} seeds in {budget.elapsed():.0f} s; wrote {config.out}/summary.md, "
-          f"summary.json, forest.png and {RECORD}")  # fmt: skip
+          f"summary.json, {plots} and {RECORD}")  # fmt: skip
     return 0
 
 

@@ -8,7 +8,9 @@
 #
 # --prepare writes .git_commit (the commit and whether the tree is dirty: the copy on the device has no .git) and
 # prints the device call with its carry list. The session runs experiments/gpu_check.py (--budget CHECK_BUDGET),
-# then experiments/gpu_protocol.py (--budget PROTOCOL_BUDGET), each under `timeout -k` (budget + 15 s and + 30 s).
+# then experiments/gpu_protocol.py (--budget PROTOCOL_BUDGET) on the protocol file PROTOCOL (default: issue 20's
+# experiments/protocols/gpu-frontier-A.toml; experiments/protocols/gpu-fast-A.toml is issue 13's three arms), each
+# under `timeout -k` (budget + 15 s and + 30 s).
 # Run directories, checkpoints and the data cache stay in WORK (default runs/gpu-session), outside $OUT. A loop
 # refreshes $OUT every REFRESH seconds (15) and once more at the end, each file written beside and renamed, so a
 # kill at any moment returns everything finished:
@@ -16,7 +18,8 @@
 #   gpu_record.json, protocol.log   the protocol's record (card, torch, commit, seeds), the last 256 KiB of its output
 #   summary.json, summary.md        the endpoints of the finished seeds
 #   results.tar.gz                  WORK's small files: bench.json and every run's config, metrics and final JSON,
-#                                   the protocol's cost_ratio.json, protocol.toml and forest.png; no checkpoint
+#                                   the protocol's cost_ratio.json, protocol.toml, forest.png and frontier.png; no
+#                                   checkpoint
 # --rehearse does the same on the CPU (gpu_check.py --rehearse; gpu_protocol.py --tiny, 3 seeds at most) in WORK
 # runs/gpu-rehearsal. OUT defaults to WORK/out. Exit status: 0 when nothing failed (a budget's end is a SKIP), 1 when
 # a check or the protocol failed, 2 on bad usage or when a part refused its input (e.g. no CUDA).
@@ -62,6 +65,8 @@ refresh_every=${REFRESH:-15}
 out=$(realpath -m "${OUT:-$work/out}") work=$(realpath -m "$work")
 [[ $work/ == "$out"/* ]] && fail "WORK ($work) must lie outside OUT ($out): what is under OUT comes back"
 mkdir -p "$work" "$out" || fail "cannot create $work or $out"
+protocol_file=${PROTOCOL:-experiments/protocols/gpu-frontier-A.toml}
+[[ -f $protocol_file ]] || fail "PROTOCOL $protocol_file not found"
 python=${PYTHON:-python3}
 command -v "$python" >/dev/null 2>&1 || python=python
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHON=$python
@@ -75,13 +80,13 @@ if $rehearse; then
     rm -rf "${work:?}/$protocol_name" # a rehearsal of a fresh call, not the continuation of an earlier one
     check=("$python" experiments/gpu_check.py --rehearse --budget "$check_budget" --results "$work/check"
         --cache-dir "$work/cache")
-    protocol=("$python" experiments/gpu_protocol.py --tiny --budget "$protocol_budget" --max-seeds 3
-        --out "$work/$protocol_name")
+    protocol=("$python" experiments/gpu_protocol.py --protocol "$protocol_file" --tiny --budget "$protocol_budget"
+        --max-seeds 3 --out "$work/$protocol_name")
 else
-    protocol_name=gpu-fast-A # an unfinished run left here by an earlier call continues from its checkpoint
+    protocol_name=$(basename "$protocol_file" .toml) # an unfinished run left here by an earlier call continues
     check=("$python" experiments/gpu_check.py --data "$archive" --budget "$check_budget" --results "$work/check")
-    protocol=("$python" experiments/gpu_protocol.py --data "$archive" --budget "$protocol_budget"
-        --out "$work/$protocol_name")
+    protocol=("$python" experiments/gpu_protocol.py --protocol "$protocol_file" --data "$archive"
+        --budget "$protocol_budget" --out "$work/$protocol_name")
 fi
 
 # ---------------------------------------------------------------- what comes back
@@ -96,7 +101,8 @@ put_tail() { # put_tail LOG NAME: its last 256 KiB
 }
 pack() { # WORK's small result files, never a checkpoint or the cache, as $out/results.tar.gz (kept under 15 MiB)
     (cd "$work" && find check "$protocol_name" -type f -size -4M \( -name '*.json' -o -name '*.jsonl' \
-        -o -name '*.md' -o -name '*.toml' -o -name forest.png \) 2>/dev/null | sort) >"$work/pack.list"
+        -o -name '*.md' -o -name '*.toml' -o -name forest.png -o -name frontier.png \) 2>/dev/null |
+        sort) >"$work/pack.list"
     tar -czf "$out/results.tar.gz.tmp" -C "$work" --ignore-failed-read -T "$work/pack.list" 2>/dev/null
     if (($? <= 1)) && [[ -f $out/results.tar.gz.tmp ]] && (($(stat -c %s "$out/results.tar.gz.tmp") < 15 * 1024 * 1024)); then
         mv -f "$out/results.tar.gz.tmp" "$out/results.tar.gz" # exit 1: a file changed while read; the next pass has it

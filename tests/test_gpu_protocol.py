@@ -180,3 +180,31 @@ def test_no_seed_within_the_budget_is_its_own_exit_status(tmp_path, capsys):
     assert gp.main(["--tiny", "--budget", "0.001", "--out", str(tmp_path)]) == gp.NO_SEED_EXIT == 3
     assert "no seed finished within the 0.001 s budget" in capsys.readouterr().err
     assert json.loads((tmp_path / "gpu_record.json").read_text())["seeds_completed"] == []
+
+
+FRONTIER = ROOT / "experiments" / "protocols" / "gpu-frontier-A.toml"
+
+
+def test_the_gpu_frontier_is_the_frontier_design_on_the_gpu_recipe():
+    """gpu-frontier-A.toml (gpu_session.sh's default): gpu-fast-A's [train] table, frontier-transfer's arms."""
+    table, base = load_protocol_file(FRONTIER)
+    assert base == load_protocol_file(gp.PROTOCOL)[1]
+    config = config_from_protocol(table, base)
+    frontier = config_from_protocol(*load_protocol_file(ROOT / "experiments" / "protocols" / "frontier-transfer.toml"))
+    assert (config.arms, config.budgets, config.branch_at) == (frontier.arms, frontier.budgets, frontier.branch_at)
+    assert config.cost_ratio is None and not config.cost_ratios  # every R benched on the device
+
+
+def test_a_frontier_seed_runs_every_planned_arm_from_one_trunk(tmp_path):
+    args = gp.argparse.Namespace(protocol=str(FRONTIER), tiny=False, out=str(tmp_path), branch_at=None,
+                                 cost_ratio=None, margin=None, maxup=False, data=None, cache_dir=None, epochs=None,
+                                 max_seeds=None)  # fmt: skip
+    config, _ = gp.protocol_config(args)
+    runs = gp.seed_runs(config, 3, {"proposed": 2.0, "gated": 1.3, "weighted": 4.0})
+    epochs = {run.name: run.config.epochs for run in runs}
+    assert epochs == {"trunk": 10, "baseline": 10, "baseline-x1.5": 13, "baseline-x2": 15, "baseline-x3": 20,
+                      "proposed": 10, "gated": 10, "weighted": 6, "weighted-equal-time": 8}  # fmt: skip
+    by_name = {run.name: run.config for run in runs}
+    assert by_name["gated"].score_fraction == 0.25 and by_name["weighted"].method == "weighted"
+    assert runs[0].done_file == "trunk.json" and {run.done_file for run in runs[1:]} == {"final.json"}
+    assert all(run.config.seed == 3 and run.config.branch_from == runs[0].config.out for run in runs[1:])

@@ -240,25 +240,29 @@ def test_rehearsal_leaves_at_most_eight_small_files_and_no_checkpoint_in_out(tmp
     assert checks["environment"]["status"] == "PASS" and "FAIL" not in {c["status"] for c in checks.values()}
     with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
         names = set(tar.getnames())
-    assert {"check/gpu_check.json", "gpu-protocol-tiny/protocol.toml", "gpu-protocol-tiny/forest.png"} <= names
-    assert "gpu-protocol-tiny/setting-A/proposed/seed-0/final.json" in names
+    tiny = "gpu-protocol-tiny"
+    assert {"check/gpu_check.json", f"{tiny}/protocol.toml", f"{tiny}/forest.png", f"{tiny}/frontier.png"} <= names
+    assert f"{tiny}/setting-A/proposed/seed-0/final.json" in names and f"{tiny}/cost_ratio.json" in names
     # gpu_protocol.py --tiny: the record and summary of the finished seeds, whose checkpoints are deleted.
     record = json.loads((tmp_path / "out" / "gpu_record.json").read_text())
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert record["seeds_completed"] and summary["seeds"] == record["seeds_completed"] and record["git_commit"]
     assert record["cost_ratio"] == {"value": 2.0, "source": "declared"} and record["budget_seconds"] == 90
-    assert set(record["epoch_seconds"]) == {"baseline", "proposed", "baseline-equal-time"}
-    assert "| proposed - baseline |" in result.stdout and "| proposed - baseline-equal-time |" in result.stdout
+    # The session's default protocol is issue 20's GPU frontier: the baseline at four budgets and the cheap modes.
+    assert record["cost_ratios"]["gated"] == {"value": 1.25, "source": "declared"}
+    budgets = {"baseline", "baseline-x1.5", "baseline-x2", "baseline-x3"}
+    assert set(record["epoch_seconds"]) == budgets | {"proposed", "gated", "weighted", "weighted-equal-time"}
+    assert "| proposed - baseline |" in result.stdout and "| best reachable |" in result.stdout
     assert summary["design"]["branch_at"] == 0.5 and summary["base_config"]["model"] == "fast_resnet"
     for seed in record["seeds_completed"]:
         runs = list((tmp_path / "work" / "gpu-protocol-tiny").glob(f"setting-A/*/seed-{seed}"))
-        assert len(runs) == 4 and not [f for run in runs for f in run.glob("checkpoint*")], runs
+        assert len(runs) == 9 and not [f for run in runs for f in run.glob("checkpoint*")], runs  # trunk + 8 arms
 
 
 @pytest.mark.slow  # a session killed -9 once its first seed is summarised: ~15 s
 def test_a_session_killed_at_any_moment_has_returned_what_finished(tmp_path):
     env = session_env(tmp_path, REFRESH="1")
-    session = subprocess.Popen(["bash", str(SESSION), "--rehearse", "3", "60"], env=env, stdout=subprocess.DEVNULL,
+    session = subprocess.Popen(["bash", str(SESSION), "--rehearse", "3", "90"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     summary = tmp_path / "out" / "summary.json"
     try:
