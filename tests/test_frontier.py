@@ -399,3 +399,57 @@ def test_one_bench_times_the_cheap_modes_the_arms_need():
     )
     plain = costs_module._bench_config(config, "A", ["proposed"])
     assert (plain.score_fractions, plain.weighted) == ((), False)  # nothing timed that no arm needs
+
+
+def test_an_m_sweep_is_arms_named_by_their_m_each_priced_by_its_own_ratio():
+    """proposed-mM: the proposed arm at M candidates, its step a kind of its own (R grows with M)."""
+    from lossaug.compare import candidates_arm, sweep_candidates
+
+    arm = arm_named("proposed-m8")
+    assert (arm.method, arm.step, dict(arm.options)) == ("proposed", "proposed-m8", {"num_candidates": 8})
+    assert candidates_arm(8) == "proposed-m8" and sweep_candidates("proposed-m8") == 8
+    assert arm.epochs(30, 0.5, {}) == 30 and arm.compute(30, 0.5, {"proposed-m8": 4.0}) == pytest.approx(2.5)
+    for bad in ("proposed-m1", "proposed-m2.5", "proposed-m08", "proposed-m"):
+        assert sweep_candidates(bad) is None
+        with pytest.raises(ValueError, match=f"unknown arm '{bad}'"):
+            arm_named(bad)
+    config = CompareConfig(base=BASE, out="x", arms=("baseline", "proposed-m2", "proposed", "proposed-m8"),
+                           budgets=(1, 2), seeds=(0,), branch_at=0.5)  # fmt: skip
+    validate_compare(config)
+    assert costs_module.needed_kinds(config) == ["proposed", "proposed-m2", "proposed-m8"]
+    specs = plan(config, {"A": {"proposed": 2.0, "proposed-m2": 1.5, "proposed-m8": 4.0}})
+    assert [s.arm for s in specs] == [None, "baseline", "baseline-x2", "proposed", "proposed-m2", "proposed-m8"]
+    assert [s.config.num_candidates for s in specs[3:]] == [4, 2, 8]  # proposed (the base M), then the sweep by M
+    declared = dataclasses.replace(config, cost_ratios={"proposed-m8": 3.9})
+    validate_compare(declared)  # an M sweep's R may be declared like any step kind's
+
+
+def test_an_m_sweep_is_benched_at_its_own_ms_apart_from_the_cheap_modes(monkeypatch):
+    config = CompareConfig(base=BASE, out="x", arms=("baseline", "proposed", "gated", "proposed-m2", "proposed-m8"))
+    sweep = costs_module._bench_config(config, "A", ["proposed-m2", "proposed-m8"])
+    assert (sweep.candidate_counts, sweep.score_fractions, sweep.weighted) == ((1, 2, 8), (), False)
+    benched = []
+
+    class Result:
+        def __init__(self, bench):
+            self.bench = bench
+
+        def timing(self, m):
+            return type("T", (), {"ratio": {1: 1.0, 2: 1.5, 4: 2.2, 8: 4.1}[m]})
+
+        def options(self):
+            return [{"option": "score_fraction 0.25", "M": 4, "ratio": 1.35, "measured": True}]
+
+        def to_json(self):
+            return {"candidate_counts": list(self.bench.candidate_counts)}
+
+    def run_bench(bench, log=None):
+        benched.append(bench.candidate_counts)
+        return Result(bench)
+
+    monkeypatch.setattr("lossaug.bench.run_bench", run_bench)
+    ratios = costs_module.measure_cost_ratios(config, "A", ["proposed", "gated", "proposed-m2", "proposed-m8"])
+    assert benched == [(1, 4), (1, 2, 8)]  # gating is timed at the arms' M = 4, not at the sweep's largest
+    assert {kind: r["value"] for kind, r in ratios.items()} == {"proposed": 2.2, "gated": 1.35, "proposed-m2": 1.5,
+                                                                 "proposed-m8": 4.1}  # fmt: skip
+    assert ratios["proposed-m8"]["bench"] == {"candidate_counts": [1, 2, 8]}

@@ -105,7 +105,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         metavar="FILE.toml",
         help="run a pre-registered protocol file; no other option but --seeds (a share of its seeds)",
     )
-    parser.add_argument("--arms", type=_csv(str), default=None, help="comma-separated arms (default: all four)")
+    parser.add_argument(
+        "--arms", type=_csv(str), default=None,
+        help="comma-separated arms (default: baseline,proposed,maxup,baseline-equal-time); also gated, weighted, "
+        "weighted-equal-time, gated-Q (another Q) and proposed-mM (M candidates: an M sweep)",
+    )  # fmt: skip
     parser.add_argument("--settings", type=_csv(str), default=None, help="comma-separated settings (default: A)")
     parser.add_argument("--seeds", type=_csv(int), default=None, help="comma-separated seeds (default: 0,1,2)")
     parser.add_argument(

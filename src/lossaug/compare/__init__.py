@@ -2,7 +2,8 @@
 the paired differences that answer "does selection help, and does it pay for its time?".
 
 Arms (``arms.ARM_REGISTRY``): ``baseline``, ``proposed``, ``maxup``, ``gated`` (proposed with stale-loss gating
-at Q = 0.25; ``gated-Q`` for another Q), ``weighted`` (all M candidates weighted by loss, given the baseline's
+at Q = 0.25; ``gated-Q`` for another Q), ``proposed-mM`` (proposed at M candidates: an M sweep's points, each
+priced by its own benched R), ``weighted`` (all M candidates weighted by loss, given the baseline's
 compute), ``weighted-equal-time`` (the same, given the proposed arm's compute), ``baseline-equal-time`` (the
 baseline given the proposed arm's compute) and, with ``budgets``, ``baseline-xB`` (the baseline's tail after the
 branch stretched B times). Compute comes from the cost ratio R of each step kind (one of its epochs in baseline
@@ -29,7 +30,17 @@ endpoints), ``frontier`` (its table, verdicts and plot), ``report`` (summary, Ma
 """
 
 from lossaug.compare.analyses import Analysis, Finished, PairedEndpoints, endpoint
-from lossaug.compare.arms import ARM_REGISTRY, ARMS, ENDPOINTS, Arm, arm_named, budget_arm, equal_compute_epochs
+from lossaug.compare.arms import (
+    ARM_REGISTRY,
+    ARMS,
+    ENDPOINTS,
+    Arm,
+    arm_named,
+    budget_arm,
+    candidates_arm,
+    equal_compute_epochs,
+    sweep_candidates,
+)
 from lossaug.compare.config import (
     PROTOCOL_KEYS,
     CompareConfig,
@@ -103,6 +114,7 @@ __all__ = [
     "arm_rows",
     "break_even_ratio",
     "budget_arm",
+    "candidates_arm",
     "check_arm_epochs",
     "check_commits",
     "config_from_protocol",
@@ -123,6 +135,7 @@ __all__ = [
     "run_compare",
     "run_dir",
     "summarize",
+    "sweep_candidates",
     "summary_markdown",
     "trunk_config",
     "trunk_dir",

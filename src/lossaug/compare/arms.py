@@ -1,7 +1,8 @@
 """The arms a comparison can run, one registry: each arm's method, option overrides, how its epochs and its compute
 derive from the base epochs E, the branch fraction F and the cost ratios R of the step kinds, and the arms it is
-reported against. Baseline budgets (``baseline-x1.5``) and gating fractions (``gated-0.5``) are generated from
-their names.
+reported against. Baseline budgets (``baseline-x1.5``), gating fractions (``gated-0.5``) and the points of an M
+sweep (``proposed-m8``: the proposed arm at M = 8 candidates, priced by its own benched R) are generated from their
+names.
 
 Compute is counted in baseline runs (the baseline of E epochs = 1): an epoch before the branch costs 1/E, an epoch
 after it R/E, where R is the cost ratio of the arm's step kind: one of its epochs in baseline epochs, i.e. per
@@ -26,7 +27,9 @@ __all__ = [
     "Arm",
     "arm_named",
     "budget_arm",
+    "candidates_arm",
     "equal_compute_epochs",
+    "sweep_candidates",
 ]
 
 BASELINE_STEP = "baseline"  # the step kind whose cost ratio is 1 by definition
@@ -144,6 +147,20 @@ def budget_arm(budget: float) -> str:
     return "baseline" if budget == 1 else f"baseline-x{budget:g}"
 
 
+def candidates_arm(num_candidates: int) -> str:
+    """The name of the proposed arm at M = ``num_candidates`` candidates, a point of an M sweep: ``proposed-m8``."""
+    return f"proposed-m{num_candidates}"
+
+
+def sweep_candidates(name: str) -> int | None:
+    """M of an M sweep's arm or step kind ``proposed-mM`` (M >= 2, written as ``candidates_arm`` writes it); None
+    for any other name."""
+    value = _number_after(name, "proposed-m")
+    if value is None or value < 2 or value != int(value) or name != candidates_arm(int(value)):
+        return None
+    return int(value)
+
+
 def _number_after(name: str, prefix: str) -> float | None:
     if not name.startswith(prefix):
         return None
@@ -155,8 +172,9 @@ def _number_after(name: str, prefix: str) -> float | None:
 
 
 def arm_named(name: str) -> Arm:
-    """The registry's arm, or a generated one: ``baseline-xB`` (the baseline's tail stretched B > 0 times) and
-    ``gated-Q`` (gating at score fraction 0 < Q <= 1)."""
+    """The registry's arm, or a generated one: ``baseline-xB`` (the baseline's tail stretched B > 0 times),
+    ``gated-Q`` (gating at score fraction 0 < Q <= 1) and ``proposed-mM`` (the proposed arm at M >= 2 candidates,
+    its step a kind of its own: R grows with M)."""
     if name in ARM_REGISTRY:
         return ARM_REGISTRY[name]
     budget = _number_after(name, "baseline-x")
@@ -166,5 +184,9 @@ def arm_named(name: str) -> Arm:
     if fraction is not None and 0 < fraction <= 1 and name == f"gated-{fraction:g}":
         return Arm(name, method="proposed", step=name, options=(("score_fraction", fraction),),
                    compared_to=("baseline",))  # fmt: skip
+    candidates = sweep_candidates(name)
+    if candidates is not None:
+        return Arm(name, method="proposed", step=name, options=(("num_candidates", candidates),),
+                   compared_to=("baseline",))  # fmt: skip
     raise InputError(f"unknown arm {name!r}; choose from {list(ARM_REGISTRY)}, baseline-xB (B > 0: a baseline "
-                     "budget) or gated-Q (0 < Q <= 1)")  # fmt: skip
+                     "budget), gated-Q (0 < Q <= 1) or proposed-mM (M >= 2 candidates)")  # fmt: skip

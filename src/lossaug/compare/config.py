@@ -43,8 +43,8 @@ class CompareConfig:
     # the baseline at these compute budgets (tail after the branch stretched B times; 1 is the baseline), and
     # with them the frontier's verdicts; empty: no frontier
     budgets: tuple[float, ...] = ()
-    # declared R of other step kinds ("gated", "weighted", "gated-0.5"; "proposed" is cost_ratio), per distinct
-    # image; a kind not declared here is measured by bench at the start
+    # declared R of other step kinds ("gated", "weighted", "gated-0.5", "proposed-m8"; "proposed" is cost_ratio),
+    # per distinct image; a kind not declared here is measured by bench at the start
     cost_ratios: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -102,7 +102,8 @@ def validate_compare(config: CompareConfig) -> None:
         if kind == "proposed":
             raise InputError("the proposed step's cost ratio is cost_ratio, not cost_ratios['proposed']")
         if arm_named(kind).step != kind:
-            raise InputError(f"{kind!r} is not a step kind with a cost ratio of its own (gated, weighted, gated-Q)")
+            raise InputError(f"{kind!r} is not a step kind with a cost ratio of its own (gated, weighted, gated-Q, "
+                             "proposed-mM)")  # fmt: skip
         _check_ratio(f"cost ratio of {kind!r}", value)
     if config.budgets and "baseline" not in all_arms(config):
         raise InputError("budgets need the baseline (budget 1), the reference of the frontier's intervals")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypedDict
 
-from lossaug.compare.arms import arm_named
+from lossaug.compare.arms import arm_named, sweep_candidates
 from lossaug.compare.config import CompareConfig, declared_ratio
 from lossaug.compare.plan import planned_arms
 from lossaug.config import TrainConfig
@@ -87,6 +87,8 @@ def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
     if unlike:
         raise InputError(f"bench times exact selection at every step of a named setting, not {unlike}; declare "
                          "the cost ratio (--cost-ratio R)")  # fmt: skip
+    sweep = {m for kind in kinds if (m := sweep_candidates(kind)) is not None}
+    counts = {1, *sweep} if sweep else {1, base.num_candidates}
     cheap: _CheapModes = {}
     if {f.name for f in dataclasses.fields(BenchConfig)} >= {"score_fractions", "weighted"}:
         fractions = [dict(arm_named(kind).options)["score_fraction"] for kind in kinds if kind.startswith("gated")]
@@ -95,15 +97,18 @@ def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
         raise InputError(f"this lossaug bench cannot time {sorted(set(kinds) - {'proposed'})}; declare their cost "
                          "ratios (protocol: cost_ratio = {proposed = ..., gated = ..., weighted = ...})")  # fmt: skip
     return BenchConfig(model=base.model, width=base.width, batch_size=base.batch_size, augment=base.augment,
-                       candidate_counts=tuple(sorted({1, base.num_candidates})), setting=setting, device=base.device,
+                       candidate_counts=tuple(sorted(counts)), setting=setting, device=base.device,
                        score_chunk=base.score_chunk, **_bench_input_size(base), **cheap)  # fmt: skip
 
 
 def _measured(result, kind: str, num_candidates: int) -> float:
-    """R of ``kind`` from a bench result: the M-candidate step's ratio for proposed; the measured row of gating at
-    its Q; the weighted step's ratio per distinct image (its step takes B/M images)."""
+    """R of ``kind`` from a bench result: the M-candidate step's ratio for proposed (and an M sweep's
+    ``proposed-mM`` at its M); the measured row of gating at its Q; the weighted step's ratio per distinct image (its
+    step takes B/M images)."""
     if kind == "proposed":
         return result.timing(num_candidates).ratio
+    if (sweep := sweep_candidates(kind)) is not None:
+        return result.timing(sweep).ratio
     option = "weighted" if kind == "weighted" else f"score_fraction {dict(arm_named(kind).options)['score_fraction']:g}"
     rows = [row for row in result.options() if row["option"] == option and row["measured"]]
     if not rows:
@@ -117,10 +122,15 @@ def measure_cost_ratios(config: CompareConfig, setting: str, kinds: Sequence[str
     repeats): per kind ``{"value", "source": "bench", "bench"}`` (the bench's whole JSON)."""
     from lossaug.bench import run_bench
 
-    result = run_bench(_bench_config(config, setting, kinds), log=log)
-    bench = result.to_json()
-    return {kind: {"value": _measured(result, kind, config.base.num_candidates), "source": "bench", "bench": bench}
-            for kind in kinds}  # fmt: skip
+    measured = {}
+    sweep = [kind for kind in kinds if sweep_candidates(kind) is not None]
+    for group in ([kind for kind in kinds if kind not in sweep], sweep):  # an M sweep's bench times its own Ms
+        if group:
+            result = run_bench(_bench_config(config, setting, group), log=log)
+            bench = result.to_json()
+            measured.update({kind: {"value": _measured(result, kind, config.base.num_candidates), "source": "bench",
+                                    "bench": bench} for kind in group})  # fmt: skip
+    return {kind: measured[kind] for kind in kinds}
 
 
 def measure_cost_ratio(config: CompareConfig, setting: str, log: Callable[[str], None] | None = None) -> dict:

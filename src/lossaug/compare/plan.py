@@ -42,8 +42,8 @@ def _report_order(arm: Arm) -> tuple[int, float]:
     """The registry's order; a generated arm after its family's registered one (baseline, gated), by its number."""
     if arm.name in ARM_REGISTRY:
         return list(ARM_REGISTRY).index(arm.name), 0.0
-    family, number = arm.name.rsplit("-", 1)  # baseline-x1.5, gated-0.5
-    return list(ARM_REGISTRY).index(family), float(number.removeprefix("x"))
+    family, number = arm.name.rsplit("-", 1)  # baseline-x1.5, gated-0.5, proposed-m8
+    return list(ARM_REGISTRY).index(family), float(number.removeprefix("x").removeprefix("m"))
 
 
 def planned_arms(config: CompareConfig) -> tuple[Arm, ...]:
