@@ -94,9 +94,9 @@ def method_for(
 ) -> LossAwareAugment:
     """The run's method: augmentation of its setting at the scale of ``image_side`` (Cutout filled with the
     training ``mean`` on the [0, 1] scale) or for audio clips at ``audio_rate`` Hz (None: images), M, temperature
-    and scoring options, bf16 scoring on CUDA; the cheap
-    modes (stale-loss gating, weighted candidates) are options of the same object. ``num_classes``: the one-hot
-    targets' K that label-mixing augmentations (mixup, cutmix) need."""
+    and scoring options, bf16 scoring on CUDA; the cheap modes (stale-loss gating, weighted candidates) are options
+    of the same object. ``num_classes``: the one-hot targets' K that label-mixing augmentations (mixup, cutmix)
+    need."""
     fill = tuple(round(255 * m) for m in mean)
     return LossAwareAugment(
         build_augment(config, fill, audio_rate, image_side),
