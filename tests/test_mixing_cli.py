@@ -83,7 +83,8 @@ def test_committed_protocols_of_issue_24(name, setting):
     same = {k: v for k, v in frontier["train"].items() if k != "setting"}
     assert {k: train_table[k] for k in same} == same  # transfer-A's data, weights and recipe
     config = config_from_protocol(tomllib.loads(path.read_text())["compare"], TrainConfig(**train_table))
-    assert config.settings == (setting,) and config.seeds == tuple(range(12)) and config.budgets == (1, 1.5, 2, 3)
+    assert config.settings == (setting,) and config.seeds == tuple(range(12))
+    assert config.budgets == (1, 1.5, 2, 3, 4)  # x4 added by the pre-registered amendment rule (x3 beat x2)
     assert config.arms == tuple(frontier["compare"]["arms"]) and config.branch_at == 0.5
     if train_table.get("augment") != "PILOT":  # the mix protocol's augment is fixed by its pilot
         validate_compare(config)
