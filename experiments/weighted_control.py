@@ -1,0 +1,71 @@
+"""Why does the weighted mode fail on small data? A control, exploratory (not pre-registered).
+
+The weighted mode trains on all M candidates of B/M distinct images per step, each candidate's loss weighted by
+its share of the scores (``--method weighted``). Two things differ from the baseline: the weighting, and a step of
+B/M distinct images seen M times (batch augmentation). This reruns each seed's ``weighted`` run of a finished
+comparison with ``temperature = inf`` (uniform weights: batch augmentation alone), from the same trunk, into the arm
+``weighted-uniform``, and prints the paired differences. If the uniform control fails as much, the weighting is not
+what fails.
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python experiments/weighted_control.py docs/results/frontier/transfer-C C \\
+        [--seeds 0,2,4]
+
+Run it where the comparison's trunk checkpoints still exist (its worktree); the new runs record that commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+from lossaug.compare.stats import paired_difference
+from lossaug.config import TrainConfig
+from lossaug.train import train
+
+ARM = "weighted-uniform"
+
+
+def control_config(weighted_run: Path, out: Path) -> TrainConfig:
+    """The weighted run's resolved config with uniform weights, written to ``out``."""
+    saved = json.loads((weighted_run / "config.json").read_text())["config"]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+    return dataclasses.replace(config, temperature=math.inf, out=str(out))
+
+
+def errors(arm_dir: Path) -> dict[int, float]:
+    finals = arm_dir.glob("seed-*/final.json")
+    return {int(f.parent.name.removeprefix("seed-")): 100 * json.loads(f.read_text())["test_error"] for f in finals}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("comparison", type=Path)
+    parser.add_argument("setting")
+    parser.add_argument("--seeds", help="comma-separated seeds to run (default: every finished weighted seed)")
+    args = parser.parse_args(argv)
+    root = args.comparison / f"setting-{args.setting}"
+    seeds = sorted(errors(root / "weighted"))
+    if args.seeds:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    for seed in seeds:
+        out = root / ARM / f"seed-{seed}"
+        if not (out / "final.json").exists():
+            train(control_config(root / "weighted" / f"seed-{seed}", out), overwrite=True)
+    base, weighted, uniform = (errors(root / arm) for arm in ("baseline", "weighted", ARM))
+    common = sorted(base.keys() & weighted.keys() & uniform.keys())
+    for label, a, b in (
+        ("weighted - weighted-uniform", weighted, uniform),
+        ("weighted-uniform - baseline", uniform, base),
+    ):
+        d = paired_difference([a[s] - b[s] for s in common])
+        print(f"{label}: {d.mean:+.2f} +- {d.half_width:.2f} points (n = {d.n})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
