@@ -49,8 +49,13 @@ class Side:
         arm_dir = self.comparison / f"setting-{self.setting}" / arm
         if not arm_dir.is_dir():
             raise InputError(f"{arm_dir}: no such arm directory")
-        finals = sorted(arm_dir.glob("seed-*/final.json"))
-        return {int(f.parent.name.removeprefix("seed-")): 100 * read_json(f)["test_error"] for f in finals}
+        found = {}
+        for final in sorted(arm_dir.glob("seed-*/final.json")):
+            seed = final.parent.name.removeprefix("seed-")
+            if not seed.isdigit():
+                raise InputError(f"{final.parent}: not a seed-N run directory")
+            found[int(seed)] = 100 * read_json(final, {"test_error": (int, float)})["test_error"]
+        return found
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         new, reference = Side.parse(args.new), Side.parse(args.reference)
         arms = [a for a in args.arms.split(",") if a]
+        if not arms:
+            raise InputError(f"--arms names no arm: {args.arms!r}")
         rows = [contrast(gains(new, arm, args.control), gains(reference, arm, args.control), arm) for arm in arms]
     except InputError as error:
         print(f"gain_contrast: error: {error}", file=sys.stderr)

@@ -180,14 +180,15 @@ def run_seed(
     runs: Sequence[PlannedRun],
     budget: Budget,
     times: RunTimes,
-    steps_per_epoch: int,
+    images_per_epoch: int,
     *,
     train_one: Callable[[TrainConfig, Callable, Reporter | None], None] = train_run,
     reporter: Reporter | None = None,
 ) -> dict[str, float]:
     """Train the runs of one seed not finished yet; return their wall-clock seconds (and record them in
     ``times``). Raises ``OutOfBudget`` before a run, or within one, that the budget cannot see through to the end
-    of the seed."""
+    of the seed. ``images_per_epoch``: the training images; a run's steps per epoch follow from its own images per
+    step (the weighted arms' steps take B/M images, so they take M times the steps)."""
     seconds: dict[str, float] = {}
     for index, planned in enumerate(runs):
         if (Path(planned.config.out) / planned.done_file).exists():
@@ -195,7 +196,8 @@ def run_seed(
         later = times.estimate([r.name for r in runs[index + 1 :]])
         what = f"seed {planned.config.seed}, {planned.name}"
         budget.require(times.estimate([planned.name]) + later, what)
-        guard = EpochGuard(budget, steps_per_epoch, last_step(planned.config, steps_per_epoch), later, what)
+        steps = images_per_epoch // planned.config.images_per_step()
+        guard = EpochGuard(budget, steps, last_step(planned.config, steps), later, what)
         started = budget.clock()
         train_one(planned.config, guard, reporter)
         seconds[planned.name] = times.seconds[planned.name] = budget.clock() - started
@@ -218,7 +220,8 @@ def protocol_config(args: argparse.Namespace) -> tuple[CompareConfig, dict[str, 
     for key, value in (("out", args.out), ("branch_at", args.branch_at), ("cost_ratio", args.cost_ratio),
                        ("margin_points", args.margin)):  # fmt: skip
         if value is not None:
-            table[key] = overrides[key] = value
+            overrides[key] = value
+            table[key] = {**TINY_COST_RATIO, "proposed": value} if key == "cost_ratio" and args.tiny else value
     arms = list(table.get("arms", ARMS))
     if args.maxup and "maxup" not in arms:
         table["arms"] = overrides["arms"] = [*arms, "maxup"]
@@ -235,11 +238,11 @@ def protocol_config(args: argparse.Namespace) -> tuple[CompareConfig, dict[str, 
     return config, overrides
 
 
-def steps_per_epoch(base: TrainConfig, log: Callable[[str], None]) -> int:
-    """Load (and, the first time, decode and cache) the data once, before any run is timed; steps per epoch."""
+def training_images(base: TrainConfig, log: Callable[[str], None]) -> int:
+    """Load (and, the first time, decode and cache) the data once, before any run is timed; the training images."""
     dataset = load_dataset(base.dataset, base.data, cache_dir=Path(base.cache_dir) if base.cache_dir else None,
                            image_size=base.image_size, log=log, verify=base.verify)  # fmt: skip
-    return (base.train_size or len(dataset.train.labels)) // base.batch_size
+    return base.train_size or len(dataset.train.labels)
 
 
 @dataclass
@@ -273,19 +276,20 @@ def run_protocol(config: CompareConfig, budget: Budget, record: Record, reporter
     """Seeds in order until the budget is spent; the summary of the finished ones (None if none finished)."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    spe = steps_per_epoch(config.base, reporter.log)
+    images = training_images(config.base, reporter.log)
     data_seconds = budget.elapsed()
     costs = resolve_costs(config, reporter)
     ratios = ratio_values(costs).get(SETTING, {})
     check_arm_epochs(config, ratios)  # a measured R too small for an arm's epochs: before any training
     kept = {kind: {k: v for k, v in cost.items() if k != "bench"} for kind, cost in costs.get(SETTING, {}).items()}
-    record.write(cost_ratio=kept.get("proposed"), cost_ratios=kept or None, steps_per_epoch=spe,
-                 data_seconds=data_seconds, startup_seconds=budget.elapsed())  # fmt: skip
+    record.write(cost_ratio=kept.get("proposed"), cost_ratios=kept or None, training_images=images,
+                 steps_per_epoch=images // config.base.batch_size, data_seconds=data_seconds,
+                 startup_seconds=budget.elapsed())  # fmt: skip
     times, finished, wall, summary = RunTimes(), [], {}, None
     for seed in config.seeds:
         runs = seed_runs(config, seed, ratios)
         try:
-            wall[seed] = run_seed(runs, budget, times, spe, reporter=reporter)
+            wall[seed] = run_seed(runs, budget, times, images, reporter=reporter)
         except OutOfBudget as stop:
             reporter.log(f"== stopping: {stop}; seed {seed} is not counted")
             record.write(stopped=str(stop), unfinished_seed=seed)

@@ -4,7 +4,7 @@
 #
 #   bash experiments/gpu_session.sh --prepare [ARCHIVE]                       # here, before the call
 #   bash experiments/gpu_session.sh ARCHIVE [CHECK_BUDGET] [PROTOCOL_BUDGET]  # on the device: defaults 200 300
-#   bash experiments/gpu_session.sh --rehearse [CHECK_BUDGET] [PROTOCOL_BUDGET]   # on the CPU: defaults 120 60
+#   bash experiments/gpu_session.sh --rehearse [CHECK_BUDGET] [PROTOCOL_BUDGET]   # on the CPU: defaults 120 90
 #
 # --prepare writes .git_commit (the commit and whether the tree is dirty: the copy on the device has no .git) and
 # prints the device call with its carry list. The session runs experiments/gpu_check.py (--budget CHECK_BUDGET),
@@ -52,7 +52,7 @@ fi
 rehearse=false
 [[ $1 == --rehearse ]] && rehearse=true
 if $rehearse; then
-    check_budget=${2:-120} protocol_budget=${3:-60} work=${WORK:-runs/gpu-rehearsal}
+    check_budget=${2:-120} protocol_budget=${3:-90} work=${WORK:-runs/gpu-rehearsal}
 else
     archive=$1 check_budget=${2:-200} protocol_budget=${3:-300} work=${WORK:-runs/gpu-session}
     [[ -f $archive ]] || fail "data archive $archive not found (copy it into the checkout's data/ folder first)"

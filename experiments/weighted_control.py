@@ -24,6 +24,8 @@ from pathlib import Path
 
 from lossaug.compare.stats import paired_difference
 from lossaug.config import TrainConfig
+from lossaug.errors import InputError
+from lossaug.runfiles import read_json
 from lossaug.train import train
 
 ARM = "weighted-uniform"
@@ -31,9 +33,7 @@ ARM = "weighted-uniform"
 
 def control_config(weighted_run: Path, out: Path) -> TrainConfig:
     """The weighted run's resolved config with uniform weights, written to ``out``."""
-    saved = json.loads((weighted_run / "config.json").read_text())["config"]
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+    config = TrainConfig.from_dict(read_json(weighted_run / "config.json", {"config": (dict,)})["config"])
     return dataclasses.replace(config, temperature=math.inf, out=str(out))
 
 
@@ -46,16 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("comparison", type=Path)
     parser.add_argument("setting")
-    parser.add_argument("--seeds", help="comma-separated seeds to run (default: every finished weighted seed)")
+    parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")],
+                        help="comma-separated seeds to run (default: every finished weighted seed)")  # fmt: skip
     args = parser.parse_args(argv)
     root = args.comparison / f"setting-{args.setting}"
-    seeds = sorted(errors(root / "weighted"))
-    if args.seeds:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    for seed in seeds:
-        out = root / ARM / f"seed-{seed}"
-        if not (out / "final.json").exists():
-            train(control_config(root / "weighted" / f"seed-{seed}", out), overwrite=True)
+    if not (root / "weighted").is_dir():
+        print(f"weighted_control: error: {root / 'weighted'}: no weighted arm there", file=sys.stderr)
+        return 2
+    try:
+        for seed in args.seeds or sorted(errors(root / "weighted")):
+            out = root / ARM / f"seed-{seed}"
+            if not (out / "final.json").exists():
+                train(control_config(root / "weighted" / f"seed-{seed}", out), overwrite=True)
+    except (InputError, FileNotFoundError) as error:
+        print(f"weighted_control: error: {error}", file=sys.stderr)
+        return 2
     base, weighted, uniform = (errors(root / arm) for arm in ("baseline", "weighted", ARM))
     common = sorted(base.keys() & weighted.keys() & uniform.keys())
     for label, a, b in (

@@ -152,15 +152,19 @@ def test_audio_model_is_timed_on_waveforms_with_the_audio_setting(monkeypatch):
 def test_audio_bench_builds_model_and_freqmask_for_its_rate(monkeypatch):
     from lossaug.bench import timing as bench_module
 
-    built = []
-    real = bench_module.build_classifier
+    built, methods = [], []
+    real, real_method = bench_module.build_classifier, bench_module.method_for
     monkeypatch.setattr(
         bench_module, "build_classifier", lambda *a, **k: built.append(k["sample_rate"]) or real(*a, **k)
     )
+    monkeypatch.setattr(bench_module, "method_for", lambda *a, **k: methods.append(real_method(*a, **k)) or methods[-1])
     config = BenchConfig(model="audio_cnn", width=2, batch_size=4, clip_samples=1600, sample_rate=16000,
                          candidate_counts=(1, 2), repeats=1, warmup=0, device="cpu", setting="B")  # fmt: skip
     result = run_bench(config)
     assert built == [16000] and "1600 samples at 16000 Hz" in format_bench(result)
+    from lossaug.audio import FreqMask
+
+    assert [op.sample_rate for op in methods[0].augment.augments if isinstance(op, FreqMask)] == [16000]
 
 
 def test_compare_benches_an_audio_model_at_its_clip_length():

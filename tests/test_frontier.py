@@ -20,6 +20,7 @@ from lossaug.compare import (
     interpolate_log,
     needed_kinds,
     plan,
+    planned_arms,
     resolve_costs,
     run_compare,
     summarize,
@@ -422,12 +423,22 @@ def test_an_m_sweep_is_arms_named_by_their_m_each_priced_by_its_own_ratio():
     assert [s.config.num_candidates for s in specs[3:]] == [4, 2, 8]  # proposed (the base M), then the sweep by M
     declared = dataclasses.replace(config, cost_ratios={"proposed-m8": 3.9})
     validate_compare(declared)  # an M sweep's R may be declared like any step kind's
+    with pytest.raises(ValueError, match="'proposed-m4' is the proposed arm"):
+        validate_compare(dataclasses.replace(config, arms=("baseline", "proposed-m4")))
+    odd = CompareConfig(base=BASE, out="x", arms=("gated-1e-05", "proposed"), budgets=(1, 1e-05, 2), seeds=(0,))
+    assert [a.name for a in planned_arms(odd)] == [
+        "baseline-x1e-05",
+        "baseline",
+        "baseline-x2",
+        "proposed",
+        "gated-1e-05",
+    ]  # ordered by budget and Q, not by parsing names
 
 
 def test_an_m_sweep_is_benched_at_its_own_ms_apart_from_the_cheap_modes(monkeypatch):
     config = CompareConfig(base=BASE, out="x", arms=("baseline", "proposed", "gated", "proposed-m2", "proposed-m8"))
     sweep = costs_module._bench_config(config, "A", ["proposed-m2", "proposed-m8"])
-    assert (sweep.candidate_counts, sweep.score_fractions, sweep.weighted) == ((1, 2, 8), (), False)
+    assert (sweep.candidate_counts, sweep.score_fractions, sweep.weighted) == ((1, 2, 4, 8), (), False)
     benched = []
 
     class Result:
@@ -449,7 +460,7 @@ def test_an_m_sweep_is_benched_at_its_own_ms_apart_from_the_cheap_modes(monkeypa
 
     monkeypatch.setattr("lossaug.bench.run_bench", run_bench)
     ratios = costs_module.measure_cost_ratios(config, "A", ["proposed", "gated", "proposed-m2", "proposed-m8"])
-    assert benched == [(1, 4), (1, 2, 8)]  # gating is timed at the arms' M = 4, not at the sweep's largest
+    assert benched == [(1, 4), (1, 2, 4, 8)]  # gating is timed at the arms' M = 4, not at the sweep's largest
     assert {kind: r["value"] for kind, r in ratios.items()} == {"proposed": 2.2, "gated": 1.35, "proposed-m2": 1.5,
                                                                  "proposed-m8": 4.1}  # fmt: skip
-    assert ratios["proposed-m8"]["bench"] == {"candidate_counts": [1, 2, 8]}
+    assert ratios["proposed-m8"]["bench"] == {"candidate_counts": [1, 2, 4, 8]}

@@ -40,6 +40,9 @@ class FakeClock:
         return self.now
 
 
+IMAGES = 4 * TrainConfig().batch_size  # 4 steps per epoch at the default batch
+
+
 def plan(tmp_path, seed, names=("trunk", "baseline", "proposed", "baseline-equal-time")):
     config = TrainConfig(epochs=4, out=str(tmp_path / f"{seed}"))
     return [gp.PlannedRun(name, dataclasses.replace(config, seed=seed, out=f"{config.out}/{name}"), "final.json")
@@ -60,20 +63,20 @@ def test_budget_stops_before_a_run_that_would_not_fit(tmp_path):
     budget, times = gp.Budget(100, clock=clock), gp.RunTimes()
     train_one = fake_train(clock, durations, trained)
     # Seed 0: nothing timed yet, every run starts while time is left (60 s of 100).
-    assert gp.run_seed(plan(tmp_path, 0), budget, times, 4, train_one=train_one) == durations
+    assert gp.run_seed(plan(tmp_path, 0), budget, times, IMAGES, train_one=train_one) == durations
     assert budget.left() == 40 and times.estimate(list(durations)) == 60
     # Seed 1 would need 60 s: refused before its trunk, nothing trained.
     with pytest.raises(gp.OutOfBudget, match=r"seed 1, trunk: needs ~60.0 s, 40.0 s of 100 s left"):
-        gp.run_seed(plan(tmp_path, 1), budget, times, 4, train_one=train_one)
+        gp.run_seed(plan(tmp_path, 1), budget, times, IMAGES, train_one=train_one)
     assert trained == [(0, name) for name in durations]
     # With 45 s left, the trunk and baseline (20 s) would fit but the seed (60 s) would not: refused before it too.
     clock.now -= 5
     with pytest.raises(gp.OutOfBudget, match="seed 1, trunk"):
-        gp.run_seed(plan(tmp_path, 1), budget, times, 4, train_one=train_one)
+        gp.run_seed(plan(tmp_path, 1), budget, times, IMAGES, train_one=train_one)
     # Within a seed (the trunk and baseline done): 39.5 s left cannot cover proposed + equal-time (40 s).
     clock.now = budget.started + 60.5
     with pytest.raises(gp.OutOfBudget, match=r"seed 2, proposed: needs ~40.0 s, 39.5 s of 100 s left"):
-        gp.run_seed(plan(tmp_path, 2, ("proposed", "baseline-equal-time")), budget, times, 4, train_one=train_one)
+        gp.run_seed(plan(tmp_path, 2, ("proposed", "baseline-equal-time")), budget, times, IMAGES, train_one=train_one)
     assert len(trained) == 4
 
 
@@ -85,7 +88,7 @@ def test_budget_first_seed_runs_until_the_time_is_up_and_skips_finished_runs(tmp
     Path(runs[0].config.out).mkdir(parents=True)
     (Path(runs[0].config.out) / "final.json").write_text("{}")  # the trunk finished in an earlier call
     with pytest.raises(gp.OutOfBudget, match="seed 0, baseline-equal-time: the 100 s budget is spent"):
-        gp.run_seed(runs, budget, times, 4, train_one=fake_train(clock, durations, trained))
+        gp.run_seed(runs, budget, times, IMAGES, train_one=fake_train(clock, durations, trained))
     assert trained == [(0, "baseline"), (0, "proposed")] and "trunk" not in times.seconds
 
 
@@ -137,7 +140,7 @@ def test_a_seed_the_budget_stops_is_not_counted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gp, "run_seed", run_seed)
     monkeypatch.setattr(gp, "run_compare", run_compare)
-    monkeypatch.setattr(gp, "steps_per_epoch", lambda base, log: 4)
+    monkeypatch.setattr(gp, "training_images", lambda base, log: 128)
     args = gp.argparse.Namespace(protocol=str(gp.PROTOCOL), tiny=True, out=str(tmp_path), branch_at=None,
                                  cost_ratio=None, margin=None, maxup=False, data=None, cache_dir=None, epochs=None,
                                  max_seeds=4)  # fmt: skip
@@ -208,3 +211,16 @@ def test_a_frontier_seed_runs_every_planned_arm_from_one_trunk(tmp_path):
     assert by_name["gated"].score_fraction == 0.25 and by_name["weighted"].method == "weighted"
     assert runs[0].done_file == "trunk.json" and {run.done_file for run in runs[1:]} == {"final.json"}
     assert all(run.config.seed == 3 and run.config.branch_from == runs[0].config.out for run in runs[1:])
+
+
+def test_a_weighted_runs_epoch_has_m_times_the_steps(tmp_path):
+    """Its steps take B/M images: the guard's epoch edges and last step follow its own images per step."""
+    runs = plan(tmp_path, 0, ("baseline", "weighted"))
+    runs[1] = dataclasses.replace(runs[1], config=dataclasses.replace(runs[1].config, method="weighted"))
+    guards = {}
+
+    def train_one(config, on_step, reporter):
+        guards[Path(config.out).name] = (on_step.steps_per_epoch, on_step.last_step)
+
+    gp.run_seed(runs, gp.Budget(100, clock=FakeClock()), gp.RunTimes(), IMAGES, train_one=train_one)
+    assert guards == {"baseline": (4, 16), "weighted": (16, 64)}  # M = 4

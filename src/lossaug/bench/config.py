@@ -19,6 +19,7 @@ SETTINGS = {"A": "flip,crop:4", "B": "flip,crop:4,cutout:16", "C": "flip,crop:4,
 # number of candidates.
 PUBLISHED_RATIO = 1.8
 PUBLISHED_CANDIDATES = 4
+DEFAULT_CLIP_SAMPLES = DEFAULT_SAMPLE_RATE  # an audio model's bench clip: one second at the default rate
 # What ``quick`` changes, field by field, where the config still holds the default. cnn width 16 at batch 128
 # takes ~150 ms per training step on one free core of this 2-core machine, so 6 repeats over M in (1,2,4,8)
 # take ~10 s; under load from other jobs with 2 threads the same run took ~40 s.
@@ -36,7 +37,7 @@ class BenchConfig:
     setting: str = "A"  # augmentation: "A" = flip + pad-4 crop, "B" = A + 16 px Cutout, "C" = A + TrivialAugment op
     augment: str | None = None  # an augmentation spec replacing the setting's (e.g. "flip,crop,mixup:0.2")
     image_size: int = 32  # S: images are (B,3,S,S) uint8
-    clip_samples: int = DEFAULT_SAMPLE_RATE  # T for an audio model (model_kind): waveforms (B,1,T) int16, 1 s at 8 kHz
+    clip_samples: int = DEFAULT_CLIP_SAMPLES  # T for an audio model (model_kind): waveforms (B,1,T) int16
     sample_rate: int = DEFAULT_SAMPLE_RATE  # Hz, audio: the clips' rate, which audio_cnn and freqmask are built for
     num_classes: int = 10
     device: str = "auto"  # auto (cuda if available), cpu or cuda

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossaug.compare.arms import ARMS, arm_named, budget_arm
+from lossaug.compare.arms import ARMS, arm_named, budget_arm, candidates_arm
 from lossaug.config import SETTINGS, TrainConfig, validate_config
 from lossaug.errors import InputError
 
@@ -86,6 +86,10 @@ def validate_compare(config: CompareConfig) -> None:
     if len(set(config.budgets)) != len(config.budgets) or not all(b > 0 and math.isfinite(b) for b in config.budgets):
         raise InputError(f"budgets must be distinct finite numbers > 0, got {list(config.budgets)}")
     arms = [arm_named(name) for name in all_arms(config)]
+    same = candidates_arm(config.base.num_candidates)
+    if same in config.arms:
+        raise InputError(f"arm {same!r} is the proposed arm (num_candidates is {config.base.num_candidates}): "
+                         "name proposed instead")  # fmt: skip
     for setting in config.settings:
         if setting not in SETTINGS:
             raise InputError(f"unknown setting {setting!r}; choose from {list(SETTINGS)}")

@@ -75,8 +75,8 @@ def _bench_input_size(base: TrainConfig) -> _InputSize:
 
 def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
     """The bench of ``setting`` (or of the comparison's own augmentation spec, e.g. ``flip,crop,mixup:0.2``) on the
-    comparison's model, width, batch and device, M = 1 and M, timing the cheap modes ``kinds`` ask for (gating at
-    each of their Q, the weighted step)."""
+    comparison's model, width, batch and device, M = 1 and M (and an M sweep's Ms), timing the cheap modes ``kinds``
+    ask for (gating at each of their Q, the weighted step)."""
     from lossaug.bench import BenchConfig
 
     base = config.base
@@ -88,7 +88,7 @@ def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
         raise InputError(f"bench times exact selection at every step of a named setting, not {unlike}; declare "
                          "the cost ratio (--cost-ratio R)")  # fmt: skip
     sweep = {m for kind in kinds if (m := sweep_candidates(kind)) is not None}
-    counts = {1, *sweep} if sweep else {1, base.num_candidates}
+    counts = {1, base.num_candidates, *sweep}
     cheap: _CheapModes = {}
     if {f.name for f in dataclasses.fields(BenchConfig)} >= {"score_fractions", "weighted"}:
         fractions = [dict(arm_named(kind).options)["score_fraction"] for kind in kinds if kind.startswith("gated")]

@@ -39,11 +39,18 @@ class RunSpec:
 
 
 def _report_order(arm: Arm) -> tuple[int, float]:
-    """The registry's order; a generated arm after its family's registered one (baseline, gated), by its number."""
+    """The registry's order of the arm's family, then within a family by budget, Q or M, read from the arm's fields
+    (a generated name such as ``gated-1e-05`` is not parsed back)."""
+    options = dict(arm.options)
     if arm.name in ARM_REGISTRY:
-        return list(ARM_REGISTRY).index(arm.name), 0.0
-    family, number = arm.name.rsplit("-", 1)  # baseline-x1.5, gated-0.5, proposed-m8
-    return list(ARM_REGISTRY).index(family), float(number.removeprefix("x").removeprefix("m"))
+        family, number = arm.name, options.get("score_fraction", 1.0 if arm.name == "baseline" else 0.0)
+    elif isinstance(arm.budget, (int, float)):  # baseline-x1.5
+        family, number = "baseline", arm.budget
+    elif "score_fraction" in options:  # gated-0.5
+        family, number = "gated", options["score_fraction"]
+    else:  # proposed-m8
+        family, number = "proposed", options["num_candidates"]
+    return list(ARM_REGISTRY).index(family), float(number)
 
 
 def planned_arms(config: CompareConfig) -> tuple[Arm, ...]:
