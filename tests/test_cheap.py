@@ -71,17 +71,11 @@ def test_proxy_never_receives_gradients_from_the_main_loss():
 
 
 @pytest.mark.slow  # ~6 s: three proxy runs
-def test_proxy_run_resumes_bit_for_bit(tmp_path):
+def test_proxy_run_resumes_bit_for_bit(tmp_path, resume_after_crash):
     config = TrainConfig(**TINY, proxy_model="cnn", proxy_width=2, checkpoint_every=3, out=str(tmp_path / "run"))
     reference = train(TrainConfig(**{**TINY, "seed": 0}, proxy_model="cnn", proxy_width=2))
 
-    def crash(step, _selection):
-        if step == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, on_step=crash)
-    resumed = train(config, resume=True)
+    resumed = resume_after_crash(config, at_step=5)
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     # the proxy changes what is selected: a run with it differs from one without

@@ -188,20 +188,13 @@ def test_sgd_groups_without_init_is_one_group():
     assert group["name"] == "head" and group["lr"] == 0.1 and len(group["params"]) == 2
 
 
-def test_resume_of_a_factory_model_with_init_equals_the_uninterrupted_run(pretrained, tmp_path):
+def test_resume_of_a_factory_model_with_init_equals_the_uninterrupted_run(pretrained, tmp_path, resume_after_crash):
     common = dict(**{**BASE, "epochs": 2}, model="user_nets:tiny", classes="bird,frog,ship",
                   init=str(pretrained.out_dir), backbone_lr_scale=0.5)  # fmt: skip
     reference = train(TrainConfig(**common, out=str(tmp_path / "straight")))
     config = TrainConfig(**common, out=str(tmp_path / "run"))
-
-    def crash(step, _selection):
-        if step == 6:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, on_step=crash)
-    (pretrained.out_dir / "checkpoint.pt").unlink()  # the init file is not read again on resume
-    resumed = train(config, resume=True)
+    # the init file is not read again on resume
+    resumed = resume_after_crash(config, at_step=6, before_resume=(pretrained.out_dir / "checkpoint.pt").unlink)
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 

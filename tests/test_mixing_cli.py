@@ -90,20 +90,12 @@ def test_committed_protocols_of_issue_24(name, setting):
         validate_compare(config)
 
 
-def test_a_gated_cutmix_run_resumes_bit_for_bit(tmp_path):
+def test_a_gated_cutmix_run_resumes_bit_for_bit(tmp_path, resume_after_crash):
     from lossaug.train import train
 
     tiny = dict(dataset="mini", train_size=64, model="cnn", width=2, epochs=2, batch_size=16, device="cpu",
                 method="proposed", num_candidates=2, augment="flip,crop,cutmix", score_fraction=0.5)  # fmt: skip
     reference = train(TrainConfig(**tiny))
-    config = TrainConfig(**tiny, checkpoint_every=3, out=str(tmp_path / "run"))
-
-    def crash(step, _selection):
-        if step == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, on_step=crash)
-    resumed = train(config, resume=True)
+    resumed = resume_after_crash(TrainConfig(**tiny, checkpoint_every=3, out=str(tmp_path / "run")), at_step=5)
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
