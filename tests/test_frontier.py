@@ -64,6 +64,7 @@ def test_arms_epochs_and_compute_from_e_f_and_each_kinds_ratio():
         "maxup": (30, 1.5),  # priced at the proposed step's R
         "weighted": (19, 31 / 30),  # the baseline's compute: 15 + 15 / 4 = 18.75 -> 19; 15 + 4 * 4 priced
         "weighted-equal-time": (23, 47 / 30),  # the proposed arm's: 15 + 15 * 2 / 4 = 22.5 -> 23
+        "weighted-uniform-equal-time": (23, 47 / 30),  # the same step and budget, uniform weights
         "baseline-equal-time": (45, 1.5),
     }
     for name, (epochs, compute) in expected.items():
@@ -72,6 +73,8 @@ def test_arms_epochs_and_compute_from_e_f_and_each_kinds_ratio():
         assert arm.compute(30, 0.5, RATIOS) == pytest.approx(compute), name
     assert arm_named("weighted").epochs(30, 0.5, {}) is None and arm_named("gated").compute(30, 0.5, {}) is None
     assert dict(arm_named("gated").options) == {"score_fraction": 0.25}
+    uniform = arm_named("weighted-uniform-equal-time")
+    assert (uniform.method, uniform.step, dict(uniform.options)) == ("weighted", "weighted", {"temperature": math.inf})
     assert (
         dict(arm_named("gated-0.5").options) == {"score_fraction": 0.5} and arm_named("gated-0.5").step == "gated-0.5"
     )

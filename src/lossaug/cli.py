@@ -108,7 +108,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--arms", type=_csv(str), default=None,
         help="comma-separated arms (default: baseline,proposed,maxup,baseline-equal-time); also gated, weighted, "
-        "weighted-equal-time, gated-Q (another Q) and proposed-mM (M candidates: an M sweep)",
+        "weighted-equal-time, weighted-uniform-equal-time (its weights uniform), gated-Q (another Q) and "
+        "proposed-mM (M candidates: an M sweep)",
     )  # fmt: skip
     parser.add_argument("--settings", type=_csv(str), default=None, help="comma-separated settings (default: A)")
     parser.add_argument("--seeds", type=_csv(int), default=None, help="comma-separated seeds (default: 0,1,2)")

@@ -4,10 +4,11 @@ the paired differences that answer "does selection help, and does it pay for its
 Arms (``arms.ARM_REGISTRY``): ``baseline``, ``proposed``, ``maxup``, ``gated`` (proposed with stale-loss gating
 at Q = 0.25; ``gated-Q`` for another Q), ``proposed-mM`` (proposed at M candidates: an M sweep's points, each
 priced by its own benched R), ``weighted`` (all M candidates weighted by loss, given the baseline's
-compute), ``weighted-equal-time`` (the same, given the proposed arm's compute), ``baseline-equal-time`` (the
-baseline given the proposed arm's compute) and, with ``budgets``, ``baseline-xB`` (the baseline's tail after the
-branch stretched B times). Compute comes from the cost ratio R of each step kind (one of its epochs in baseline
-epochs), declared or measured once by ``lossaug bench`` at the start, so that how busy the machine was during one
+compute), ``weighted-equal-time`` (the same, given the proposed arm's compute;
+``weighted-uniform-equal-time`` with uniform weights, temperature inf), ``baseline-equal-time`` (the baseline
+given the proposed arm's compute) and, with ``budgets``, ``baseline-xB`` (the baseline's tail after the branch
+stretched B times). Compute comes from the cost ratio R of each step kind (one of its epochs in baseline epochs),
+declared or measured once by ``lossaug bench`` at the start, so that how busy the machine was during one
 seed cannot size it. Every arm gets the same data, model, optimiser and seed; only the method (and its epochs)
 differs.
 

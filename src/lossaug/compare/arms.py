@@ -124,9 +124,21 @@ ARM_REGISTRY = {
         method="weighted",
         step="weighted",
         budget="proposed",
-        compared_to=("baseline", "proposed"),
+        compared_to=("baseline", "proposed", "weighted-uniform-equal-time"),
         needs=("proposed",),
         note="weighted-equal-time gets the proposed arm's compute: E·F + E·(1−F)·R/R_weighted epochs.",
+    ),
+    # the same with uniform weights (temperature inf): multiplicity without loss weighting, so that weighted-equal-time
+    # against it measures the weighting's own share; its step costs what the weighted step costs
+    "weighted-uniform-equal-time": Arm(
+        "weighted-uniform-equal-time",
+        method="weighted",
+        step="weighted",
+        budget="proposed",
+        options=(("temperature", math.inf),),
+        compared_to=("baseline",),
+        needs=("proposed",),
+        note="weighted-uniform-equal-time is weighted-equal-time with temperature inf (uniform weights).",
     ),
     # maxup scores the same M candidates as proposed: its step is priced at the proposed arm's R.
     "maxup": Arm("maxup", method="maxup", step="proposed", compared_to=("baseline",)),
