@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
+from lossaug.advise.cli import add_advise_command
 from lossaug.cli_commands import cmd_bench, cmd_compare, cmd_demo, cmd_report, cmd_show, cmd_train
 from lossaug.cli_config import (
     UsageError,
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_train(sub)
     _add_compare(sub)
+    add_advise_command(sub)
     _add_bench(sub)
     _add_report(sub)
     _add_show(sub)
