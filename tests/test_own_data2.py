@@ -14,7 +14,14 @@ import torch
 from PIL import Image
 
 from lossaug.cli import main
-from lossaug.data import decode_audio, load_audio_folder, load_dataset, load_image_folder
+from lossaug.data import (
+    decode_audio,
+    epoch_order,
+    imbalance_warning,
+    load_audio_folder,
+    load_dataset,
+    load_image_folder,
+)
 from lossaug.data.badfiles import MAX_LISTED
 from lossaug.errors import InputError
 
@@ -190,3 +197,36 @@ def test_audio_folder_of_24_bit_extensible_44k_stereo(tmp_path):
     root = write_clips(tmp_path / "clips", {"a": 3, "b": 3}, rate=44100, subtype="PCM_24")
     dataset = load_audio_folder(root, test_fraction=0.34, sample_rate=16000)
     assert dataset.sample_rate == 16000 and dataset.train.waveforms.shape[1] == 1
+
+
+# ---------------------------------------------------------------- class imbalance
+
+
+def test_epoch_order_unbalanced_is_the_old_permutation_and_balanced_evens_the_classes():
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    plain = epoch_order(labels, False, torch.Generator().manual_seed(3))
+    assert torch.equal(plain, torch.randperm(100, generator=torch.Generator().manual_seed(3)))
+    drawn = torch.cat([epoch_order(labels, True, torch.Generator().manual_seed(s)) for s in range(50)])
+    share = labels[drawn].float().mean().item()  # the minority class's share of the draws
+    assert abs(share - 0.5) < 0.03 and len(drawn) == 5000
+    again = epoch_order(labels, True, torch.Generator().manual_seed(0))
+    assert torch.equal(again, epoch_order(labels, True, torch.Generator().manual_seed(0)))
+
+
+def test_imbalance_warning_names_the_small_classes():
+    labels = torch.tensor([0] * 100 + [1] * 9 + [2] * 10)
+    message = imbalance_warning(labels, ("big", "tiny", "ten"))
+    assert message is not None and "'tiny' (9)" in message and "'ten'" not in message and "--balance" in message
+    assert imbalance_warning(torch.tensor([0] * 10 + [1] * 10), ("a", "b")) is None
+
+
+def test_cli_balance_is_recorded_and_the_imbalance_warned(tmp_path, capsys):
+    root = write_images(tmp_path / "shapes", {"many": 40, "few": 3})
+    data = ["--dataset", "folder", "--data", str(root), "--test-fraction", "0.34", "--cache-dir", str(tmp_path / "c")]
+    common = ["train", *data, "--model", "cnn", "--width", "4", "--epochs", "1", "--batch-size", "8"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert "warning: class imbalance: 'few' (2) has fewer than a tenth" in capsys.readouterr().err
+    assert main([*common, "--balance", "--out", str(tmp_path / "balanced")]) == 0
+    recorded = json.loads((tmp_path / "balanced" / "config.json").read_text())
+    assert recorded["config"]["balance"] is True
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["config"]["balance"] is False

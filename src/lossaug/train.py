@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from lossaug.checkpoint import CheckpointError, has_checkpoint, save_checkpoint
 from lossaug.config import DEVICES, METHODS, PRESETS, SETTINGS, RunResult, TrainConfig, validate_config
-from lossaug.data import data_fingerprint
+from lossaug.data import data_fingerprint, epoch_order
 from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.finetune import apply_init, read_init
@@ -322,7 +322,7 @@ class _Run:
         """A new epoch's data order and statistics (unless resuming within the epoch), callbacks, the clock."""
         state = self.state
         if state.permutation is None:
-            state.permutation = torch.randperm(len(self.data.train_labels), generator=self.streams["order"])
+            state.permutation = epoch_order(self.data.train_labels, self.config.balance, self.streams["order"])
             self.stats, state.epoch_seconds = EpochStats.zeros(self.device), 0.0
         for callback in self.callbacks:
             callback.on_epoch_start(state.epoch, state.step)

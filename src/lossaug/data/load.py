@@ -6,10 +6,12 @@ config -> load_for -> TrainData -> loop.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lossaug.data.balance import imbalance_warning
 from lossaug.data.sources import data_kind, load_dataset
 from lossaug.data.split import SplitRecord
 from lossaug.data.types import AudioDataset, AudioSplit, Kind, Log, Split, select_classes
@@ -80,6 +82,9 @@ def load_for(config: TrainConfig, log: Log | None = None) -> TrainData:
         if log is not None:
             log(f"classes: {', '.join(dataset.classes)} ({dataset.num_classes} of {total}): "
                 f"{len(dataset.train.labels)} train / {len(dataset.test.labels)} test")  # fmt: skip
+    imbalance = imbalance_warning(dataset.train.labels, dataset.classes)
+    if imbalance is not None and not config.balance:
+        warnings.warn(imbalance, stacklevel=2)
     sample_rate = dataset.sample_rate if isinstance(dataset, AudioDataset) else None
     return TrainData(config.dataset, data_kind(config.dataset), dataset.classes, dataset.train, dataset.test,
                      sample_rate, dataset.skipped, dataset.split)  # fmt: skip
