@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from lossaug.augment import parse_augment
+from lossaug.augment import parse_augment, spec_kind
 from lossaug.data.sources import DATASETS, data_kind, source_for
 from lossaug.data.split import check_folder_options
 from lossaug.errors import InputError
@@ -342,6 +342,8 @@ def validate_config(config: TrainConfig) -> None:
 
         parse_audio_augment(config.augment)
     elif config.augment is not None:
+        if spec_kind(config.augment, None) == "audio":
+            raise InputError(f"augment {config.augment!r} names audio ops; {config.dataset!r} holds images")
         parse_augment(config.augment)
 
 
