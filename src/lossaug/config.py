@@ -14,8 +14,9 @@ from typing import Any
 
 from torch import nn
 
-from lossaug.augment import parse_augment
-from lossaug.data.sources import DATASETS, data_kind
+from lossaug.augment import parse_augment, spec_kind
+from lossaug.data.sources import DATASETS, data_kind, source_for
+from lossaug.data.split import check_folder_options
 from lossaug.errors import InputError
 from lossaug.models import MODELS, RECIPES, check_model_fits_data, check_model_name
 from lossaug.selection import BN_MODES, SCORES, check_score_fraction
@@ -39,6 +40,20 @@ BRANCH_FREE = (
 )  # fmt: skip
 # Renamed fields: a saved config (checkpoint, config.json, TOML file) may still use the old name.
 RENAMED = {"candidates": "num_candidates"}
+
+
+_TEST_FRACTION_HELP = (
+    "folder data with no train/ and test/: split off this fraction of each class's files for testing (stratified, "
+    "seeded by --split-seed; recorded)"
+)
+_SKIP_BAD_HELP = (
+    "folder data: train without files that cannot be decoded (listed in the log and OUT/skipped_files.txt); "
+    "default: refuse, listing them"
+)
+_BALANCE_HELP = (
+    "class-balanced sampling: each epoch draws its examples with replacement, every class equally likely (off: "
+    "each example once per epoch)"
+)
 
 
 def _opt(default: Any, help: str, **metadata: Any) -> Any:
@@ -70,6 +85,10 @@ class TrainConfig:
     classes: str | None = _opt(
         None, "keep only these classes (comma-separated names, e.g. 'cat,dog'), labelled in the data set's order"
     )
+    test_fraction: float | None = _opt(None, _TEST_FRACTION_HELP)
+    split_seed: int = _opt(0, "seed of the --test-fraction split (apart from --seed: every seed tests on one set)")
+    skip_bad: bool = _opt(False, _SKIP_BAD_HELP)
+    balance: bool = _opt(False, _BALANCE_HELP)
     verify: bool = _opt(True, "check the official md5 of CIFAR archives (--no-verify skips it; recorded in config)")
     allow_data_change: bool = _opt(False, "resume even if the data differ from the checkpoint's (fingerprint)")
     # model
@@ -229,6 +248,15 @@ def _check_transfer(config: TrainConfig) -> None:
             raise InputError(f"classes needs at least 2 class names, got {config.classes!r}")
 
 
+def _check_folder_options(config: TrainConfig) -> None:
+    """--test-fraction, --split-seed and --skip-bad: in range, and for folder data only."""
+    check_folder_options(config.test_fraction, config.split_seed)
+    folder_options = config.test_fraction is not None or config.skip_bad or config.split_seed
+    if folder_options and not source_for(config.dataset).folder:
+        where = f"folder and audio-folder data, not {config.dataset!r}"
+        raise InputError(f"test_fraction, split_seed and skip_bad apply to {where}")
+
+
 def _check_cheap_modes(config: TrainConfig) -> None:
     """--score-fraction and --method weighted, and what they do not combine with."""
     check_score_fraction(config.score_fraction)
@@ -254,6 +282,7 @@ def validate_config(config: TrainConfig) -> None:
         if choices and value not in choices:
             raise InputError(f"unknown {f.name} {value!r}; choose from {list(choices)}")
     _check_transfer(config)
+    _check_folder_options(config)
     for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "uniform_mix", "select_from"):
         _finite(name, getattr(config, name))
     positive = {
@@ -313,6 +342,8 @@ def validate_config(config: TrainConfig) -> None:
 
         parse_audio_augment(config.augment)
     elif config.augment is not None:
+        if spec_kind(config.augment, None) == "audio":
+            raise InputError(f"augment {config.augment!r} names audio ops; {config.dataset!r} holds images")
         parse_augment(config.augment)
 
 

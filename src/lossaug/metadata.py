@@ -104,10 +104,22 @@ def run_metadata(config: TrainConfig, device: torch.device, resolved: dict[str, 
     }
 
 
+SKIPPED_FILES = "skipped_files.txt"  # in a run directory: the files --skip-bad left out
+
+
 def write_json(payload: Any, path: Path) -> None:
     """Write ``payload`` to ``path`` atomically (temporary file, then rename). Any OS error (a full disk
     included) names ``path`` and leaves no temporary file behind."""
     write_text(json.dumps(payload, indent=2, default=str) + "\n", path)
+
+
+def write_run_config(metadata: dict[str, Any], out_dir: Path) -> None:
+    """A run's ``config.json`` in ``out_dir``, and ``skipped_files.txt`` (one name a line) when its data loader
+    left out undecodable files (``metadata["resolved"]["skipped_files"]``)."""
+    write_json(metadata, out_dir / "config.json")
+    skipped = metadata.get("resolved", {}).get("skipped_files")
+    if skipped:
+        write_text("".join(f"{name}\n" for name in skipped), out_dir / SKIPPED_FILES)
 
 
 def write_text(text: str, path: Path) -> None:

@@ -5,7 +5,7 @@ seeded order, named random streams, and evaluation. Candidates stay uint8 until 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -96,6 +96,7 @@ class PlacedData:
     kind: Kind  # the source's: "image" or "audio" (waveforms (N,C,T) int16)
     classes: tuple[str, ...] = ()  # label i means classes[i]
     sample_rate: int | None = None  # Hz, audio only: what the audio network's front end is built for
+    notes: dict[str, Any] = field(default_factory=dict)  # how the data were read (TrainData.notes): split, skipped
 
     @property
     def in_channels(self) -> int:
@@ -154,6 +155,7 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
     return PlacedData(
         place(train_images), train_labels.to(device), place(test.inputs), test.labels.to(device),
         dataset.num_classes, mean, std, on_device, dataset.kind, dataset.classes, dataset.sample_rate,
+        dataset.notes(),
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ LOCK_NAME = ".lock"
 # What a run writes into its directory, by exact name. A folder holds a run only when its config.json is lossaug's
 # (every run writes it first, before any other file); --overwrite then removes these names and nothing else.
 RUN_FILES = ("config.json", "metrics.jsonl", "final.json", "trunk.json", "curves.png", "checkpoint.pt",
-             "checkpoint.prev.pt")  # fmt: skip
+             "checkpoint.prev.pt", "skipped_files.txt")  # fmt: skip
 _LEFTOVERS = re.compile(  # a save or a JSON write cut short; checkpoints set aside by checkpoint._set_aside
     r"^(checkpoint\.pt\.tmp|(config|final|trunk)\.json\.tmp|checkpoint(\.prev)?\.pt\.corrupt-[0-9-]+)$"
 )

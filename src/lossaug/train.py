@@ -28,14 +28,14 @@ from torch import Tensor, nn
 
 from lossaug.checkpoint import CheckpointError, has_checkpoint, save_checkpoint
 from lossaug.config import DEVICES, METHODS, PRESETS, SETTINGS, RunResult, TrainConfig, validate_config
-from lossaug.data import data_fingerprint
+from lossaug.data import data_fingerprint, epoch_order
 from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.finetune import apply_init, read_init
 from lossaug.guards import EtaNote, small_data_warnings
 from lossaug.interrupts import STOP_SYNC_STEPS, NonFiniteError, Stop, StopRequest, TrainingInterrupted, stop_requests
 from lossaug.memory import check_run_memory
-from lossaug.metadata import device_name, git_commit, run_metadata, write_json
+from lossaug.metadata import device_name, git_commit, run_metadata, write_json, write_run_config
 from lossaug.method import (
     build_augment,
     build_sgd,
@@ -150,7 +150,7 @@ class _Run:
         init_tensors = read_init(config.init) if config.init is not None and origin is None else None
         self.data = prepare_data(config, self.device, self.reporter.log if self.reporter else None)
         data = self.data
-        self.fingerprint = data_fingerprint(data.train_images, data.train_labels, data.num_classes)
+        self.fingerprint = data_fingerprint(data.train_images, data.train_labels, data.num_classes, data.notes)
         audio = data.kind == "audio"
         self.image_side = None if audio else min(data.train_images.shape[-2:])
         rate = data.sample_rate if audio else None  # audio: the clips' rate, which freqmask is built for
@@ -271,7 +271,7 @@ class _Run:
                     "schedule": dataclasses.asdict(self.schedule), "stop_step": self.stop_step,
                     "augment": self._augment_spec(),
                     "inputs": self.data.input_spec(),  # what the network takes (predict, export)
-                    "classes": list(self.data.classes),
+                    "classes": list(self.data.classes), **self.data.notes,  # split made, files skipped
                     "data_path": str(Path(self.config.data).absolute()) if self.config.data else None}  # fmt: skip
         metadata = {**run_metadata(self.config, self.device, resolved), "world_size": self.world.size}
         if self.init_report is not None:
@@ -297,7 +297,7 @@ class _Run:
             callbacks.append(EtaNote(self.reporter, self.config.epochs))
         if self.writes and self.out_dir is not None:  # writes: the leader, with a run directory
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            write_json(self.metadata, self.out_dir / "config.json")
+            write_run_config(self.metadata, self.out_dir)  # config.json (and skipped_files.txt)
             callbacks.append(MetricsFile(self.out_dir / "metrics.jsonl", self.state.metrics))
             if self.config.tensorboard == "on":
                 callbacks.append(TensorBoardLog(self.out_dir / "tensorboard", purge_step=self.state.epoch + 1))
@@ -322,7 +322,7 @@ class _Run:
         """A new epoch's data order and statistics (unless resuming within the epoch), callbacks, the clock."""
         state = self.state
         if state.permutation is None:
-            state.permutation = torch.randperm(len(self.data.train_labels), generator=self.streams["order"])
+            state.permutation = epoch_order(self.data.train_labels, self.config.balance, self.streams["order"])
             self.stats, state.epoch_seconds = EpochStats.zeros(self.device), 0.0
         for callback in self.callbacks:
             callback.on_epoch_start(state.epoch, state.step)

@@ -42,6 +42,7 @@ __all__ = [
     "AUDIO_AUGMENTATIONS",
     "AUDIO_SETTINGS",
     "AdditiveNoise",
+    "AudioAugment",
     "FreqMask",
     "RandomGain",
     "SpeedPerturb",
@@ -440,3 +441,27 @@ def parse_audio_augment(spec: str, *, sample_rate: int = DEFAULT_SAMPLE_RATE, n_
             raise InputError(f"bad value {arg!r} for audio augmentation {name!r} in {spec!r}: {error}") from None
         augments.append(op)
     return Compose(tuple(augments))
+
+
+@dataclass(frozen=True)
+class AudioAugment:
+    """Waveform ops (a ``Compose``) that also take mono ``waveforms (B,T)``: a channel axis is added for the ops
+    and removed after; ``(B,C,T)`` passes as it is. What ``parse_augment`` builds for an audio spec, so that
+    ``LossAwareAugment("shift,gain,noise", sample_rate=16000)`` takes the ``(B,T)`` batches of audio loaders."""
+
+    augment: Compose
+
+    @property
+    def mixes_targets(self) -> bool:
+        return mixes_targets(self.augment)
+
+    def __call__(
+        self, waveforms: Tensor, generator: torch.Generator | None = None, targets: Tensor | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        mono = isinstance(waveforms, Tensor) and waveforms.dim() == 2
+        batch = waveforms.unsqueeze(1) if mono else waveforms
+        if targets is None:
+            out = self.augment(batch, generator)
+            return out.squeeze(1) if mono else out
+        out, mixed = self.augment(batch, generator, targets)
+        return (out.squeeze(1) if mono else out), mixed

@@ -49,7 +49,7 @@ from lossaug.augment.mix import (
     mix_params,
     mixup,
 )
-from lossaug.augment.spec import AUGMENTATIONS, parse_augment
+from lossaug.augment.spec import AUGMENTATIONS, parse_augment, spec_kind
 from lossaug.augment.trivial import (
     TRIVIAL_OPS,
     TrivialAugment,
@@ -80,5 +80,5 @@ __all__ = [
     "apply_shear", "apply_solarize", "apply_translate", "apply_trivial", "augment_with_targets", "beta_params",
     "call_augment", "crop_params", "cutmix", "cutmix_boxes", "cutmix_params", "cutout", "cutout_params",
     "flip_params", "grayscale", "horizontal_flip", "mix_params", "mixes_targets", "mixup", "parse_augment",
-    "random_crop", "trivial_augment", "trivial_params",
+    "random_crop", "spec_kind", "trivial_augment", "trivial_params",
 ]  # fmt: skip

@@ -6,12 +6,14 @@ package (``mini``), the Free Spoken Digit Dataset (``fsdd``) and audio folders (
 decoded by ``wav``. ``load_dataset`` loads any of them; ``load_for(config)`` loads a run's data (``TrainData``).
 Shared parts: ``types`` (what loaders return), ``trees`` (class-folder layouts), ``archives`` (downloads, safe
 extraction, in-memory members), ``cache`` (decoded arrays, loaded once), ``fingerprint`` (whether a resumed run
-sees the same data). Every public name is importable from ``lossaug.data``; the library writes to disk only under
-a ``cache_dir`` it is given.
+sees the same data), ``split`` (a test split of an unsplit folder), ``badfiles`` (undecodable files refused or
+skipped), ``balance`` (class-balanced order, the imbalance warning). Every public name is importable from
+``lossaug.data``; the library writes to disk only under a ``cache_dir`` it is given.
 """
 
 from lossaug.data.archives import download, safe_extract
 from lossaug.data.audio_folders import AUDIO_SUFFIXES, load_audio_folder
+from lossaug.data.balance import epoch_order, imbalance_warning
 from lossaug.data.cifar import CIFAR_SOURCES, load_cifar
 from lossaug.data.fingerprint import data_fingerprint, fingerprint_differences
 from lossaug.data.folders import IMAGE_SUFFIXES, decode_image, load_image_folder
@@ -44,8 +46,10 @@ __all__ = [
     "decode_audio",
     "decode_image",
     "download",
+    "epoch_order",
     "fingerprint_differences",
     "fit_clip",
+    "imbalance_warning",
     "load_audio_folder",
     "load_cifar",
     "load_dataset",

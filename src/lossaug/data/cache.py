@@ -11,6 +11,7 @@ the run goes on without it.
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -81,12 +82,15 @@ def _read(path: Path, kind: Kind, name: str, log: Log) -> Dataset | None:
                 for split in ("train", "test")
             ]
             classes = tuple(str(c) for c in z["classes"])
+            # What the loader noted (skipped files, a split made): JSON, absent from files of older versions.
+            notes = json.loads(str(z["notes"])) if "notes" in z.files else {}
+            noted = {"skipped": tuple(notes.get("skipped", ())), "split": notes.get("split")}
             dataset: Dataset
             if kind == "audio":
                 train, test = (AudioSplit(*split) for split in splits)
-                dataset = AudioDataset(name, classes, train, test, sample_rate=int(z["sample_rate"]))
+                dataset = AudioDataset(name, classes, train, test, sample_rate=int(z["sample_rate"]), **noted)
             else:
-                dataset = ImageDataset(name, classes, Split(*splits[0]), Split(*splits[1]))
+                dataset = ImageDataset(name, classes, Split(*splits[0]), Split(*splits[1]), **noted)
     # np.load raises whatever the bytes lead it to: EOFError on an empty file, ValueError, BadZipFile, KeyError,
     # OSError (a folder, no permission), ... Each means this file of lossaug's own cache cannot serve.
     except Exception as e:
@@ -101,6 +105,8 @@ def _write(path: Path, kind: Kind, dataset: Dataset, log: Log) -> None:
     arrays: dict[str, Any] = {"classes": np.array(dataset.classes)}
     if isinstance(dataset, AudioDataset):
         arrays["sample_rate"] = np.array(dataset.sample_rate)
+    if dataset.skipped or dataset.split is not None:
+        arrays["notes"] = np.array(json.dumps({"skipped": list(dataset.skipped), "split": dataset.split}))
     for split_name, split in (("train", dataset.train), ("test", dataset.test)):
         arrays |= {f"{split_name}_{inputs}": split.inputs.numpy(), f"{split_name}_labels": split.labels.numpy()}
     try:

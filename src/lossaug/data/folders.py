@@ -1,10 +1,12 @@
-"""Image folders, ``root/{train,test}/<class>/<image>`` or an archive of one, decoded whole into an
-``ImageDataset`` of ``(N,C,H,W)`` uint8 images; with a ``cache_dir``, decoded arrays are cached there (so a second
+"""Image folders, ``root/{train,test}/<class>/...`` (or ``root/<class>/...`` split by ``test_fraction``) or an
+archive of one, decoded whole into an ``ImageDataset`` of ``(N,C,H,W)`` uint8 images; undecodable files refuse the
+load, all listed, or are skipped (``skip_bad``). With a ``cache_dir``, decoded arrays are cached there (so a second
 load skips JPEG decoding). See docs/DATA.md.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,9 +17,11 @@ from PIL import Image
 
 from lossaug.data import archives
 from lossaug.data.archives import safe_extract
+from lossaug.data.badfiles import decode_tree
 from lossaug.data.cache import cached, files_hash
+from lossaug.data.split import check_folder_options, resolve_split
 from lossaug.data.trees import Tree, check_classes, scan_class_folders, tree_files
-from lossaug.data.types import File, ImageDataset, LoadRequest, Log, Split, silent
+from lossaug.data.types import File, FolderOptions, ImageDataset, LoadRequest, Log, Split, silent
 from lossaug.errors import InputError
 from lossaug.memory import check_fits, dataset_bytes
 
@@ -54,20 +58,17 @@ def decode_image(source: str | Path | bytes, image_size: int | None = None, wher
     return _decode_one(File(where or (str(source) if isinstance(source, Path) else "<bytes>"), source), image_size)
 
 
-def _decode_images(images: Sequence[File], image_size: int | None) -> np.ndarray:
-    """All images as one (N,C,H,W) uint8 array: C=1 if every image is grayscale, else C=3."""
-    # A plain loop: PIL decodes a 32x32 JPEG in ~50 us here, and a 2-thread pool was slower (0.9 s vs 0.5 s
-    # per 10k CIFAR JPEGs on 2 cores), so parallelism is not worth its complexity.
-    arrays: list[np.ndarray] = []
-    for image in images:
-        array = _decode_one(image, image_size)
-        if arrays and array.shape[:2] != arrays[0].shape[:2]:
+def _stack_images(arrays: list[np.ndarray], images: Sequence[File]) -> np.ndarray:
+    """Decoded ``arrays`` of ``images`` as one (N,C,H,W) uint8 array: C=1 if every image is grayscale, else C=3."""
+    # A plain decoding loop: PIL decodes a 32x32 JPEG in ~50 us here, and a 2-thread pool was slower (0.9 s vs
+    # 0.5 s per 10k CIFAR JPEGs on 2 cores), so parallelism is not worth its complexity.
+    for image, array in zip(images, arrays, strict=True):
+        if array.shape[:2] != arrays[0].shape[:2]:
             (h0, w0), (h, w) = arrays[0].shape[:2], array.shape[:2]
             raise InputError(
                 f"images differ in size: {images[0].where} is {w0}x{h0} but {image.where} is {w}x{h}; "
                 "pass image_size (--image-size) to resize every image to one square size"
             )
-        arrays.append(array)
     height, width = arrays[0].shape[:2]
     channels = 3 if any(a.ndim == 3 for a in arrays) else 1
     out = np.empty((len(arrays), height, width, channels), dtype=np.uint8)
@@ -76,40 +77,60 @@ def _decode_images(images: Sequence[File], image_size: int | None) -> np.ndarray
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
 
-def _decode_tree(name: str, tree: Tree, image_size: int | None, where: str, log: Log) -> ImageDataset:
+def _decode_tree(
+    name: str, tree: Tree, image_size: int | None, where: str, log: Log, options: FolderOptions | None = None
+) -> ImageDataset:
+    options = options or FolderOptions()
+    tree, split = resolve_split(tree, options.test_fraction, options.split_seed, where)
     classes = check_classes(tree, where)
-    images, labels = [], []
-    for split in ("train", "test"):
-        split_images = [image for c in classes for image in tree[split][c]]
-        images.append(split_images)
-        labels.append(np.repeat(np.arange(len(classes)), [len(tree[split][c]) for c in classes]))
-    count = len(images[0]) + len(images[1])
+    count = sum(len(files) for files in tree["train"].values()) + sum(len(files) for files in tree["test"].values())
     if image_size is not None:
         check_fits({"decoded images": dataset_bytes(count, 1, image_size)}, torch.device("cpu"),
                    "lower --image-size", what=f"decoding {count} images at {image_size} px")  # fmt: skip
     log(f"decoding {count} images from {where}...")
-    # One decode call over both splits, so the size check and the gray-or-RGB decision cover all images.
-    decoded = _decode_images(images[0] + images[1], image_size)
+    # One decode pass over both splits, so the size check and the gray-or-RGB decision cover all images.
+    decode = functools.partial(_decode_one, image_size=image_size)
+    arrays, tree, skipped = decode_tree(tree, decode, options.skip_bad, "image", log)
+    images, labels = [], []
+    for split_name in ("train", "test"):
+        images.append([image for c in classes for image in tree[split_name][c]])
+        labels.append(np.repeat(np.arange(len(classes)), [len(tree[split_name][c]) for c in classes]))
+    decoded = _stack_images(arrays, images[0] + images[1])
     num_train = len(images[0])
     return ImageDataset(
         name=name,
         classes=classes,
         train=Split(torch.from_numpy(decoded[:num_train]), torch.from_numpy(labels[0])),
         test=Split(torch.from_numpy(decoded[num_train:]), torch.from_numpy(labels[1])),
+        skipped=skipped,
+        split=None if split is None else split.counted(tree).as_dict(),
     )
 
 
 def load_image_folder(
-    root: str | Path, *, image_size: int | None = None, cache_dir: str | Path | None = None, log: Log | None = None
+    root: str | Path,
+    *,
+    image_size: int | None = None,
+    cache_dir: str | Path | None = None,
+    log: Log | None = None,
+    test_fraction: float | None = None,
+    split_seed: int = 0,
+    skip_bad: bool = False,
 ) -> ImageDataset:
-    """Images under `root/train/<class>/` and `root/test/<class>/` (or `val/`); class i = i-th sorted name.
+    """Images under `root/train/<class>/` and `root/test/<class>/` (or `val/`), or under `root/<class>/` with
+    `test_fraction` of each class split off for testing (`split.split_tree`, by `split_seed`); a class folder's
+    subfolders belong to it. Class i = i-th sorted name.
 
     `root` may be an archive (.tar, .tar.gz, .tgz, .tar.xz, .zip), unpacked into `cache_dir`. Grayscale data stay
-    C=1; any color image makes all C=3. `image_size` resizes every image to that square (bilinear). With a
-    `cache_dir`, decoded arrays are cached there under a hash of the content and `image_size`.
+    C=1; any color image makes all C=3. `image_size` resizes every image to that square (bilinear). Undecodable
+    images are an `InputError` listing them, or with `skip_bad` left out (named in the result's `skipped`). With a
+    `cache_dir`, decoded arrays are cached there under a hash of the content and the options.
     """
     root = Path(root)
     say = log or silent
+    check_folder_options(test_fraction, split_seed)
+    options = FolderOptions(test_fraction, split_seed, bool(skip_bad))
+    key = image_size if options == FolderOptions() else (image_size, options.cache_key())
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise InputError(f"image_size must be a positive int or None, got {image_size!r}")
     if not root.exists():
@@ -125,17 +146,17 @@ def load_image_folder(
         def load() -> ImageDataset:
             say(f"unpacking {root} into {cache_dir}")
             folder = _unwrapped(safe_extract(root, cache_dir / f"{stem}-{digest[:16]}"))
-            return _decode_tree(stem, _scan_folder(folder), image_size, str(root), say)
+            return _decode_tree(stem, _scan_folder(folder), image_size, str(root), say, options)
 
-        return cached("image", cache_dir, stem, lambda: digest, image_size, load, say)
+        return cached("image", cache_dir, stem, lambda: digest, key, load, say)
     tree = _scan_folder(root)
     return cached(
         "image",
         cache_dir,
         root.name,
         lambda: files_hash((image.source for image in tree_files(tree)), root),
-        image_size,
-        lambda: _decode_tree(root.name, tree, image_size, str(root), say),
+        key,
+        lambda: _decode_tree(root.name, tree, image_size, str(root), say, options),
         say,
     )
 
@@ -153,4 +174,13 @@ def from_request(request: LoadRequest) -> ImageDataset:
             "dataset 'folder' needs a path: a folder with train/<class>/<image> and test/<class>/<image>, "
             "or an archive of one"
         )
-    return load_image_folder(request.path, image_size=request.image_size, cache_dir=request.cache_dir, log=request.log)
+    folder = request.folder
+    return load_image_folder(
+        request.path,
+        image_size=request.image_size,
+        cache_dir=request.cache_dir,
+        log=request.log,
+        test_fraction=folder.test_fraction,
+        split_seed=folder.split_seed,
+        skip_bad=folder.skip_bad,
+    )

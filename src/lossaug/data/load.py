@@ -6,11 +6,14 @@ config -> load_for -> TrainData -> loop.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from lossaug.data.balance import imbalance_warning
 from lossaug.data.sources import data_kind, load_dataset
+from lossaug.data.split import SplitRecord
 from lossaug.data.types import AudioDataset, AudioSplit, Kind, Log, Split, select_classes
 from lossaug.errors import InputError
 
@@ -23,8 +26,8 @@ __all__ = ["TrainData", "load_for"]
 @dataclass(frozen=True)
 class TrainData:
     """A run's data set on the CPU: its source's ``kind``, the classes kept (label i means ``classes[i]``), both
-    splits (``inputs`` and ``labels``; images ``(N,C,H,W)`` uint8 or waveforms ``(N,C,T)`` int16), and the sample
-    rate in Hz for audio (None for images)."""
+    splits (``inputs`` and ``labels``; images ``(N,C,H,W)`` uint8 or waveforms ``(N,C,T)`` int16), the sample
+    rate in Hz for audio (None for images), and the loader's notes: the files it skipped and the split it made."""
 
     name: str  # the data set's name in the registry (config.dataset)
     kind: Kind
@@ -32,10 +35,21 @@ class TrainData:
     train: Split | AudioSplit
     test: Split | AudioSplit
     sample_rate: int | None = None
+    skipped: tuple[str, ...] = ()  # undecodable files left out (--skip-bad)
+    split: dict[str, Any] | None = None  # the --test-fraction split made (``SplitRecord.as_dict``)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def notes(self) -> dict[str, Any]:
+        """What a run records of how its data were read: the split made and the files skipped (empty: neither)."""
+        notes: dict[str, Any] = {}
+        if self.split is not None:
+            notes["split"] = self.split
+        if self.skipped:
+            notes["skipped_files"] = list(self.skipped)
+        return notes
 
 
 def load_for(config: TrainConfig, log: Log | None = None) -> TrainData:
@@ -53,7 +67,14 @@ def load_for(config: TrainConfig, log: Log | None = None) -> TrainData:
         log=log,
         verify=config.verify,
         audio=dict(sample_rate=config.sample_rate, clip_seconds=config.clip_seconds, test_speaker=config.test_speaker),
+        test_fraction=config.test_fraction,
+        split_seed=config.split_seed,
+        skip_bad=config.skip_bad,
     )
+    if log is not None and dataset.split is not None:
+        log(SplitRecord(**dataset.split).summary())
+    if log is not None and dataset.skipped:
+        log(f"left out {len(dataset.skipped)} files that cannot be decoded (--skip-bad)")
     names = class_names(config)
     if names is not None:
         total = dataset.num_classes
@@ -61,6 +82,9 @@ def load_for(config: TrainConfig, log: Log | None = None) -> TrainData:
         if log is not None:
             log(f"classes: {', '.join(dataset.classes)} ({dataset.num_classes} of {total}): "
                 f"{len(dataset.train.labels)} train / {len(dataset.test.labels)} test")  # fmt: skip
+    imbalance = imbalance_warning(dataset.train.labels, dataset.classes)
+    if imbalance is not None and not config.balance:
+        warnings.warn(imbalance, stacklevel=2)
     sample_rate = dataset.sample_rate if isinstance(dataset, AudioDataset) else None
     return TrainData(config.dataset, data_kind(config.dataset), dataset.classes, dataset.train, dataset.test,
-                     sample_rate)  # fmt: skip
+                     sample_rate, dataset.skipped, dataset.split)  # fmt: skip

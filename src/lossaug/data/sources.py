@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossaug.data import audio_folders, cifar, folders, fsdd, mini
-from lossaug.data.types import Dataset, Kind, LoadRequest, Log
+from lossaug.data.types import Dataset, FolderOptions, Kind, LoadRequest, Log
 from lossaug.errors import InputError
 
 __all__ = ["DATASETS", "SOURCES", "Source", "data_kind", "load_dataset", "source_for"]
@@ -20,19 +20,21 @@ __all__ = ["DATASETS", "SOURCES", "Source", "data_kind", "load_dataset", "source
 @dataclass(frozen=True)
 class Source:
     """A data set known by name: the kind of its examples and its loader (which refuses options it cannot
-    honour, e.g. a path for the bundled mini set)."""
+    honour, e.g. a path for the bundled mini set); ``folder``: whether it reads a user's class folders, and so
+    takes ``FolderOptions`` (a test split made, bad files skipped)."""
 
     kind: Kind
     load: Callable[[LoadRequest], Dataset]
+    folder: bool = False
 
 
 SOURCES: dict[str, Source] = {
     "cifar10": Source("image", cifar.from_request),
     "cifar100": Source("image", cifar.from_request),
-    "folder": Source("image", folders.from_request),
+    "folder": Source("image", folders.from_request, folder=True),
     "mini": Source("image", mini.from_request),
     "fsdd": Source("audio", fsdd.from_request),
-    "audio-folder": Source("audio", audio_folders.from_request),
+    "audio-folder": Source("audio", audio_folders.from_request, folder=True),
 }
 DATASETS = tuple(SOURCES)
 
@@ -60,6 +62,12 @@ def load_dataset(
     verify: bool = True,
     log: Log | None = None,
     audio: dict | None = None,
+    sample_rate: int | None = None,
+    clip_seconds: float | None = None,
+    test_speaker: str | None = None,
+    test_fraction: float | None = None,
+    split_seed: int = 0,
+    skip_bad: bool = False,
 ) -> Dataset:
     """Load one of DATASETS: an ``ImageDataset``, or an ``AudioDataset`` for the audio sources (``data_kind``).
 
@@ -67,9 +75,20 @@ def load_dataset(
     `cache_dir` holds downloads (CIFAR, when `path` is None), extracted archives and decoded arrays; nothing is
     written without it. `image_size` resizes folder images to a square; CIFAR and mini are always 32x32.
     `verify`: check the official md5 of a CIFAR archive, whether downloaded, cached or given (see `load_cifar`).
-    `audio`: `sample_rate`, `clip_seconds` and (FSDD only) `test_speaker`; None values take the loader's default.
+    Audio: `sample_rate` (Hz; None: the clips' own), `clip_seconds` (None: the 95th percentile of training clips),
+    `test_speaker` (FSDD only); `audio` is the same as a dict (these keywords win). Folders (image and audio):
+    `test_fraction` of each class split off for testing when the folder has no train/ and test/ (by `split_seed`),
+    `skip_bad` to leave out files that cannot be decoded (else they are an error listing them).
     """
     source = source_for(name)
+    folder = FolderOptions(test_fraction, split_seed, skip_bad)
+    if folder != FolderOptions() and not source.folder:
+        folders = [n for n, s in SOURCES.items() if s.folder]
+        raise InputError(f"test_fraction, split_seed and skip_bad apply to folder data ({folders}), not {name!r}")
+    given = dict(sample_rate=sample_rate, clip_seconds=clip_seconds, test_speaker=test_speaker)
+    audio_options = {**(audio or {}), **{k: v for k, v in given.items() if v is not None}}
+    if source.kind != "audio" and any(v is not None for v in audio_options.values()):
+        raise InputError(f"sample_rate, clip_seconds and test_speaker apply to audio data, not {name!r}")
     request = LoadRequest(
         name,
         None if path is None else Path(path),
@@ -78,6 +97,7 @@ def load_dataset(
         download,
         verify,
         log,
-        dict(audio or {}),
+        audio_options,
+        folder,
     )
     return source.load(request)

@@ -21,6 +21,7 @@ __all__ = [
     "AudioSplit",
     "Dataset",
     "File",
+    "FolderOptions",
     "ImageDataset",
     "Kind",
     "LoadRequest",
@@ -80,12 +81,15 @@ def check_splits(name: str, num_classes: int, train: Split | AudioSplit, test: S
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """A train and a test split over the same classes; label i means classes[i]."""
+    """A train and a test split over the same classes; label i means classes[i]. A folder loader also says which
+    files it skipped (``skip_bad``) and how it split an unsplit folder (``split``, ``SplitRecord.as_dict``)."""
 
     name: str
     classes: tuple[str, ...]
     train: Split
     test: Split
+    skipped: tuple[str, ...] = ()  # files that could not be decoded and were left out
+    split: dict[str, Any] | None = None  # how the loader split a folder with no train/ and test/
 
     def __post_init__(self) -> None:
         check_splits(self.name, len(self.classes), self.train, self.test, "images")
@@ -119,13 +123,16 @@ class AudioSplit:
 
 @dataclass(frozen=True)
 class AudioDataset:
-    """A train and a test split over the same classes at one sample rate (Hz); label i means classes[i]."""
+    """A train and a test split over the same classes at one sample rate (Hz); label i means classes[i].
+    ``skipped`` and ``split`` as for ``ImageDataset``."""
 
     name: str
     classes: tuple[str, ...]
     train: AudioSplit
     test: AudioSplit
     sample_rate: int
+    skipped: tuple[str, ...] = ()
+    split: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_splits(self.name, len(self.classes), self.train, self.test, "clips")
@@ -144,6 +151,20 @@ D = TypeVar("D", bound=ImageDataset | AudioDataset)  # either kind, kept: select
 
 
 @dataclass(frozen=True)
+class FolderOptions:
+    """Options of the folder sources (image and audio folders): how to split a folder with no ``train/`` and
+    ``test/`` (``test_fraction`` of each class, by ``split_seed``), and whether to leave out undecodable files."""
+
+    test_fraction: float | None = None  # None: the folder must be split already
+    split_seed: int = 0  # apart from the run's seed, so every training seed tests on the same files
+    skip_bad: bool = False  # False: refuse the data, listing every bad file
+
+    def cache_key(self) -> tuple:
+        """What a decoded-array cache entry depends on: nothing when every option is at its default."""
+        return () if self == FolderOptions() else (self.test_fraction, self.split_seed, self.skip_bad)
+
+
+@dataclass(frozen=True)
 class LoadRequest:
     """What ``load_dataset`` hands a source's loader: the name it was asked for and every option; each source
     reads the options that apply to it and refuses the ones that cannot (``image_size`` for CIFAR, a path for the
@@ -157,6 +178,7 @@ class LoadRequest:
     verify: bool = True  # check the official md5 of a CIFAR archive
     log: Log | None = None
     audio: dict[str, Any] = dataclasses.field(default_factory=dict)  # sample_rate, clip_seconds, test_speaker
+    folder: FolderOptions = dataclasses.field(default_factory=lambda: FolderOptions())  # image and audio folders
 
     def audio_path(self) -> Path:
         """The path an audio source needs: an archive or folder of clips."""

@@ -1,7 +1,8 @@
-"""Reading audio: one file to float samples (``decode_audio``: PCM WAV with the standard library, anything else
-through the optional ``soundfile``), band-limited resampling (``resample``), a list of clips to one ``(N,1,T)``
-int16 array at one rate and one length (``clips_to_arrays``), and a class-folder tree of clips to an
-``AudioDataset`` (``decode_clips``), what the FSDD and audio-folder sources share.
+"""Reading audio: one file to float samples (``decode_audio``, through ``soundfile``/libsndfile: WAV of every PCM
+and float width and the extensible header, FLAC, OGG, AIFF, MP3 where its libsndfile has it), band-limited
+resampling (``resample``), a list of clips to one ``(N,1,T)`` int16 array at one rate and one length
+(``clips_to_arrays``), and a class-folder tree of clips to an ``AudioDataset`` (``decode_clips``, undecodable clips
+refused or skipped as ``badfiles`` says), what the FSDD and audio-folder sources share.
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ from __future__ import annotations
 import functools
 import io
 import math
-import wave
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossaug.data.trees import Tree
-from lossaug.data.types import AudioDataset, AudioSplit, File, Log
+from lossaug.data.badfiles import decode_tree
+from lossaug.data.split import resolve_split
+from lossaug.data.trees import Tree, check_classes, tree_files
+from lossaug.data.types import AudioDataset, AudioSplit, File, FolderOptions, Log
 from lossaug.errors import InputError
 
 __all__ = ["check_audio_options", "clips_to_arrays", "decode_audio", "decode_clips", "fit_clip", "resample"]
@@ -26,67 +29,35 @@ __all__ = ["check_audio_options", "clips_to_arrays", "decode_audio", "decode_cli
 _CLIP_PERCENTILE = 95  # the default clip length covers this percentile of training clip lengths
 
 
-def _pcm_to_float(raw: bytes, width: int, channels: int) -> np.ndarray:
-    """``(frames, channels)`` float32 in [-1, 1] from little-endian PCM: 8-bit unsigned, 16/24/32-bit signed."""
-    raw = raw[: len(raw) - len(raw) % (width * channels)]  # a truncated last frame is dropped
-    if width == 1:
-        samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
-    elif width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        value = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        samples = ((value ^ 0x800000) - 0x800000).astype(np.float32) / 2**23  # sign-extend 24 bits
-    else:
-        samples = np.frombuffer(raw, f"<i{width}").astype(np.float32) / 2 ** (8 * width - 1)
-    return samples.reshape(-1, channels)
-
-
-def _read_with_soundfile(source: Path | bytes, where: str, reason: str) -> tuple[np.ndarray, int]:
-    try:
-        import soundfile
-    except ImportError:
-        raise InputError(
-            f"cannot read audio file {where}: {reason}; only PCM WAV is read without the optional "
-            "'soundfile' package (pip install soundfile)"
-        ) from None
-    try:
-        samples, rate = soundfile.read(
-            io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32", always_2d=True
-        )
-    except Exception as e:  # libsndfile reports bad files as RuntimeError subclasses, among others
-        raise InputError(f"cannot read audio file {where}: {reason}, and soundfile cannot either ({e})") from e
-    return samples, int(rate)
-
-
 def decode_audio(source: str | Path | bytes, where: str | None = None) -> tuple[np.ndarray, int]:
     """``(samples (T,) float32 mono in [-1, 1], sample_rate)`` of one file (a path, as str or Path, or its bytes);
     channels are averaged. ``where`` names the file in errors (default: the path).
 
-    A file that cannot be read, holds no samples, is not audio or has an unsupported sample width raises a
-    one-line ValueError naming it."""
+    Read with ``soundfile`` (libsndfile), whatever the container says: WAV of any PCM or float width, with the
+    plain or the extensible header (sox's 24-bit output), FLAC, OGG/Vorbis, AIFF, MP3 where libsndfile has it. A
+    file that cannot be read, holds no samples or is not audio raises a one-line ``InputError`` naming it."""
     source = Path(source) if isinstance(source, str) else source
     where = where or (str(source) if isinstance(source, Path) else "<bytes>")
     try:
-        if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
-            raise InputError(f"cannot read audio file {where}: empty file (0 bytes)")
-        with wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), "rb") as w:
-            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            raw = w.readframes(w.getnframes())
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
     except OSError as e:
         raise InputError(f"cannot read audio file {where}: {e.strerror or e}") from e
-    except (wave.Error, EOFError) as e:
-        # Not a PCM WAV the standard library reads: float or extensible WAV, FLAC, ..., or not audio at all.
-        reason = f"not a PCM WAV file ({str(e) or 'cut short within its header'})"
-        samples, rate = _read_with_soundfile(source, where, reason)
-        channels = samples.shape[1]
-    else:
-        if width not in (1, 2, 3, 4):
-            raise InputError(f"cannot read audio file {where}: unsupported sample width {8 * width} bits")
-        samples = _pcm_to_float(raw, width, channels)
-    if rate <= 0 or channels < 1:
-        raise InputError(f"cannot read audio file {where}: bad header ({channels} channels at {rate} Hz)")
+    if size == 0:
+        raise InputError(f"cannot read audio file {where}: empty file (0 bytes)")
+    try:
+        samples, rate = soundfile.read(
+            io.BytesIO(source) if isinstance(source, bytes) else str(source), dtype="float32", always_2d=True
+        )
+    except (RuntimeError, ValueError, TypeError, EOFError) as e:  # libsndfile's reports on a malformed file
+        # LibsndfileError's error_string is libsndfile's own words, without "Error opening <the file>: ".
+        raise InputError(f"cannot read audio file {where}: {getattr(e, 'error_string', None) or e}") from e
+    except OSError as e:  # not found, a folder, no permission
+        raise InputError(f"cannot read audio file {where}: {e.strerror or e}") from e
+    if rate <= 0 or samples.shape[1] < 1:
+        raise InputError(f"cannot read audio file {where}: bad header ({samples.shape[1]} channels at {rate} Hz)")
     if len(samples) == 0:
         raise InputError(f"cannot read audio file {where}: empty (no samples)")
-    return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)), rate
+    return np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)), int(rate)
 
 
 @functools.lru_cache(maxsize=16)
@@ -195,10 +166,17 @@ def fit_clip(samples: np.ndarray, length: int) -> np.ndarray:
 
 
 def clips_to_arrays(
-    clips: list[File], num_train: int, sample_rate: int | None, clip_seconds: float | None, log: Log
+    clips: list[File],
+    num_train: int,
+    sample_rate: int | None,
+    clip_seconds: float | None,
+    log: Log,
+    decoded: list[tuple[np.ndarray, int]] | None = None,
 ) -> tuple[np.ndarray, int]:
-    """``(waveforms (N,1,T) int16, sample_rate)`` for ``clips``, the first ``num_train`` being training clips."""
-    decoded = [decode_audio(clip.source, clip.where) for clip in clips]
+    """``(waveforms (N,1,T) int16, sample_rate)`` for ``clips``, the first ``num_train`` being training clips;
+    ``decoded``: their ``decode_audio`` results when already decoded."""
+    if decoded is None:
+        decoded = [decode_audio(clip.source, clip.where) for clip in clips]
     rates = [rate for _, rate in decoded]
     rate = _resolve_rate(rates, clips, sample_rate)
     if any(r != rate for r in rates):
@@ -232,28 +210,44 @@ def check_audio_options(sample_rate: int | None, clip_seconds: float | None) -> 
         raise InputError(f"clip_seconds must be a positive number or None, got {clip_seconds!r}")
 
 
+def _decode_file(clip: File) -> tuple[np.ndarray, int]:
+    return decode_audio(clip.source, clip.where)
+
+
 def decode_clips(
     name: str,
-    classes: tuple[str, ...],
+    classes: tuple[str, ...] | None,
     tree: Tree,
     sample_rate: int | None,
     clip_seconds: float | None,
     where: str,
     log: Log,
+    options: FolderOptions | None = None,
 ) -> AudioDataset:
-    """The clips of ``tree`` (label i: ``classes[i]``, a class a split lacks has no clips there) as an
-    ``AudioDataset`` at one rate and length (``clips_to_arrays``); ``where`` names the source in messages."""
-    clips, labels = {}, {}
-    for split in ("train", "test"):
-        clips[split] = [clip for c in classes for clip in tree[split].get(c, [])]
-        counts = [len(tree[split].get(c, [])) for c in classes]
-        labels[split] = torch.from_numpy(np.repeat(np.arange(len(classes), dtype=np.int64), counts))
-    num_train = len(clips["train"])
-    if num_train == 0:
+    """The clips of ``tree`` (label i: ``classes[i]``, a class a split lacks has no clips there; None: the tree's
+    classes, checked) as an ``AudioDataset`` at one rate and length (``clips_to_arrays``); ``where`` names the
+    source in messages. ``options``: an unsplit tree's split and whether to skip undecodable clips."""
+    options = options or FolderOptions()
+    tree, split = resolve_split(tree, options.test_fraction, options.split_seed, where)
+    if classes is None:
+        classes = check_classes(tree, where)
+    tree = {s: {c: tree[s].get(c, []) for c in classes} for s in ("train", "test")}  # every class, in both splits
+    count = sum(len(files) for split_files in tree.values() for files in split_files.values())
+    if not any(tree["train"].values()):
         raise InputError(f"{where}: no training clips")
-    log(f"decoding {num_train + len(clips['test'])} clips from {where}...")
-    # One pass over both splits, so the sample-rate check covers every clip.
-    arrays, rate = clips_to_arrays(clips["train"] + clips["test"], num_train, sample_rate, clip_seconds, log)
+    log(f"decoding {count} clips from {where}...")
+    decoded, tree, skipped = decode_tree(tree, _decode_file, options.skip_bad, "audio", log)
+    label = {c: i for i, c in enumerate(classes)}
+    labels = {
+        split_name: torch.tensor(
+            [label[c] for c in sorted(tree[split_name]) for _ in tree[split_name][c]], dtype=torch.int64
+        )
+        for split_name in ("train", "test")
+    }
+    num_train = len(labels["train"])
+    # One pass over both splits, in load order (as decoded), so the sample-rate check covers every clip.
+    all_clips = list(tree_files(tree))
+    arrays, rate = clips_to_arrays(all_clips, num_train, sample_rate, clip_seconds, log, decoded)
     waveforms = torch.from_numpy(arrays)
     return AudioDataset(
         name=name,
@@ -261,4 +255,6 @@ def decode_clips(
         train=AudioSplit(waveforms[:num_train].contiguous(), labels["train"]),
         test=AudioSplit(waveforms[num_train:].contiguous(), labels["test"]),
         sample_rate=rate,
+        skipped=skipped,
+        split=None if split is None else split.counted(tree).as_dict(),
     )

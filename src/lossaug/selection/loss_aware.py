@@ -21,11 +21,12 @@ class LossAwareAugment:
     """The method as one object: ``sel = la(model, images, targets, generator=g)``, then train on ``sel.inputs``.
 
     ``augment`` is any ``(images, generator) -> images`` callable, a one-argument transform (kornia), or a spec
-    string such as ``"flip,crop,cutout"``. ``num_candidates`` is M; ``temperature`` 1 samples in proportion to the
-    loss, 0 takes the hardest candidate, ``math.inf`` is plain random augmentation. ``score``, ``bn``,
-    ``chunk_size``, ``autocast_dtype`` and ``loss_fn`` say how candidates are scored (``ScoringOptions``); every
-    option is validated here, once. The training app, ``bench``, ``show`` and the Lightning callback all select
-    through this object.
+    string such as ``"flip,crop,cutout"``, or for audio ``"shift,gain,noise"`` with ``sample_rate`` (Hz; the
+    candidates are then waveforms ``(B,T)`` or ``(B,C,T)``, int16 or float in [-1, 1]). ``num_candidates`` is M;
+    ``temperature`` 1 samples in proportion to the loss, 0 takes the hardest candidate, ``math.inf`` is plain
+    random augmentation. ``score``, ``bn``, ``chunk_size``, ``autocast_dtype`` and ``loss_fn`` say how candidates
+    are scored (``ScoringOptions``); every option is validated here, once. The training app, ``bench``, ``show``
+    and the Lightning callback all select through this object.
 
     Two cheaper modes, off by default: ``score_fraction=Q < 1`` scores only the ``round(Q*B)`` images of a batch
     with the highest stale loss (passed per call; the object stays stateless) and gives the others candidate 0;
@@ -51,6 +52,7 @@ class LossAwareAugment:
     score_fraction: float = 1.0
     mode: str = "sample"
     num_classes: int | None = None  # K of the one-hot targets a label-mixing augmentation needs (None: not needed)
+    sample_rate: int | None = None  # Hz of the waveforms an audio spec is built for (None: images, or 16 kHz audio)
     _augment: Augment = field(init=False, repr=False, compare=False)
     _scoring: ScoringOptions = field(init=False, repr=False, compare=False)
 
@@ -69,7 +71,12 @@ class LossAwareAugment:
         scoring = ScoringOptions(
             self.score, self.bn, self.chunk_size, self.autocast_dtype, self.loss_fn, self.check_targets
         )
-        augment = parse_augment(self.augment) if isinstance(self.augment, str) else self.augment
+        if isinstance(self.augment, str):
+            augment = parse_augment(self.augment, sample_rate=self.sample_rate)
+        elif self.sample_rate is not None:
+            raise InputError("sample_rate builds an audio spec string; give the augment as one, or build the ops")
+        else:
+            augment = self.augment
         if not callable(augment):
             raise InputError(f"augment must be callable or a spec string, got {type(augment).__name__}")
         if self.num_classes is not None and (isinstance(self.num_classes, bool) or self.num_classes < 1):
