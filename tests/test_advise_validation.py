@@ -1,0 +1,49 @@
+"""experiments/advise_vs_truth.py: advise's verdicts beside the ground truth's per fold, contradictions flagged
+(better against worse, either way), folds not run yet listed."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("advise_vs_truth", ROOT / "experiments" / "advise_vs_truth.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+
+
+def test_contradictions_are_flagged_and_missing_folds_listed(tmp_path):
+    arms = [
+        {"name": "proposed", "verdict": "better", "n": 6, "delta": -0.01},
+        {"name": "gated", "verdict": "unresolved", "n": 6, "delta": 0.004},
+        {"name": "weighted-equal-time", "verdict": "worse", "n": 6, "delta": 0.02},
+    ]
+    truth = {
+        "equal_compute": {
+            "A": {
+                "proposed": {"verdict": "worse", "n": 8, "mean": 0.01},
+                "gated": {"verdict": "better", "n": 8, "mean": -0.01},
+                "weighted-equal-time": {"verdict": "worse", "n": 8, "mean": 0.03},
+            }
+        }
+    }
+    _write(tmp_path / "folds" / "theo" / "advice.json", {"arms": arms})
+    _write(tmp_path / "truth" / "theo" / "summary.json", truth)
+    _write(tmp_path / "truth" / "lucas" / "summary.json", truth)
+    assert load_script().main(["--root", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "validation.json").read_text())
+    assert saved["lucas"] is None  # no advice there yet
+    assert [row["contradicts"] for row in saved["theo"]] == [True, False, False]  # unresolved contradicts nothing
+    text = (tmp_path / "validation.md").read_text()
+    assert "| lucas | - | not run yet" in text and "contradictions: 1 of 3" in text
