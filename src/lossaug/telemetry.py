@@ -63,6 +63,11 @@ def _percent(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2%}"
 
 
+def _validation(record: dict[str, Any]) -> str:
+    """``val err 12.50% | `` when the epoch was validated (--val-fraction), else nothing."""
+    return f"val err {record['val_error']:.2%} | " if "val_error" in record else ""
+
+
 class Progress(Callback):
     """Console progress through a ``Reporter``: a bar per epoch and one summary line after it."""
 
@@ -79,7 +84,7 @@ class Progress(Callback):
     def on_epoch(self, record: dict[str, Any]) -> None:
         self.reporter.finish(
             f"epoch {record['epoch']}/{self.epochs} train loss {record['train_loss']:.4f} "
-            f"err {record['train_error']:.2%} | test err {_percent(record['test_error'])} | "
+            f"err {record['train_error']:.2%} | {_validation(record)}test err {_percent(record['test_error'])} | "
             f"{record['seconds']:.1f}s {record['images_per_second']:.0f} img/s | entropy {record['entropy']:.3f}"
         )
 
