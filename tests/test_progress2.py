@@ -54,3 +54,24 @@ def test_a_log_gets_plain_lines_and_no_bar():
     reporter.advance(5, "run ETA 00:10")
     reporter.finish("epoch 1/2 done")
     assert stream.getvalue() == "epoch 1/2 done\n"
+
+
+def test_compare_says_run_k_of_n_with_an_eta(monkeypatch):
+    from types import SimpleNamespace
+
+    from lossaug.compare.progress import PlanClock
+
+    def spec(epochs, finished=False, stop_at=None, branch_from=None):
+        config = SimpleNamespace(epochs=epochs, stop_at=stop_at, branch_from=branch_from)
+        return SimpleNamespace(config=config, finished=finished, out="x")
+
+    clock_times = iter([0.0, 0.0, 0.0, 10.0, 10.0])  # init, start 1, start 2, done 2, start 3
+    monkeypatch.setattr("lossaug.compare.progress.time.perf_counter", lambda: next(clock_times))
+    specs = [spec(10, finished=True), spec(10), spec(10, stop_at=0.5), spec(10, branch_from="trunk")]
+    clock = PlanClock(specs, branch_at=0.5)  # type: ignore[arg-type]
+    assert clock.start(0) == "[run 1 of 4]"  # nothing timed yet: no ETA
+    clock.done(0)  # found finished: teaches nothing
+    assert clock.start(1) == "[run 2 of 4]"
+    clock.done(1)  # 10 epochs in 10 s
+    # left: this trunk's 5 epochs and the branch's 5, at 1 s each
+    assert clock.start(2) == "[run 3 of 4, ETA 10 s for the rest]"
