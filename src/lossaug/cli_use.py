@@ -9,6 +9,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lossaug.use import TrainedRun
 
 __all__ = ["add_use_commands", "cmd_evaluate", "cmd_export", "cmd_predict"]
 
@@ -56,10 +60,23 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=cmd_export)
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from lossaug.use import load_trained, predict
+def _load(run_dir: str) -> TrainedRun:
+    """``load_trained(run_dir)``, saying in one line on stderr when it is the run's best-validation checkpoint."""
+    from lossaug.use import load_trained
+    from lossaug.validation import BEST
 
-    result = predict(load_trained(args.run_dir), args.paths, top=args.top)
+    run = load_trained(run_dir)
+    if run.checkpoint.name == BEST and Path(run_dir).is_dir():
+        last = run.run_dir / "checkpoint.pt"
+        note = f"using {run.checkpoint} (--keep best: the best validation epoch); give {last} for the last epoch's"
+        print(f"lossaug: {note}", file=sys.stderr)
+    return run
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from lossaug.use import predict
+
+    result = predict(_load(args.run_dir), args.paths, top=args.top)
     for failure in result.failed:
         print(f"lossaug: {failure.reason}", file=sys.stderr)  # each names its file
     if args.json:
@@ -73,9 +90,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from lossaug.plots import MatplotlibMissing, figure_path
-    from lossaug.use import evaluate_run, load_trained, plot_confusion
+    from lossaug.use import evaluate_run, plot_confusion
 
-    run = load_trained(args.run_dir)
+    run = _load(args.run_dir)
     out = figure_path(Path(args.out), "confusion.png") if args.out else run.run_dir / "confusion.png"
     evaluation = evaluate_run(run, args.data)
     title = f"{run.config.model} ({run.run_dir.name}) on {args.data}"
@@ -100,9 +117,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from lossaug.use import export_run, load_trained
+    from lossaug.use import export_run
 
-    exported = export_run(load_trained(args.run_dir), args.out)
+    exported = export_run(_load(args.run_dir), args.out)
     inputs = exported.metadata["takes"]
     print(f"wrote {exported.path} (takes {inputs}; returns logits) and {exported.metadata_path}")
     return 0

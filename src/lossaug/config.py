@@ -21,6 +21,7 @@ from lossaug.errors import InputError
 from lossaug.models import MODELS, RECIPES, check_model_fits_data, check_model_name
 from lossaug.selection import BN_MODES, SCORES, check_score_fraction
 from lossaug.user_model import FACTORY_FORM
+from lossaug.validation import check_validation_options
 
 METHODS = ("baseline", "proposed", "maxup", "weighted")
 SETTINGS = ("A", "B", "C")
@@ -55,6 +56,15 @@ _BALANCE_HELP = (
     "each example once per epoch)"
 )
 
+_VAL_FRACTION_HELP = (
+    "hold this fraction of each class's training examples out for validation (stratified, seeded by --split-seed; "
+    "recorded): validation error per epoch, for --keep best and --patience"
+)
+_KEEP_HELP = (
+    "best: also keep the best-validation epoch's checkpoint as OUT/best.pt, which predict, evaluate and export "
+    "then use (needs --val-fraction)"
+)
+
 
 def _opt(default: Any, help: str, **metadata: Any) -> Any:
     return field(default=default, metadata={"help": help, **metadata})
@@ -86,11 +96,14 @@ class TrainConfig:
         None, "keep only these classes (comma-separated names, e.g. 'cat,dog'), labelled in the data set's order"
     )
     test_fraction: float | None = _opt(None, _TEST_FRACTION_HELP)
-    split_seed: int = _opt(0, "seed of the --test-fraction split (apart from --seed: every seed tests on one set)")
+    split_seed: int = _opt(
+        0, "seed of the --test-fraction and --val-fraction splits (apart from --seed: one split for every seed)"
+    )
     skip_bad: bool = _opt(False, _SKIP_BAD_HELP)
     balance: bool = _opt(False, _BALANCE_HELP)
     verify: bool = _opt(True, "check the official md5 of CIFAR archives (--no-verify skips it; recorded in config)")
     allow_data_change: bool = _opt(False, "resume even if the data differ from the checkpoint's (fingerprint)")
+    val_fraction: float | None = _opt(None, _VAL_FRACTION_HELP)
     # model
     model: str = _opt(
         "preact_resnet18",
@@ -177,6 +190,8 @@ class TrainConfig:
     tensorboard: str = _opt(
         "off", "also log per-epoch metrics to OUT/tensorboard (needs the tensorboard package)", choices=("off", "on")
     )
+    keep: str = _opt("last", _KEEP_HELP, choices=("last", "best"))
+    patience: int | None = _opt(None, "stop early after this many epochs without a better validation error")
 
     def resolved_temperature(self) -> float:
         if self.method == "baseline":
@@ -251,7 +266,8 @@ def _check_transfer(config: TrainConfig) -> None:
 def _check_folder_options(config: TrainConfig) -> None:
     """--test-fraction, --split-seed and --skip-bad: in range, and for folder data only."""
     check_folder_options(config.test_fraction, config.split_seed)
-    folder_options = config.test_fraction is not None or config.skip_bad or config.split_seed
+    split_seed = config.split_seed and config.val_fraction is None  # the validation split uses it on any data
+    folder_options = config.test_fraction is not None or config.skip_bad or split_seed
     if folder_options and not source_for(config.dataset).folder:
         where = f"folder and audio-folder data, not {config.dataset!r}"
         raise InputError(f"test_fraction, split_seed and skip_bad apply to {where}")
@@ -311,6 +327,7 @@ def validate_config(config: TrainConfig) -> None:
     if not 0 <= config.select_from < 1:
         raise InputError(f"select_from must be in [0, 1), got {config.select_from}")
     _check_cheap_modes(config)
+    check_validation_options(config)
     check_model_name(config.model)
     check_model_fits_data(config.model, data_kind(config.dataset), config.dataset)
     if config.proxy_model is not None:

@@ -14,12 +14,13 @@ from lossaug.progress import Reporter
 from lossaug.telemetry import Callback
 
 __all__ = [
-    "DROPPED_FRACTION_WARNING", "MIN_STEPS_PER_EPOCH", "EtaNote", "format_duration", "small_data_warnings",
-    "suggested_batch_size",
+    "DROPPED_FRACTION_WARNING", "MIN_STEPS_PER_EPOCH", "SLOW_ETA_SECONDS", "EtaNote", "format_duration",
+    "small_data_warnings", "suggested_batch_size",
 ]  # fmt: skip
 
 DROPPED_FRACTION_WARNING = 0.10  # warn when the dropped last partial batch is more than this share of the data
 MIN_STEPS_PER_EPOCH = 10  # fewer steps per epoch: the schedule and BatchNorm statistics get very few updates
+SLOW_ETA_SECONDS = 600  # a longer ETA gets the hint to the small-data recipe; a 9 s run does not need it
 
 
 def small_data_warnings(num_train: int, images_per_step: int, noun: str = "images") -> list[str]:
@@ -91,7 +92,8 @@ class EtaNote(Callback):
         eta = remaining * per_epoch
         end = time.strftime("%H:%M", time.localtime(time.time() + eta))
         plural = "" if remaining == 1 else "s"
+        hint = "; too slow? see the README's recipe for small data" if eta > SLOW_ETA_SECONDS else ""
         self.reporter.log(
             f"ETA: about {format_duration(eta)} of training for the remaining {remaining} epoch{plural} at "
-            f"{format_duration(per_epoch)} each (done near {end}); too slow? see the README's recipe for small data"
+            f"{format_duration(per_epoch)} each (done near {end}){hint}"
         )

@@ -26,12 +26,14 @@ class TrainingInterrupted(Exception):
 
 
 class Stop(enum.Enum):
-    """Why the training loop stops after a step or an epoch: not at all, at a trunk's end, or on a signal
-    (SIGTERM/SIGINT: the checkpoint is written, the loop raises ``TrainingInterrupted``)."""
+    """Why the training loop stops after a step or an epoch: not at all, at a trunk's end, on a signal
+    (SIGTERM/SIGINT: the checkpoint is written, the loop raises ``TrainingInterrupted``), or early (``--patience``
+    epochs without a better validation error)."""
 
     NONE = "none"
     TRUNK_END = "trunk end"
     SIGNAL = "signal"
+    EARLY = "early stop"
 
 
 STOP_SYNC_STEPS = 8  # under torch.distributed: steps between the ranks' agreements on a stop signal

@@ -19,6 +19,7 @@ from lossaug.errors import InputError
 from lossaug.models import check_image_size
 from lossaug.seeds import stream_seed
 from lossaug.step import autocast_for
+from lossaug.validation import split_validation
 
 Log = Callable[[str], None]
 
@@ -97,6 +98,8 @@ class PlacedData:
     classes: tuple[str, ...] = ()  # label i means classes[i]
     sample_rate: int | None = None  # Hz, audio only: what the audio network's front end is built for
     notes: dict[str, Any] = field(default_factory=dict)  # how the data were read (TrainData.notes): split, skipped
+    val_images: Tensor | None = None  # the validation examples held out of the training data (--val-fraction)
+    val_labels: Tensor | None = None
 
     @property
     def in_channels(self) -> int:
@@ -137,6 +140,13 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
     if config.train_size is not None:
         keep = balanced_subset(train_labels, config.train_size, dataset.num_classes)
         train_images, train_labels = train_images[keep], train_labels[keep]
+    val = None  # (images, labels, record) held out of the (subset of the) training data, before its statistics
+    if config.val_fraction is not None:
+        held = split_validation(train_labels, dataset.classes, config.val_fraction, config.split_seed)
+        if log is not None:
+            log(held.summary())
+        val = (train_images[held.val_rows], train_labels[held.val_rows], held.record)
+        train_images, train_labels = train_images[held.train_rows], train_labels[held.train_rows]
     if len(train_labels) < config.batch_size:
         raise InputError(f"batch_size {config.batch_size} exceeds the {len(train_labels)} training images")
     # Waveforms: Normalized hands the model int16 samples scaled to [-1, 1] (mean 0, std 32768 on the 0-255 scale).
@@ -152,10 +162,11 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
         t = t.contiguous().to(placement)
         return t.pin_memory() if pin else t
 
+    notes = {**dataset.notes(), **({"validation": val[2]} if val else {})}
     return PlacedData(
         place(train_images), train_labels.to(device), place(test.inputs), test.labels.to(device),
         dataset.num_classes, mean, std, on_device, dataset.kind, dataset.classes, dataset.sample_rate,
-        dataset.notes(),
+        notes, val_images=place(val[0]) if val else None, val_labels=val[1].to(device) if val else None,
     )  # fmt: skip
 
 

@@ -75,7 +75,8 @@ def _save(plt, fig, path: Path, title: str) -> Path:
 
 def plot_curves(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "") -> Path | None:
     """Write a PNG with test error against epoch and against wall-clock seconds, and training loss against epoch,
-    one line per run in ``runs`` (label -> per-epoch records). None, with a warning, without matplotlib."""
+    one line per run in ``runs`` (label -> per-epoch records); a run with a validation split also gets its
+    validation error against epoch, dashed. None, with a warning, without matplotlib."""
     plt = _pyplot_or_skip(path)
     if plt is None:
         return None
@@ -84,13 +85,16 @@ def plot_curves(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
         epochs = [r["epoch"] for r in records]
         clock = [r["elapsed_seconds"] for r in records]
         errors = [100 * r["test_error"] if not math.isnan(r["test_error"]) else math.nan for r in records]
-        axes[0].plot(epochs, errors, marker=".", label=label)
+        (line,) = axes[0].plot(epochs, errors, marker=".", label=label)
+        if any("val_error" in r for r in records):  # --val-fraction: dashed, in the run's colour
+            val = [100 * r.get("val_error", math.nan) for r in records]
+            axes[0].plot(epochs, val, linestyle="--", marker=".", color=line.get_color(), label=f"{label} validation")
         axes[1].plot(clock, errors, marker=".", label=label)
         axes[2].plot(epochs, [r["train_loss"] for r in records], marker=".", label=label)
     for ax, xlabel, ylabel in zip(
         axes,
         ("epoch", "training wall-clock (s)", "epoch"),
-        ("test error (%)", "test error (%)", "training loss (chosen inputs)"),
+        ("test error (%) (validation dashed)", "test error (%)", "training loss (chosen inputs)"),
         strict=True,
     ):
         ax.set_xlabel(xlabel)

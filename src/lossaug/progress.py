@@ -18,7 +18,8 @@ class Reporter(Protocol):
     def log(self, line: str) -> None: ...
 
 
-def _duration(seconds: float) -> str:
+def format_eta(seconds: float) -> str:
+    """``mm:ss``, or ``h:mm:ss`` from an hour: how the bar shows times."""
     seconds = int(max(seconds, 0))
     return (
         f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -54,7 +55,7 @@ class ConsoleReporter:
             bar = "#" * filled + "." * (24 - filled)
             self.stream.write(
                 f"\r{self.title} |{bar}| {self.done}/{self.total} {rate:.1f} {self.unit}/s "
-                f"ETA {_duration(eta)} {info}\x1b[K"
+                f"ETA {format_eta(eta)} {info}\x1b[K"
             )
             self.stream.flush()
 

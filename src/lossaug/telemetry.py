@@ -7,13 +7,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lossaug.config import RunResult
 from lossaug.metadata import write_json
-from lossaug.progress import Reporter
+from lossaug.progress import Reporter, format_eta
 from lossaug.selection import Selection
 
 
@@ -63,23 +64,39 @@ def _percent(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2%}"
 
 
+def _validation(record: dict[str, Any]) -> str:
+    """``val err 12.50% | `` when the epoch was validated (--val-fraction), else nothing."""
+    return f"val err {record['val_error']:.2%} | " if "val_error" in record else ""
+
+
 class Progress(Callback):
-    """Console progress through a ``Reporter``: a bar per epoch and one summary line after it."""
+    """Console progress through a ``Reporter``: a bar per epoch (with the whole run's ETA, from the steps this
+    process has timed) and one summary line after it."""
 
     def __init__(self, reporter: Reporter, epochs: int, steps_per_epoch: int, batch_size: int):
         self.reporter, self.epochs, self.steps, self.batch = reporter, epochs, steps_per_epoch, batch_size
+        self.timed_steps, self.timed_seconds, self.clock = 0, 0.0, time.perf_counter()
 
     def on_epoch_start(self, epoch: int, done_steps: int) -> None:
         self.reporter.start(f"epoch {epoch + 1}/{self.epochs}", self.steps * self.batch)
         self.reporter.advance(done_steps * self.batch)
+        self.clock = time.perf_counter()  # evaluation and checkpoints between epochs are not step time
 
     def on_step(self, global_step: int, selection: Selection) -> None:
-        self.reporter.advance(self.batch)
+        now = time.perf_counter()
+        self.timed_steps, self.timed_seconds, self.clock = (
+            self.timed_steps + 1,
+            self.timed_seconds + now - self.clock,
+            now,
+        )
+        remaining = self.epochs * self.steps - global_step
+        run_eta = remaining * self.timed_seconds / self.timed_steps
+        self.reporter.advance(self.batch, f"run ETA {format_eta(run_eta)}")
 
     def on_epoch(self, record: dict[str, Any]) -> None:
         self.reporter.finish(
             f"epoch {record['epoch']}/{self.epochs} train loss {record['train_loss']:.4f} "
-            f"err {record['train_error']:.2%} | test err {_percent(record['test_error'])} | "
+            f"err {record['train_error']:.2%} | {_validation(record)}test err {_percent(record['test_error'])} | "
             f"{record['seconds']:.1f}s {record['images_per_second']:.0f} img/s | entropy {record['entropy']:.3f}"
         )
 

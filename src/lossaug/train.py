@@ -42,9 +42,9 @@ from lossaug.method import (
     cosine_lr,
     method_for,
     reapply_hyperparameters,
+    run_augment_spec,
     scoring_chunk,
     selects_at,
-    setting_spec,
 )
 from lossaug.models import Normalized, build_classifier, check_classifier_output, check_state_fits
 from lossaug.origin import check_restorable, config_differences, run_origin, run_schedule, step_ratio
@@ -67,6 +67,7 @@ from lossaug.selection import Selection
 from lossaug.state import EpochStats, Learner, RunState, Streams, remember_losses
 from lossaug.step import StepOutput, state_is_finite, train_step, training_loss
 from lossaug.telemetry import Callback, MetricsFile, Progress, StepHook, TensorBoardLog, epoch_record, write_final
+from lossaug.validation import Validation
 
 __all__ = [
     "DEVICES", "METHODS", "PRESETS", "SETTINGS", "NonFiniteError", "RunResult", "TrainConfig", "TrainingInterrupted",
@@ -126,7 +127,7 @@ def _train(config: TrainConfig, reporter: Reporter | None, on_step, resume: bool
                 stop = run.end_epoch()
             if stop is Stop.SIGNAL:
                 raise run.interrupted()
-            if stop is Stop.TRUNK_END:
+            if stop is not Stop.NONE:  # a trunk's end, or early stopping
                 break
     return run.result()
 
@@ -182,6 +183,7 @@ class _Run:
         self.stop_step = math.ceil(stop_at * self.schedule.total_steps) if stop_at is not None else None
         self.signal, self.clock = StopRequest(), time.perf_counter()
         self.last_checkpoint: Path | None = None
+        self.validation = Validation.for_run(config, data.val_images, data.val_labels, self.device)
         self.metadata = self._metadata(origin)
         remove_run_files(list(replaced))  # --overwrite: the old run goes only now that this one is set up
         noun = "clips" if audio else "images"  # the run is set up: now the advice for small data, if any
@@ -269,7 +271,7 @@ class _Run:
         resolved = {"score_chunk": scoring_chunk(self.config, self.device),
                     "num_candidates": self.config.candidates_per_image(), "steps_per_epoch": self.steps_per_epoch,
                     "schedule": dataclasses.asdict(self.schedule), "stop_step": self.stop_step,
-                    "augment": self._augment_spec(),
+                    "augment": run_augment_spec(self.config, self.data.kind == "audio", self.image_side),
                     "inputs": self.data.input_spec(),  # what the network takes (predict, export)
                     "classes": list(self.data.classes), **self.data.notes,  # split made, files skipped
                     "data_path": str(Path(self.config.data).absolute()) if self.config.data else None}  # fmt: skip
@@ -281,14 +283,6 @@ class _Run:
         if origin == "branch":
             metadata["branched_from"] = {"run_dir": self.config.branch_from, "global_step": self.state.global_step}
         return metadata
-
-    def _augment_spec(self) -> str:
-        """The augmentation this run uses, as a spec (a setting resolved at the data's scale)."""
-        if self.data.kind == "audio":
-            from lossaug.audio import AUDIO_SETTINGS
-
-            return self.config.augment or AUDIO_SETTINGS[self.config.setting]
-        return setting_spec(self.config, self.image_side)
 
     def _callbacks(self, on_step) -> list[Callback]:
         callbacks: list[Callback] = []
@@ -404,25 +398,29 @@ class _Run:
         self._lap()
         state.run_seconds += state.epoch_seconds
         totals = self.stats.totals(self.world)
-        evaluated = state.epoch + 1 == config.epochs or (state.epoch + 1) % config.eval_every == 0
+        val = self.validation.measure(self.model.model, state.metrics)  # the test set is never used to choose
+        evaluated = val.stop or state.epoch + 1 == config.epochs or (state.epoch + 1) % config.eval_every == 0
         if evaluated:
             data = self.data
             state.test_error, state.test_loss = evaluate(self.model.model, data.test_images, data.test_labels,
                                                          self.device)  # fmt: skip
-        record = epoch_record(
+        record = {**epoch_record(
             state.epoch + 1, totals, test=(state.test_error, state.test_loss) if evaluated else None,
             lr=self.model.optimizer.param_groups[0]["lr"], seconds=state.epoch_seconds, elapsed=state.run_seconds,
             images_per_epoch=self.steps_per_epoch * config.images_per_step(),
             num_candidates=config.candidates_per_image(), nonfinite_steps=self.stats.nonfinite_steps,
-        )  # fmt: skip
+        ), **val.record}  # fmt: skip
         state.metrics.append(record)
         state.epoch, state.step, state.permutation = state.epoch + 1, 0, None
         for callback in self.callbacks:
             callback.on_epoch(record)
         self.last_checkpoint = self.save()
+        self.validation.keep_if_best(state.metrics, self.last_checkpoint if self.writes else None)
         self.signal.signum = self.world.agree_on_stop(self.signal.signum, self.device)
         if state.global_step == self.stop_step:
             return Stop.TRUNK_END
+        if val.stop:  # the run is over: a signal now changes nothing
+            return Stop.EARLY
         if self.signal.signum and state.epoch < config.epochs:
             return Stop.SIGNAL
         return Stop.NONE
@@ -495,5 +493,6 @@ class _Run:
             return result
         assert counts is not None, "final_due: counted above"
         extra: dict[str, Any] = {k: metadata[k] for k in ("world_size", "rank_parameter_checksums") if k in metadata}
+        extra.update(self.validation.summary(state.metrics))  # why it stopped, its best epoch
         write_final(self.out_dir, result, {**extra, "per_class_test_error": per_class_errors(counts, data.classes)})
         return result

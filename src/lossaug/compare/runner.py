@@ -13,6 +13,7 @@ from lossaug.compare.config import CompareConfig, check_arm_epochs, validate_com
 from lossaug.compare.costs import ratio_values, resolve_costs
 from lossaug.compare.frontier import write_frontier
 from lossaug.compare.plan import RunSpec, plan
+from lossaug.compare.progress import PlanClock
 from lossaug.compare.report import check_commits, summarize, summary_markdown, write_forest
 from lossaug.config import RENAMED, TrainConfig
 from lossaug.errors import InputError
@@ -140,15 +141,18 @@ def run_compare(config: CompareConfig, reporter: Reporter | None = None) -> dict
         check_arm_epochs(config, ratios)
     results: dict[str, dict[str, dict[int, dict]]] = {}
     trunks: list[dict] = []
-    for spec in plan(config, ratio_values(costs)):
+    specs = plan(config, ratio_values(costs))
+    clock = PlanClock(specs, config.branch_at)
+    for index, spec in enumerate(specs):
         arms = results.setdefault(spec.setting, {})
-        _log(reporter, _describe(spec, config.branch_at))
+        _log(reporter, f"{_describe(spec, config.branch_at)} {clock.start(index)}")
         if spec.arm is None:
             trunks.append(_run(spec, reporter))
         else:
             assert spec.config is not None, f"{spec.out}: planned before its cost ratio was known"
             trunk = spec.config.branch_from
             arms.setdefault(spec.arm, {})[spec.seed] = _run(spec, reporter, None if trunk is None else Path(trunk))
+        clock.done(index)
     summary = summarize(config, results, costs, trunks)
     write_json(summary, out / "summary.json")
     write_text(summary_markdown(summary), out / "summary.md")

@@ -18,7 +18,7 @@ from lossaug.data.trees import UNSPLIT, Tree
 from lossaug.data.types import File
 from lossaug.errors import InputError
 
-__all__ = ["check_folder_options", "resolve_split", "split_tree"]
+__all__ = ["check_folder_options", "held_out_rows", "resolve_split", "split_tree"]
 
 
 def check_folder_options(test_fraction: float | None, split_seed: int) -> None:
@@ -40,6 +40,13 @@ def _class_seed(seed: int, name: str) -> int:
 def _test_count(count: int, test_fraction: float) -> int:
     """Test files of a class of ``count``: the fraction rounded, at least 1, leaving at least 1 to train on."""
     return min(count - 1, max(1, math.floor(test_fraction * count + 0.5)))
+
+
+def held_out_rows(count: int, fraction: float, seed: int, name: str) -> torch.Tensor:
+    """Positions ``(k,)`` among a class's ``count`` members that a split holds out: the first
+    ``round(fraction * count)`` (at least 1, at most ``count - 1``) of a permutation seeded by ``seed`` and ``name``."""
+    generator = torch.Generator().manual_seed(_class_seed(seed, name))
+    return torch.randperm(count, generator=generator)[: _test_count(count, fraction)]
 
 
 @dataclass(frozen=True)
@@ -89,9 +96,7 @@ def split_tree(tree: Tree, test_fraction: float, seed: int, where: str) -> tuple
         files: list[File] = tree[UNSPLIT][name]
         if len(files) < 2:
             raise InputError(f"{where}: class {name!r} has {len(files)} file; splitting off a test set needs 2 or more")
-        generator = torch.Generator().manual_seed(_class_seed(seed, name))
-        order = torch.randperm(len(files), generator=generator)
-        test_rows = set(order[: _test_count(len(files), test_fraction)].tolist())
+        test_rows = set(held_out_rows(len(files), test_fraction, seed, name).tolist())
         out["train"][name] = [f for i, f in enumerate(files) if i not in test_rows]
         out["test"][name] = [f for i, f in enumerate(files) if i in test_rows]
         for f in out["test"][name]:

@@ -19,6 +19,7 @@ from lossaug.data import Kind, load_for
 from lossaug.errors import InputError
 from lossaug.models import build_classifier, check_state_fits
 from lossaug.show import _checkpoint_payload, find_data, run_sample_rate
+from lossaug.validation import kept_checkpoint
 
 __all__ = ["InputSpec", "TrainedRun", "load_trained"]
 
@@ -97,7 +98,7 @@ def load_trained(run_dir: str | Path) -> TrainedRun:
     """The trained model of ``run_dir`` (a run directory, or one of its checkpoint files), ready to predict.
 
     Raises ``FileNotFoundError`` for a missing path and ``InputError`` for a folder that holds no lossaug run."""
-    path, payload = _checkpoint_payload(Path(run_dir))
+    path, payload = _checkpoint_payload(kept_checkpoint(Path(run_dir)))  # best.pt when --keep best kept one
     missing = [key for key in ("model", "config", "num_classes") if key not in payload]
     if missing:
         raise InputError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
