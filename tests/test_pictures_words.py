@@ -138,3 +138,68 @@ def test_report_entropy_axis_is_fixed_not_autoscaled_to_noise(tmp_path, monkeypa
     assert entropy_axis.get_ylim() == ENTROPY_AXIS == (0.0, 1.05)
     assert "axis fixed to [0, 1]" in entropy_axis.get_ylabel()
     assert entropy_axis.get_legend_handles_labels()[1] == ["baseline A seed 0 (3 ep)"]
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_section(heading: str) -> str:
+    text = README.read_text()
+    start = text.index(heading)
+    return text[start : text.index("\n### ", start + 1)]
+
+
+def _train_commands(section: str) -> list[list[str]]:
+    """The ``lossaug train`` commands of a section's bash blocks, continuation lines joined, comments dropped."""
+    import re
+    import shlex
+
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", section, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:2] == ["lossaug", "train"]:
+                commands.append(words[2:])
+    return commands
+
+
+def test_the_small_data_recipe_does_not_trigger_the_step_count_warning():
+    from lossaug.cli import build_parser
+    from lossaug.cli_config import config_from_args
+    from lossaug.guards import small_data_warnings
+
+    commands = _train_commands(_readme_section("### A few hundred images or clips on a CPU"))
+    assert len(commands) == 2, "README lost its small-data recipe"
+    for options in commands:
+        config = config_from_args(build_parser().parse_args(["train", *options]))
+        for num_train in range(160, 2001):  # "a few hundred" and up: the README says from 160
+            assert small_data_warnings(num_train, config.images_per_step()) == [], (options, num_train)
+
+
+def _option_help(command: str, option: str) -> str:
+    import argparse
+
+    from lossaug.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return next(a for a in commands[command]._actions if option in a.option_strings).help
+
+
+def test_out_help_says_what_the_cli_writes_without_it():
+    import re
+
+    from lossaug.cli import build_parser
+    from lossaug.cli_config import config_from_args
+
+    assert "write nothing" not in _option_help("train", "--out")
+    assert "(default: runs/<YYYYmmdd-HHMMSS>-<dataset>-<method>)" in _option_help("train", "--out")
+    config = config_from_args(build_parser().parse_args(["train", "--method", "baseline"]))
+    assert re.fullmatch(r"runs/\d{8}-\d{6}-mini-baseline", config.out)
+    assert "required without --protocol" in _option_help("compare", "--out")
+    assert "(default: runs/advise)" in _option_help("advise", "--out")
+
+
+def test_no_verify_help_says_what_the_flag_does():
+    text = _option_help("train", "--no-verify")
+    assert text.startswith("skip the md5 check of CIFAR archives") and "--no-verify skips" not in text
