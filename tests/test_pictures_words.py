@@ -203,3 +203,15 @@ def test_out_help_says_what_the_cli_writes_without_it():
 def test_no_verify_help_says_what_the_flag_does():
     text = _option_help("train", "--no-verify")
     assert text.startswith("skip the md5 check of CIFAR archives") and "--no-verify skips" not in text
+
+
+def test_data_md_names_load_datasets_audio_keywords_as_they_exist():
+    import inspect
+
+    from lossaug.data import load_dataset
+
+    text = (README.parent / "docs" / "DATA.md").read_text()
+    bullet = text[text.index("- **Python API.**") :].split("\n- ")[0]
+    parameters = inspect.signature(load_dataset).parameters
+    for keyword in ("sample_rate", "clip_seconds", "test_speaker", "audio", "test_fraction", "split_seed", "skip_bad"):
+        assert f"`{keyword}" in bullet and keyword in parameters, keyword
