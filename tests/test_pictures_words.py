@@ -215,3 +215,37 @@ def test_data_md_names_load_datasets_audio_keywords_as_they_exist():
     parameters = inspect.signature(load_dataset).parameters
     for keyword in ("sample_rate", "clip_seconds", "test_speaker", "audio", "test_fraction", "split_seed", "skip_bad"):
         assert f"`{keyword}" in bullet and keyword in parameters, keyword
+
+
+def _import_or_skip(name: str):
+    """The module, or a clean skip where it does not import: missing, or installed for another torch (its
+    compiled operators then fail to load with a RuntimeError or similar rather than an ImportError)."""
+    try:
+        return pytest.importorskip(name, exc_type=ImportError)
+    except (RuntimeError, AttributeError, OSError) as error:
+        pytest.skip(f"{name} does not import beside torch {torch.__version__}: {type(error).__name__}: {error}")
+
+
+def test_readme_pretrained_backbone_example_builds_through_model(tmp_path, monkeypatch):
+    import re
+
+    torchvision = _import_or_skip("torchvision")
+    from lossaug.user_model import build_factory_model
+
+    section = _readme_section("### Fine-tune your own model")
+    block = re.search(r"<!-- pretrained-backbone-example[^>]*-->\s*```python\n(.*?)```", section, re.S)
+    assert block is not None, "README lost its pre-trained backbone example"
+    models = [c[c.index("--model") + 1] for c in _train_commands(section) if "--model" in c]
+    name = next(m for m in models if m.startswith("backbones:"))
+    (tmp_path / "backbones.py").write_text(block.group(1))
+    # No download in a test: the weights file is put where torch.hub caches it, holding a fresh ResNet-18's weights.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = build_factory_model(name, num_classes=3, in_channels=3, width=None)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    assert torch.equal(model.conv1.weight, torch.load(cached)["conv1.weight"])  # the weights were loaded
