@@ -87,6 +87,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=cmd_train)
 
 
+COMPARE_OUT_HELP = (
+    "the comparison's directory (required without --protocol): a run directory per setting, arm and seed, and the "
+    "summary; re-running with the same DIR skips finished runs and resumes interrupted ones"
+)
+
+
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "compare",
@@ -155,7 +161,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", metavar="FILE.toml", help="read shared train options from a TOML file")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
-    add_config_options(parser)
+    add_config_options(parser, out_help=COMPARE_OUT_HELP)
     parser.set_defaults(func=cmd_compare)
 
 

@@ -82,9 +82,10 @@ def option_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
+def add_config_options(parser: argparse.ArgumentParser, out_help: str | None = None) -> None:
     """One option per ``TrainConfig`` field, defaults suppressed so that only typed options override. A bool
-    field is a flag: ``--name`` when it defaults to False, ``--no-name`` when it defaults to True."""
+    field is a flag: ``--name`` when it defaults to False, ``--no-name`` when it defaults to True. ``out_help``
+    replaces ``--out``'s help in a command whose ``--out`` is not one run's directory (compare, advise)."""
     for f in dataclasses.fields(TrainConfig):
         if f.type in (bool, "bool"):
             flag = option_flag(f.name) if not f.default else "--no-" + f.name.replace("_", "-")
@@ -92,7 +93,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=f.metadata["help"])
             continue
         choices = f.metadata.get("choices")
-        default = f.default if f.default is not None else "none"
+        # What the CLI does when the option is not typed, where that differs from the field's default (--out).
+        default = f.metadata.get("cli_default", f.default if f.default is not None else "none")
         parser.add_argument(
             f.metadata.get("option", option_flag(f.name)),
             dest=f.name,
@@ -100,7 +102,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             choices=choices,
             default=argparse.SUPPRESS,
             metavar="{" + ",".join(choices) + "}" if choices else f.metadata.get("option_metavar", f.name.upper()),
-            help=f"{f.metadata['help']} (default: {default})",
+            help=out_help if f.name == "out" and out_help else f"{f.metadata['help']} (default: {default})",
         )
 
 

@@ -101,7 +101,11 @@ class TrainConfig:
     )
     skip_bad: bool = _opt(False, _SKIP_BAD_HELP)
     balance: bool = _opt(False, _BALANCE_HELP)
-    verify: bool = _opt(True, "check the official md5 of CIFAR archives (--no-verify skips it; recorded in config)")
+    verify: bool = _opt(
+        True,
+        "skip the md5 check of CIFAR archives (downloaded, cached or given) against the official sums, e.g. for a "
+        "repacked archive; recorded in config.json. Other data have no official sums",
+    )
     allow_data_change: bool = _opt(False, "resume even if the data differ from the checkpoint's (fingerprint)")
     val_fraction: float | None = _opt(None, _VAL_FRACTION_HELP)
     # model
@@ -186,7 +190,11 @@ class TrainConfig:
         choices=NONFINITE,
     )
     max_nonfinite: int = _opt(20, "with skip: stop with an error after this many non-finite steps in a row")
-    out: str | None = _opt(None, "run directory for config, metrics, checkpoint and plots (None: write nothing)")
+    out: str | None = _opt(
+        None,
+        "run directory for config, metrics, checkpoint and plots (Python API: None writes nothing)",
+        cli_default="runs/<YYYYmmdd-HHMMSS>-<dataset>-<method>",
+    )
     tensorboard: str = _opt(
         "off", "also log per-epoch metrics to OUT/tensorboard (needs the tensorboard package)", choices=("off", "on")
     )

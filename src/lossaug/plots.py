@@ -23,6 +23,7 @@ class MatplotlibMissing(InputError, ImportError):
 
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg")  # what matplotlib's Agg, PDF and SVG backends always write
+ENTROPY_AXIS = (0.0, 1.05)  # report's relative-entropy panel: its range [0, 1] and room for a line at 1
 # What lossaug report reads from every metrics.jsonl record (chosen_score_ratio is None where nothing was scored).
 REPORT_FIELDS = {"test_error": NUMBER, "elapsed_seconds": NUMBER, "entropy": NUMBER, "uniform_entropy": NUMBER,
                  "chosen_score_ratio": (*NUMBER, NONE)}  # fmt: skip
@@ -126,7 +127,7 @@ def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
     labels: tuple[tuple[Any, str, str], ...] = (
         (axes[0, 0], "epoch", "test error (%)"),
         (axes[0, 1], "training wall-clock (s)", "test error (%)"),
-        (axes[1, 0], "epoch", "entropy of selection probs ÷ log M (1 = uniform)"),
+        (axes[1, 0], "epoch", "entropy of selection probs ÷ log M\n(1 = uniform; axis fixed to [0, 1])"),
         (axes[1, 1], "epoch", "chosen score ÷ mean candidate score"),
     )
     if gated:
@@ -138,6 +139,8 @@ def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+    # Entropy ÷ log M lies in [0, 1]: a fixed axis keeps a flat 0.999 from being autoscaled into noise.
+    axes[1, 0].set_ylim(*ENTROPY_AXIS)
     axes[0, 0].legend(fontsize="small")
     return _save(plt, fig, Path(path), title)
 
@@ -178,7 +181,8 @@ def read_run(directory: Path) -> tuple[str, list[dict]]:
 
     Epochs without a test evaluation (per the run's ``eval_every``) get a NaN test error, also for runs written
     before such epochs were recorded as NaN. The label names the compare arm when the run sits in one (e.g.
-    ``baseline-equal-time``), else the method.
+    ``baseline-equal-time``), else the method (``baseline trunk`` for a trunk), and the epochs the run ran:
+    ``(30 ep)``, or ``(15 of 30 ep)`` for a trunk or an interrupted run.
     """
     import json
 
@@ -202,4 +206,8 @@ def read_run(directory: Path) -> tuple[str, list[dict]]:
         if record["epoch"] % every and record["epoch"] != last:
             record["test_error"] = record["test_loss"] = math.nan
     arm = directory.parent.name if directory.parent.name.startswith(method) else method
-    return f"{arm} {setting} seed {seed} ({last} ep)", records
+    if (directory / "trunk.json").is_file():  # a trunk stops early on purpose (--branch-at)
+        arm = f"{method} trunk"
+    ran = max(record["epoch"] for record in records)  # a trunk or an interrupted run stops short of its plan
+    epochs = f"{ran} ep" if ran == last else f"{ran} of {last} ep"
+    return f"{arm} {setting} seed {seed} ({epochs})", records

@@ -24,11 +24,11 @@ from lossaug.errors import InputError
 from lossaug.method import method_for
 from lossaug.models import build_classifier, check_classifier_output, check_state_fits
 from lossaug.seeds import stream_seed
-from lossaug.selection import score_candidates, selection_probs
+from lossaug.selection import LossAwareAugment, score_candidates, selection_probs
 
 __all__ = [
-    "CandidateGrid", "LoadedRun", "find_data", "load_run", "plot_candidates", "run_sample_rate", "score_examples",
-    "show_candidates",
+    "CandidateGrid", "LoadedRun", "candidate_figure", "find_data", "load_run", "mixed_candidates", "plot_candidates",
+    "run_sample_rate", "score_examples", "show_candidates",
 ]  # fmt: skip
 
 # The baseline trains with a uniform choice (temperature inf), which would show every probability as 1/M.
@@ -72,6 +72,7 @@ class CandidateGrid:
     kind: Kind = "image"
     sample_rate: int | None = None  # Hz, audio: the rate of the clips (their spectrograms are drawn at it)
     candidate_targets: Tensor | None = None
+    own_fraction: Tensor | None = None  # (N,M) with candidate_targets: the share of each tile that is its own image
 
 
 def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
@@ -169,10 +170,11 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
                         audio_rate=(run.sample_rate or DEFAULT_SAMPLE_RATE) if audio else None, image_side=side,
                         num_classes=len(run.classes))  # fmt: skip
     augment_generator = torch.Generator().manual_seed(stream_seed(seed, "show-augment"))
-    candidate_targets = None
+    candidate_targets = own_fraction = None
     if method.mixes_targets:  # mixup/cutmix: each candidate carries its own soft target, scored against it
-        candidates, candidate_targets = method.candidates(images, num_candidates=num_candidates,
-                                                          generator=augment_generator, targets=targets)  # fmt: skip
+        candidates, candidate_targets, own_fraction = mixed_candidates(
+            method, images, targets, num_candidates, augment_generator
+        )
     else:
         candidates = method.candidates(images, num_candidates=num_candidates, generator=augment_generator)
     scoring = method.scoring
@@ -191,8 +193,42 @@ def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4,
         note = (f"gated run: only the {config.score_fraction:g} of each batch with the highest last loss was scored; "
                 "the others trained on their first candidate")  # fmt: skip
     probs = selection_probs(scores, temperature, config.uniform_mix)
-    return CandidateGrid(candidates, targets, scores, probs, temperature, note, run.kind, run.sample_rate,
-                         candidate_targets)  # fmt: skip
+    return CandidateGrid(
+        candidates,
+        targets,
+        scores,
+        probs,
+        temperature,
+        note,
+        run.kind,
+        run.sample_rate,
+        candidate_targets,
+        own_fraction,
+    )
+
+
+def mixed_candidates(
+    method: LossAwareAugment, images: Tensor, targets: Tensor, num_candidates: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(candidates (N,M,...), targets (N,M,K), own_fraction (N,M))`` of ``images (N,...)`` with class
+    ``targets (N,)``: the draws of ``method.candidates(images, num_candidates=M, targets=targets)``, made as one
+    ``(N*M,...)`` batch of M = 1 (the same call on the same rows). Each row's target also carries a one-hot column
+    of its own, which the mixing weighs like the classes: its weight is the row's own share (CutMix: 1 - the pasted
+    area), also when the partner is of the same class and the class part stays one-hot."""
+    count = len(images) * num_candidates
+    soft = method.soft_targets(targets).repeat_interleave(num_candidates, dim=0)
+    rows = torch.eye(count, dtype=soft.dtype, device=soft.device)
+    flat = images.repeat_interleave(num_candidates, dim=0)
+    made = method.candidates(flat, num_candidates=1, generator=generator, targets=torch.cat([soft, rows], dim=1))
+    mixed = made.targets[:, 0]  # (N*M, K + N*M)
+    num_classes = soft.shape[1]
+    candidates = made.candidates.view(len(images), num_candidates, *made.candidates.shape[2:])
+    own = mixed[:, num_classes:].diagonal()
+    return (
+        candidates,
+        mixed[:, :num_classes].reshape(len(images), num_candidates, num_classes),
+        own.reshape(len(images), num_candidates),
+    )
 
 
 def log_mel_of(clips: Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Tensor:
@@ -208,56 +244,114 @@ def log_mel_of(clips: Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Tensor:
 
 
 def tile_label(grid: CandidateGrid, classes: tuple[str, ...], row: int, column: int) -> str:
-    """A tile's class line: the true class, or for a mixed candidate both classes and lam (the weight of the
-    image's own content, corrected to the pasted area for CutMix), e.g. ``"dog + cat, lam 0.63"``."""
+    """A tile's class line: the true class, or for a mixed candidate both classes and lam (the share of the tile
+    that is the image's own: for CutMix 1 - the pasted area), e.g. ``"dog + cat, lam 0.63"``; a partner of the same
+    class reads ``"dog + dog, lam 0.63"``."""
     if grid.candidate_targets is None:
         return classes[int(grid.targets[row])]
     target = grid.candidate_targets[row, column]
     own = int(grid.targets[row])
-    lam = float(target[own])
+    lam = float(target[own] if grid.own_fraction is None else grid.own_fraction[row, column])
     rest = target.clone()
     rest[own] = -1.0
     other = int(rest.argmax())
-    if lam >= 1.0 - 1e-6 or float(target[other]) <= 0:  # mixed with an image of its own class, or not at all
+    if lam >= 1.0 - 1e-6:  # nothing pasted or mixed in (the partner was the candidate itself, or an empty box)
         return f"{classes[own]}, lam {lam:.2f}"
-    return f"{classes[own]} + {classes[other]}, lam {lam:.2f}"
+    partner = own if float(target[other]) <= 0 else other  # all of its class weight: a partner of the same class
+    return f"{classes[own]} + {classes[partner]}, lam {lam:.2f}"
 
 
-def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *, title: str = "") -> Path:
-    """Write a PNG: one row per image (or clip: its candidates as log-mel spectrograms), one column per candidate,
-    each tile titled with the true class, its score and probability; the most probable candidate of each row is
-    titled in red."""
+# The most probable candidate of each row is framed and titled in this colour; the figure's legend says so.
+BEST_COLOR = "tab:red"
+BEST_LEGEND = "red frame and title: the most probable candidate of its row (p: its selection probability)"
+SPECTROGRAM_UNITS = "log mel power (natural log; full scale 1)"
+
+
+def candidate_figure(grid: CandidateGrid, classes: tuple[str, ...], *, title: str = ""):
+    """The figure ``plot_candidates`` writes: one row per image (or clip: its candidates as log-mel spectrograms,
+    time in seconds across, frequency upwards, one colour bar for all), one column per candidate, each tile titled
+    with ``tile_label``, its score and probability; the most probable candidate of each row framed and titled in
+    red, which a legend below says."""
     from lossaug.plots import _pyplot
 
-    plt = _pyplot()
+    plt = _pyplot()  # first: a missing matplotlib is one line
+    from matplotlib.patches import Patch
+
     num_images, num_candidates = grid.scores.shape
+    audio = grid.kind == "audio"
     fig, axes = plt.subplots(
-        num_images, num_candidates, figsize=(1.9 * num_candidates, 2.1 * num_images + 0.6), squeeze=False
+        num_images,
+        num_candidates,
+        squeeze=False,
+        layout="constrained",
+        figsize=(1.9 * num_candidates + (1.2 if audio else 0), 2.1 * num_images + 1.0),
     )
     best = grid.probs.argmax(dim=1)
-    audio = grid.kind == "audio"
-    spectrograms = log_mel_of(grid.candidates, grid.sample_rate or DEFAULT_SAMPLE_RATE) if audio else None
+    rate = grid.sample_rate or DEFAULT_SAMPLE_RATE
+    spectrograms = log_mel_of(grid.candidates, rate) if audio else None
     for row in range(num_images):
         for column in range(num_candidates):
-            name = tile_label(grid, classes, row, column)
             ax = axes[row, column]
-            if spectrograms is not None:  # frequency upwards, time to the right
-                ax.imshow(spectrograms[row, column].numpy(), origin="lower", aspect="auto", cmap="magma")
+            if spectrograms is not None:
+                drawn = _draw_spectrogram(ax, spectrograms, (row, column), rate, grid.candidates.shape[-1])
             else:
                 image = grid.candidates[row, column].permute(1, 2, 0).numpy()
                 gray = image.shape[2] == 1
                 ax.imshow(image[:, :, 0] if gray else image, cmap="gray" if gray else None)
-            ax.set_xticks([])
-            ax.set_yticks([])
+                ax.set_xticks([])
+                ax.set_yticks([])
+            chosen = column == int(best[row])
             score, prob = float(grid.scores[row, column]), float(grid.probs[row, column])
             ax.set_title(
-                f"{name}\nscore {score:.3f}  p {prob:.2f}",
+                f"{tile_label(grid, classes, row, column)}\nscore {score:.3f}  p {prob:.2f}",
                 fontsize=8,
-                color="tab:red" if column == int(best[row]) else "black",
+                color=BEST_COLOR if chosen else "black",
             )
-    heading = title + (f"\n{grid.note}" if grid.note else f"  (temperature {grid.temperature:g})")
-    fig.suptitle(heading, fontsize=9)
-    fig.tight_layout()
+            for spine in ax.spines.values() if chosen else ():
+                spine.set_edgecolor(BEST_COLOR)
+                spine.set_linewidth(3)
+    if spectrograms is not None:
+        for ax in axes[-1]:
+            ax.set_xlabel("time (s)", fontsize=8)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("frequency (kHz, mel scale)", fontsize=8)
+        fig.colorbar(drawn, ax=axes, shrink=0.8).set_label(SPECTROGRAM_UNITS, fontsize=8)
+    frame = Patch(facecolor="none", edgecolor=BEST_COLOR, linewidth=3, label=BEST_LEGEND)
+    fig.legend(handles=[frame], loc="outside lower center", fontsize=8, frameon=False)
+    fig.suptitle(title + (f"\n{grid.note}" if grid.note else f"  (temperature {grid.temperature:g})"), fontsize=9)
+    return fig
+
+
+def _draw_spectrogram(ax, spectrograms: Tensor, tile: tuple[int, int], sample_rate: int, length: int):
+    """Draw ``spectrograms[tile]`` (of ``spectrograms (N,M,n_mels,frames)``, clips of ``length`` samples at
+    ``sample_rate`` Hz) into ``ax``: time in seconds across, mel channels upwards with their centre frequencies;
+    every tile on one colour scale. Returns the image for the colour bar."""
+    from lossaug.audio.model import mel_edges_hz
+
+    n_mels = spectrograms.shape[2]
+    seconds = length / sample_rate
+    drawn = ax.imshow(
+        spectrograms[tile].numpy(),
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        extent=(0.0, seconds, 0.0, n_mels),
+        vmin=float(spectrograms.min()),
+        vmax=float(spectrograms.max()),
+    )
+    centres = mel_edges_hz(n_mels, sample_rate)[1:-1]  # channel k is centred on edge k + 1
+    channels = (0, n_mels // 2, n_mels - 1)
+    ax.set_yticks([k + 0.5 for k in channels], [f"{float(centres[k]) / 1000:.1f}" for k in channels], fontsize=6)
+    ax.set_xticks([0.0, seconds], ["0", f"{seconds:.2g}"], fontsize=6)
+    return drawn
+
+
+def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *, title: str = "") -> Path:
+    """Write ``candidate_figure(grid, classes, title=title)`` as a PNG (or any format matplotlib writes)."""
+    from lossaug.plots import _pyplot
+
+    plt = _pyplot()
+    fig = candidate_figure(grid, classes, title=title)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

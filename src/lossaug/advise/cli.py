@@ -23,6 +23,12 @@ DESCRIPTION = (
 )
 
 
+ADVISE_OUT_HELP = (
+    "the advice's folder: its runs, advice.md, advice.json and frontier.png; the same command again continues "
+    "(default: runs/advise)"
+)
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -88,7 +94,7 @@ def add_advise_command(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", metavar="FILE.toml", help="read train options from a TOML file")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
-    add_config_options(parser)  # --out among them: the advice's folder (default: runs/advise)
+    add_config_options(parser, out_help=ADVISE_OUT_HELP)
     parser.set_defaults(func=cmd_advise)
 
 
