@@ -129,7 +129,12 @@ def cmd_advise(args: argparse.Namespace) -> int:
         cost_ratio=args.cost_ratio,
         cost_ratios=args.cost_ratios or {},
     )
-    advice = run_advise(config, reporter=_reporter())
+    from lossaug.train import NonFiniteError, TrainingInterrupted
+
+    try:
+        advice = run_advise(config, reporter=_reporter())
+    except (NonFiniteError, TrainingInterrupted) as stop:  # during calibration, or a seed's run diverged
+        return stop_exit_code(stop, "run the same advise command again to continue where it stopped")
     print(advice_markdown(advice.record))
     print(f"advice: {Path(out) / 'advice.md'}, advice.json, frontier.png", file=sys.stderr)
     if advice.interrupted is not None:
