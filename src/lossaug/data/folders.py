@@ -73,7 +73,9 @@ def _decode_images(images: Sequence[File], image_size: int | None) -> np.ndarray
     out = np.empty((len(arrays), height, width, channels), dtype=np.uint8)
     for i, array in enumerate(arrays):
         out[i] = array if array.ndim == 3 else array[..., None]  # gray -> RGB repeats the one channel
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    # copy(), not ascontiguousarray: for C=1 the latter keeps the transposed strides (HW,1,W,1), which convolutions
+    # take as channels-last and round differently from the (HW,HW,W,1) of the same images read from the cache.
+    return out.transpose(0, 3, 1, 2).copy()
 
 
 def _decode_tree(name: str, tree: Tree, image_size: int | None, where: str, log: Log) -> ImageDataset:
