@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lossaug.cli import main
 from lossaug.models import build_classifier
 from lossaug.pipeline import prepare_data
 from lossaug.train import TrainConfig, train
@@ -76,7 +77,8 @@ def test_nothing_scored_and_weighted_one_candidate_equal_the_baseline_bit_for_bi
     config = _identity_configs(kind, tmp_path)
     baseline = train(TrainConfig(**config, method="baseline"))
     gated = TrainConfig(**config, method="proposed", score_fraction=0.01)  # round(0.01 * B) = 0 rows
-    assert_same_run(train(gated), baseline)
+    with pytest.warns(UserWarning, match="scores no image"):
+        assert_same_run(train(gated), baseline)
     assert_same_run(train(TrainConfig(**config, method="weighted", num_candidates=1)), baseline)
 
 
@@ -89,3 +91,30 @@ def test_decoded_and_cached_grayscale_data_give_the_same_logits(tmp_path):
     with torch.no_grad():
         for name in ("train_images", "test_images"):
             assert torch.equal(net.eval()(getattr(decoded, name)), net(getattr(cached, name))), name
+
+
+# ---------------------------------------------------------------- item 17 (train part), item 25: warnings
+
+TINY_CLI = ["train", "--dataset", "mini", "--train-size", "64", "--model", "cnn", "--width", "4", "--epochs", "1",
+            "--batch-size", "16", "--device", "cpu"]  # fmt: skip
+
+
+def warning_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("lossaug: warning:")]
+
+
+def test_a_gate_that_scores_no_image_warns_that_the_run_is_the_baseline(tmp_path, capsys):
+    assert main([*TINY_CLI, "--score-fraction", "0.01", "--out", str(tmp_path / "none")]) == 0
+    said = [line for line in warning_lines(capsys) if "--score-fraction" in line]
+    assert len(said) == 1 and "scores no image at 16 images per step" in said[0] and "is the baseline" in said[0]
+    assert main([*TINY_CLI, "--score-fraction", "0.1", "--out", str(tmp_path / "two")]) == 0  # round(1.6) = 2 rows
+    assert not [line for line in warning_lines(capsys) if "--score-fraction" in line]
+
+
+def test_one_class_data_warns_naming_the_class(tmp_path, capsys):
+    root = gray_tree(tmp_path / "digits", classes=1)
+    argv = ["train", "--dataset", "folder", "--data", str(root), "--model", "cnn", "--width", "4", "--epochs", "1",
+            "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    said = [line for line in warning_lines(capsys) if "one class" in line]
+    assert len(said) == 1 and "'c0'" in said[0] and "0% by construction" in said[0], said
