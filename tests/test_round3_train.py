@@ -2,6 +2,7 @@
 methods with a different number of images per step, the weighted mode's scoring options, enormous counts, the
 mixing spec's alpha, and the warnings for runs that are not what they look like (nothing scored, one class)."""
 
+import dataclasses
 import wave
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from lossaug.cli import main
+from lossaug.errors import InputError
 from lossaug.models import build_classifier
 from lossaug.pipeline import prepare_data
 from lossaug.train import TrainConfig, train
@@ -118,3 +120,35 @@ def test_one_class_data_warns_naming_the_class(tmp_path, capsys):
     assert main(argv) == 0
     said = [line for line in warning_lines(capsys) if "one class" in line]
     assert len(said) == 1 and "'c0'" in said[0] and "0% by construction" in said[0], said
+
+
+# ---------------------------------------------------------------- item 10: resuming across images per step
+
+# 128 images: batch 32 is 4 steps per epoch, weighted (M = 4) 16 steps of 8 images.
+RESUMABLE = dict(dataset="mini", train_size=128, model="cnn", width=4, epochs=2, batch_size=32, lr=0.05, device="cpu")
+
+
+@pytest.mark.parametrize("first, then", [("weighted", "proposed"), ("proposed", "weighted"), ("weighted", "baseline")])
+def test_resuming_with_other_images_per_step_is_refused_naming_both_methods(tmp_path, capsys, first, then):
+    out = tmp_path / "run"
+    train(TrainConfig(**{**RESUMABLE, "epochs": 1}, method=first, out=str(out)))
+    argv = ["train", "--resume", str(out), "--epochs", "2", "--method", then]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"--method {first}" in lines[0] and f"--method {then}" in lines[0], lines
+    assert "images per step" in lines[0]
+
+
+def test_resuming_a_weighted_run_stopped_mid_epoch_as_proposed_is_refused(tmp_path):
+    config = TrainConfig(**RESUMABLE, method="weighted", checkpoint_every=3, out=str(tmp_path / "run"))
+    with pytest.raises(KeyboardInterrupt):
+        train(config, on_step=lambda step, _selection: _crash_at(step, 7))  # checkpoint at step 6 of epoch 1
+    with pytest.raises(InputError, match="images per step") as refused:
+        train(dataclasses.replace(config, method="proposed"), resume=True)
+    assert "--method weighted --candidates 4" in str(refused.value) and "--method proposed" in str(refused.value)
+    assert len(train(config, resume=True).metrics) == 2  # as it was trained: resumes
+
+
+def _crash_at(step: int, at: int) -> None:
+    if step == at:
+        raise KeyboardInterrupt
