@@ -152,3 +152,21 @@ def test_resuming_a_weighted_run_stopped_mid_epoch_as_proposed_is_refused(tmp_pa
 def _crash_at(step: int, at: int) -> None:
     if step == at:
         raise KeyboardInterrupt
+
+
+# ---------------------------------------------------------------- item 16: the weighted mode's scoring options
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (["--score", "error"], "--score error"),
+        (["--bn", "batch"], "--bn batch"),
+        (["--score-chunk", "8"], "--score-chunk 8"),
+    ],
+)
+def test_weighted_refuses_the_scoring_options_it_cannot_honour(tmp_path, capsys, options, named):
+    assert main([*TINY_CLI, "--method", "weighted", *options, "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "method weighted" in lines[0], lines
+    assert not (tmp_path / "run").exists()
