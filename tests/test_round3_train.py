@@ -170,3 +170,45 @@ def test_weighted_refuses_the_scoring_options_it_cannot_honour(tmp_path, capsys,
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and named in lines[0] and "method weighted" in lines[0], lines
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- item 22 (train part): enormous counts
+
+HUGE = "100000000000000000000"  # 1e20
+
+
+@pytest.mark.parametrize(
+    "option, name",
+    [
+        ("--epochs", "epochs"),
+        ("--width", "width"),
+        ("--batch-size", "batch_size"),
+        ("--candidates", "num_candidates"),
+        ("--checkpoint-every", "checkpoint_every"),
+        ("--eval-every", "eval_every"),
+        ("--select-every", "select_every"),
+        ("--max-nonfinite", "max_nonfinite"),
+        ("--score-chunk", "score_chunk"),
+    ],
+)
+def test_enormous_counts_are_refused_before_training(tmp_path, capsys, option, name):
+    assert main([*TINY_CLI, option, HUGE, "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"lossaug: error: {name} must be at most"), lines
+    assert HUGE in lines[0] and not (tmp_path / "run").exists()
+
+
+def test_enormous_epochs_in_a_config_file_are_refused(tmp_path, capsys):
+    (tmp_path / "run.toml").write_text(f"epochs = {HUGE}\n")
+    argv = ["train", "--config", str(tmp_path / "run.toml"), *TINY_CLI[1:], "--out", str(tmp_path / "run")]
+    argv.remove("--epochs")
+    argv.remove("1")
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "epochs must be at most" in lines[0], lines
+
+
+@pytest.mark.parametrize("epochs", [1e20, 2.0, True])
+def test_a_count_that_is_not_an_integer_is_refused_by_the_library(epochs):
+    with pytest.raises(InputError, match="epochs must be an integer"):
+        train(TrainConfig(dataset="mini", train_size=64, model="cnn", width=4, epochs=epochs, device="cpu"))
