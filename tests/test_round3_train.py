@@ -212,3 +212,23 @@ def test_enormous_epochs_in_a_config_file_are_refused(tmp_path, capsys):
 def test_a_count_that_is_not_an_integer_is_refused_by_the_library(epochs):
     with pytest.raises(InputError, match="epochs must be an integer"):
         train(TrainConfig(dataset="mini", train_size=64, model="cnn", width=4, epochs=epochs, device="cpu"))
+
+
+# ---------------------------------------------------------------- item 25: a mixing alpha too small to sample
+
+
+@pytest.mark.parametrize("spec", ["flip,mixup:1e-320", "cutmix:1e-320", "mixup:1e-300", "cutmix:1e-7"])
+def test_a_too_small_mixing_alpha_is_refused_naming_the_spec(tmp_path, capsys, spec):
+    assert main([*TINY_CLI, "--augment", spec, "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and repr(spec) in lines[0] and "alpha must be at least" in lines[0], lines
+    assert "--lr" not in lines[0] and not (tmp_path / "run").exists()
+
+
+def test_the_smallest_mixing_alpha_samples_finite_weights():
+    from lossaug.augment.mix import MIN_ALPHA, beta_params
+
+    lam = beta_params(4096, MIN_ALPHA, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    assert lam.isfinite().all() and (lam >= 0).all() and (lam <= 1).all()
+    with pytest.raises(InputError, match="alpha must be at least"):
+        beta_params(4, 1e-320, device=torch.device("cpu"))
