@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,10 @@ BRANCH_FREE = (
     "select_every", "compile_scoring", "epochs", "out", "stop_at", "branch_from", "eval_every", "checkpoint_every",
     "on_nonfinite", "max_nonfinite", "tensorboard", "cache_dir", "data", "data_placement",
 )  # fmt: skip
+# Counts beyond these are typing mistakes, not runs: refused at validation, before anything overflows once training
+# began (an ETA past the year 9999 for --epochs 1e20, a layer of 1e20 channels).
+COUNT_LIMITS = {"epochs": 1_000_000, "width": 65_536, "proxy_width": 65_536}
+MAX_COUNT = 10**9  # every other count: batch size, candidates, steps, sizes
 # Renamed fields: a saved config (checkpoint, config.json, TOML file) may still use the old name.
 RENAMED = {"candidates": "num_candidates"}
 
@@ -253,6 +258,16 @@ def class_names(config: TrainConfig) -> tuple[str, ...] | None:
     return tuple(name.strip() for name in config.classes.split(","))
 
 
+def _check_counts(counts: dict[str, Any]) -> None:
+    """Every count an integer no larger than its ``COUNT_LIMITS`` (default ``MAX_COUNT``)."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise InputError(f"{name} must be an integer, got {value!r}")
+        limit = COUNT_LIMITS.get(name, MAX_COUNT)
+        if value > limit:
+            raise InputError(f"{name} must be at most {limit}, got {value}")
+
+
 def _check_transfer(config: TrainConfig) -> None:
     """The options of the small-domain path: --init and its companions, --classes."""
     _finite("backbone_lr_scale", config.backbone_lr_scale)
@@ -296,6 +311,13 @@ def _check_cheap_modes(config: TrainConfig) -> None:
     if config.proxy_model is not None or config.select_every != 1 or config.select_from != 0:
         raise InputError("method weighted scores every candidate in the training pass: --proxy-model, "
                          "--select-every and --select-from do not apply")  # fmt: skip
+    # No scoring pass: each candidate's weight is its training-mode loss from the training forward pass.
+    unused = {"--score": (config.score, "loss", "its weights are the candidates' losses"),
+              "--bn": (config.bn, "eval", "its weights come from the training pass, BatchNorm in training mode"),
+              "--score-chunk": (config.score_chunk, None, "the training pass holds every candidate")}  # fmt: skip
+    for option, (value, default, why) in unused.items():
+        if value != default:
+            raise InputError(f"method weighted has no scoring pass ({why}): {option} {value} does not apply")
 
 
 def validate_config(config: TrainConfig) -> None:
@@ -320,6 +342,7 @@ def validate_config(config: TrainConfig) -> None:
     for name in ("width", "image_size", "train_size", "score_chunk", "proxy_width"):
         if getattr(config, name) is not None:
             positive[name] = getattr(config, name)
+    _check_counts({**positive, "checkpoint_every": config.checkpoint_every})
     for name, value in positive.items():
         if value < 1:
             raise InputError(f"{name} must be >= 1, got {value}")

@@ -1,5 +1,7 @@
 """Guard rails for small data and slow machines: what a run on a few hundred examples should hear before it starts
-(``small_data_warnings``) and, after its first epoch, how long the rest will take (``EtaNote``).
+(``small_data_warnings``), what a run that is not the experiment it looks like should hear (``run_warnings``: it
+scores nothing, or its training data hold one class) and, after its first epoch, how long the rest will take
+(``EtaNote``).
 
 The defaults (200 epochs, batch 128) are the published CIFAR protocol; on 360 clips they give 2 steps per epoch and
 silently drop 104 clips with the last partial batch. These messages say so and what to change.
@@ -10,11 +12,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from torch import Tensor
+
+from lossaug.config import TrainConfig
 from lossaug.progress import Reporter
 from lossaug.telemetry import Callback
 
 __all__ = [
     "DROPPED_FRACTION_WARNING", "MIN_STEPS_PER_EPOCH", "SLOW_ETA_SECONDS", "EtaNote", "format_duration",
+    "run_warnings",
     "small_data_warnings", "suggested_batch_size",
 ]  # fmt: skip
 
@@ -47,6 +53,32 @@ def small_data_warnings(num_train: int, images_per_step: int, noun: str = "image
             )
         else:
             messages.append(f"{few}: too few {noun} for {MIN_STEPS_PER_EPOCH} steps; each epoch is a few noisy updates")
+    return messages
+
+
+def run_warnings(config: TrainConfig, train_labels: Tensor, classes: tuple[str, ...], kind: str,
+                 world_size: int = 1) -> list[str]:  # fmt: skip
+    """Every warning a run set up on ``train_labels (N,)`` (of ``classes``; ``kind`` "image" or "audio") hears
+    before it trains: ``small_data_warnings``, a stale-loss gate that scores no image, one training class."""
+    noun = "clips" if kind == "audio" else "images"
+    messages = small_data_warnings(len(train_labels), config.images_per_step(), noun)
+    per_process = config.images_per_step() // world_size  # the gate picks its rows in each process's share
+    gated = config.score_fraction < 1 and config.candidates_per_image() > 1 and config.method in ("proposed", "maxup")
+    if gated and round(config.score_fraction * per_process) == 0:
+        where = f"{per_process} {noun} per step" + (" per process" if world_size > 1 else "")
+        messages.append(
+            f"--score-fraction {config.score_fraction} scores no image at {where} (round({config.score_fraction} x "
+            f"{per_process}) = 0): this run is the baseline, one random candidate per image; use --score-fraction "
+            f"{1 / per_process:.3g} or more to score at least one"
+        )
+    present = train_labels.unique()
+    if len(present) == 1:
+        label = int(present[0])
+        name = classes[label] if label < len(classes) else str(label)
+        messages.append(
+            f"the training data hold one class only ({name!r}): every prediction is {name!r}, so the error is 0% by "
+            "construction and means nothing; give the data at least two classes"
+        )
     return messages
 
 

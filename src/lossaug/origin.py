@@ -40,6 +40,7 @@ def run_origin(config: TrainConfig, out_dir: Path | None, resume: bool) -> tuple
         fixed, other = config_differences(payload["config"], config)
         if fixed:
             raise CheckpointError(f"cannot resume {path} with changed {'; '.join(fixed)}")
+        _check_images_per_step(path, TrainConfig.from_dict(payload["config"]), config)
         position = payload["position"] if isinstance(payload["position"], dict) else {}
         done = position.get("epoch", 0) + (1 if position.get("step", 0) else 0)  # epochs finished or begun
         if done > config.epochs:
@@ -60,6 +61,25 @@ def run_origin(config: TrainConfig, out_dir: Path | None, resume: bool) -> tuple
     if trunk["stop_at"] is None:
         raise CheckpointError(f"cannot branch from {path}: it is not a trunk (made without stop_at)")
     return "branch", payload
+
+
+def _method_words(config: TrainConfig) -> str:
+    """``--method weighted --candidates 4`` (the candidates only where they set the images per step)."""
+    candidates = f" --candidates {config.num_candidates}" if config.method == "weighted" else ""
+    return f"--method {config.method}{candidates}"
+
+
+def _check_images_per_step(path: Path, saved: TrainConfig, config: TrainConfig) -> None:
+    """Refuse to resume with another number of images per step (weighted <-> a sampling method, or another M of
+    the weighted mode): the checkpoint's step count and position are in its own steps, so the schedule would be
+    misplaced (past its end: epochs at lr 0)."""
+    before, after = saved.images_per_step(), config.images_per_step()
+    if before != after:
+        raise CheckpointError(
+            f"cannot resume {path} with {_method_words(config)} ({after} images per step): it was trained with "
+            f"{_method_words(saved)} ({before} images per step) and counts its schedule in those steps; resume it "
+            f"with {_method_words(saved)}, or start a new run"
+        )
 
 
 def check_restorable(payload: dict, where: str, config: TrainConfig, num_classes: int, fingerprint: dict,

@@ -32,7 +32,7 @@ from lossaug.data import data_fingerprint, epoch_order
 from lossaug.distributed import World
 from lossaug.errors import InputError
 from lossaug.finetune import apply_init, read_init
-from lossaug.guards import EtaNote, small_data_warnings
+from lossaug.guards import EtaNote, run_warnings
 from lossaug.interrupts import STOP_SYNC_STEPS, NonFiniteError, Stop, StopRequest, TrainingInterrupted, stop_requests
 from lossaug.memory import check_run_memory
 from lossaug.metadata import device_name, git_commit, run_metadata, write_json, write_run_config
@@ -186,8 +186,8 @@ class _Run:
         self.validation = Validation.for_run(config, data.val_images, data.val_labels, self.device)
         self.metadata = self._metadata(origin)
         remove_run_files(list(replaced))  # --overwrite: the old run goes only now that this one is set up
-        noun = "clips" if audio else "images"  # the run is set up: now the advice for small data, if any
-        for message in small_data_warnings(len(data.train_labels), config.images_per_step(), noun):
+        # The run is set up: now the advice for small data and runs that are not what they look like, if any.
+        for message in run_warnings(config, data.train_labels, data.classes, data.kind, self.world.size):
             if self.world.leader:
                 warnings.warn(message, stacklevel=3)
         self.callbacks = self._callbacks(on_step)

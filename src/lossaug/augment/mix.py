@@ -21,6 +21,9 @@ from torch import Tensor
 from lossaug.augment.core import _check_images
 from lossaug.errors import InputError
 
+# Below this alpha every lam is 0 or 1 to float32 precision (no mixing is left), and below about 1e-306 the
+# sampler's U ** (1 / alpha) overflows its log space: lam came out NaN and the run blamed the learning rate.
+MIN_ALPHA = 1e-6
 GAMMA_PROPOSALS = 4  # Marsaglia-Tsang proposals drawn per variate at once: each is accepted with p > 0.95
 
 
@@ -49,10 +52,17 @@ def _log_gamma(shape: float, count: int, *, device: torch.device, generator=None
     return out
 
 
+def check_alpha(alpha: float, name: str) -> None:
+    """``alpha`` finite and at least ``MIN_ALPHA``; else an ``InputError`` naming the ``name`` op."""
+    if not math.isfinite(alpha) or alpha <= 0:
+        raise InputError(f"{name} alpha must be a finite number > 0, got {alpha}")
+    if alpha < MIN_ALPHA:
+        raise InputError(f"{name} alpha must be at least {MIN_ALPHA:g} (below it every lam is 0 or 1), got {alpha:g}")
+
+
 def beta_params(batch_size: int, alpha: float, *, device: torch.device, generator=None) -> Tensor:
     """``lam (B,)`` float32, each ~ Beta(``alpha``, ``alpha``): ``X / (X + Y)`` of two Gamma(alpha) variates."""
-    if not (alpha > 0 and math.isfinite(alpha)):
-        raise InputError(f"mixing alpha must be a finite number > 0, got {alpha}")
+    check_alpha(alpha, "mixing")
     logs = _log_gamma(alpha, 2 * batch_size, device=device, generator=generator)
     return torch.sigmoid(logs[:batch_size] - logs[batch_size:]).float()
 
@@ -154,8 +164,7 @@ class Mixup:
     mixes_targets: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not (self.alpha > 0 and math.isfinite(self.alpha)):
-            raise InputError(f"mixup alpha must be a finite number > 0, got {self.alpha}")
+        check_alpha(self.alpha, "mixup")
 
     def __call__(self, images: Tensor, generator=None, targets: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return mixup(images, targets, self.alpha, generator=generator)
@@ -169,8 +178,7 @@ class CutMix:
     mixes_targets: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        if not (self.alpha > 0 and math.isfinite(self.alpha)):
-            raise InputError(f"cutmix alpha must be a finite number > 0, got {self.alpha}")
+        check_alpha(self.alpha, "cutmix")
 
     def __call__(self, images: Tensor, generator=None, targets: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return cutmix(images, targets, self.alpha, generator=generator)

@@ -74,7 +74,9 @@ def _stack_images(arrays: list[np.ndarray], images: Sequence[File]) -> np.ndarra
     out = np.empty((len(arrays), height, width, channels), dtype=np.uint8)
     for i, array in enumerate(arrays):
         out[i] = array if array.ndim == 3 else array[..., None]  # gray -> RGB repeats the one channel
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    # copy(), not ascontiguousarray: for C=1 the latter keeps the transposed strides (HW,1,W,1), which convolutions
+    # take as channels-last and round differently from the (HW,HW,W,1) of the same images read from the cache.
+    return out.transpose(0, 3, 1, 2).copy()
 
 
 def _decode_tree(
