@@ -200,6 +200,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         if not getattr(args, "out", None):
             raise UsageError("lossaug compare needs --out DIR (re-running with the same DIR skips finished runs)")
+        _refuse_per_run(args)
         margin = 0.5 if args.margin is None else args.margin
         config = CompareConfig(
             base=config_from_args(args),
@@ -221,6 +222,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     frontier = ", frontier.png" if config.budgets else ""
     print(f"summary: {Path(config.out) / 'summary.md'}, summary.json, forest.png{frontier}")
     return 0
+
+
+def _refuse_per_run(args: argparse.Namespace) -> None:
+    """Refuse a typed option of a field compare sets per run, even at its default: every run would overwrite it."""
+    from lossaug.compare import PER_RUN
+
+    for name, instead in PER_RUN.items():
+        if getattr(args, name, None) is not None:
+            flag = option_flag(name)
+            raise UsageError(f"{flag} {getattr(args, name)}: compare sets {name} per run; use {instead}")
 
 
 def _record_protocol(path: Path, out: Path) -> None:

@@ -43,6 +43,7 @@ from lossaug.compare.arms import (
     sweep_candidates,
 )
 from lossaug.compare.config import (
+    PER_RUN,
     PROTOCOL_KEYS,
     CompareConfig,
     all_arms,
@@ -98,6 +99,7 @@ __all__ = [
     "COST_RATIO_FILE",
     "ENDPOINTS",
     "FRONTIER_ANALYSES",
+    "PER_RUN",
     "PROTOCOL_KEYS",
     "Analysis",
     "Arm",

@@ -18,10 +18,19 @@ from lossaug.config import SETTINGS, TrainConfig, validate_config
 from lossaug.errors import InputError
 
 __all__ = [
-    "PROTOCOL_KEYS", "CompareConfig", "all_arms", "check_arm_epochs", "config_from_protocol", "declared_ratio",
-    "validate_compare",
+    "PER_RUN", "PROTOCOL_KEYS", "CompareConfig", "all_arms", "check_arm_epochs", "config_from_protocol",
+    "declared_ratio", "validate_compare",
 ]  # fmt: skip
 
+# The TrainConfig fields compare sets per run, each with the compare option that sets them: a shared value would be
+# overwritten by every run, i.e. dropped, so it is refused naming the option to use instead.
+PER_RUN = {
+    "method": "--arms baseline,proposed (one run per arm)",
+    "setting": "--settings A,B (one run per setting)",
+    "seed": "--seeds 0,1,2 (one run per seed)",
+    "stop_at": "--branch-at F (the trunk stops there)",
+    "branch_from": "--branch-at F (every arm continues from the trunk)",
+}
 PROTOCOL_KEYS = ("out", "arms", "settings", "seeds", "branch_at", "budgets", "cost_ratio", "margin_points",
                  "allow_mixed_commits")  # fmt: skip
 
@@ -76,6 +85,17 @@ def check_arm_epochs(config: CompareConfig, ratios: Mapping[str, float]) -> None
                              "cost ratio")  # fmt: skip
 
 
+def _check_per_run(config: CompareConfig) -> None:
+    """Refuse a shared value of a field compare sets per run (``PER_RUN``): a default, or a setting or seed that is
+    among the comparison's own (a protocol's ``[train]`` may repeat its one setting), is what the runs use anyway."""
+    defaults = TrainConfig()
+    runs = {"setting": config.settings, "seed": config.seeds}
+    for name, instead in PER_RUN.items():
+        value = getattr(config.base, name)
+        if value != getattr(defaults, name) and value not in runs.get(name, ()):
+            raise InputError(f"compare sets {name} per run (use {instead}), got {name}={value!r}")
+
+
 def validate_compare(config: CompareConfig) -> None:
     if Path(config.out).exists() and not Path(config.out).is_dir():
         raise InputError(f"compare out {config.out} exists and is not a directory")
@@ -115,9 +135,7 @@ def validate_compare(config: CompareConfig) -> None:
         raise InputError(f"margin must be in (0, 1) as a fraction (0.005 = 0.5 points), got {config.margin}")
     if config.branch_at > 0 and not {"stop_at", "branch_from"} <= {f.name for f in dataclasses.fields(TrainConfig)}:
         raise InputError(f"branch_at {config.branch_at} needs a training loop with stop_at and branch_from")
-    for name in ("stop_at", "branch_from"):
-        if getattr(config.base, name, None) is not None:
-            raise InputError(f"compare sets {name} per run (use branch_at), got {name}={getattr(config.base, name)!r}")
+    _check_per_run(config)
     validate_config(config.base)
     declared = {kind: ratio for kind in ("proposed", *config.cost_ratios)
                 if (ratio := declared_ratio(config, kind)) is not None}  # fmt: skip

@@ -1,0 +1,48 @@
+"""Issue 31's compare items: no silently wrong experiment (options dropped, runs of other data counted, budgets
+that cannot bracket an arm, a branch with no epoch after it) and no verdict the data cannot carry (zero spread,
+unresolved break-even, arms near chance), impossible values in run files and enormous numbers refused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from lossaug.cli import main
+from lossaug.compare import CompareConfig, validate_compare
+from lossaug.config import TrainConfig
+from lossaug.errors import InputError
+
+BASE = TrainConfig(dataset="mini", train_size=64, model="cnn", width=2, epochs=2, batch_size=32, lr=0.05,
+                   device="cpu", out=None)  # fmt: skip
+TINY = ["--dataset", "mini", "--train-size", "64", "--model", "cnn", "--width", "2", "--device", "cpu"]
+
+
+# ---------------------------------------------------------------- 1: options compare sets per run
+
+
+@pytest.mark.parametrize(
+    "typed, instead",
+    [(["--setting", "C"], "--settings"), (["--seed", "3"], "--seeds"), (["--method", "maxup"], "--arms"),
+     (["--setting", "A"], "--settings")],
+)  # fmt: skip
+def test_compare_refuses_a_train_option_it_sets_per_run(typed, instead, tmp_path, capsys):
+    code = main(["compare", "--out", str(tmp_path / "c"), "--cost-ratio", "2", "--epochs", "2", *TINY, *typed])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert typed[0] in err and instead in err
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("field, value", [("setting", "C"), ("seed", 3), ("method", "maxup")])
+def test_compare_refuses_a_shared_value_of_a_field_set_per_run(field, value, tmp_path):
+    """As from a --config file or a library call: the runs would overwrite it."""
+    config = CompareConfig(base=dataclasses.replace(BASE, **{field: value}), out=str(tmp_path), cost_ratio=2.0)
+    with pytest.raises(InputError, match=f"compare sets {field} per run"):
+        validate_compare(config)
+
+
+def test_a_shared_setting_or_seed_among_the_comparisons_own_is_allowed(tmp_path):
+    """A protocol's [train] may repeat its one setting (frontier-transfer-C: setting = "C", settings = ["C"])."""
+    base = dataclasses.replace(BASE, setting="C", seed=1)
+    validate_compare(CompareConfig(base=base, out=str(tmp_path), settings=("C",), seeds=(1, 2), cost_ratio=2.0))
