@@ -5,6 +5,7 @@ unresolved break-even, arms near chance), impossible values in run files and eno
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -46,3 +47,37 @@ def test_a_shared_setting_or_seed_among_the_comparisons_own_is_allowed(tmp_path)
     """A protocol's [train] may repeat its one setting (frontier-transfer-C: setting = "C", settings = ["C"])."""
     base = dataclasses.replace(BASE, setting="C", seed=1)
     validate_compare(CompareConfig(base=base, out=str(tmp_path), settings=("C",), seeds=(1, 2), cost_ratio=2.0))
+
+
+# ---------------------------------------------------------------- 3: no verdict from a zero sample sd
+
+
+def _runs(errors, examples=None, classes=None):
+    extra = {k: v for k, v in (("test_examples", examples), ("num_classes", classes)) if v is not None}
+    return {seed: {"test_error": error, "train_error": 0.01, "seconds": 10.0, "epochs": 2, "device": "cpu",
+                   "git_commit": "c0ffee", "git_dirty": False, "dir": f"runs/seed-{seed}", **extra}
+            for seed, error in errors.items()}  # fmt: skip
+
+
+def test_a_zero_sample_sd_gives_no_interval_and_no_verdict():
+    from lossaug.compare.stats import paired_difference, verdict
+
+    same = paired_difference([2 / 76, 2 / 76])
+    assert same.sd == 0 and math.isnan(same.half_width)
+    assert verdict(same.mean, same.half_width, 0.005) == "unresolved"
+
+
+def test_summary_says_why_a_zero_spread_endpoint_is_unresolved_and_states_the_granularity():
+    from lossaug.compare import summarize, summary_markdown
+
+    baseline = {0: 30 / 76, 1: 28 / 76}
+    proposed = {seed: error + 2 / 76 for seed, error in baseline.items()}  # +2.63 points on both seeds
+    results = {"A": {"baseline": _runs(baseline, 76, 10), "proposed": _runs(proposed, 76, 10)}}
+    config = CompareConfig(base=BASE, out="x", arms=("baseline", "proposed"), seeds=(0, 1), cost_ratio=2.0)
+    summary = summarize(config, results, {"A": {"value": 2.0, "source": "declared"}})
+    endpoint = summary["endpoints"]["A"]["proposed - baseline"]
+    assert endpoint["verdict"] == "unresolved" and endpoint["no_spread"] and endpoint["seeds_needed"] is None
+    markdown = summary_markdown(summary)
+    assert "| +2.63 ± - | [-, -] | 0.00 | unresolved (no spread) |" in markdown
+    assert "too coarse to resolve this at this n (76 test examples: one example = 1.32 points)" in markdown
+    assert "Test set: 76 test examples: one example = 1.32 points." in markdown

@@ -495,5 +495,6 @@ class _Run:
             return result
         assert counts is not None, "final_due: counted above"
         extra: dict[str, Any] = {k: metadata[k] for k in ("world_size", "rank_parameter_checksums") if k in metadata}
+        extra.update(test_examples=int(counts.sum()), num_classes=data.num_classes)  # granularity and chance
         write_final(self.out_dir, result, {**extra, "per_class_test_error": per_class_errors(counts, data.classes)})
         return result

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lossaug.compare import stats
-from lossaug.compare.analyses import Analysis, Finished, ForestRow, PairedEndpoints
+from lossaug.compare.analyses import Analysis, Finished, ForestRow, PairedEndpoints, granularity, test_set
 from lossaug.compare.arms import arm_named
 from lossaug.compare.config import CompareConfig, all_arms
 from lossaug.compare.costs import by_kind, ratio_values
@@ -40,9 +40,10 @@ ANALYSES: tuple[Analysis, ...] = (PairedEndpoints(), *FRONTIER_ANALYSES)
 
 
 def mean_interval(values: Sequence[float]) -> dict:
-    """n, mean, sample std and the 95% t-interval half-width of ``values``."""
+    """n, mean, sample std and the 95% t-interval half-width of ``values`` (0 for a sample sd of 0: a row, not a
+    verdict; the baseline's own difference to itself is 0 ± 0)."""
     summary = stats.paired_difference(values)
-    return {"n": summary.n, "mean": summary.mean, "std": summary.sd, "ci95": summary.half_width}
+    return {"n": summary.n, "mean": summary.mean, "std": summary.sd, "ci95": stats.half_width(summary.sd, summary.n)}
 
 
 def check_commits(runs: Sequence[Mapping[str, Any]], allow_mixed: bool) -> dict:
@@ -111,6 +112,7 @@ def summarize(
         "arms": list(all_arms(config)),
         "seeds": list(config.seeds),
         "settings": {setting: arm_rows(finished, setting) for setting in results},
+        "test_sets": {setting: test_set(arms) for setting, arms in results.items()},
         **{
             analysis.key: {setting: analysis.compute(finished, setting) for setting in results} for analysis in ANALYSES
         },
@@ -221,6 +223,13 @@ def _arm_table(rows: Mapping[str, dict]) -> list[str]:
     return lines
 
 
+def _test_set_lines(tested: Mapping[str, int | None]) -> list[str]:
+    """The test set's granularity, where the runs record it (summaries of older runs read as they did)."""
+    if not tested.get("examples"):
+        return []
+    return ["", f"Test set: {granularity(tested['examples'])}."]
+
+
 def summary_markdown(summary: dict) -> str:
     """The summary as Markdown: the design and each analysis' legend, then per setting each analysis' section
     (the endpoints table first) and the per-arm table."""
@@ -251,4 +260,5 @@ def summary_markdown(summary: dict) -> str:
         for analysis in ANALYSES:
             lines += analysis.markdown(summary, setting)
         lines += _arm_table(rows)
+        lines += _test_set_lines(summary.get("test_sets", {}).get(setting, {}))
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ __all__ = ["read_result", "run_compare"]
 
 # What a summary reads from a run's files (runfiles checks each, naming a broken file in one line).
 FINAL_FIELDS = {"test_error": NUMBER, "train_error": NUMBER, "seconds": NUMBER, "epochs": INT, "device": (str,)}
+FINAL_OPTIONAL = {"test_examples": INT, "num_classes": INT, "per_class_test_error": (dict,)}  # absent from older runs
 CONFIG_FIELDS = {"config": (dict,)}
 PROVENANCE_FIELDS = {"git_commit": (str, NONE), "git_dirty": (bool, NONE)}  # absent from runs of older versions
 
@@ -48,7 +49,7 @@ def read_result(directory: Path, trunk: Path | None = None) -> dict:
     that to the method; ``seconds_total`` keeps the plain sum. A run branched from ``trunk`` counts the trunk's
     epochs at the trunk's median and its own later epochs at its own."""
     directory = Path(directory)
-    final = read_json(directory / "final.json", FINAL_FIELDS)
+    final = read_json(directory / "final.json", FINAL_FIELDS, FINAL_OPTIONAL)
     meta = _run_config(directory)
     own = _epoch_seconds(directory)
     if not own or own[-1][0] != final["epochs"]:
