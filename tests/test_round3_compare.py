@@ -14,8 +14,9 @@ from lossaug.compare import CompareConfig, validate_compare
 from lossaug.config import TrainConfig
 from lossaug.errors import InputError
 
-BASE = TrainConfig(dataset="mini", train_size=64, model="cnn", width=2, epochs=2, batch_size=32, lr=0.05,
-                   device="cpu", out=None)  # fmt: skip
+BASE = TrainConfig(
+    dataset="mini", train_size=64, model="cnn", width=2, epochs=2, batch_size=32, lr=0.05, device="cpu", out=None
+)
 TINY = ["--dataset", "mini", "--train-size", "64", "--model", "cnn", "--width", "2", "--device", "cpu"]
 
 
@@ -24,9 +25,13 @@ TINY = ["--dataset", "mini", "--train-size", "64", "--model", "cnn", "--width", 
 
 @pytest.mark.parametrize(
     "typed, instead",
-    [(["--setting", "C"], "--settings"), (["--seed", "3"], "--seeds"), (["--method", "maxup"], "--arms"),
-     (["--setting", "A"], "--settings")],
-)  # fmt: skip
+    [
+        (["--setting", "C"], "--settings"),
+        (["--seed", "3"], "--seeds"),
+        (["--method", "maxup"], "--arms"),
+        (["--setting", "A"], "--settings"),
+    ],
+)
 def test_compare_refuses_a_train_option_it_sets_per_run(typed, instead, tmp_path, capsys):
     code = main(["compare", "--out", str(tmp_path / "c"), "--cost-ratio", "2", "--epochs", "2", *TINY, *typed])
     err = capsys.readouterr().err.strip()
@@ -54,9 +59,20 @@ def test_a_shared_setting_or_seed_among_the_comparisons_own_is_allowed(tmp_path)
 
 def _runs(errors, examples=None, classes=None):
     extra = {k: v for k, v in (("test_examples", examples), ("num_classes", classes)) if v is not None}
-    return {seed: {"test_error": error, "train_error": 0.01, "seconds": 10.0, "epochs": 2, "device": "cpu",
-                   "git_commit": "c0ffee", "git_dirty": False, "dir": f"runs/seed-{seed}", **extra}
-            for seed, error in errors.items()}  # fmt: skip
+    return {
+        seed: {
+            "test_error": error,
+            "train_error": 0.01,
+            "seconds": 10.0,
+            "epochs": 2,
+            "device": "cpu",
+            "git_commit": "c0ffee",
+            "git_dirty": False,
+            "dir": f"runs/seed-{seed}",
+            **extra,
+        }
+        for seed, error in errors.items()
+    }
 
 
 def test_a_zero_sample_sd_gives_no_interval_and_no_verdict():
@@ -81,3 +97,40 @@ def test_summary_says_why_a_zero_spread_endpoint_is_unresolved_and_states_the_gr
     assert "| +2.63 ± - | [-, -] | 0.00 | unresolved (no spread) |" in markdown
     assert "too coarse to resolve this at this n (76 test examples: one example = 1.32 points)" in markdown
     assert "Test set: 76 test examples: one example = 1.32 points." in markdown
+
+
+# ---------------------------------------------------------------- 4: break-even pays only on a resolved gain
+
+
+def _frontier_summary(x2_offset: float, proposed_offsets: tuple[float, ...]):
+    from lossaug.compare import summarize
+
+    seeds = tuple(range(len(proposed_offsets)))
+    config = CompareConfig(
+        base=BASE, out="x", arms=("baseline", "proposed"), seeds=seeds, budgets=(1.0, 2.0), cost_ratio=1.5
+    )
+    base = {s: 0.30 + 0.001 * s for s in seeds}
+    results = {
+        "A": {
+            "baseline": _runs(base),
+            "baseline-x2": _runs({s: e + x2_offset for s, e in base.items()}),
+            "proposed": _runs({s: base[s] + d for s, d in enumerate(proposed_offsets)}),
+        }
+    }
+    return summarize(config, results, {"A": {"value": 1.5, "source": "declared"}})
+
+
+@pytest.mark.parametrize("x2_offset", [-0.01, 0.01])  # a falling curve (R* 16) and a rising one (R* any)
+def test_break_even_says_unresolved_for_an_unresolved_gain(x2_offset):
+    from lossaug.compare import summary_markdown
+
+    summary = _frontier_summary(x2_offset, (-0.10, 0.02, -0.04))  # -4 points ± 15: unresolved
+    row = summary["break_even"]["A"]["proposed"]
+    assert row["gain"] == pytest.approx(-0.04) and row["gain_verdict"] == "unresolved"
+    assert row["status"].startswith("unresolved") and "pays" not in summary_markdown(summary).split("| break-even")[1]
+
+
+def test_break_even_still_pays_on_a_resolved_gain():
+    summary = _frontier_summary(-0.01, (-0.041, -0.039, -0.040))
+    row = summary["break_even"]["A"]["proposed"]
+    assert row["gain_verdict"] == "better" and row["status"] == "pays"

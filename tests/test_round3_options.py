@@ -31,8 +31,11 @@ def _capture_compare(monkeypatch):
     def fake(config, reporter=None):
         compare.validate_compare(config)
         ratios = {setting: {"proposed": 2.0} for setting in config.settings}
-        runs = {f"{s.setting}/{s.arm}/{s.seed}": dataclasses.asdict(s.config)
-                for s in compare.plan(config, ratios) if s.arm is not None}  # fmt: skip
+        runs = {
+            f"{s.setting}/{s.arm}/{s.seed}": dataclasses.asdict(s.config)
+            for s in compare.plan(config, ratios)
+            if s.arm is not None
+        }
         raise _Captured({"out": config.out, "runs": runs})
 
     monkeypatch.setattr(compare, "run_compare", fake)
@@ -85,7 +88,7 @@ COMMANDS = {
             "4",
         ],
         _capture_compare,
-    ),  # fmt: skip
+    ),
     "demo": (["demo", "--out", "{tmp}/demo"], _capture_demo),
     "bench": (["bench", "--out", "{tmp}/bench.json"], _capture_bench),
 }

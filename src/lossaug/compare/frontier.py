@@ -289,12 +289,13 @@ class BreakEven:
             epochs = spec.epochs(config.base.epochs, config.branch_at, finished.ratios.get(setting, {}))
             if epochs is None:
                 continue
-            gain = endpoint(arms[arm], base, config.margin)["mean"]
+            gain = endpoint(arms[arm], base, config.margin)
             tail = epochs / config.base.epochs - config.branch_at
-            ratio = break_even_ratio(gain, slope, config.branch_at, tail)
+            ratio = break_even_ratio(gain["mean"], slope, config.branch_at, tail)
             measured = finished.ratios.get(setting, {}).get(spec.step)
-            rows[arm] = {"gain": gain, "slope": slope, "slope_between": ["baseline", upper], "break_even_ratio": ratio,
-                         "measured_ratio": measured, "status": _status(ratio, measured)}  # fmt: skip
+            rows[arm] = {"gain": gain["mean"], "gain_verdict": gain["verdict"], "slope": slope,
+                         "slope_between": ["baseline", upper], "break_even_ratio": ratio, "measured_ratio": measured,
+                         "status": _status(ratio, measured, gain["verdict"])}  # fmt: skip
         return rows
 
     def legend(self, summary: dict) -> list[str]:
@@ -304,7 +305,8 @@ class BreakEven:
             "Break-even: the baseline's slope between ×1 and the next budget (points per doubling of compute) and "
             "the arm's gain over the baseline ×1 give the compute c* at which the baseline would gain as much, "
             "and the cost ratio R* = (c* − F) / (epochs after the branch / E) at which the arm would cost that; "
-            "the arm pays where its measured R is below R*. Point estimates from the means, no interval."
+            "the arm pays where its measured R is below R*. Point estimates from the means, said only of a gain whose "
+            "95% interval excludes 0 (else unresolved)."
         ]
 
     def markdown(self, summary: dict, setting: str) -> list[str]:
@@ -325,8 +327,14 @@ class BreakEven:
         return []
 
 
-def _status(ratio: float | None, measured: float | None) -> str:
-    if ratio is None:
+def _status(ratio: float | None, measured: float | None, gain_verdict: str) -> str:
+    """Whether the arm pays, said only of a gain over ×1 that its interval resolves (a mean gain of -4.00 ± 7.16
+    once read "pays")."""
+    if gain_verdict == "unresolved":
+        return "unresolved: so is its gain over ×1"
+    if gain_verdict.startswith("equivalent"):
+        return "no gain: equivalent to ×1 within ±δ"
+    if gain_verdict != "better" or ratio is None:
         return "no gain over ×1"
     if math.isinf(ratio):
         return "pays (the baseline gains nothing from compute)"
