@@ -134,3 +134,72 @@ def test_break_even_still_pays_on_a_resolved_gain():
     summary = _frontier_summary(-0.01, (-0.041, -0.039, -0.040))
     row = summary["break_even"]["A"]["proposed"]
     assert row["gain_verdict"] == "better" and row["status"] == "pays"
+
+
+# ---------------------------------------------------------------- 2: budgets that cannot bracket an arm
+
+
+def _budgeted(tmp_path, **changes):
+    values = dict(
+        base=BASE,
+        out=str(tmp_path / "cmp"),
+        arms=("baseline", "proposed"),
+        seeds=(0,),
+        budgets=(1.0, 2.0),
+        branch_at=0.5,
+        cost_ratio=2.4,
+    )
+    return CompareConfig(**{**values, **changes})
+
+
+def test_budgets_that_cannot_bracket_an_arm_are_refused_naming_budgets_that_would(tmp_path):
+    """The issue's case: R = 2.40 at branch 0.5 puts proposed at 1.70, the curve ends at 1.50 (budget 2)."""
+    with pytest.raises(InputError) as refused:
+        validate_compare(_budgeted(tmp_path))
+    message = str(refused.value)
+    assert "cannot bracket proposed (compute 1.70)" in message and "span compute 1.00-1.50" in message
+    assert "--budgets 1,2,3 would" in message and "allow_out_of_range" in message
+    validate_compare(_budgeted(tmp_path, budgets=(1.0, 2.0, 3.0)))  # as suggested: brackets it
+    validate_compare(_budgeted(tmp_path, allow_out_of_range=True))
+
+
+def test_an_arm_below_the_curve_gets_a_smaller_budget(tmp_path):
+    config = _budgeted(tmp_path, budgets=(1.0, 2.0), branch_at=0.0, cost_ratio=0.7)  # proposed at 0.70
+    with pytest.raises(InputError, match=r"--budgets 0\.7,1,2 would"):
+        validate_compare(config)
+
+
+def test_a_measured_ratio_out_of_range_is_refused_before_any_training(tmp_path, monkeypatch):
+    import lossaug.compare.costs as costs_module
+    import lossaug.compare.runner as runner_module
+
+    def fake_bench(config, setting, kinds, log=None):
+        return {kind: {"value": 2.4, "source": "bench", "bench": {"device": "cpu"}} for kind in kinds}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the budgets were checked")
+
+    monkeypatch.setattr(costs_module, "measure_cost_ratios", fake_bench)
+    monkeypatch.setattr(runner_module, "train", no_training)
+    from lossaug.compare import run_compare
+
+    with pytest.raises(InputError, match="cannot bracket proposed"):
+        run_compare(_budgeted(tmp_path, cost_ratio=None))
+
+
+def test_allow_out_of_range_from_the_command_line_and_a_protocol(tmp_path):
+    from lossaug.cli import build_parser
+    from lossaug.compare import config_from_protocol
+
+    table = {"out": str(tmp_path), "budgets": [1, 2], "allow_out_of_range": True}
+    assert config_from_protocol(table, BASE).allow_out_of_range
+    with pytest.raises(InputError, match="allow_out_of_range must be true or false"):
+        config_from_protocol({**table, "allow_out_of_range": "yes"}, BASE)
+    args = build_parser().parse_args(["compare", "--out", "x", "--allow-out-of-range"])
+    assert args.allow_out_of_range
+
+
+def test_budget_points_are_labelled_with_name_and_compute():
+    from lossaug.compare import budget_label
+
+    assert budget_label("baseline-x2", 1.5) == "baseline-x2 (×1.50)"

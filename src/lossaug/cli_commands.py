@@ -180,7 +180,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         # A pre-registered protocol is run as committed: any other option would silently change it. --seeds may
         # pick a share of its seeds, so that several processes can run one protocol side by side.
         own = ("arms", "settings", "config", "preset", "branch_at", "budgets", "cost_ratio", "margin")
-        options = {k: option_flag(k) for k in (*own, "allow_mixed_commits")}
+        options = {k: option_flag(k) for k in (*own, "allow_mixed_commits", "allow_out_of_range")}
         options.update({f.name: f.metadata.get("option", option_flag(f.name)) for f in dataclasses.fields(TrainConfig)})
         typed = [option for name, option in options.items() if getattr(args, name, None) is not None]
         if typed:
@@ -213,6 +213,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             cost_ratio=args.cost_ratio,
             margin=margin / 100,
             allow_mixed_commits=bool(args.allow_mixed_commits),
+            allow_out_of_range=bool(args.allow_out_of_range),
         )
     try:
         summary = run_compare(config, reporter=_reporter())

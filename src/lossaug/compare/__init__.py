@@ -48,6 +48,7 @@ from lossaug.compare.config import (
     CompareConfig,
     all_arms,
     check_arm_epochs,
+    check_budget_range,
     config_from_protocol,
     validate_compare,
 )
@@ -67,6 +68,7 @@ from lossaug.compare.frontier import (
     EqualCompute,
     Frontier,
     break_even_ratio,
+    budget_label,
     interpolate_log,
     write_frontier,
 )
@@ -117,8 +119,10 @@ __all__ = [
     "arm_rows",
     "break_even_ratio",
     "budget_arm",
+    "budget_label",
     "candidates_arm",
     "check_arm_epochs",
+    "check_budget_range",
     "check_commits",
     "config_from_protocol",
     "declared_cost",

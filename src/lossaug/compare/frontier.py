@@ -30,6 +30,7 @@ __all__ = [
     "EqualCompute",
     "Frontier",
     "break_even_ratio",
+    "budget_label",
     "interpolate_log",
     "write_frontier",
 ]
@@ -346,6 +347,12 @@ def _status(ratio: float | None, measured: float | None, gain_verdict: str) -> s
 FRONTIER_ANALYSES = (Frontier(), EqualCompute(), BestReachable(), BreakEven())
 
 
+def budget_label(arm: str, compute: float) -> str:
+    """A baseline budget's point: its name and its compute, which differ after a branch ("baseline-x2 (×1.50)"
+    at branch_at 0.5: only the tail is stretched)."""
+    return f"{arm} (×{compute:.2f})"
+
+
 def write_frontier(summary: dict, path: Path) -> Path | None:
     """``frontier.png``: per setting test error (%) against compute (log x), the baseline budgets joined as a
     curve, each selection arm a point, each with its paired 95% interval against the baseline ×1. None when there
@@ -384,7 +391,7 @@ def _draw_frontier(ax, setting: str, rows: Mapping[str, dict]) -> None:
     ys = [100 * placed[arm]["test_error"]["mean"] for _, arm in curve]
     ax.errorbar(xs, ys, yerr=[bar(arm) for _, arm in curve], fmt="o-", color="black", capsize=3, label="baseline")
     for c, arm in curve:
-        ax.annotate(f"×{c:.2f}", (c, 100 * placed[arm]["test_error"]["mean"]), textcoords="offset points",
+        ax.annotate(budget_label(arm, c), (c, 100 * placed[arm]["test_error"]["mean"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)  # fmt: skip
     for arm, row in placed.items():
         if row["selects"]:

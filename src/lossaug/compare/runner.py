@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 
 from lossaug.checkpoint import has_checkpoint
-from lossaug.compare.config import CompareConfig, check_arm_epochs, validate_compare
+from lossaug.compare.config import CompareConfig, check_arm_epochs, check_budget_range, validate_compare
 from lossaug.compare.costs import ratio_values, resolve_costs
 from lossaug.compare.frontier import write_frontier
 from lossaug.compare.plan import RunSpec, plan
@@ -139,6 +139,7 @@ def run_compare(config: CompareConfig, reporter: Reporter | None = None) -> dict
     costs = resolve_costs(config, reporter)
     for ratios in ratio_values(costs).values():  # a measured R too small for an arm's epochs: before any training
         check_arm_epochs(config, ratios)
+        check_budget_range(config, ratios)
     results: dict[str, dict[str, dict[int, dict]]] = {}
     trunks: list[dict] = []
     for spec in plan(config, ratio_values(costs)):
