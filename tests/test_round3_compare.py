@@ -203,3 +203,26 @@ def test_budget_points_are_labelled_with_name_and_compute():
     from lossaug.compare import budget_label
 
     assert budget_label("baseline-x2", 1.5) == "baseline-x2 (×1.50)"
+
+
+# ---------------------------------------------------------------- 5: arms near chance are flagged
+
+
+def _two_arm_summary(baseline, proposed, classes):
+    from lossaug.compare import summarize
+
+    results = {"A": {"baseline": _runs(baseline, 400, classes), "proposed": _runs(proposed, 400, classes)}}
+    config = CompareConfig(base=BASE, out="x", arms=("baseline", "proposed"), seeds=(0, 1, 2), cost_ratio=2.0)
+    return summarize(config, results, {"A": {"value": 2.0, "source": "declared"}})
+
+
+def test_summary_warns_when_an_arm_is_near_chance():
+    from lossaug.compare import summary_markdown
+
+    summary = _two_arm_summary({0: 0.70, 1: 0.72, 2: 0.73}, {0: 0.68, 1: 0.71, 2: 0.69}, classes=4)  # chance 75%
+    assert summary["test_sets"]["A"]["near_chance"] == ["baseline", "proposed"]
+    assert "**Warning: near chance** (75.00% error at 4 classes): baseline, proposed learned little" in (
+        summary_markdown(summary)
+    )
+    learned = _two_arm_summary({0: 0.30, 1: 0.32, 2: 0.31}, {0: 0.29, 1: 0.30, 2: 0.33}, classes=4)
+    assert learned["test_sets"]["A"]["near_chance"] == [] and "near chance" not in summary_markdown(learned)
