@@ -226,3 +226,59 @@ def test_summary_warns_when_an_arm_is_near_chance():
     )
     learned = _two_arm_summary({0: 0.30, 1: 0.32, 2: 0.31}, {0: 0.29, 1: 0.30, 2: 0.33}, classes=4)
     assert learned["test_sets"]["A"]["near_chance"] == [] and "near chance" not in summary_markdown(learned)
+
+
+# ---------------------------------------------------------------- 9: finished runs of other data do not count
+
+
+def _image_folder(root, offset: int) -> None:
+    """Two classes of 8x8 RGB PNGs, 16 train and 4 test each; ``offset`` changes every pixel."""
+    import numpy as np
+    from PIL import Image
+
+    for split, count in (("train", 16), ("test", 4)):
+        for label, name in enumerate(("cat", "dog")):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                rng = np.random.default_rng(1000 * offset + 100 * label + i + (50 if split == "test" else 0))
+                pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+
+
+def test_compare_refuses_finished_runs_of_other_data_and_keeps_those_of_the_same_data(tmp_path, capsys):
+    import shutil
+
+    for name, offset in (("x", 0), ("y", 1)):
+        _image_folder(tmp_path / name, offset)
+    shutil.copytree(tmp_path / "x", tmp_path / "x-moved")  # the same data elsewhere
+    out = tmp_path / "cmp"
+    common = [
+        "compare",
+        "--out",
+        str(out),
+        "--dataset",
+        "folder",
+        "--model",
+        "cnn",
+        "--width",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--arms",
+        "baseline",
+        "--seeds",
+        "0",
+        "--cost-ratio",
+        "2",
+    ]
+    assert main([*common, "--data", str(tmp_path / "x")]) == 0
+    capsys.readouterr()
+    assert main([*common, "--data", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "baseline/seed-0" in err and "data fingerprint" in err and "images_sha256" in err
+    assert main([*common, "--data", str(tmp_path / "x-moved")]) == 0
+    assert "done already" in capsys.readouterr().err

@@ -272,7 +272,8 @@ class _Run:
                     "augment": self._augment_spec(),
                     "inputs": self.data.input_spec(),  # what the network takes (predict, export)
                     "classes": list(self.data.classes),
-                    "data_path": str(Path(self.config.data).absolute()) if self.config.data else None}  # fmt: skip
+                    "data_path": str(Path(self.config.data).absolute()) if self.config.data else None,
+                    "data_fingerprint": self.fingerprint}  # fmt: skip
         metadata = {**run_metadata(self.config, self.device, resolved), "world_size": self.world.size}
         if self.init_report is not None:
             metadata["init"] = self.init_report
