@@ -282,3 +282,31 @@ def test_compare_refuses_finished_runs_of_other_data_and_keeps_those_of_the_same
     assert "\n" not in err and "baseline/seed-0" in err and "data fingerprint" in err and "images_sha256" in err
     assert main([*common, "--data", str(tmp_path / "x-moved")]) == 0
     assert "done already" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 17: a branch point with no epoch after it
+
+
+def test_a_branch_point_that_leaves_an_arm_less_than_one_epoch_is_refused(tmp_path, capsys):
+    code = main(
+        [
+            "compare",
+            "--out",
+            str(tmp_path / "c"),
+            "--epochs",
+            "1",
+            "--branch-at",
+            "0.8",
+            "--cost-ratio",
+            "2",
+            "--arms",
+            "baseline,proposed",
+            "--seeds",
+            "0",
+            *TINY,
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "0.2 epochs after the branch (less than one)" in err
+    assert not (tmp_path / "c").exists()
+    validate_compare(CompareConfig(base=BASE, out=str(tmp_path), branch_at=0.5, cost_ratio=2.0))  # 1 epoch after

@@ -78,8 +78,16 @@ def _check_ratio(name: str, value: float | None) -> None:
 def check_arm_epochs(config: CompareConfig, ratios: Mapping[str, float]) -> None:
     """Raise ``InputError`` when an arm sized from the cost ratios ``ratios`` (step kind -> R; unknown ones are
     skipped) would get no epoch: refused before any arm trains, not when that arm's turn comes."""
+    shared = config.base.epochs * config.branch_at  # epochs of the trunk, before the branch
     for name in all_arms(config):
         epochs = arm_named(name).epochs(config.base.epochs, config.branch_at, ratios)
+        if epochs is not None and config.branch_at > 0 and epochs - shared < 1:
+            # seen: epochs 1, branch_at 0.8 on 4 steps an epoch: the trunk took every step, no arm ever selected
+            after = f"{epochs - shared:g} epochs after the branch (less than one)"
+            raise InputError(
+                f"branch_at {config.branch_at:g} with epochs {config.base.epochs} leaves arm {name!r} {after}: "
+                "lower branch_at or raise epochs"
+            )
         if epochs is not None and epochs < 1:
             used = ", ".join(f"{kind} {value:g}" for kind, value in sorted(ratios.items()))
             raise InputError(f"arm {name!r} would get {epochs} epochs at cost_ratio ({used}) with epochs "
