@@ -310,3 +310,75 @@ def test_a_branch_point_that_leaves_an_arm_less_than_one_epoch_is_refused(tmp_pa
     assert code == 2 and "\n" not in err and "0.2 epochs after the branch (less than one)" in err
     assert not (tmp_path / "c").exists()
     validate_compare(CompareConfig(base=BASE, out=str(tmp_path), branch_at=0.5, cost_ratio=2.0))  # 1 epoch after
+
+
+# ---------------------------------------------------------------- 13: impossible values in run files
+
+
+def _finished_run(directory, final=None, seconds=1.0):
+    import json
+
+    directory.mkdir(parents=True)
+    values = {"test_error": 0.3, "train_error": 0.1, "seconds": 2.0, "epochs": 2, "device": "cpu", **(final or {})}
+    (directory / "final.json").write_text(json.dumps(values))
+    (directory / "config.json").write_text(json.dumps({"config": {"epochs": 2}, "git_commit": "c0ffee"}))
+    records = [{"epoch": epoch, "seconds": seconds} for epoch in (1, 2)]
+    (directory / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    return directory
+
+
+@pytest.mark.parametrize(
+    "final, seconds, file",
+    [
+        ({"test_error": 3.5}, 1.0, "final.json"),
+        ({"test_error": -5}, 1.0, "final.json"),
+        ({"test_error": float("nan")}, 1.0, "final.json"),  # was "paired differences must not be NaN", no file
+        ({"train_error": 1e308}, 1.0, "final.json"),
+        ({"seconds": float("inf")}, 1.0, "final.json"),
+        ({"epochs": 10**400}, 1.0, "final.json"),
+        ({}, -1, "metrics.jsonl"),
+        ({}, 1e308, "metrics.jsonl"),
+        ({}, float("inf"), "metrics.jsonl"),
+        ({}, float("nan"), "metrics.jsonl"),
+    ],
+)
+def test_impossible_values_in_run_files_are_refused_naming_the_file(final, seconds, file, tmp_path):
+    from lossaug.compare import read_result
+
+    run = _finished_run(tmp_path / "run", final, seconds)
+    with pytest.raises(InputError, match=rf"{file}.* \(expected a finite number in \["):
+        read_result(run)
+
+
+# ---------------------------------------------------------------- 22: enormous numbers bounded at validation
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(cost_ratio=1e300), "cost_ratio must be at most 1000"),
+        (dict(budgets=(1e308, 1.0)), "budgets must be at most 1000"),
+        (dict(cost_ratios={"gated": 1e308}, arms=("baseline", "gated")), "cost ratio of 'gated' must be at most"),
+    ],
+)
+def test_enormous_ratios_and_budgets_are_refused_at_validation(changes, match, tmp_path):
+    config = CompareConfig(**{"base": BASE, "out": str(tmp_path), "cost_ratio": 2.0, **changes})
+    with pytest.raises(InputError, match=match):
+        validate_compare(config)
+
+
+def test_an_enormous_saved_cost_ratio_is_refused_naming_the_file(tmp_path):
+    import json
+
+    from lossaug.compare import resolve_costs
+
+    (tmp_path / "cost_ratio.json").write_text(json.dumps({"A": {"value": 1e308, "source": "bench"}}))
+    with pytest.raises(InputError, match=r"cost_ratio.json entry 'A' has value 1e\+308, not a cost ratio"):
+        resolve_costs(CompareConfig(base=BASE, out=str(tmp_path)))  # baseline-equal-time needs R
+
+
+def test_an_enormous_cost_ratio_on_the_command_line_is_one_line(tmp_path, capsys):
+    code = main(["compare", "--out", str(tmp_path / "c"), "--cost-ratio", "1e300", "--epochs", "2", *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "cost_ratio must be at most 1000" in err
+

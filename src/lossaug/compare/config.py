@@ -18,7 +18,7 @@ from lossaug.config import SETTINGS, TrainConfig, validate_config
 from lossaug.errors import InputError
 
 __all__ = [
-    "PER_RUN", "PROTOCOL_KEYS", "CompareConfig", "all_arms", "check_arm_epochs", "check_budget_range",
+    "MAX_RATIO", "PER_RUN", "PROTOCOL_KEYS", "CompareConfig", "all_arms", "check_arm_epochs", "check_budget_range",
     "config_from_protocol", "declared_ratio", "validate_compare",
 ]  # fmt: skip
 
@@ -70,14 +70,23 @@ def declared_ratio(config: CompareConfig, kind: str) -> float | None:
     return config.cost_ratio if kind == "proposed" else config.cost_ratios.get(kind)
 
 
+# The largest cost ratio or budget taken: far past any measured R (R(8) is about 4-6), and it bounds every epoch
+# count derived from them (a cost ratio of 1e300 overflowed only after training began).
+MAX_RATIO = 1000.0
+
+
 def _check_ratio(name: str, value: float | None) -> None:
     if value is not None and not (value > 0 and math.isfinite(value)):
         raise InputError(f"{name} must be a finite number > 0, got {value}")
+    if value is not None and value > MAX_RATIO:
+        raise InputError(f"{name} must be at most {MAX_RATIO:g} (baseline steps per step), got {value:g}")
 
 
 def check_arm_epochs(config: CompareConfig, ratios: Mapping[str, float]) -> None:
     """Raise ``InputError`` when an arm sized from the cost ratios ``ratios`` (step kind -> R; unknown ones are
     skipped) would get no epoch: refused before any arm trains, not when that arm's turn comes."""
+    for kind, value in ratios.items():  # a benched one too
+        _check_ratio(f"cost ratio of {kind!r}", value)
     shared = config.base.epochs * config.branch_at  # epochs of the trunk, before the branch
     for name in all_arms(config):
         epochs = arm_named(name).epochs(config.base.epochs, config.branch_at, ratios)
@@ -157,6 +166,8 @@ def validate_compare(config: CompareConfig) -> None:
         raise InputError("settings must name at least one setting, got none")
     if len(set(config.budgets)) != len(config.budgets) or not all(b > 0 and math.isfinite(b) for b in config.budgets):
         raise InputError(f"budgets must be distinct finite numbers > 0, got {list(config.budgets)}")
+    if any(b > MAX_RATIO for b in config.budgets):
+        raise InputError(f"budgets must be at most {MAX_RATIO:g} (baseline runs), got {list(config.budgets)}")
     arms = [arm_named(name) for name in all_arms(config)]
     same = candidates_arm(config.base.num_candidates)
     if same in config.arms:

@@ -22,28 +22,28 @@ from lossaug.errors import InputError
 from lossaug.metadata import git_commit, write_json, write_text
 from lossaug.pipeline import prepare_data
 from lossaug.progress import Reporter
-from lossaug.runfiles import INT, NONE, NUMBER, check_fields, read_json, read_records
+from lossaug.runfiles import COUNT, FRACTION, NONE, SECONDS, check_fields, read_json, read_records
 from lossaug.train import train
 
 __all__ = ["read_result", "run_compare"]
 
 
 # What a summary reads from a run's files (runfiles checks each, naming a broken file in one line).
-FINAL_FIELDS = {"test_error": NUMBER, "train_error": NUMBER, "seconds": NUMBER, "epochs": INT, "device": (str,)}
-FINAL_OPTIONAL = {"test_examples": INT, "num_classes": INT, "per_class_test_error": (dict,)}  # absent from older runs
+FINAL_FIELDS = {"test_error": FRACTION, "train_error": FRACTION, "seconds": SECONDS, "epochs": COUNT, "device": (str,)}
+FINAL_OPTIONAL = {"test_examples": COUNT, "num_classes": COUNT, "per_class_test_error": (dict,)}  # older runs lack them
 CONFIG_FIELDS = {"config": (dict,)}
 PROVENANCE_FIELDS = {"git_commit": (str, NONE), "git_dirty": (bool, NONE)}  # absent from runs of older versions
 
 
 def _epoch_seconds(directory: Path) -> list[tuple[int, float]]:
-    records = read_records(directory / "metrics.jsonl", {"seconds": NUMBER})
+    records = read_records(directory / "metrics.jsonl", {"seconds": SECONDS})
     return [(record["epoch"], record["seconds"]) for record in records]
 
 
 def _run_config(directory: Path) -> dict:
     """A run's config.json, checked: its ``config`` (with integer ``epochs``) and provenance."""
     meta = read_json(directory / "config.json", CONFIG_FIELDS, PROVENANCE_FIELDS)
-    check_fields(meta["config"], {"epochs": INT}, f"{directory / 'config.json'} config")
+    check_fields(meta["config"], {"epochs": COUNT}, f"{directory / 'config.json'} config")
     return meta
 
 
