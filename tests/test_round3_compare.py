@@ -382,3 +382,30 @@ def test_an_enormous_cost_ratio_on_the_command_line_is_one_line(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "cost_ratio must be at most 1000" in err
 
+
+# ---------------------------------------------------------------- 25: messages that say what a user needs
+
+
+@pytest.mark.parametrize(
+    "typed, canonical", [("gated-0.50", "gated-0.5"), ("baseline-x2.0", "baseline-x2"), ("proposed-m08", "proposed-m8")]
+)
+def test_an_arm_written_another_way_is_named_as_it_should_be(typed, canonical):
+    from lossaug.compare import arm_named
+
+    with pytest.raises(InputError, match=f"unknown arm '{typed}'; did you mean '{canonical}'"):
+        arm_named(typed)
+
+
+@pytest.mark.parametrize("budgets", ["-1,1", "-0.5", "-1e300,1"])
+def test_negative_budgets_parse_and_are_refused_by_validation(budgets, tmp_path, capsys):
+    code = main(
+        ["compare", "--out", str(tmp_path / "c"), "--cost-ratio", "2", "--epochs", "2", "--budgets", budgets, *TINY]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "budgets must be distinct finite numbers > 0" in err, err
+
+
+def test_a_negative_cost_ratio_is_refused_by_validation_not_argparse(tmp_path, capsys):
+    code = main(["compare", "--out", str(tmp_path / "c"), "--cost-ratio", "-1e300", "--epochs", "2", *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "cost_ratio must be a finite number > 0, got -1e+300" in err, err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -43,6 +44,12 @@ __all__ = [
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # A value such as "-1,1" or "-1e300" is a (bad) value, for validation to refuse by name; argparse's own
+        # pattern takes only "-1" and "-.5" for numbers and reports the rest as "expected one argument".
+        self._negative_number_matcher = re.compile(r"^-\.?\d[\d.,eE+-]*$")
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
