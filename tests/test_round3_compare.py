@@ -5,6 +5,7 @@ unresolved break-even, arms near chance), impossible values in run files and eno
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -277,6 +278,10 @@ def test_compare_refuses_finished_runs_of_other_data_and_keeps_those_of_the_same
     ]
     assert main([*common, "--data", str(tmp_path / "x")]) == 0
     capsys.readouterr()
+    run = out / "setting-A" / "baseline" / "seed-0"
+    final = json.loads((run / "final.json").read_text())
+    assert (final["test_examples"], final["num_classes"]) == (8, 2)  # item 3's granularity, item 5's chance
+    assert json.loads((run / "config.json").read_text())["resolved"]["data_fingerprint"]["count"] == 32
     assert main([*common, "--data", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "baseline/seed-0" in err and "data fingerprint" in err and "images_sha256" in err

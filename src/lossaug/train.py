@@ -271,9 +271,8 @@ class _Run:
                     "schedule": dataclasses.asdict(self.schedule), "stop_step": self.stop_step,
                     "augment": self._augment_spec(),
                     "inputs": self.data.input_spec(),  # what the network takes (predict, export)
-                    "classes": list(self.data.classes),
-                    "data_path": str(Path(self.config.data).absolute()) if self.config.data else None,
-                    "data_fingerprint": self.fingerprint}  # fmt: skip
+                    "classes": list(self.data.classes), "data_fingerprint": self.fingerprint,  # compare checks it
+                    "data_path": str(Path(self.config.data).absolute()) if self.config.data else None}  # fmt: skip
         metadata = {**run_metadata(self.config, self.device, resolved), "world_size": self.world.size}
         if self.init_report is not None:
             metadata["init"] = self.init_report
