@@ -100,7 +100,9 @@ def test_compare_runs_every_arm_and_summarises(tmp_path, monkeypatch):
         assert endpoints["proposed - baseline-equal-time"]["mean"] == pytest.approx(-0.009)
         assert endpoints["maxup - baseline"]["per_seed"] == {0: pytest.approx(-0.005), 1: pytest.approx(-0.005)}
         for e in endpoints.values():
-            assert e["n"] == 2 and e["verdict"] == "better" and e["sd"] == pytest.approx(0, abs=1e-12)
+            # every seed the same difference: no spread, so no verdict (issue 31, item 3)
+            assert e["n"] == 2 and e["verdict"] == "unresolved" and e["no_spread"]
+            assert e["sd"] == pytest.approx(0, abs=1e-12)
     assert summary["cost_ratio"] == {
         "A": {"value": 2.0, "source": "declared"},
         "B": {"value": 2.0, "source": "declared"},
@@ -110,7 +112,7 @@ def test_compare_runs_every_arm_and_summarises(tmp_path, monkeypatch):
     for text in (
         "## Setting A",
         "## Setting B",
-        "| proposed - baseline-equal-time | 2 | -0.90 ± 0.00 |",
+        "| proposed - baseline-equal-time | 2 | -0.90 ± - |",
         "2.000, declared",
     ):
         assert text in markdown, text
@@ -119,7 +121,10 @@ def test_compare_runs_every_arm_and_summarises(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner_module, "train", _no_training)
     again = run_compare(config)
-    assert again["settings"] == summary["settings"] and again["endpoints"] == summary["endpoints"]
+    # as JSON: a no-spread endpoint's interval is NaN, and NaN != NaN
+    assert again["settings"] == summary["settings"] and json.dumps(again["endpoints"]) == json.dumps(
+        summary["endpoints"]
+    )
 
 
 def test_branched_compare_trains_one_trunk_per_seed_and_counts_its_time(tmp_path, monkeypatch):
@@ -146,7 +151,7 @@ def test_branched_compare_trains_one_trunk_per_seed_and_counts_its_time(tmp_path
     assert summary["design"]["branch_at"] == 0.5 and summary["provenance"]["commits"] == {"c0ffee": 10}
     assert "continues from the baseline's checkpoint at 50% of its steps" in (tmp_path / "summary.md").read_text()
     monkeypatch.setattr(runner_module, "train", _no_training)
-    assert run_compare(config)["endpoints"] == summary["endpoints"]
+    assert json.dumps(run_compare(config)["endpoints"]) == json.dumps(summary["endpoints"])  # NaN != NaN
     unbranched = dataclasses.replace(config, branch_at=0.0)
     with pytest.raises(ValueError, match="holds a run with other options .*branch_from"):
         run_compare(unbranched)

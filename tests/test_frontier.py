@@ -424,7 +424,7 @@ def test_an_m_sweep_is_arms_named_by_their_m_each_priced_by_its_own_ratio():
     specs = plan(config, {"A": {"proposed": 2.0, "proposed-m2": 1.5, "proposed-m8": 4.0}})
     assert [s.arm for s in specs] == [None, "baseline", "baseline-x2", "proposed", "proposed-m2", "proposed-m8"]
     assert [s.config.num_candidates for s in specs[3:]] == [4, 2, 8]  # proposed (the base M), then the sweep by M
-    declared = dataclasses.replace(config, cost_ratios={"proposed-m8": 3.9})
+    declared = dataclasses.replace(config, cost_ratios={"proposed-m8": 3.9}, allow_out_of_range=True)  # x2 < 2.45
     validate_compare(declared)  # an M sweep's R may be declared like any step kind's
     with pytest.raises(ValueError, match="'proposed-m4' is the proposed arm"):
         validate_compare(dataclasses.replace(config, arms=("baseline", "proposed-m4")))

@@ -273,7 +273,8 @@ def test_bench_compare_and_show_check_the_model_output_too(tmp_path, monkeypatch
     bad = factory_module(tmp_path, monkeypatch, "a_tuple")
     assert main(["bench", "--model", bad, "--quick", "--device", "cpu"]) == 2
     one_line_error(capsys, f"--model {bad}", "tuple", "(B, num_classes)")
-    compare = ["compare", *tiny(tmp_path, bad), "--seeds", "0", "--arms", "baseline,proposed",
+    shared = [part for part in tiny(tmp_path, bad) if part not in ("--method", "baseline")]  # compare sets it per arm
+    compare = ["compare", *shared, "--seeds", "0", "--arms", "baseline,proposed",
                "--cost-ratio", "2", "--out", str(tmp_path / "cmp")]  # fmt: skip
     assert main(compare) == 2
     one_line_error(capsys, f"--model {bad}", "tuple")

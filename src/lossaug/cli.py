@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -44,6 +45,12 @@ __all__ = [
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # A value such as "-1,1" or "-1e300" is a (bad) value, for validation to refuse by name; argparse's own
+        # pattern takes only "-1" and "-.5" for numbers and reports the rest as "expected one argument".
+        self._negative_number_matcher = re.compile(r"^-\.?\d[\d.,eE+-]*$")
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
@@ -103,10 +110,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "the baseline's checkpoint at fraction F of its steps. Every train option sets what the arms share "
         "(precedence: defaults < --preset < --config < options). --protocol FILE.toml runs a pre-registered "
         "protocol ([compare]: out, arms, settings, seeds, budgets, branch_at, cost_ratio (number, 'bench' or a "
-        "table per step kind), margin_points, allow_mixed_commits; [train]: train options) and takes no other "
-        "option but --seeds, a share of its seeds (to run one protocol in several processes; a last call without "
-        "--seeds summarises them all). Writes summary.md, summary.json and forest.png (and frontier.png with "
-        "--budgets).",
+        "table per step kind), margin_points, allow_mixed_commits, allow_out_of_range; [train]: train options) and "
+        "takes no other option but --seeds, a share of its seeds (to run one protocol in several processes; a last "
+        "call without --seeds summarises them all). Writes summary.md, summary.json and forest.png (and frontier.png "
+        "with --budgets).",
     )
     parser.add_argument(
         "--protocol",
@@ -158,6 +165,13 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         default=None,
         help="summarise runs made by different git commits (refused by default)",
+    )
+    parser.add_argument(
+        "--allow-out-of-range",
+        action="store_true",
+        default=None,
+        help="run even when the budgets cannot bracket a selection arm's compute (refused once the cost ratios are "
+        "known, naming budgets that would; its equal-compute verdict is then 'out of range')",
     )
     parser.add_argument("--config", metavar="FILE.toml", help="read shared train options from a TOML file")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")

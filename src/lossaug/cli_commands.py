@@ -180,7 +180,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         # A pre-registered protocol is run as committed: any other option would silently change it. --seeds may
         # pick a share of its seeds, so that several processes can run one protocol side by side.
         own = ("arms", "settings", "config", "preset", "branch_at", "budgets", "cost_ratio", "margin")
-        options = {k: option_flag(k) for k in (*own, "allow_mixed_commits")}
+        options = {k: option_flag(k) for k in (*own, "allow_mixed_commits", "allow_out_of_range")}
         options.update({f.name: f.metadata.get("option", option_flag(f.name)) for f in dataclasses.fields(TrainConfig)})
         typed = [option for name, option in options.items() if getattr(args, name, None) is not None]
         if typed:
@@ -200,6 +200,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         if not getattr(args, "out", None):
             raise UsageError("lossaug compare needs --out DIR (re-running with the same DIR skips finished runs)")
+        _refuse_per_run(args)
         margin = 0.5 if args.margin is None else args.margin
         config = CompareConfig(
             base=config_from_args(args),
@@ -212,6 +213,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             cost_ratio=args.cost_ratio,
             margin=margin / 100,
             allow_mixed_commits=bool(args.allow_mixed_commits),
+            allow_out_of_range=bool(args.allow_out_of_range),
         )
     try:
         summary = run_compare(config, reporter=_reporter())
@@ -221,6 +223,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     frontier = ", frontier.png" if config.budgets else ""
     print(f"summary: {Path(config.out) / 'summary.md'}, summary.json, forest.png{frontier}")
     return 0
+
+
+def _refuse_per_run(args: argparse.Namespace) -> None:
+    """Refuse a typed option of a field compare sets per run, even at its default: every run would overwrite it."""
+    from lossaug.compare import PER_RUN
+
+    for name, instead in PER_RUN.items():
+        if getattr(args, name, None) is not None:
+            flag = option_flag(name)
+            raise UsageError(f"{flag} {getattr(args, name)}: compare sets {name} per run; use {instead}")
 
 
 def _record_protocol(path: Path, out: Path) -> None:

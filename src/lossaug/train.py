@@ -274,6 +274,7 @@ class _Run:
                     "augment": run_augment_spec(self.config, self.data.kind == "audio", self.image_side),
                     "inputs": self.data.input_spec(),  # what the network takes (predict, export)
                     "classes": list(self.data.classes), **self.data.notes,  # split made, files skipped
+                    "data_fingerprint": self.fingerprint,  # compare checks it
                     "data_path": str(Path(self.config.data).absolute()) if self.config.data else None}  # fmt: skip
         metadata = {**run_metadata(self.config, self.device, resolved), "world_size": self.world.size}
         if self.init_report is not None:
@@ -494,5 +495,6 @@ class _Run:
         assert counts is not None, "final_due: counted above"
         extra: dict[str, Any] = {k: metadata[k] for k in ("world_size", "rank_parameter_checksums") if k in metadata}
         extra.update(self.validation.summary(state.metrics))  # why it stopped, its best epoch
+        extra.update(test_examples=int(counts.sum()), num_classes=data.num_classes)  # granularity and chance
         write_final(self.out_dir, result, {**extra, "per_class_test_error": per_class_errors(counts, data.classes)})
         return result

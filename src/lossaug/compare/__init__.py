@@ -43,10 +43,12 @@ from lossaug.compare.arms import (
     sweep_candidates,
 )
 from lossaug.compare.config import (
+    PER_RUN,
     PROTOCOL_KEYS,
     CompareConfig,
     all_arms,
     check_arm_epochs,
+    check_budget_range,
     config_from_protocol,
     validate_compare,
 )
@@ -66,6 +68,7 @@ from lossaug.compare.frontier import (
     EqualCompute,
     Frontier,
     break_even_ratio,
+    budget_label,
     interpolate_log,
     write_frontier,
 )
@@ -98,6 +101,7 @@ __all__ = [
     "COST_RATIO_FILE",
     "ENDPOINTS",
     "FRONTIER_ANALYSES",
+    "PER_RUN",
     "PROTOCOL_KEYS",
     "Analysis",
     "Arm",
@@ -115,8 +119,10 @@ __all__ = [
     "arm_rows",
     "break_even_ratio",
     "budget_arm",
+    "budget_label",
     "candidates_arm",
     "check_arm_epochs",
+    "check_budget_range",
     "check_commits",
     "config_from_protocol",
     "declared_cost",

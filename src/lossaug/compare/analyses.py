@@ -17,7 +17,7 @@ from lossaug.compare import stats
 from lossaug.compare.arms import arm_named
 from lossaug.compare.config import CompareConfig
 
-__all__ = ["Analysis", "Finished", "ForestRow", "PairedEndpoints", "endpoint", "points"]
+__all__ = ["Analysis", "Finished", "ForestRow", "PairedEndpoints", "endpoint", "points", "test_set"]
 
 Results = Mapping[str, Mapping[str, Mapping[int, dict]]]  # setting -> arm -> seed -> a finished run's results
 ForestRow = tuple[str, float, float]  # (label, mean, 95% half-width) in percentage points
@@ -59,17 +59,33 @@ def points(value: float | None, signed: bool = False) -> str:
     return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
 
 
+def test_set(arms: Mapping[str, Mapping[int, dict]]) -> dict:
+    """What the runs of one setting (arm -> seed -> results) were tested on: ``examples`` (its test images, so
+    one example = 1 / examples of error) and ``classes`` (chance error 1 - 1/classes), each None where the runs
+    do not record it (runs before they did) or disagree."""
+    runs = [run for per_seed in arms.values() for run in per_seed.values()]
+
+    def one(values: set) -> int | None:
+        return values.pop() if len(values) == 1 and None not in values else None
+
+    classes = {run.get("num_classes", len(run.get("per_class_test_error") or {}) or None) for run in runs}
+    return {"examples": one({run.get("test_examples") for run in runs}), "classes": one(classes)}
+
+
 def endpoint(treatment: Mapping[int, dict], control: Mapping[int, dict], margin: float) -> dict:
     """Paired test-error difference ``treatment - control`` over the seeds both ran (fractions): n, mean, sd,
     95% half-width, low, high, verdict, minimal detectable effect (80% power) and seeds needed for ±0.3 points."""
     seeds = sorted(set(treatment) & set(control))
     differences = {s: treatment[s]["test_error"] - control[s]["test_error"] for s in seeds}
     summary = stats.paired_difference(list(differences.values()))
+    # no spread: no interval, so no verdict, MDE or seeds needed either
+    no_spread = summary.n > 1 and summary.sd <= stats.NO_SPREAD
     return {
         **summary.to_json(),
         "verdict": stats.verdict(summary.mean, summary.half_width, margin),
-        "min_detectable_effect": stats.min_detectable_effect(summary.sd, summary.n),
-        "seeds_needed": stats.seeds_needed(summary.sd),
+        "no_spread": no_spread,
+        "min_detectable_effect": math.nan if no_spread else stats.min_detectable_effect(summary.sd, summary.n),
+        "seeds_needed": None if no_spread else stats.seeds_needed(summary.sd),
         "better_in": sum(d < 0 for d in differences.values()),
         "per_seed": differences,
     }
@@ -108,12 +124,13 @@ class PairedEndpoints:
         for name, e in named.items():
             interval = f"[{points(e['low'], True)}, {points(e['high'], True)}]"
             needed = "-" if e["seeds_needed"] is None else str(e["seeds_needed"])
+            verdict = f"{e['verdict']} (no spread)" if e.get("no_spread") else e["verdict"]
             lines.append(
                 f"| {name} | {e['n']} | {points(e['mean'], True)} ± {points(e['half_width'])} | {interval} "
-                f"| {points(e['sd'])} | {e['verdict']} | {e['better_in']}/{e['n']} "
+                f"| {points(e['sd'])} | {verdict} | {e['better_in']}/{e['n']} "
                 f"| {points(e['min_detectable_effect'])} | {needed} |"
             )
-        return lines
+        return lines + _no_spread_lines(named, summary.get("test_sets", {}).get(setting, {}))
 
     def forest_rows(self, summary: dict) -> list[ForestRow]:
         return [
@@ -121,3 +138,23 @@ class PairedEndpoints:
             for setting, named in summary.get(self.key, {}).items()
             for name, e in named.items()
         ]
+
+
+def granularity(examples: int | None) -> str:
+    """What one test example weighs: "one example = 1.32 points" (76 test images), or that it is not recorded."""
+    if not examples:
+        return "test set size not recorded (runs made before it was)"
+    return f"{examples} test examples: one example = {100 / examples:.2f} points"
+
+
+def _no_spread_lines(named: Mapping[str, dict], tested: Mapping[str, int | None]) -> list[str]:
+    """Why an endpoint with a sample sd of 0 has no verdict."""
+    flat = [f"{name} (n = {e['n']})" for name, e in named.items() if e.get("no_spread")]
+    if not flat:
+        return []
+    why = f"the test set is too coarse to resolve this at this n ({granularity(tested.get('examples'))})"
+    return [
+        "",
+        f"No spread: {', '.join(flat)} gave the same difference on every seed, so there is no interval and "
+        f"no verdict: {why}.",
+    ]

@@ -183,6 +183,20 @@ def _number_after(name: str, prefix: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _canonical(name: str) -> str | None:
+    """The generated arm a name means when its number is written another way (``gated-0.50``, ``baseline-x2.0``,
+    ``proposed-m08``), else None."""
+    for prefix in ("baseline-x", "gated-", "proposed-m"):
+        value = _number_after(name, prefix)
+        if value is not None and value > 0:
+            canonical = f"{prefix}{value:g}" if prefix != "baseline-x" else budget_arm(value)
+            if prefix == "proposed-m" and value == int(value):
+                canonical = candidates_arm(int(value))
+            if canonical != name:
+                return canonical
+    return None
+
+
 def arm_named(name: str) -> Arm:
     """The registry's arm, or a generated one: ``baseline-xB`` (the baseline's tail stretched B > 0 times),
     ``gated-Q`` (gating at score fraction 0 < Q <= 1) and ``proposed-mM`` (the proposed arm at M >= 2 candidates,
@@ -200,5 +214,8 @@ def arm_named(name: str) -> Arm:
     if candidates is not None:
         return Arm(name, method="proposed", step=name, options=(("num_candidates", candidates),),
                    compared_to=("baseline",))  # fmt: skip
+    canonical = _canonical(name)
+    if canonical is not None:  # gated-0.50: one arm, one name (its folder, its cost ratio's key)
+        raise InputError(f"unknown arm {name!r}; did you mean {canonical!r}?")
     raise InputError(f"unknown arm {name!r}; choose from {list(ARM_REGISTRY)}, baseline-xB (B > 0: a baseline "
                      "budget), gated-Q (0 < Q <= 1) or proposed-mM (M >= 2 candidates)")  # fmt: skip

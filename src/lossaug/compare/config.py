@@ -18,12 +18,21 @@ from lossaug.config import SETTINGS, TrainConfig, validate_config
 from lossaug.errors import InputError
 
 __all__ = [
-    "PROTOCOL_KEYS", "CompareConfig", "all_arms", "check_arm_epochs", "config_from_protocol", "declared_ratio",
-    "validate_compare",
+    "MAX_RATIO", "PER_RUN", "PROTOCOL_KEYS", "CompareConfig", "all_arms", "check_arm_epochs", "check_budget_range",
+    "config_from_protocol", "declared_ratio", "validate_compare",
 ]  # fmt: skip
 
+# The TrainConfig fields compare sets per run, each with the compare option that sets them: a shared value would be
+# overwritten by every run, i.e. dropped, so it is refused naming the option to use instead.
+PER_RUN = {
+    "method": "--arms baseline,proposed (one run per arm)",
+    "setting": "--settings A,B (one run per setting)",
+    "seed": "--seeds 0,1,2 (one run per seed)",
+    "stop_at": "--branch-at F (the trunk stops there)",
+    "branch_from": "--branch-at F (every arm continues from the trunk)",
+}
 PROTOCOL_KEYS = ("out", "arms", "settings", "seeds", "branch_at", "budgets", "cost_ratio", "margin_points",
-                 "allow_mixed_commits")  # fmt: skip
+                 "allow_mixed_commits", "allow_out_of_range")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,8 @@ class CompareConfig:
     # declared R of other step kinds ("gated", "weighted", "gated-0.5", "proposed-m8"; "proposed" is cost_ratio),
     # per distinct image; a kind not declared here is measured by bench at the start
     cost_ratios: Mapping[str, float] = field(default_factory=dict)
+    # run even when the budgets cannot bracket a selection arm's compute (its equal-compute verdict "out of range")
+    allow_out_of_range: bool = False
 
 
 def all_arms(config: CompareConfig) -> tuple[str, ...]:
@@ -59,21 +70,91 @@ def declared_ratio(config: CompareConfig, kind: str) -> float | None:
     return config.cost_ratio if kind == "proposed" else config.cost_ratios.get(kind)
 
 
+# The largest cost ratio or budget taken: far past any measured R (R(8) is about 4-6), and it bounds every epoch
+# count derived from them (a cost ratio of 1e300 overflowed only after training began).
+MAX_RATIO = 1000.0
+
+
 def _check_ratio(name: str, value: float | None) -> None:
     if value is not None and not (value > 0 and math.isfinite(value)):
         raise InputError(f"{name} must be a finite number > 0, got {value}")
+    if value is not None and value > MAX_RATIO:
+        raise InputError(f"{name} must be at most {MAX_RATIO:g} (baseline steps per step), got {value:g}")
 
 
 def check_arm_epochs(config: CompareConfig, ratios: Mapping[str, float]) -> None:
     """Raise ``InputError`` when an arm sized from the cost ratios ``ratios`` (step kind -> R; unknown ones are
     skipped) would get no epoch: refused before any arm trains, not when that arm's turn comes."""
+    for kind, value in ratios.items():  # a benched one too
+        _check_ratio(f"cost ratio of {kind!r}", value)
+    shared = config.base.epochs * config.branch_at  # epochs of the trunk, before the branch
     for name in all_arms(config):
         epochs = arm_named(name).epochs(config.base.epochs, config.branch_at, ratios)
+        if epochs is not None and config.branch_at > 0 and epochs - shared < 1:
+            # seen: epochs 1, branch_at 0.8 on 4 steps an epoch: the trunk took every step, no arm ever selected
+            after = f"{epochs - shared:g} epochs after the branch (less than one)"
+            raise InputError(
+                f"branch_at {config.branch_at:g} with epochs {config.base.epochs} leaves arm {name!r} {after}: "
+                "lower branch_at or raise epochs"
+            )
         if epochs is not None and epochs < 1:
             used = ", ".join(f"{kind} {value:g}" for kind, value in sorted(ratios.items()))
             raise InputError(f"arm {name!r} would get {epochs} epochs at cost_ratio ({used}) with epochs "
                              f"{config.base.epochs} and branch_at {config.branch_at:g}; raise epochs or check the "
                              "cost ratio")  # fmt: skip
+
+
+def check_budget_range(config: CompareConfig, ratios: Mapping[str, float]) -> None:
+    """Raise ``InputError`` when the baseline budgets cannot bracket a selection arm's compute at the cost ratios
+    ``ratios`` (arms whose ratio is unknown are skipped), naming the arms and budgets that would, unless
+    ``allow_out_of_range``: before any training, not as an "out of range" verdict at the end."""
+    if not config.budgets or config.allow_out_of_range:
+        return
+    arms = {arm: arm.compute(config.base.epochs, config.branch_at, ratios) for arm in map(arm_named, all_arms(config))}
+    curve = [c for arm, c in arms.items() if not arm.selects and c is not None]
+    low, high = min(curve), max(curve)
+    outside = {arm.name: c for arm, c in arms.items() if arm.selects and c is not None and not low <= c <= high}
+    if not outside:
+        return
+    needed = sorted({*config.budgets, *(_bracketing_budget(config, c) for c in outside.values())})
+    named = ", ".join(f"{name} (compute {c:.2f})" for name, c in outside.items())
+    used = ", ".join(f"{kind} {value:g}" for kind, value in sorted(ratios.items()))
+    given, listed = (",".join(f"{b:g}" for b in budgets) for budgets in (config.budgets, needed))
+    raise InputError(
+        f"budgets {given} span compute {low:.2f}-{high:.2f} and cannot bracket {named} at cost ratio ({used}): "
+        f"--budgets {listed} would (protocol: budgets = [{listed.replace(',', ', ')}]); or pass "
+        "--allow-out-of-range (protocol: allow_out_of_range = true) to report them 'out of range'"
+    )
+
+
+def _bracketing_budget(config: CompareConfig, compute: float) -> float:
+    """The nearest whole budget whose baseline arm costs at least ``compute`` (or tenth of one, at most it)."""
+    epochs, branch = config.base.epochs, config.branch_at
+
+    def cost(budget: float) -> float:
+        return arm_named(budget_arm(budget)).compute(epochs, branch, {}) or 0.0
+
+    tail = (compute - branch) / (1 - branch)  # the budget before the epochs' rounding
+    if compute > 1:
+        budget = float(max(1, math.ceil(tail)))
+        while cost(budget) < compute:  # epochs round half up: a budget or so more at most
+            budget += 1
+        return budget
+    budget = math.floor(10 * tail) / 10
+    while budget > 0.1 and cost(budget) > compute:
+        budget = round(budget - 0.1, 6)
+    return max(budget, 0.1)
+
+
+def _check_per_run(config: CompareConfig) -> None:
+    """Refuse a shared value of a field compare sets per run (``PER_RUN``): a default, or a setting or seed that is
+    among the comparison's own (a protocol's ``[train]`` may repeat its one setting), is what the runs use anyway."""
+    defaults = TrainConfig()
+    runs = {"setting": config.settings, "seed": config.seeds}
+    for name, instead in PER_RUN.items():
+        value = getattr(config.base, name)
+        if value != getattr(defaults, name) and value not in runs.get(name, ()):
+            raise InputError(f"compare sets {name} per run (use {instead}), got {name}={value!r}")
 
 
 def validate_compare(config: CompareConfig) -> None:
@@ -85,6 +166,8 @@ def validate_compare(config: CompareConfig) -> None:
         raise InputError("settings must name at least one setting, got none")
     if len(set(config.budgets)) != len(config.budgets) or not all(b > 0 and math.isfinite(b) for b in config.budgets):
         raise InputError(f"budgets must be distinct finite numbers > 0, got {list(config.budgets)}")
+    if any(b > MAX_RATIO for b in config.budgets):
+        raise InputError(f"budgets must be at most {MAX_RATIO:g} (baseline runs), got {list(config.budgets)}")
     arms = [arm_named(name) for name in all_arms(config)]
     same = candidates_arm(config.base.num_candidates)
     if same in config.arms:
@@ -115,13 +198,12 @@ def validate_compare(config: CompareConfig) -> None:
         raise InputError(f"margin must be in (0, 1) as a fraction (0.005 = 0.5 points), got {config.margin}")
     if config.branch_at > 0 and not {"stop_at", "branch_from"} <= {f.name for f in dataclasses.fields(TrainConfig)}:
         raise InputError(f"branch_at {config.branch_at} needs a training loop with stop_at and branch_from")
-    for name in ("stop_at", "branch_from"):
-        if getattr(config.base, name, None) is not None:
-            raise InputError(f"compare sets {name} per run (use branch_at), got {name}={getattr(config.base, name)!r}")
+    _check_per_run(config)
     validate_config(config.base)
     declared = {kind: ratio for kind in ("proposed", *config.cost_ratios)
                 if (ratio := declared_ratio(config, kind)) is not None}  # fmt: skip
     check_arm_epochs(config, declared)
+    check_budget_range(config, declared)
     for arm in arms:  # an arm's own method and options must suit the shared ones (weighted: batch a multiple of M)
         if arm.method != config.base.method or arm.options:
             validate_config(dataclasses.replace(config.base, method=arm.method, **dict(arm.options)))
@@ -131,7 +213,7 @@ def config_from_protocol(table: Mapping[str, Any], base: TrainConfig) -> Compare
     """A ``CompareConfig`` from the ``[compare]`` table of a protocol file (``base`` from its ``[train]``
     table). Keys: ``out`` (required), ``arms``, ``settings``, ``seeds``, ``budgets`` (lists), ``branch_at``,
     ``cost_ratio`` (a number, "bench", or a table of step kinds, ``{proposed = 2.0, gated = "bench", weighted =
-    3.9}``), ``margin_points`` (δ in percentage points) and ``allow_mixed_commits``."""
+    3.9}``), ``margin_points`` (δ in percentage points), ``allow_mixed_commits`` and ``allow_out_of_range``."""
     unknown = sorted(set(table) - set(PROTOCOL_KEYS))
     if unknown:
         raise InputError(f"unknown key(s) {unknown} in the protocol's [compare] table; valid: {list(PROTOCOL_KEYS)}")
@@ -149,11 +231,11 @@ def config_from_protocol(table: Mapping[str, Any], base: TrainConfig) -> Compare
     values.update(_cost_ratios(table.get("cost_ratio", "bench")))
     if "margin_points" in table:
         values["margin"] = _number(table["margin_points"], "margin_points") / 100
-    if "allow_mixed_commits" in table:
-        allow = table["allow_mixed_commits"]
-        if not isinstance(allow, bool):
-            raise InputError(f"protocol key allow_mixed_commits must be true or false, got {allow!r}")
-        values["allow_mixed_commits"] = allow
+    for key in ("allow_mixed_commits", "allow_out_of_range"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise InputError(f"protocol key {key} must be true or false, got {table[key]!r}")
+            values[key] = table[key]
     return CompareConfig(**values)
 
 

@@ -8,13 +8,12 @@ it always has, and any other kind's under ``"A:gated"``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypedDict
 
 from lossaug.compare.arms import arm_named, sweep_candidates
-from lossaug.compare.config import CompareConfig, declared_ratio
+from lossaug.compare.config import MAX_RATIO, CompareConfig, declared_ratio
 from lossaug.compare.plan import planned_arms
 from lossaug.config import TrainConfig
 from lossaug.errors import InputError
@@ -197,8 +196,8 @@ def _read_saved(path: Path) -> dict[str, dict]:
         if not isinstance(entry, dict):
             raise InputError(f"{where} is a {type(entry).__name__}, not an object")
         check_fields(entry, {"value": NUMBER, "source": (str,)}, where)
-        if not (entry["value"] > 0 and math.isfinite(entry["value"])):
-            raise InputError(f"{where} has value {entry['value']!r}, not a finite cost ratio > 0")
+        if not 0 < entry["value"] <= MAX_RATIO:  # NaN and inf fail too
+            raise InputError(f"{where} has value {entry['value']!r}, not a cost ratio in (0, {MAX_RATIO:g}]")
     return saved
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "EqualCompute",
     "Frontier",
     "break_even_ratio",
+    "budget_label",
     "interpolate_log",
     "write_frontier",
 ]
@@ -289,12 +290,13 @@ class BreakEven:
             epochs = spec.epochs(config.base.epochs, config.branch_at, finished.ratios.get(setting, {}))
             if epochs is None:
                 continue
-            gain = endpoint(arms[arm], base, config.margin)["mean"]
+            gain = endpoint(arms[arm], base, config.margin)
             tail = epochs / config.base.epochs - config.branch_at
-            ratio = break_even_ratio(gain, slope, config.branch_at, tail)
+            ratio = break_even_ratio(gain["mean"], slope, config.branch_at, tail)
             measured = finished.ratios.get(setting, {}).get(spec.step)
-            rows[arm] = {"gain": gain, "slope": slope, "slope_between": ["baseline", upper], "break_even_ratio": ratio,
-                         "measured_ratio": measured, "status": _status(ratio, measured)}  # fmt: skip
+            rows[arm] = {"gain": gain["mean"], "gain_verdict": gain["verdict"], "slope": slope,
+                         "slope_between": ["baseline", upper], "break_even_ratio": ratio, "measured_ratio": measured,
+                         "status": _status(ratio, measured, gain["verdict"])}  # fmt: skip
         return rows
 
     def legend(self, summary: dict) -> list[str]:
@@ -304,7 +306,8 @@ class BreakEven:
             "Break-even: the baseline's slope between ×1 and the next budget (points per doubling of compute) and "
             "the arm's gain over the baseline ×1 give the compute c* at which the baseline would gain as much, "
             "and the cost ratio R* = (c* − F) / (epochs after the branch / E) at which the arm would cost that; "
-            "the arm pays where its measured R is below R*. Point estimates from the means, no interval."
+            "the arm pays where its measured R is below R*. Point estimates from the means, said only of a gain whose "
+            "95% interval excludes 0 (else unresolved)."
         ]
 
     def markdown(self, summary: dict, setting: str) -> list[str]:
@@ -325,8 +328,14 @@ class BreakEven:
         return []
 
 
-def _status(ratio: float | None, measured: float | None) -> str:
-    if ratio is None:
+def _status(ratio: float | None, measured: float | None, gain_verdict: str) -> str:
+    """Whether the arm pays, said only of a gain over ×1 that its interval resolves (a mean gain of -4.00 ± 7.16
+    once read "pays")."""
+    if gain_verdict == "unresolved":
+        return "unresolved: so is its gain over ×1"
+    if gain_verdict.startswith("equivalent"):
+        return "no gain: equivalent to ×1 within ±δ"
+    if gain_verdict != "better" or ratio is None:
         return "no gain over ×1"
     if math.isinf(ratio):
         return "pays (the baseline gains nothing from compute)"
@@ -336,6 +345,12 @@ def _status(ratio: float | None, measured: float | None) -> str:
 
 
 FRONTIER_ANALYSES = (Frontier(), EqualCompute(), BestReachable(), BreakEven())
+
+
+def budget_label(arm: str, compute: float) -> str:
+    """A baseline budget's point: its name and its compute, which differ after a branch ("baseline-x2 (×1.50)"
+    at branch_at 0.5: only the tail is stretched)."""
+    return f"{arm} (×{compute:.2f})"
 
 
 def write_frontier(summary: dict, path: Path) -> Path | None:
@@ -376,7 +391,7 @@ def _draw_frontier(ax, setting: str, rows: Mapping[str, dict]) -> None:
     ys = [100 * placed[arm]["test_error"]["mean"] for _, arm in curve]
     ax.errorbar(xs, ys, yerr=[bar(arm) for _, arm in curve], fmt="o-", color="black", capsize=3, label="baseline")
     for c, arm in curve:
-        ax.annotate(f"×{c:.2f}", (c, 100 * placed[arm]["test_error"]["mean"]), textcoords="offset points",
+        ax.annotate(budget_label(arm, c), (c, 100 * placed[arm]["test_error"]["mean"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)  # fmt: skip
     for arm, row in placed.items():
         if row["selects"]:

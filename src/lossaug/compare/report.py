@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lossaug.compare import stats
-from lossaug.compare.analyses import Analysis, Finished, ForestRow, PairedEndpoints
+from lossaug.compare.analyses import Analysis, Finished, ForestRow, PairedEndpoints, granularity, test_set
 from lossaug.compare.arms import arm_named
 from lossaug.compare.config import CompareConfig, all_arms
 from lossaug.compare.costs import by_kind, ratio_values
@@ -37,12 +37,16 @@ __all__ = [
 # The analyses every summary carries, each under its key, in the order of their sections: the paired endpoints,
 # then the frontier's table and verdicts (empty without budgets).
 ANALYSES: tuple[Analysis, ...] = (PairedEndpoints(), *FRONTIER_ANALYSES)
+# An arm whose error is within this share of chance error (7.5 points at 4 classes, 9 at 10) learned little: its
+# verdicts say little about selection (seen: every arm at 68-73% on 4 classes, reported as usual).
+NEAR_CHANCE = 0.1
 
 
 def mean_interval(values: Sequence[float]) -> dict:
-    """n, mean, sample std and the 95% t-interval half-width of ``values``."""
+    """n, mean, sample std and the 95% t-interval half-width of ``values`` (0 for a sample sd of 0: a row, not a
+    verdict; the baseline's own difference to itself is 0 ± 0)."""
     summary = stats.paired_difference(values)
-    return {"n": summary.n, "mean": summary.mean, "std": summary.sd, "ci95": summary.half_width}
+    return {"n": summary.n, "mean": summary.mean, "std": summary.sd, "ci95": stats.half_width(summary.sd, summary.n)}
 
 
 def check_commits(runs: Sequence[Mapping[str, Any]], allow_mixed: bool) -> dict:
@@ -103,6 +107,7 @@ def summarize(
     runs = [run for arms in results.values() for per_seed in arms.values() for run in per_seed.values()]
     provenance = check_commits([*runs, *trunks], config.allow_mixed_commits)
     finished = Finished(config, results, ratio_values(costs))
+    rows = {setting: arm_rows(finished, setting) for setting in results}
     base = dataclasses.asdict(config.base)
     for name in ("method", "setting", "seed", "out", "stop_at", "branch_from"):
         base.pop(name, None)
@@ -110,7 +115,8 @@ def summarize(
         "base_config": base,
         "arms": list(all_arms(config)),
         "seeds": list(config.seeds),
-        "settings": {setting: arm_rows(finished, setting) for setting in results},
+        "settings": rows,
+        "test_sets": {setting: _tested(test_set(results[setting]), rows[setting]) for setting in results},
         **{
             analysis.key: {setting: analysis.compute(finished, setting) for setting in results} for analysis in ANALYSES
         },
@@ -136,6 +142,16 @@ def summarize(
         "provenance": provenance,
         "device": ", ".join(sorted({run["device"] for run in runs})),
     }
+
+
+def _tested(tested: dict, rows: Mapping[str, dict]) -> dict:
+    """``test_set``'s dict with ``chance`` (1 - 1/classes; None unknown) and ``near_chance``, the arms whose mean
+    test error is within ``NEAR_CHANCE`` of it."""
+    classes = tested.get("classes")
+    chance = 1 - 1 / classes if classes else None
+    limit = math.inf if chance is None else chance * (1 - NEAR_CHANCE)
+    near = [arm for arm, row in rows.items() if row["test_error"]["mean"] >= limit]
+    return {**tested, "chance": chance, "near_chance": near}
 
 
 def _public(cost: Mapping[str, Any]) -> dict:
@@ -221,6 +237,17 @@ def _arm_table(rows: Mapping[str, dict]) -> list[str]:
     return lines
 
 
+def _test_set_lines(tested: Mapping[str, Any]) -> list[str]:
+    """The test set's granularity, where the runs record it (summaries of older runs read as they did), and a
+    warning for arms near chance."""
+    lines = ["", f"Test set: {granularity(tested['examples'])}."] if tested.get("examples") else []
+    if tested.get("near_chance"):
+        chance = f"{100 * tested['chance']:.2f}% error at {tested['classes']} classes"
+        arms = ", ".join(tested["near_chance"])
+        lines += ["", f"**Warning: near chance** ({chance}): {arms} learned little; their verdicts say little."]
+    return lines
+
+
 def summary_markdown(summary: dict) -> str:
     """The summary as Markdown: the design and each analysis' legend, then per setting each analysis' section
     (the endpoints table first) and the per-arm table."""
@@ -251,4 +278,5 @@ def summary_markdown(summary: dict) -> str:
         for analysis in ANALYSES:
             lines += analysis.markdown(summary, setting)
         lines += _arm_table(rows)
+        lines += _test_set_lines(summary.get("test_sets", {}).get(setting, {}))
     return "\n".join(lines) + "\n"

@@ -8,38 +8,43 @@ import dataclasses
 import statistics
 from pathlib import Path
 
+import torch
+
 from lossaug.checkpoint import has_checkpoint
-from lossaug.compare.config import CompareConfig, check_arm_epochs, validate_compare
+from lossaug.compare.config import CompareConfig, check_arm_epochs, check_budget_range, validate_compare
 from lossaug.compare.costs import ratio_values, resolve_costs
 from lossaug.compare.frontier import write_frontier
 from lossaug.compare.plan import RunSpec, plan
 from lossaug.compare.progress import PlanClock
 from lossaug.compare.report import check_commits, summarize, summary_markdown, write_forest
 from lossaug.config import RENAMED, TrainConfig
+from lossaug.data import data_fingerprint, fingerprint_differences
 from lossaug.errors import InputError
 from lossaug.metadata import git_commit, write_json, write_text
+from lossaug.pipeline import prepare_data
 from lossaug.progress import Reporter
-from lossaug.runfiles import INT, NONE, NUMBER, check_fields, read_json, read_records
+from lossaug.runfiles import COUNT, FRACTION, NONE, SECONDS, check_fields, read_json, read_records
 from lossaug.train import train
 
 __all__ = ["read_result", "run_compare"]
 
 
 # What a summary reads from a run's files (runfiles checks each, naming a broken file in one line).
-FINAL_FIELDS = {"test_error": NUMBER, "train_error": NUMBER, "seconds": NUMBER, "epochs": INT, "device": (str,)}
+FINAL_FIELDS = {"test_error": FRACTION, "train_error": FRACTION, "seconds": SECONDS, "epochs": COUNT, "device": (str,)}
+FINAL_OPTIONAL = {"test_examples": COUNT, "num_classes": COUNT, "per_class_test_error": (dict,)}  # older runs lack them
 CONFIG_FIELDS = {"config": (dict,)}
 PROVENANCE_FIELDS = {"git_commit": (str, NONE), "git_dirty": (bool, NONE)}  # absent from runs of older versions
 
 
 def _epoch_seconds(directory: Path) -> list[tuple[int, float]]:
-    records = read_records(directory / "metrics.jsonl", {"seconds": NUMBER})
+    records = read_records(directory / "metrics.jsonl", {"seconds": SECONDS})
     return [(record["epoch"], record["seconds"]) for record in records]
 
 
 def _run_config(directory: Path) -> dict:
     """A run's config.json, checked: its ``config`` (with integer ``epochs``) and provenance."""
     meta = read_json(directory / "config.json", CONFIG_FIELDS, PROVENANCE_FIELDS)
-    check_fields(meta["config"], {"epochs": INT}, f"{directory / 'config.json'} config")
+    check_fields(meta["config"], {"epochs": COUNT}, f"{directory / 'config.json'} config")
     return meta
 
 
@@ -49,7 +54,7 @@ def read_result(directory: Path, trunk: Path | None = None) -> dict:
     that to the method; ``seconds_total`` keeps the plain sum. A run branched from ``trunk`` counts the trunk's
     epochs at the trunk's median and its own later epochs at its own."""
     directory = Path(directory)
-    final = read_json(directory / "final.json", FINAL_FIELDS)
+    final = read_json(directory / "final.json", FINAL_FIELDS, FINAL_OPTIONAL)
     meta = _run_config(directory)
     own = _epoch_seconds(directory)
     if not own or own[-1][0] != final["epochs"]:
@@ -77,20 +82,34 @@ def _provenance(directory: Path) -> dict:
     return {"dir": str(directory), "git_commit": meta.get("git_commit"), "git_dirty": meta.get("git_dirty")}
 
 
-def _check_same_config(config: TrainConfig, out: Path) -> None:
-    """A run found in ``out`` must have been made with ``config``: otherwise its results would be reported under
-    a configuration that did not produce them."""
-    # Fields the saved run predates take their defaults; where things live (out, cache, data, trunk) may differ,
-    # but a branched run is never taken for one from the start or the other way round.
-    saved_config = _run_config(out)["config"]
-    saved = {**dataclasses.asdict(TrainConfig()), **{RENAMED.get(k, k): v for k, v in saved_config.items()}}
-    ignored = ("out", "cache_dir", "data", "branch_from")
+def _check_same_config(config: TrainConfig, out: Path, fingerprint: dict | None) -> None:
+    """A run found in ``out`` must have been made with ``config`` and on the data whose ``data_fingerprint`` is
+    ``fingerprint``: otherwise its results would be reported under a configuration (or pooled with runs of data)
+    that did not produce them."""
+    # Fields the saved run predates take their defaults; where things live (out, cache, trunk) may differ, and the
+    # data too where both fingerprints say they are the same; a branched run is never taken for one from the start
+    # or the other way round.
+    meta = _run_config(out)
+    saved = {**dataclasses.asdict(TrainConfig()), **{RENAMED.get(k, k): v for k, v in meta["config"].items()}}
+    saved_print = (meta.get("resolved") or {}).get("data_fingerprint")
+    ignored = ("out", "cache_dir", "branch_from", *(("data",) if saved_print and fingerprint else ()))
     changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in dataclasses.asdict(config).items()
                if k not in ignored and saved[k] != v]  # fmt: skip
     if (saved.get("branch_from") is None) != (getattr(config, "branch_from", None) is None):
         changed.append(f"branch_from: {saved.get('branch_from')!r} -> {getattr(config, 'branch_from', None)!r}")
+    if saved_print and fingerprint:
+        changed += [f"data fingerprint {d}" for d in fingerprint_differences(saved_print, fingerprint)]
     if changed:
         raise InputError(f"{out} holds a run with other options ({'; '.join(changed)}); use another --out")
+
+
+def _plan_fingerprint(config: CompareConfig) -> dict | None:
+    """The ``data_fingerprint`` of the comparison's training set, as each of its runs records it in config.json;
+    None when ``out`` holds no run yet (nothing to check it against, and no data to load for it)."""
+    if not any((spec.out / "config.json").exists() for spec in plan(config)):
+        return None
+    data = prepare_data(config.base, torch.device("cpu"), None)
+    return data_fingerprint(data.train_images, data.train_labels, data.num_classes)
 
 
 def _log(reporter: Reporter | None, line: str) -> None:
@@ -98,13 +117,14 @@ def _log(reporter: Reporter | None, line: str) -> None:
         reporter.log(line)
 
 
-def _run(spec: RunSpec, reporter: Reporter | None, trunk: Path | None = None) -> dict:
+def _run(spec: RunSpec, reporter: Reporter | None, fingerprint: dict | None, trunk: Path | None = None) -> dict:
     """Train ``spec`` unless it is finished (resuming from its checkpoint if it has one); its results, or only its
-    provenance for a trunk. A run found in its directory must have been made with its config."""
+    provenance for a trunk. A run found in its directory must have been made with its config, on the data of
+    ``fingerprint``."""
     assert spec.config is not None, f"{spec.out}: planned before its cost ratio was known"
     out = spec.out
     if (out / "config.json").exists():
-        _check_same_config(spec.config, out)
+        _check_same_config(spec.config, out, fingerprint)
     if spec.finished:
         _log(reporter, f"{'trunk ' if spec.arm is None else ''}done already: {out}")
     else:
@@ -139,19 +159,26 @@ def run_compare(config: CompareConfig, reporter: Reporter | None = None) -> dict
     costs = resolve_costs(config, reporter)
     for ratios in ratio_values(costs).values():  # a measured R too small for an arm's epochs: before any training
         check_arm_epochs(config, ratios)
+        check_budget_range(config, ratios)
     results: dict[str, dict[str, dict[int, dict]]] = {}
     trunks: list[dict] = []
     specs = plan(config, ratio_values(costs))
+    fingerprint = _plan_fingerprint(config)
+    for spec in specs:  # runs found of another config or data are refused before any is trained
+        if spec.config is not None and (spec.out / "config.json").exists():
+            _check_same_config(spec.config, spec.out, fingerprint)
     clock = PlanClock(specs, config.branch_at)
     for index, spec in enumerate(specs):
         arms = results.setdefault(spec.setting, {})
         _log(reporter, f"{_describe(spec, config.branch_at)} {clock.start(index)}")
         if spec.arm is None:
-            trunks.append(_run(spec, reporter))
+            trunks.append(_run(spec, reporter, fingerprint))
         else:
             assert spec.config is not None, f"{spec.out}: planned before its cost ratio was known"
             trunk = spec.config.branch_from
-            arms.setdefault(spec.arm, {})[spec.seed] = _run(spec, reporter, None if trunk is None else Path(trunk))
+            arms.setdefault(spec.arm, {})[spec.seed] = _run(
+                spec, reporter, fingerprint, None if trunk is None else Path(trunk)
+            )
         clock.done(index)
     summary = summarize(config, results, costs, trunks)
     write_json(summary, out / "summary.json")

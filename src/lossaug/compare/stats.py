@@ -19,6 +19,7 @@ VERDICTS = ("better", "worse", "equivalent within ±δ", "unresolved")
 CONFIDENCE = 0.95  # two-sided level of every interval
 POWER = 0.8  # power at which the minimal detectable effect is given
 RESOLUTION = 0.003  # target 95% half-width for seeds_needed: 0.3 percentage points, as a fraction
+NO_SPREAD = 1e-9  # a sample sd at most this is none (float noise of equal differences), far below one test image
 
 
 def _beta_continued_fraction(a: float, b: float, x: float) -> float:
@@ -125,13 +126,17 @@ class PairedDifference:
 
 
 def paired_difference(differences: Sequence[float]) -> PairedDifference:
-    """Summary of per-seed paired differences (NaN mean for none, NaN sd and half-width for fewer than 2)."""
+    """Summary of per-seed paired differences (NaN mean for none, NaN sd and half-width for fewer than 2, NaN
+    half-width for a sample sd of 0, at most ``NO_SPREAD``)."""
     n = len(differences)
     if any(math.isnan(d) for d in differences):
         raise InputError(f"paired differences must not be NaN, got {list(differences)}")
     mean = statistics.fmean(differences) if n else math.nan
     sd = statistics.stdev(differences) if n > 1 else math.nan
-    return PairedDifference(n=n, mean=mean, sd=sd, half_width=half_width(sd, n))
+    # Every seed the same difference (76 test images move errors in 1.3-point steps: seen at n = 2) measures no
+    # spread, not a zero-width interval: no verdict is drawn from it. Errors k/N subtracted in floats scatter by
+    # ~1e-17, so "the same" is within NO_SPREAD.
+    return PairedDifference(n=n, mean=mean, sd=sd, half_width=math.nan if sd <= NO_SPREAD else half_width(sd, n))
 
 
 def verdict(mean: float, half_width: float, margin: float) -> str:
