@@ -10,8 +10,8 @@ scales float waveforms to the int16 scale the run's data had. ``torch.jit.load(p
 from __future__ import annotations
 
 import copy
+import io
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lossaug.errors import InputError
+from lossaug.use.outputs import check_new_files, write_new_file
 from lossaug.use.run import TrainedRun
 
 __all__ = ["EXPORT_FORMAT", "ExportedModel", "export_run", "metadata_path"]
@@ -122,12 +123,8 @@ def _metadata(run: TrainedRun) -> dict[str, Any]:
     }
 
 
-def export_run(run: TrainedRun, out: str | Path) -> ExportedModel:
-    """Write ``run``'s model as TorchScript to ``out`` and its JSON to ``metadata_path(out)``, each atomically;
-    a network that cannot be traced is an ``InputError`` saying why."""
-    out = Path(out)
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'model.pt'}")
+def _script(run: TrainedRun) -> bytes:
+    """The saved TorchScript module: the run's network traced, inside the scripted wrapper that checks inputs."""
     model = copy.deepcopy(run.model).eval().requires_grad_(False)  # an inference module: logits need no graph
     example = _example(run)
     try:
@@ -140,19 +137,31 @@ def export_run(run: TrainedRun, out: str | Path) -> ExportedModel:
             spec = run.inputs
             wrapper = (_Waveforms(traced, spec.channels, int(spec.clip_samples or 0)) if run.kind == "audio"
                        else _Images(traced, spec.channels, int(spec.height or 0), int(spec.width or 0)))  # fmt: skip
-            scripted = torch.jit.script(wrapper)
+            buffer = io.BytesIO()
+            torch.jit.save(torch.jit.script(wrapper), buffer)
+            return buffer.getvalue()
     except Exception as error:  # tracing or scripting a user's network: say which and why, in one line
         raise InputError(f"cannot export {run.config.model} from {run.run_dir} to TorchScript: "
                          f"{type(error).__name__}: {str(error).splitlines()[0]}") from error  # fmt: skip
-    metadata = _metadata(run)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        scripted.save(str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    from lossaug.metadata import write_json
 
-    write_json(metadata, metadata_path(out))
+
+def export_run(run: TrainedRun, out: str | Path) -> ExportedModel:
+    """Write ``run``'s model as TorchScript to ``out`` and its JSON to ``metadata_path(out)``, each a new file
+    written whole (an existing file, a run's own file or a ``.json`` module name is an ``InputError``); a network
+    that cannot be traced is an ``InputError`` saying why."""
+    out = Path(out)
+    if out.suffix.lower() == ".json":
+        raise InputError(
+            f"--out {out}: the module's JSON is written beside it as {out.stem}.json; name the module "
+            f"{out.with_suffix('.pt')} instead"
+        )
+    check_new_files("--out", out, [out, metadata_path(out)])
+    module = _script(run)
+    metadata = _metadata(run)
+    write_new_file("--out", module, out)
+    try:
+        write_new_file("--out", (json.dumps(metadata, indent=2, default=str) + "\n").encode(), metadata_path(out))
+    except BaseException:
+        out.unlink(missing_ok=True)  # ours, just written: no module without its JSON
+        raise
     return ExportedModel(out, metadata_path(out), json.loads(metadata_path(out).read_text()))

@@ -1,0 +1,247 @@
+"""Issue 31, the commands that use a trained run (``predict``, ``evaluate``, ``export``, ``show``, ``report
+--per-class``): nothing replaced, no code imported without asking, no bad weights or metadata used, provenance that
+describes the exported weights, an exported module checked against the model, and one line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lossaug.cli import main
+from lossaug.use import export_run, load_trained
+
+TINY = ["--dataset", "mini", "--train-size", "64", "--epochs", "1", "--batch-size", "16", "--device", "cpu"]
+
+FACTORIES = """
+import pathlib
+import torch
+from torch import nn
+
+pathlib.Path("imported.txt").write_text("ran")  # the module's own code, run on import
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes, in_channels, branch=False):
+        super().__init__()
+        self.fc = nn.Linear(in_channels, num_classes)
+        self.branch = branch
+
+    def forward(self, x):
+        h = x.mean(dim=(2, 3))
+        if self.branch and bool(x.mean() > 0):  # branches on the input's values
+            return -3 * self.fc(h)
+        return self.fc(h)
+
+
+def make(num_classes, in_channels):
+    return Net(num_classes, in_channels)
+
+
+def branchy(num_classes, in_channels):
+    return Net(num_classes, in_channels, branch=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def mini_run(tmp_path_factory) -> Path:
+    """A finished tiny run (``cnn``, width 4, one epoch of 64 mini images)."""
+    out = tmp_path_factory.mktemp("mini") / "run"
+    assert main(["train", *TINY, "--model", "cnn", "--width", "4", "--out", str(out)]) == 0
+    return out
+
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "no message"
+    return err[-1]
+
+
+# 7: export never replaces a run file or any existing file ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "config.pt", "final.pt", "checkpoint.prev.pt", "labels.pt"])
+def test_export_never_replaces_a_run_file_or_an_existing_file(mini_run, tmp_path, capsys, name):
+    run = copy_run(mini_run, tmp_path)
+    (run / "labels.json").write_text('{"mine": 1}')
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["export", str(run), "--out", str(run / name)]) == 2
+    line = error_line(capsys)
+    assert "--out" in line and ("exists" in line or "the run" in line)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_export_into_a_fresh_name_still_works_and_a_second_export_is_refused(mini_run, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    assert main(["export", str(mini_run), "--out", str(out)]) == 0
+    assert out.is_file() and (tmp_path / "model.json").is_file()
+    assert main(["export", str(mini_run), "--out", str(out)]) == 2
+    assert "exists" in error_line(capsys)
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+# 15: --out model.json would put the metadata over the module -------------------------------------------------------
+
+
+def test_export_out_json_is_refused(mini_run, tmp_path, capsys):
+    assert main(["export", str(mini_run), "--out", str(tmp_path / "model.json")]) == 2
+    assert ".json" in error_line(capsys)
+    assert not (tmp_path / "model.json").exists()
+
+
+# 8: predict imports a checkpoint's module only when asked -----------------------------------------------------------
+
+
+@pytest.fixture
+def factory_run(tmp_path, monkeypatch):
+    """A run of ``--model evilnet:make`` made in ``tmp_path`` (the module beside it), the module then forgotten."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "evilnet.py").write_text(FACTORIES)
+    assert main(["train", *TINY, "--model", "evilnet:make", "--out", "run"]) == 0
+    sys.modules.pop("evilnet", None)
+    (tmp_path / "imported.txt").unlink()
+    yield tmp_path / "run"
+    sys.modules.pop("evilnet", None)
+
+
+def test_predict_never_imports_a_checkpoints_module_implicitly(factory_run, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(image)
+    for command in (["predict", str(factory_run), str(image)], ["export", str(factory_run), "--out", "m.pt"]):
+        assert main(command) == 2
+        line = error_line(capsys)
+        assert "evilnet" in line and "--trust-code evilnet" in line
+        assert not (tmp_path / "imported.txt").exists()
+    with pytest.raises(ValueError, match="trust_code"):
+        load_trained(factory_run)
+    assert main(["predict", str(factory_run), str(image), "--trust-code", "othermod"]) == 2
+    assert not (tmp_path / "imported.txt").exists()
+    assert main(["predict", str(factory_run), str(image), "--trust-code", "evilnet"]) == 0
+    captured = capsys.readouterr()
+    assert "importing evilnet" in captured.err and str(tmp_path / "evilnet.py") in captured.err
+    assert (tmp_path / "imported.txt").exists()
+
+
+# 14: non-finite or integer weights are refused ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["nan", "inf", "int"])
+def test_non_finite_or_integer_weights_are_refused(mini_run, tmp_path, capsys, damage):
+    run = copy_run(mini_run, tmp_path)
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    name = next(k for k, v in payload["model"].items() if v.is_floating_point() and k.endswith("weight"))
+    tensor = payload["model"][name]
+    if damage == "int":
+        payload["model"][name] = tensor.round().to(torch.int64)
+    else:
+        tensor.view(-1)[0] = float(damage)
+    torch.save(payload, run / "checkpoint.pt")
+    (tmp_path / "d" / "a").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "d" / "a" / "0.png")
+    for command in (
+        ["predict", str(run), str(tmp_path / "d" / "a" / "0.png")],
+        ["evaluate", str(run), "--data", str(tmp_path / "d")],
+        ["export", str(run), "--out", str(tmp_path / "m.pt")],
+    ):
+        assert main(command) == 2
+        line = error_line(capsys)
+        assert str(run / "checkpoint.pt") in line and name in line
+    assert not (tmp_path / "m.pt").exists()
+
+
+# 23: a FIFO named checkpoint.pt does not hang ------------------------------------------------------------------------
+
+
+def test_a_fifo_named_checkpoint_is_not_read(mini_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    os.mkfifo(run / "checkpoint.pt")
+    shutil.copy(mini_run / "config.json", run / "config.json")
+    assert main(["predict", str(run), str(tmp_path)]) == 2  # would block forever in open() before the fix
+    assert "regular file" in capsys.readouterr().err
+    assert main(["predict", str(run / "checkpoint.pt"), str(tmp_path)]) == 2
+    assert "regular file" in error_line(capsys)
+
+
+# 11: provenance describes the exported weights; a run still training is said so --------------------------------
+
+
+def test_export_provenance_describes_the_exported_weights(mini_run, tmp_path, capsys):
+    assert main(["export", str(mini_run), "--out", str(tmp_path / "a.pt")]) == 0
+    final = json.loads((mini_run / "final.json").read_text())
+    provenance = json.loads((tmp_path / "a.json").read_text())["provenance"]
+    assert provenance["test_error"] == final["test_error"]
+    # the previous checkpoint exported (the newest unreadable): not final.json's weights
+    run = copy_run(mini_run, tmp_path)
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    payload["position"] = {**payload["position"], "step": 2, "test_error": None}
+    payload["global_step"] = 2
+    torch.save(payload, run / "checkpoint.prev.pt")
+    (run / "checkpoint.pt").write_bytes(b"cut short")
+    with pytest.warns(UserWarning, match="test error of these weights is unknown"):
+        exported = export_run(load_trained(run), tmp_path / "b.pt")
+    assert exported.metadata["provenance"]["test_error"] is None
+    assert "unknown" in exported.metadata["provenance"]["test_error_note"]
+
+
+def test_predict_and_export_on_a_run_still_training_say_so(mini_run, tmp_path):
+    from lossaug.rundir import RunLock
+
+    run = copy_run(mini_run, tmp_path)
+    with RunLock(run), pytest.warns(UserWarning, match="still training"):
+        load_trained(run)
+
+
+# 12: an export that does not compute the model's function is refused -------------------------------------------
+
+
+def test_export_of_a_value_branching_network_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "evilnet.py").write_text(FACTORIES)
+    try:
+        assert main(["train", *TINY, "--model", "evilnet:branchy", "--out", "run"]) == 0
+        assert main(["export", "run", "--out", "m.pt", "--trust-code", "evilnet"]) == 2
+        assert "differ" in error_line(capsys)
+        assert not (tmp_path / "m.pt").exists()
+    finally:
+        sys.modules.pop("evilnet", None)
+
+
+# 20 and 25: an unwritable --out, or one under a file, is one line -------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["proc", "read-only", "under-a-file"])
+def test_export_out_that_cannot_be_written_is_one_line(mini_run, tmp_path, capsys, where):
+    if where == "proc":
+        out = Path("/proc/x.pt")
+    elif where == "read-only":
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who may write anywhere")
+        out = folder / "model.pt"
+    else:
+        (tmp_path / "notes.txt").write_text("mine")
+        out = tmp_path / "notes.txt" / "model.pt"
+    assert main(["export", str(mini_run), "--out", str(out)]) == 2
+    line = error_line(capsys)
+    assert line.startswith("lossaug: ") and "--out" in line and "RuntimeError" not in line
+    if where == "under-a-file":
+        assert "notes.txt is a file, not a folder" in line
+        assert (tmp_path / "notes.txt").read_text() == "mine"
