@@ -80,7 +80,24 @@ def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
         return newest_valid_checkpoint(path, keys=("model", "config", "num_classes"))
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not path.is_file():  # a FIFO would block for ever, /dev/zero never end
+        raise InputError(f"{path} is not a regular file; give a run directory or its checkpoint.pt")
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # a torch zip file, or torch's legacy pickle
+        raise InputError(f"{path} is not a checkpoint ({_looks_like(head)}); give a run directory or its checkpoint.pt")
     return path, load_checkpoint(path)
+
+
+def _looks_like(head: bytes) -> str:
+    """What a file that is not a torch file seems to be, from its first bytes."""
+    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8") or head.startswith(b"GIF8"):
+        return "it is an image"
+    if head.startswith(b"RIFF"):
+        return "it is a WAV file"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "it is JSON text"
+    return "it is empty" if not head else "it is not a torch file"
 
 
 def run_sample_rate(payload: dict) -> int | None:

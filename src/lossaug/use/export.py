@@ -89,8 +89,27 @@ def _example(run: TrainedRun) -> Tensor:
     return torch.randint(0, 256, (2, *run.inputs.shape), generator=generator).float()
 
 
+def _test_error(run: TrainedRun) -> tuple[float | None, str]:
+    """The test error of the exported weights and where it comes from: the checkpoint's own epoch-end evaluation
+    (final.json may describe other weights: a finished run resumed and stopped early, or a previous checkpoint
+    exported because the newest does not load); None, with a notice, when the checkpoint has none."""
+    position = run.position
+    error = position.get("test_error")
+    if position.get("step") == 0 and isinstance(error, (int, float)) and not isinstance(error, bool):
+        return float(
+            error
+        ), f"evaluated at the end of epoch {position.get('epoch')}, when {run.checkpoint.name} was saved"
+    note = (
+        f"unknown: {run.checkpoint.name} was saved at step {run.global_step} (epoch {position.get('epoch', '?')},"
+        f" step {position.get('step', '?')} in it), not after a test evaluation of these weights"
+    )
+    warnings.warn(f"test error of these weights is unknown; model.json says so ({note})", stacklevel=3)
+    return None, note
+
+
 def _metadata(run: TrainedRun) -> dict[str, Any]:
-    config_json, final_json = run.provenance.get("config.json", {}), run.provenance.get("final.json", {})
+    config_json = run.provenance.get("config.json", {})
+    test_error, test_error_note = _test_error(run)
     spec = run.inputs
     if run.kind == "image":
         takes = f"uint8 images (B,{spec.channels},{spec.height},{spec.width})"
@@ -114,7 +133,8 @@ def _metadata(run: TrainedRun) -> dict[str, Any]:
             "model": run.config.model,
             "method": run.config.method,
             "seed": run.config.seed,
-            "test_error": final_json.get("test_error"),
+            "test_error": test_error,
+            "test_error_note": test_error_note,
             "git_commit": config_json.get("git_commit"),
             "lossaug_version": config_json.get("lossaug_version"),
             "trained_with_torch": config_json.get("torch_version"),
@@ -139,10 +159,45 @@ def _script(run: TrainedRun) -> bytes:
                        else _Images(traced, spec.channels, int(spec.height or 0), int(spec.width or 0)))  # fmt: skip
             buffer = io.BytesIO()
             torch.jit.save(torch.jit.script(wrapper), buffer)
-            return buffer.getvalue()
     except Exception as error:  # tracing or scripting a user's network: say which and why, in one line
         raise InputError(f"cannot export {run.config.model} from {run.run_dir} to TorchScript: "
                          f"{type(error).__name__}: {str(error).splitlines()[0]}") from error  # fmt: skip
+    _check_same_function(run, model, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _held_out(run: TrainedRun) -> list[Tensor]:
+    """Inputs unlike the tracing example, as a user passes them: the extremes of the input range and random values
+    of another seed, in batches of one and three."""
+    generator = torch.Generator().manual_seed(1)
+    shape = run.inputs.shape
+    if run.kind == "audio":
+        low, high, dtype = -32768, 32767, torch.int16
+    else:
+        low, high, dtype = 0, 255, torch.uint8
+    return [
+        torch.full((1, *shape), low, dtype=dtype),
+        torch.full((1, *shape), high, dtype=dtype),
+        torch.zeros((1, *shape), dtype=dtype),
+        torch.randint(low, high + 1, (3, *shape), generator=generator).to(dtype),
+    ]
+
+
+def _check_same_function(run: TrainedRun, model: nn.Module, module: bytes) -> None:
+    """Refuse an export whose logits differ from the model's on held-out inputs: tracing records one path through
+    the network, so a forward that branches on input values is exported with the branch of the example."""
+    exported = torch.jit.load(io.BytesIO(module))
+    with torch.no_grad():
+        for inputs in _held_out(run):
+            expected, got = model(inputs.float()), exported(inputs)
+            tolerance = 1e-4 + 1e-3 * float(expected.abs().max())
+            gap = float((expected - got).abs().max())
+            if not gap <= tolerance:
+                raise InputError(
+                    f"cannot export {run.config.model} from {run.run_dir}: the exported module's logits differ from "
+                    f"the model's by {gap:.3g} on held-out inputs (a forward that branches on input values is traced "
+                    "with one branch only); make the branch tensor operations (torch.where) and export again"
+                )
 
 
 def export_run(run: TrainedRun, out: str | Path) -> ExportedModel:
