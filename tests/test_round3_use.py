@@ -245,3 +245,49 @@ def test_export_out_that_cannot_be_written_is_one_line(mini_run, tmp_path, capsy
     if where == "under-a-file":
         assert "notes.txt is a file, not a folder" in line
         assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# 21: edited checkpoint metadata is one line --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda p: p["inputs"].update(extra=1),
+        lambda p: p.update(inputs="image 3x32x32"),
+        lambda p: p["inputs"].update(height=10**9),
+        lambda p: p["inputs"].update(width=-3),
+        lambda p: p["config"].update(width="abc"),
+    ],
+    ids=["extra-key", "string", "huge-height", "negative-width", "width-abc"],
+)
+def test_edited_checkpoint_metadata_is_one_line(mini_run, tmp_path, capsys, edit):
+    run = copy_run(mini_run, tmp_path)
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    edit(payload)
+    torch.save(payload, run / "checkpoint.pt")
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    for command in (
+        ["predict", str(run), str(tmp_path / "x.png")],
+        ["export", str(run), "--out", str(tmp_path / "m.pt")],
+    ):
+        assert main(command) == 2
+        line = error_line(capsys)
+        assert line.startswith("lossaug: ") and str(run / "checkpoint.pt") in line
+
+
+# 25: a file that is not a run given as RUN -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", ["config.json", "png", "/dev/zero"])
+def test_a_file_that_is_not_a_checkpoint_given_as_run(mini_run, tmp_path, capsys, given):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    path = {"config.json": str(mini_run / "config.json"), "png": str(tmp_path / "x.png")}.get(given, given)
+    assert main(["predict", path, str(tmp_path / "x.png")]) == 2
+    line = error_line(capsys)
+    assert "pickled" not in line and path in line
+    assert "not a checkpoint" in line or "not a regular file" in line
