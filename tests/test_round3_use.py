@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -278,7 +279,7 @@ def test_edited_checkpoint_metadata_is_one_line(mini_run, tmp_path, capsys, edit
         assert line.startswith("lossaug: ") and str(run / "checkpoint.pt") in line
 
 
-# 25: a file that is not a run given as RUN -----------------------------------------------------------------------------
+# 25: a file that is not a run given as RUN ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("given", ["config.json", "png", "/dev/zero"])
@@ -291,3 +292,57 @@ def test_a_file_that_is_not_a_checkpoint_given_as_run(mini_run, tmp_path, capsys
     line = error_line(capsys)
     assert "pickled" not in line and path in line
     assert "not a checkpoint" in line or "not a regular file" in line
+
+
+# 18 and 24: audio runs ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def audio_run(tmp_path_factory) -> Path:
+    """A run on 8 kHz mono tones, ``low`` and ``high``."""
+    from test_use import wav_tree
+
+    tmp = tmp_path_factory.mktemp("audio")
+    root, out = wav_tree(tmp / "tones", rate=8000, channels=1, train=4, test=2), tmp / "run"
+    argv = ["train", "--dataset", "audio-folder", "--data", str(root), "--width", "2", "--epochs", "1",
+            "--batch-size", "4", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def write_wav(path: Path, rate: int, samples: int) -> None:
+    import wave
+
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(np.zeros(samples, dtype="<i2").tobytes())
+
+
+def test_a_wav_claiming_an_absurd_rate_is_refused_before_resampling(audio_run, tmp_path, capsys, monkeypatch):
+    write_wav(tmp_path / "good.wav", 8000, 800)
+    write_wav(tmp_path / "one_hz.wav", 1, 2000)  # would resample to 16 M samples at 8 kHz
+    write_wav(tmp_path / "long.wav", 4000, 6000)
+    import lossaug.use.inputs as inputs
+
+    monkeypatch.setattr(inputs, "MAX_RESAMPLED", 10_000)  # the long file's 12 000 samples at 8 kHz exceed it
+    assert main(["predict", str(audio_run), str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "good.wav" in captured.out and "one_hz.wav" not in captured.out and "long.wav" not in captured.out
+    lines = captured.err.strip().splitlines()
+    assert any("one_hz.wav" in line and "1 Hz" in line for line in lines)
+    assert any("long.wav" in line and "10000" in line for line in lines)
+
+
+def test_exported_audio_module_takes_empty_batches_and_checks_its_range(audio_run, tmp_path):
+    out = tmp_path / "m.pt"
+    exported = export_run(load_trained(audio_run), out)
+    module = torch.jit.load(str(out))
+    samples = exported.metadata["inputs"]["clip_samples"]
+    assert module(torch.zeros((0, 1, samples), dtype=torch.int16)).shape == (0, 2)
+    assert module(torch.zeros((0, 1, samples))).shape == (0, 2)
+    assert module(torch.full((2, 1, samples), 0.5)).shape == (2, 2)
+    for bad in (torch.full((1, 1, samples), 1000.0), torch.full((1, 1, samples), float("nan"))):
+        with pytest.raises(Exception, match=r"\[-1, 1\]"):
+            module(bad)

@@ -50,20 +50,25 @@ class _Images(nn.Module):
 
 
 class _Waveforms(nn.Module):
-    """Checks waveforms ``(B,C,T)`` at the run's clip length, int16 or float in [-1, 1], and hands them to the
-    traced network on the int16 scale."""
+    """Checks waveforms ``(B,C,T)`` at the run's clip length, int16 or float in [-1, 1] (NaN and values beyond
+    refused), and hands them to the traced network on the int16 scale; an empty batch gives ``(0,K)`` logits."""
 
-    def __init__(self, net: nn.Module, channels: int, clip_samples: int):
+    def __init__(self, net: nn.Module, channels: int, clip_samples: int, num_classes: int):
         super().__init__()
-        self.net, self.channels, self.clip_samples = net, channels, clip_samples
+        self.net, self.channels, self.clip_samples, self.num_classes = net, channels, clip_samples, num_classes
 
     def forward(self, waveforms: Tensor) -> Tensor:
         if waveforms.dim() != 3 or waveforms.shape[1] != self.channels or waveforms.shape[2] != self.clip_samples:
             raise ValueError(f"waveforms must be (B,{self.channels},{self.clip_samples}) at the run's rate")
+        if waveforms.dtype != torch.int16 and not waveforms.is_floating_point():
+            raise ValueError("waveforms must be int16, or float in [-1, 1]")
+        if waveforms.is_floating_point() and waveforms.numel() > 0 and not bool(waveforms.abs().max() <= 1.0):
+            # NaN fails too; a float waveform on the int16 scale would be scaled by 32768 twice
+            raise ValueError("float waveforms must be in [-1, 1] (pass int16 for samples on the int16 scale)")
+        if waveforms.shape[0] == 0:  # the network's FFT takes no empty batch
+            return torch.zeros((0, self.num_classes))
         if waveforms.dtype == torch.int16:
             return self.net(waveforms.float())
-        if not waveforms.is_floating_point():
-            raise ValueError("waveforms must be int16, or float in [-1, 1]")
         return self.net(waveforms.float() * 32768.0)  # [-1, 1] to the int16 scale of the run's clips
 
 
@@ -143,6 +148,13 @@ def _metadata(run: TrainedRun) -> dict[str, Any]:
     }
 
 
+def _wrapper(run: TrainedRun, traced: nn.Module) -> nn.Module:
+    spec = run.inputs
+    if run.kind == "audio":
+        return _Waveforms(traced, spec.channels, int(spec.clip_samples or 0), len(run.classes))
+    return _Images(traced, spec.channels, int(spec.height or 0), int(spec.width or 0))
+
+
 def _script(run: TrainedRun) -> bytes:
     """The saved TorchScript module: the run's network traced, inside the scripted wrapper that checks inputs."""
     model = copy.deepcopy(run.model).eval().requires_grad_(False)  # an inference module: logits need no graph
@@ -154,11 +166,8 @@ def _script(run: TrainedRun) -> bytes:
             # side to run; TorchScript is still what loads with torch alone (and from C++), which is the point here.
             warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace(model, example, check_trace=False)
-            spec = run.inputs
-            wrapper = (_Waveforms(traced, spec.channels, int(spec.clip_samples or 0)) if run.kind == "audio"
-                       else _Images(traced, spec.channels, int(spec.height or 0), int(spec.width or 0)))  # fmt: skip
             buffer = io.BytesIO()
-            torch.jit.save(torch.jit.script(wrapper), buffer)
+            torch.jit.save(torch.jit.script(_wrapper(run, traced)), buffer)
     except Exception as error:  # tracing or scripting a user's network: say which and why, in one line
         raise InputError(f"cannot export {run.config.model} from {run.run_dir} to TorchScript: "
                          f"{type(error).__name__}: {str(error).splitlines()[0]}") from error  # fmt: skip

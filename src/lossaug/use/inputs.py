@@ -26,6 +26,12 @@ from lossaug.use.run import InputSpec
 __all__ = ["Unreadable", "find_files", "read_input", "read_inputs", "suffixes_for"]
 
 
+# The work one file may ask for: a header's rate is only a number (a WAV claiming 1 Hz would be resampled 16000-fold
+# at 16 kHz: a 40 KB file asked for 2.1 GB), so the resampled length is checked before anything is allocated.
+MIN_RATE = 100  # Hz; telephone audio is 8000
+MAX_RESAMPLED = 1 << 25  # samples (128 MiB of float32; 35 min at 16 kHz)
+
+
 @dataclass(frozen=True)
 class Unreadable:
     """A file that could not be read as the run's input, and why (one line)."""
@@ -76,6 +82,14 @@ def _clip(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
     """``(1,T)`` int16 of one clip, as the run's test clips were made."""
     samples, rate = decode_audio(source, where)
     assert spec.sample_rate is not None and spec.clip_samples is not None
+    if rate < MIN_RATE:
+        raise InputError(f"cannot read {where}: its header says {rate} Hz, not an audio rate (at least {MIN_RATE} Hz)")
+    resampled = -(-len(samples) * spec.sample_rate // rate)
+    if resampled > MAX_RESAMPLED:  # checked before resampling allocates it
+        raise InputError(
+            f"cannot read {where}: {len(samples)} samples at {rate} Hz make {resampled} at the run's "
+            f"{spec.sample_rate} Hz, more than {MAX_RESAMPLED}; cut the file to the part to predict"
+        )
     if rate != spec.sample_rate:
         samples = resample(torch.from_numpy(samples), rate, spec.sample_rate).numpy()
     clip = torch.from_numpy(fit_clip(samples, spec.clip_samples)).view(1, -1)
