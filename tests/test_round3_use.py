@@ -346,3 +346,20 @@ def test_exported_audio_module_takes_empty_batches_and_checks_its_range(audio_ru
     for bad in (torch.full((1, 1, samples), 1000.0), torch.full((1, 1, samples), float("nan"))):
         with pytest.raises(Exception, match=r"\[-1, 1\]"):
             module(bad)
+
+
+# 19: report --per-class reads final.json checked ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"test_error": 0.5, "per_class', '{"per_class_test_error": [1, 2]}', '{"per_class_test_error": {"cat": "x"}}',
+     '["a"]', '{"per_class_test_error": {"cat": 2.5}}'],
+    ids=["cut-short", "list", "string-value", "not-an-object", "out-of-range"],
+)  # fmt: skip
+def test_report_per_class_reads_final_json_checked(mini_run, tmp_path, capsys, text):
+    run = copy_run(mini_run, tmp_path)
+    (run / "final.json").write_text(text)
+    assert main(["report", str(run), "--per-class", "--out", str(tmp_path / "r.png")]) == 2
+    line = error_line(capsys)
+    assert line.startswith("lossaug: ") and str(run / "final.json") in line
