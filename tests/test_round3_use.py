@@ -363,3 +363,93 @@ def test_report_per_class_reads_final_json_checked(mini_run, tmp_path, capsys, t
     assert main(["report", str(run), "--per-class", "--out", str(tmp_path / "r.png")]) == 2
     line = error_line(capsys)
     assert line.startswith("lossaug: ") and str(run / "final.json") in line
+
+
+# 25: the messages of the use commands --------------------------------------------------------------------------------
+
+
+def test_a_file_or_folder_of_the_other_kind_says_what_the_run_takes(audio_run, mini_run, tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "pics" / "x.png")
+    write_wav(tmp_path / "x.wav", 8000, 800)
+    assert main(["predict", str(audio_run), str(tmp_path / "pics" / "x.png")]) == 1
+    assert "the run takes audio" in error_line(capsys)
+    assert main(["predict", str(mini_run), str(tmp_path / "x.wav")]) == 1
+    assert "the run takes images" in error_line(capsys)
+    assert main(["predict", str(audio_run), str(tmp_path / "pics")]) == 2
+    line = error_line(capsys)
+    assert "the run takes audio" in line and "image" in line
+
+
+def zip_with(path: Path, members: dict[str, bytes], links: dict[str, str]) -> Path:
+    import stat
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        for name, target in links.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, target)
+    return path
+
+
+def png_bytes(color=(200, 10, 10)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_evaluate_archives_symlinks_corruption_and_a_wrapping_folder(mini_run, tmp_path, capsys):
+    data = zip_with(tmp_path / "d.zip", {"test/cat/0.png": png_bytes()}, {"test/dog/1.png": "../../etc/passwd"})
+    assert main(["evaluate", str(mini_run), "--data", str(data), "--out", str(tmp_path / "c.png")]) == 2
+    line = error_line(capsys)
+    assert "test/dog/1.png" in line and "symbolic link" in line and "BytesIO" not in line
+    (tmp_path / "bad.zip").write_bytes(b"not an archive at all" * 10)
+    assert main(["evaluate", str(mini_run), "--data", str(tmp_path / "bad.zip")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.zip" in err[0]
+    for name in ("cat", "dog"):  # one folder wrapping <class>/<file>, as the README allows
+        (tmp_path / "wrap" / "mydata" / name).mkdir(parents=True)
+        (tmp_path / "wrap" / "mydata" / name / "0.png").write_bytes(png_bytes())
+    assert (
+        main(["evaluate", str(mini_run), "--data", str(tmp_path / "wrap"), "--json", "--out", str(tmp_path / "w.png")])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["num_examples"] == 2
+
+
+def test_show_on_a_run_with_two_test_images(tmp_path, capsys):
+    from test_use import image_tree
+
+    root = image_tree(tmp_path / "shapes", train=4, test=1)
+    argv = ["train", "--dataset", "folder", "--data", str(root), "--model", "cnn", "--width", "2", "--epochs", "1",
+            "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["show", str(tmp_path / "run"), "--out", str(tmp_path / "c.png")]) == 0  # the default, clamped
+    assert main(["show", str(tmp_path / "run"), "--images", "6", "--out", str(tmp_path / "d.png")]) == 2
+    assert "--images" in error_line(capsys)
+
+
+def test_decompression_bomb_warning_names_the_file(mini_run, tmp_path, monkeypatch):
+    import warnings
+
+    from PIL import Image
+
+    from lossaug.use import predict
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600)  # 1024 pixels: more than this, less than twice
+    run = load_trained(mini_run)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = predict(run, [tmp_path / "big.png"])
+    assert len(result.predictions) == 1
+    assert any("big.png" in str(w.message) and "decompression" in str(w.message).lower() for w in caught)

@@ -74,6 +74,9 @@ class CandidateGrid:
     candidate_targets: Tensor | None = None
 
 
+DEFAULT_IMAGES = 6  # rows of a candidate figure when --images is not given
+
+
 def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
     """A checkpoint file, or a run directory's newest valid checkpoint."""
     if path.is_dir():
@@ -166,11 +169,16 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
     return LoadedRun(config, model, dataset.classes, dataset.test, path, scorer, dataset.kind, rate)
 
 
-def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4, *, seed: int = 0) -> CandidateGrid:
+def score_examples(
+    run: LoadedRun, num_images: int | None = None, num_candidates: int = 4, *, seed: int = 0
+) -> CandidateGrid:
     """Make ``num_candidates`` candidates of ``num_images`` test images (picked at random from ``seed``) with the
     run's augmentation and score them as the run did (its score, BatchNorm mode and temperature)."""
-    if num_images < 1 or num_images > len(run.test.labels):
-        raise InputError(f"num_images must be in [1, {len(run.test.labels)}], got {num_images}")
+    available = len(run.test.labels)
+    if num_images is None:  # DEFAULT_IMAGES, or every test image of a smaller test set
+        num_images = min(DEFAULT_IMAGES, available)
+    if num_images < 1 or num_images > available:
+        raise InputError(f"--images (num_images) must be in [1, {available}], the run's test images; got {num_images}")
     if num_candidates < 1:
         raise InputError(f"num_candidates must be >= 1, got {num_candidates}")
     config = run.config
@@ -286,7 +294,9 @@ def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *,
     return out
 
 
-def show_candidates(run: LoadedRun, out: Path, *, num_images: int = 6, num_candidates: int = 4, seed: int = 0) -> Path:
+def show_candidates(
+    run: LoadedRun, out: Path, *, num_images: int | None = None, num_candidates: int = 4, seed: int = 0
+) -> Path:
     """Score ``num_candidates`` candidates of ``num_images`` test images with ``run`` and draw them into ``out``."""
     grid = score_examples(run, num_images, num_candidates, seed=seed)
     config = run.config
