@@ -453,3 +453,11 @@ def test_decompression_bomb_warning_names_the_file(mini_run, tmp_path, monkeypat
         result = predict(run, [tmp_path / "big.png"])
     assert len(result.predictions) == 1
     assert any("big.png" in str(w.message) and "decompression" in str(w.message).lower() for w in caught)
+
+
+def test_show_never_imports_a_checkpoints_module_implicitly(factory_run, tmp_path, capsys):
+    assert main(["show", str(factory_run), "--out", str(tmp_path / "s.png")]) == 2
+    assert "--trust-code evilnet" in error_line(capsys)
+    assert not (tmp_path / "imported.txt").exists()
+    assert main(["show", str(factory_run), "--out", str(tmp_path / "s.png"), "--trust-code", "evilnet"]) == 0
+    assert (tmp_path / "imported.txt").exists()

@@ -330,7 +330,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     run_dir = given if given.is_dir() else given.parent
     out = figure_path(Path(args.out), "candidates.png") if args.out else run_dir / "candidates.png"
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    run = load_run(Path(args.checkpoint), data=args.data, cache_dir=cache_dir)
+    run = load_run(Path(args.checkpoint), data=args.data, cache_dir=cache_dir, trust_code=args.trust_code)
     path = show_candidates(run, out, num_images=args.images, num_candidates=args.candidates, seed=args.seed)
     print(f"wrote {path}")
     return 0

@@ -124,17 +124,24 @@ def find_data(config: TrainConfig, run_dir: Path) -> str | None:
     return config.data
 
 
-def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path | None = None) -> LoadedRun:
+def load_run(
+    checkpoint: str | Path, *, data: str | None = None, cache_dir: Path | None = None, trust_code: str | None = None
+) -> LoadedRun:
     """Rebuild the model of ``checkpoint`` (a ``checkpoint.pt`` or a run directory) and load the run's test split.
 
     ``data`` replaces the run's data path (when the data moved); ``cache_dir`` is where to find or put downloads
-    and decoded arrays (None: no cache).
+    and decoded arrays (None: no cache); ``trust_code`` names the module of a run trained with the user's own
+    model (``--model MODULE:FACTORY``), which is imported only then.
     """
     path, payload = _checkpoint_payload(Path(checkpoint))
     missing = [key for key in ("model", "config", "num_classes") if key not in payload]
     if missing:
         raise InputError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
     config = TrainConfig.from_dict(payload["config"])
+    from lossaug.use.checks import check_trusted  # here: lossaug.use imports this module
+
+    for model_name in {config.model, config.proxy_model} - {None}:
+        check_trusted(str(model_name), trust_code, path)
     state = payload["model"]
     if "mean" not in state:
         raise InputError(f"checkpoint {path}: the model has no 'mean' buffer; not a lossaug Normalized model")
