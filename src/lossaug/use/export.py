@@ -3,8 +3,10 @@
 The module takes what a user has: uint8 images ``(B,C,H,W)`` at the run's size, or waveforms ``(B,C,T)`` at the
 run's rate and clip length, int16 or float in [-1, 1]; applies the run's normalisation (images) or front end (the
 audio network's own log-mel, inside the model) and returns logits ``(B,K)``. The network is traced
-(``torch.jit.trace``) once on a batch of two; a scripted wrapper around it checks the input's dtype and shape and
-scales float waveforms to the int16 scale the run's data had. ``torch.jit.load(path)`` loads it anywhere.
+(``torch.jit.trace``) once on a batch of two; a scripted wrapper around it checks the input's dtype, shape and
+(float waveforms) range and scales float waveforms to the int16 scale the run's data had. The saved module is
+checked against the model on held-out inputs (tracing keeps one branch of a forward that branches on values), and
+both files are new files (``use.outputs``). ``torch.jit.load(path)`` loads it anywhere.
 """
 
 from __future__ import annotations
