@@ -103,7 +103,9 @@ def test_factory_model_in_bench_and_show(factory, tmp_path):
                                    repeats=1, warmup=0, device="cpu"))  # fmt: skip
     assert result.timing(2).ratio > 0
     run = train(TrainConfig(**BASE, model="user_nets:tiny", out=str(tmp_path / "run")))
-    path = show_candidates(load_run(run.out_dir), tmp_path / "show.png", num_images=2, num_candidates=2, seed=0)
+    path = show_candidates(
+        load_run(run.out_dir, trust_code="user_nets"), tmp_path / "show.png", num_images=2, num_candidates=2, seed=0
+    )
     assert path.exists()
 
 

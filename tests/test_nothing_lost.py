@@ -289,7 +289,7 @@ def test_bench_compare_and_show_check_the_model_output_too(tmp_path, monkeypatch
     sys.modules.pop(name, None)
     capsys.readouterr()
     code = main(["show", str(tmp_path / "run"), "--out", str(tmp_path / "show.png"),
-                 "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+                 "--cache-dir", str(tmp_path / "cache"), "--trust-code", name])  # fmt: skip
     assert code == 2
     one_line_error(capsys, f"--model {good}", "tuple")
 
@@ -342,7 +342,7 @@ def test_resume_or_show_after_the_factory_changed_shapes_is_one_line(tmp_path, m
     capsys.readouterr()
     assert main(["train", "--resume", str(out), "--epochs", "2"]) == 2
     one_line_error(capsys, str(out), "0.weight (6, 3, 3, 3)", "(4, 3, 3, 3)")
-    assert main(["show", str(out), "--out", str(tmp_path / "show.png")]) == 2
+    assert main(["show", str(out), "--out", str(tmp_path / "show.png"), "--trust-code", module]) == 2
     one_line_error(capsys, str(out), "0.weight (6, 3, 3, 3)", "(4, 3, 3, 3)")
 
 

@@ -176,6 +176,8 @@ def load_torch_file(path: Path) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, for every file a user hands lossaug (checkpoints,
     ``--init`` weights). A missing file raises ``FileNotFoundError``; one that is empty, text, cut short, corrupt,
     or that holds pickled objects other than tensors and plain data raises ``UnreadableFile`` saying why."""
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO would block for ever, /dev/zero never end
+        raise UnreadableFile(Path(path), "not a regular file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

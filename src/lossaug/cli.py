@@ -264,7 +264,15 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
         "for a baseline run) and draw a PNG grid: rows = images, columns = candidates.",
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.pt, or a run directory")
-    parser.add_argument("--images", type=int, default=6, help="test images, one row each (default: 6)")
+    parser.add_argument(
+        "--trust-code",
+        metavar="MODULE",
+        help="import and run MODULE, the Python module of a run "
+        "trained with --model MODULE:FACTORY (never imported without it)",
+    )
+    parser.add_argument(
+        "--images", type=int, help="test images, one row each (default: 6, or all of a smaller test set)"
+    )
     parser.add_argument("--candidates", type=int, default=4, help="candidates per image (default: 4)")
     parser.add_argument(
         "--out", help="figure to write (.png, .pdf, .svg) or a folder (default: candidates.png in the run directory)"

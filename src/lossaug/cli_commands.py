@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from lossaug.cli_config import UsageError, config_from_args, default_cache_dir, load_protocol_file, option_flag
 from lossaug.config import TrainConfig
+from lossaug.errors import InputError
 
 if TYPE_CHECKING:
     from lossaug.train import NonFiniteError, TrainingInterrupted
@@ -293,15 +294,35 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _per_class_errors(final: Path) -> dict[str, float | None]:
+    """final.json's ``per_class_test_error`` (class name to an error in [0, 1], or None for a class without test
+    examples), checked; empty when the file or the key is absent (an unfinished run, or one before they were)."""
+    from lossaug.runfiles import read_json
+
+    if not final.exists():
+        return {}
+    if not final.is_file():  # a FIFO would block for ever
+        raise InputError(f"{final} is not a regular file")
+    table = read_json(final).get("per_class_test_error") or {}
+    if not isinstance(table, dict):
+        raise InputError(f"{final}: per_class_test_error is a {type(table).__name__}, not an object of classes")
+    for name, error in table.items():
+        if error is not None and not _is_error(error):
+            raise InputError(f"{final}: per_class_test_error of {name!r} is {error!r}, not an error in [0, 1]")
+    return table
+
+
+def _is_error(value: Any) -> bool:
+    """Whether ``value`` is a number in [0, 1] (not a bool)."""
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
 def _per_class_table(runs: dict[str, Path]) -> str:
     """Each run's per-class test errors (final.json's ``per_class_test_error``) as a text table: one row per class,
     one column per run; ``-`` where a run has no such class or did not record them (runs before this existed)."""
-    import json
-
-    errors = {}
-    for label, directory in runs.items():
-        final = directory / "final.json"
-        errors[label] = json.loads(final.read_text()).get("per_class_test_error") or {} if final.is_file() else {}
+    errors = {label: _per_class_errors(directory / "final.json") for label, directory in runs.items()}
     classes = list(dict.fromkeys(name for table in errors.values() for name in table))
     if not classes:
         return "no per-class test errors recorded (final.json of runs made before they were, or unfinished runs)"
@@ -321,7 +342,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     run_dir = given if given.is_dir() else given.parent
     out = figure_path(Path(args.out), "candidates.png") if args.out else run_dir / "candidates.png"
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    run = load_run(Path(args.checkpoint), data=args.data, cache_dir=cache_dir)
+    run = load_run(Path(args.checkpoint), data=args.data, cache_dir=cache_dir, trust_code=args.trust_code)
     path = show_candidates(run, out, num_images=args.images, num_candidates=args.candidates, seed=args.seed)
     print(f"wrote {path}")
     return 0

@@ -31,6 +31,12 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image or WAV files, or folders of them")
     parser.add_argument("--top", type=int, default=1, metavar="K", help="print the K most probable classes (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+    parser.add_argument(
+        "--trust-code",
+        metavar="MODULE",
+        help="import and run MODULE, the Python module of a run "
+        "trained with --model MODULE:FACTORY (never imported without it)",
+    )
     parser.set_defaults(func=cmd_predict)
 
     parser = sub.add_parser(
@@ -45,6 +51,12 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, metavar="ROOT_OR_ARCHIVE", help="the labelled data to evaluate on")
     parser.add_argument("--out", help="confusion matrix figure, .png/.pdf/.svg (default: RUN_DIR/confusion.png)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    parser.add_argument(
+        "--trust-code",
+        metavar="MODULE",
+        help="import and run MODULE, the Python module of a run "
+        "trained with --model MODULE:FACTORY (never imported without it)",
+    )
     parser.set_defaults(func=cmd_evaluate)
 
     parser = sub.add_parser(
@@ -57,15 +69,21 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or one of its checkpoint files)")
     parser.add_argument("--out", required=True, metavar="FILE", help="the TorchScript file to write, e.g. model.pt")
+    parser.add_argument(
+        "--trust-code",
+        metavar="MODULE",
+        help="import and run MODULE, the Python module of a run "
+        "trained with --model MODULE:FACTORY (never imported without it)",
+    )
     parser.set_defaults(func=cmd_export)
 
 
-def _load(run_dir: str) -> TrainedRun:
+def _load(run_dir: str, trust_code: str | None) -> TrainedRun:
     """``load_trained(run_dir)``, saying in one line on stderr when it is the run's best-validation checkpoint."""
     from lossaug.use import load_trained
     from lossaug.validation import BEST
 
-    run = load_trained(run_dir)
+    run = load_trained(run_dir, trust_code=trust_code)
     if run.checkpoint.name == BEST and Path(run_dir).is_dir():
         last = run.run_dir / "checkpoint.pt"
         note = f"using {run.checkpoint} (--keep best: the best validation epoch); give {last} for the last epoch's"
@@ -76,7 +94,7 @@ def _load(run_dir: str) -> TrainedRun:
 def cmd_predict(args: argparse.Namespace) -> int:
     from lossaug.use import predict
 
-    result = predict(_load(args.run_dir), args.paths, top=args.top)
+    result = predict(_load(args.run_dir, args.trust_code), args.paths, top=args.top)
     for failure in result.failed:
         print(f"lossaug: {failure.reason}", file=sys.stderr)  # each names its file
     if args.json:
@@ -92,7 +110,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from lossaug.plots import MatplotlibMissing, figure_path
     from lossaug.use import evaluate_run, plot_confusion
 
-    run = _load(args.run_dir)
+    run = _load(args.run_dir, args.trust_code)
     out = figure_path(Path(args.out), "confusion.png") if args.out else run.run_dir / "confusion.png"
     evaluation = evaluate_run(run, args.data)
     title = f"{run.config.model} ({run.run_dir.name}) on {args.data}"
@@ -119,7 +137,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from lossaug.use import export_run
 
-    exported = export_run(_load(args.run_dir), args.out)
+    exported = export_run(_load(args.run_dir, args.trust_code), args.out)
     inputs = exported.metadata["takes"]
     print(f"wrote {exported.path} (takes {inputs}; returns logits) and {exported.metadata_path}")
     return 0

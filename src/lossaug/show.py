@@ -75,13 +75,33 @@ class CandidateGrid:
     own_fraction: Tensor | None = None  # (N,M) with candidate_targets: the share of each tile that is its own image
 
 
+DEFAULT_IMAGES = 6  # rows of a candidate figure when --images is not given
+
+
 def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
     """A checkpoint file, or a run directory's newest valid checkpoint."""
     if path.is_dir():
         return newest_valid_checkpoint(path, keys=("model", "config", "num_classes"))
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not path.is_file():  # a FIFO would block for ever, /dev/zero never end
+        raise InputError(f"{path} is not a regular file; give a run directory or its checkpoint.pt")
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # a torch zip file, or torch's legacy pickle
+        raise InputError(f"{path} is not a checkpoint ({_looks_like(head)}); give a run directory or its checkpoint.pt")
     return path, load_checkpoint(path)
+
+
+def _looks_like(head: bytes) -> str:
+    """What a file that is not a torch file seems to be, from its first bytes."""
+    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8") or head.startswith(b"GIF8"):
+        return "it is an image"
+    if head.startswith(b"RIFF"):
+        return "it is a WAV file"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "it is JSON text"
+    return "it is empty" if not head else "it is not a torch file"
 
 
 def run_sample_rate(payload: dict) -> int | None:
@@ -105,17 +125,24 @@ def find_data(config: TrainConfig, run_dir: Path) -> str | None:
     return config.data
 
 
-def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path | None = None) -> LoadedRun:
+def load_run(
+    checkpoint: str | Path, *, data: str | None = None, cache_dir: Path | None = None, trust_code: str | None = None
+) -> LoadedRun:
     """Rebuild the model of ``checkpoint`` (a ``checkpoint.pt`` or a run directory) and load the run's test split.
 
     ``data`` replaces the run's data path (when the data moved); ``cache_dir`` is where to find or put downloads
-    and decoded arrays (None: no cache).
+    and decoded arrays (None: no cache); ``trust_code`` names the module of a run trained with the user's own
+    model (``--model MODULE:FACTORY``), which is imported only then.
     """
     path, payload = _checkpoint_payload(Path(checkpoint))
     missing = [key for key in ("model", "config", "num_classes") if key not in payload]
     if missing:
         raise InputError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
     config = TrainConfig.from_dict(payload["config"])
+    from lossaug.use.checks import check_trusted  # here: lossaug.use imports this module
+
+    for model_name in {config.model, config.proxy_model} - {None}:
+        check_trusted(str(model_name), trust_code, path)
     state = payload["model"]
     if "mean" not in state:
         raise InputError(f"checkpoint {path}: the model has no 'mean' buffer; not a lossaug Normalized model")
@@ -150,11 +177,16 @@ def load_run(checkpoint: str | Path, *, data: str | None = None, cache_dir: Path
     return LoadedRun(config, model, dataset.classes, dataset.test, path, scorer, dataset.kind, rate)
 
 
-def score_examples(run: LoadedRun, num_images: int = 6, num_candidates: int = 4, *, seed: int = 0) -> CandidateGrid:
+def score_examples(
+    run: LoadedRun, num_images: int | None = None, num_candidates: int = 4, *, seed: int = 0
+) -> CandidateGrid:
     """Make ``num_candidates`` candidates of ``num_images`` test images (picked at random from ``seed``) with the
     run's augmentation and score them as the run did (its score, BatchNorm mode and temperature)."""
-    if num_images < 1 or num_images > len(run.test.labels):
-        raise InputError(f"num_images must be in [1, {len(run.test.labels)}], got {num_images}")
+    available = len(run.test.labels)
+    if num_images is None:  # DEFAULT_IMAGES, or every test image of a smaller test set
+        num_images = min(DEFAULT_IMAGES, available)
+    if num_images < 1 or num_images > available:
+        raise InputError(f"--images (num_images) must be in [1, {available}], the run's test images; got {num_images}")
     if num_candidates < 1:
         raise InputError(f"num_candidates must be >= 1, got {num_candidates}")
     config = run.config
@@ -363,7 +395,9 @@ def plot_candidates(grid: CandidateGrid, classes: tuple[str, ...], out: Path, *,
     return out
 
 
-def show_candidates(run: LoadedRun, out: Path, *, num_images: int = 6, num_candidates: int = 4, seed: int = 0) -> Path:
+def show_candidates(
+    run: LoadedRun, out: Path, *, num_images: int | None = None, num_candidates: int = 4, seed: int = 0
+) -> Path:
     """Score ``num_candidates`` candidates of ``num_images`` test images with ``run`` and draw them into ``out``."""
     grid = score_examples(run, num_images, num_candidates, seed=seed)
     config = run.config

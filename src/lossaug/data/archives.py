@@ -86,6 +86,11 @@ def archive_members(source: Path | bytes, where: str | None = None) -> Iterator[
         if zipfile.is_zipfile(opened()):
             with zipfile.ZipFile(opened()) as zf:
                 for info in zf.infolist():
+                    if stat.S_ISLNK(info.external_attr >> 16):  # its bytes are a link's target, not a file
+                        raise InputError(
+                            f"archive {where}: member {info.filename} is a symbolic link; lossaug reads "
+                            "regular files only"
+                        )
                     if not info.is_dir():
                         budget.add(info.filename, info.file_size)  # zipfile reads at most file_size bytes
                         yield PurePosixPath(info.filename), zf.read(info)
@@ -101,7 +106,15 @@ def archive_members(source: Path | bytes, where: str | None = None) -> Iterator[
                     budget.add(member.name, member.size)
                     yield PurePosixPath(member.name), handle.read()
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise InputError(f"could not read archive {where}: {e}") from e
+        raise InputError(f"could not read archive {where}: {_first_line(e)}") from e
+
+
+def _first_line(error: BaseException) -> str:
+    """One line saying why an archive did not read: tarfile lists each compression it tried, one per line."""
+    lines = str(error).strip().splitlines()
+    if not lines or lines[0].endswith(":"):
+        return "not a tar or zip archive, or damaged (cut short?)"
+    return lines[0]
 
 
 def file_digest(path: Path, algorithm: str) -> str:

@@ -50,17 +50,23 @@ def _entries(root: Path) -> list[tuple[PurePosixPath, Path | bytes]]:
     return [(PurePosixPath(p.relative_to(root).as_posix()), p) for p in sorted(root.rglob("*")) if p.is_file()]
 
 
-def labelled_files(root: str | Path, suffixes: tuple[str, ...]) -> tuple[str, list[tuple[str, str, Path | bytes]]]:
+def labelled_files(
+    root: str | Path, suffixes: tuple[str, ...], classes: tuple[str, ...] = ()
+) -> tuple[str, list[tuple[str, str, Path | bytes]]]:
     """``(split, [(class name, name in messages, path or bytes), ...])`` of the data files (``suffixes``) under
     ``root``: those of ``test/<class>/`` (or ``val/``), else of ``<class>/`` at the top; one folder wrapping it
-    all (as archives often have) is looked into. Hidden files are skipped; files sorted by name."""
+    all (as archives often have) is looked into: one holding ``train/``, ``test/`` or ``val/``, or, when it is not
+    one of ``classes`` (the run's), one holding only folders named as ``classes``. Hidden files are skipped; files
+    sorted by name."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"data not found: {root}")
     entries = [(name, source) for name, source in _entries(root)
                if not any(part.startswith(".") for part in name.parts)]  # fmt: skip
     one_top = len({name.parts[0] for name, _ in entries}) == 1 and all(len(name.parts) > 2 for name, _ in entries)
-    if one_top and {name.parts[1] for name, _ in entries} & {"train", *_SPLITS}:  # wrapping, not one class's folder
+    inner = {name.parts[1] for name, _ in entries} if one_top else set()
+    wraps_classes = one_top and bool(classes) and inner <= set(classes) and entries[0][0].parts[0] not in classes
+    if one_top and (inner & {"train", *_SPLITS} or wraps_classes):  # wrapping, not one class's folder
         entries = [(PurePosixPath(*name.parts[1:]), source) for name, source in entries]
     present = {name.parts[0] for name, _ in entries if len(name.parts) > 2}
     split = next((s for s in _SPLITS if s in present), "")
@@ -83,7 +89,7 @@ def labelled_files(root: str | Path, suffixes: tuple[str, ...]) -> tuple[str, li
 def evaluate_run(run: TrainedRun, data: str | Path) -> Evaluation:
     """The error of ``run`` on the data at ``data`` (see ``labelled_files``). A class the run does not know is an
     ``InputError`` naming it; so is a file that cannot be read."""
-    split, files = labelled_files(data, suffixes_for(run.inputs))
+    split, files = labelled_files(data, suffixes_for(run.inputs), run.classes)
     unknown = sorted({name for name, _, _ in files} - set(run.classes))
     if unknown:
         raise InputError(f"{data} has classes the run does not know: {', '.join(unknown)}; the run's classes: "

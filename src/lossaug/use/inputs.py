@@ -10,6 +10,7 @@ centred in the run's clip length, zero-padded or cropped equally at both ends, s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,13 @@ from lossaug.data import AUDIO_SUFFIXES, IMAGE_SUFFIXES, decode_audio, decode_im
 from lossaug.errors import InputError
 from lossaug.use.run import InputSpec
 
-__all__ = ["Unreadable", "find_files", "read_input", "read_inputs", "suffixes_for"]
+__all__ = ["Unreadable", "describe_missing", "find_files", "read_input", "read_inputs", "suffixes_for"]
+
+
+# The work one file may ask for: a header's rate is only a number (a WAV claiming 1 Hz would be resampled 16000-fold
+# at 16 kHz: a 40 KB file asked for 2.1 GB), so the resampled length is checked before anything is allocated.
+MIN_RATE = 100  # Hz; telephone audio is 8000
+MAX_RESAMPLED = 1 << 25  # samples (128 MiB of float32; 35 min at 16 kHz)
 
 
 @dataclass(frozen=True)
@@ -76,10 +83,49 @@ def _clip(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
     """``(1,T)`` int16 of one clip, as the run's test clips were made."""
     samples, rate = decode_audio(source, where)
     assert spec.sample_rate is not None and spec.clip_samples is not None
+    if rate < MIN_RATE:
+        raise InputError(f"cannot read {where}: its header says {rate} Hz, not an audio rate (at least {MIN_RATE} Hz)")
+    resampled = -(-len(samples) * spec.sample_rate // rate)
+    if resampled > MAX_RESAMPLED:  # checked before resampling allocates it
+        raise InputError(
+            f"cannot read {where}: {len(samples)} samples at {rate} Hz make {resampled} at the run's "
+            f"{spec.sample_rate} Hz, more than {MAX_RESAMPLED}; cut the file to the part to predict"
+        )
     if rate != spec.sample_rate:
         samples = resample(torch.from_numpy(samples), rate, spec.sample_rate).numpy()
     clip = torch.from_numpy(fit_clip(samples, spec.clip_samples)).view(1, -1)
     return clip.expand(spec.channels, -1).contiguous()
+
+
+_TAKES = {"image": "images", "audio": "audio (WAV files)"}
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
+
+
+def _other_kind(source: Path | bytes, spec: InputSpec) -> str:
+    """``"an image"`` or ``"audio"`` when ``source`` is plainly the kind of file the run does not take (by its
+    first bytes or its ending), else ``""``: its own decoder then says what is wrong."""
+    if isinstance(source, Path):
+        with source.open("rb") as handle:
+            head = handle.read(12)
+        suffix = source.suffix.lower()
+    else:
+        head, suffix = source[:12], ""
+    is_wav = head.startswith(b"RIFF") and head[8:12] == b"WAVE"
+    is_image = head.startswith(_IMAGE_MAGIC) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP")
+    if spec.kind == "audio" and (is_image or (suffix in IMAGE_SUFFIXES and not is_wav)):
+        return "an image"
+    if spec.kind == "image" and (is_wav or (suffix in AUDIO_SUFFIXES and not is_image)):
+        return "audio"
+    return ""
+
+
+def describe_missing(paths: Sequence[str | Path], spec: InputSpec) -> str:
+    """Why ``paths`` gave no files to predict: the run's kind, and what the folders hold instead, if anything."""
+    where = ", ".join(map(str, paths))
+    other, noun = (AUDIO_SUFFIXES, "audio") if spec.kind == "image" else (IMAGE_SUFFIXES, "images")
+    holds = any(p.suffix.lower() in other for given in paths if Path(given).is_dir() for p in Path(given).rglob("*"))
+    instead = f" and {where} hold{'s' * (len(paths) == 1)} {noun}" if holds else ""
+    return f"no files to predict in {where}: the run takes {_TAKES[spec.kind]}{instead}"
 
 
 def read_input(source: Path | bytes, spec: InputSpec, where: str | None = None) -> Tensor:
@@ -90,10 +136,21 @@ def read_input(source: Path | bytes, spec: InputSpec, where: str | None = None) 
     name = where or (str(source) if isinstance(source, Path) else "<bytes>")
     if isinstance(source, Path) and not source.is_file():
         raise InputError(f"cannot read {name}: " + ("no such file" if not source.exists() else "not a file"))
+    other = _other_kind(source, spec)
+    if other:
+        raise InputError(f"cannot read {name}: the run takes {_TAKES[spec.kind]}, and this is {other}")
     if spec.kind == "audio":
         return _clip(source, name, spec)
     try:
-        return _image(source, name, spec)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            image = _image(source, name, spec)
+        for warning in caught:  # PIL's own names no file: say which, and pass on any other warning as it was
+            message = (
+                f"{name}: {warning.message}" if warning.category is Image.DecompressionBombWarning else warning.message
+            )
+            warnings.warn(message, warning.category, stacklevel=2)
+        return image
     except InputError:  # decode_image's own, naming the file
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as error:

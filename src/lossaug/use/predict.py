@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from lossaug.errors import InputError
-from lossaug.use.inputs import Unreadable, find_files, read_inputs
+from lossaug.use.inputs import Unreadable, describe_missing, find_files, read_inputs
 from lossaug.use.run import TrainedRun
 
 __all__ = ["Prediction", "PredictResult", "logits_of", "predict"]
@@ -63,7 +63,7 @@ def predict(run: TrainedRun, paths: Sequence[str | Path], top: int = 1) -> Predi
         raise InputError(f"top must be >= 1, got {top}")
     files = find_files(paths, run.inputs)
     if not files:
-        raise InputError(f"no files to predict in {', '.join(map(str, paths))}")
+        raise InputError(describe_missing(paths, run.inputs))
     names, inputs, failed = read_inputs(((str(path), path) for path in files), run.inputs)
     probs = logits_of(run, inputs).softmax(dim=1)
     values, indices = probs.topk(min(top, len(run.classes)), dim=1)

@@ -19,6 +19,7 @@ from lossaug.data import Kind, load_for
 from lossaug.errors import InputError
 from lossaug.models import build_classifier, check_state_fits
 from lossaug.show import _checkpoint_payload, find_data, run_sample_rate
+from lossaug.use.checks import check_config_fields, check_inputs, check_trusted, check_weights, warn_if_training
 from lossaug.validation import kept_checkpoint
 
 __all__ = ["InputSpec", "TrainedRun", "load_trained"]
@@ -69,6 +70,7 @@ class TrainedRun:
     checkpoint: Path
     global_step: int
     provenance: dict[str, Any]
+    position: dict[str, Any] = dataclasses.field(default_factory=dict)  # the checkpoint's: epoch, step, test error
 
     @property
     def kind(self) -> Kind:
@@ -76,6 +78,8 @@ class TrainedRun:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():  # a FIFO or a device would block or never end
+        return {}
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -94,18 +98,27 @@ def _from_data(config: TrainConfig, run_dir: Path) -> tuple[tuple[str, ...], dic
     return data.classes, spec
 
 
-def load_trained(run_dir: str | Path) -> TrainedRun:
+def load_trained(run_dir: str | Path, *, trust_code: str | None = None) -> TrainedRun:
     """The trained model of ``run_dir`` (a run directory, or one of its checkpoint files), ready to predict.
 
-    Raises ``FileNotFoundError`` for a missing path and ``InputError`` for a folder that holds no lossaug run."""
+    A model that is the user's own code (``--model PACKAGE.MODULE:FACTORY``) is imported only when ``trust_code``
+    names its module. Raises ``FileNotFoundError`` for a missing path and ``InputError`` for a folder that holds
+    no lossaug run, for recorded config or inputs lossaug does not write, and for weights that are not finite
+    floats; warns when a training process still holds the run. A run that kept its best-validation checkpoint
+    (``--keep best``) gives that one."""
     path, payload = _checkpoint_payload(kept_checkpoint(Path(run_dir)))  # best.pt when --keep best kept one
     missing = [key for key in ("model", "config", "num_classes") if key not in payload]
     if missing:
         raise InputError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
     folder = path.parent
+    warn_if_training(folder)
+    if not isinstance(payload["config"], dict) or not isinstance(payload["model"], dict):
+        raise InputError(f"checkpoint {path}: its config or model is not a mapping; is it a lossaug checkpoint?")
     config = TrainConfig.from_dict(payload["config"])
+    check_config_fields(config, path)
+    check_trusted(config.model, trust_code, path)
     if payload.get("classes") and payload.get("inputs"):
-        classes, spec = tuple(payload["classes"]), dict(payload["inputs"])
+        classes, spec = tuple(map(str, payload["classes"])), check_inputs(payload["inputs"], path)
     else:
         classes, spec = _from_data(config, folder)
     if len(classes) != payload["num_classes"]:
@@ -115,8 +128,11 @@ def load_trained(run_dir: str | Path) -> TrainedRun:
     model = build_classifier(config.model, len(classes), spec["channels"], config.width, neutral,
                              device=torch.device("cpu"), init_seed=0, sample_rate=run_sample_rate(payload))  # fmt: skip
     check_state_fits(model, state, f"checkpoint {path}", config.model)
+    check_weights(model, state, path)
     model.load_state_dict(state)
     inputs = InputSpec(**spec, image_size=config.image_size if spec["kind"] == "image" else None)
     provenance = {"config.json": _read_json(folder / "config.json"), "final.json": _read_json(folder / "final.json")}
-    return TrainedRun(config, model.eval(), classes, inputs, folder, path, int(payload.get("global_step", 0)),
-                      provenance)  # fmt: skip
+    position = payload.get("position") if isinstance(payload.get("position"), dict) else {}
+    return TrainedRun(
+        config, model.eval(), classes, inputs, folder, path, int(payload.get("global_step", 0)), provenance, position
+    )
