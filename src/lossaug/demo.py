@@ -1,14 +1,12 @@
 """``lossaug demo``: baseline against proposed on the bundled mini CIFAR-10, sized to a wall-clock budget.
 
-**Plan.** Unless ``epochs`` is given, a short calibration times the training step of each arm (``lossaug.bench``'s
-interleaved repeats of the loop's own step, M = 1 and M = ``num_candidates``) and ``choose_epochs`` takes the most
-epochs whose rounds (one epoch of every arm, evaluation included) fit in what is left of the budget.
+**Plan.** Unless ``epochs`` is given, a short calibration times the training step of each arm and
+``demo_calibration.plan_epochs`` takes the most epochs (at least 3) that fit the budget; after the first epoch of
+both arms, ``replan`` sets the final count from their measured time and both runs resume with it.
 
-**Alternate.** Each arm is one ordinary ``train`` call in its own thread, so its run directory is exactly what
-``lossaug train`` writes for the same config. The threads take turns epoch by epoch (``Rotation``): only one ever
-computes, and both arms see the same machine load. The turn changes in the reporter's ``start``, which ``train``
-calls at each epoch start (from ``telemetry.Progress``) after the previous epoch's evaluation and checkpoint and
-before the epoch's clock starts, so waiting for a turn is never counted as training time.
+**Alternate.** Each arm is one ordinary ``train`` call in its own thread (``demo_alternation``), so its run
+directory is exactly what ``lossaug train`` writes for the same config (``lossaug train --resume --epochs N`` after
+the re-check); the threads take turns epoch by epoch, so both arms see the same machine load.
 
 **Report.** Errors, total training time and its ratio, and the ratio of median per-step times (each step timed
 from the ``on_step`` callback), which one slow stretch of the machine barely moves; ``summary.json`` and
@@ -19,44 +17,56 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
 import statistics
-import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossaug.bench import BenchConfig, run_bench
 from lossaug.config import DEVICES, PRESETS, RunResult, TrainConfig
 from lossaug.data import load_mini_cifar10
+from lossaug.demo_alternation import (
+    Alternation,
+    DemoInterrupted,
+    DemoStopped,
+    Rotation,
+    RoundsDone,
+    train_alternating,
+)
+from lossaug.demo_calibration import (
+    CALIBRATION_REPEATS,
+    CALIBRATION_WARMUP,
+    EPOCH_OVERHEAD_SECONDS,
+    MAX_EPOCHS,
+    MIN_EPOCHS,
+    RESERVE_SECONDS,
+    Calibration,
+    Plan,
+    calibrate,
+    choose_epochs,
+    plan_epochs,
+    replan,
+)
+from lossaug.demo_calibration import count_epochs as _count
 from lossaug.errors import InputError
-from lossaug.interrupts import stop_requests
 from lossaug.metadata import write_json
 from lossaug.progress import Reporter
 from lossaug.rundir import run_files
-from lossaug.selection import Selection
-from lossaug.train import train
 
 __all__ = [
-    "ARMS", "BUDGET_SECONDS", "NOTE", "Alternation", "Calibration", "DemoConfig", "DemoInterrupted", "DemoResult",
-    "Plan", "Rotation", "arm_configs", "calibrate", "choose_epochs", "format_table", "median_step_ratio", "note",
-    "plan_epochs", "remaining_seconds", "run_demo", "summary", "train_alternating",
+    "ARMS", "BUDGET_SECONDS", "CALIBRATION_REPEATS", "CALIBRATION_WARMUP", "EPOCH_OVERHEAD_SECONDS", "MAX_EPOCHS",
+    "MIN_EPOCHS", "NOTE", "RESERVE_SECONDS", "Alternation", "Calibration", "DemoConfig", "DemoInterrupted",
+    "DemoResult", "DemoStopped", "Plan", "Rotation", "RoundsDone", "arm_configs", "calibrate", "choose_epochs",
+    "format_table", "median_step_ratio", "note", "plan_epochs", "remaining_seconds", "replan", "run_demo", "summary",
+    "train_alternating",
 ]  # fmt: skip
 
 ARMS = ("baseline", "proposed")
-# Wall-clock for the whole demo: with Python and torch start-up (a few seconds) and a plan that is off by a
-# quarter, it still ends within 5 minutes.
+# Wall-clock for the whole demo: with Python and torch start-up (a few seconds) it ends within 5 minutes; the plan
+# keeps a margin inside it (demo_calibration).
 BUDGET_SECONDS = 240.0
-MIN_EPOCHS = 1
-MAX_EPOCHS = 25  # the demo's former fixed length; a longer run adds nothing a one-seed demo can show
-CALIBRATION_REPEATS = 4  # after one warm-up: ~5 s where a width-16 epoch of 5,000 images takes 7 s (~0.9 s/repeat)
-# Estimates, not measured by the calibration: both arms' set-up (data copy, model, config.json), their final.json
-# and curves.png and the comparison plot (matplotlib's import alone takes a second or two on a slow machine) ...
-RESERVE_SECONDS = 10.0
-# ... and per arm and epoch: the checkpoint (fsynced twice), the metrics line and the progress lines.
-EPOCH_OVERHEAD_SECONDS = 0.3
 
 NOTE = """\
 What this shows: both arms ran the same model, data, epochs and seed, alternating epoch by epoch on the same
@@ -65,23 +75,6 @@ this device; the time ratio (total training time) agrees with it when the machin
 whether selection helps. This is one seed of a small CNN on 5,000 images for {epochs}, far from the
 published regime (PreActResNet-18, 50,000 images, 200 epochs); a single seed cannot tell an effect of a point or
 two from seed-to-seed noise. Settle that with several seeds per arm."""
-
-
-class DemoStopped(Exception):
-    """Raised in an arm's thread when the rotation stopped (the other arm failed, or a signal came)."""
-
-
-class DemoInterrupted(Exception):
-    """SIGTERM or SIGINT stopped the demo; each arm's run directory keeps the checkpoint of its last finished
-    epoch (``lossaug train --resume DIR`` continues it)."""
-
-    def __init__(self, signum: int, run_dirs: Sequence[str | None]):
-        dirs = ", ".join(str(d) for d in run_dirs if d)
-        super().__init__(
-            f"{signal.Signals(signum).name} received: demo stopped; {dirs or 'its runs'} keep the checkpoint of "
-            "their last finished epoch (continue one with: lossaug train --resume DIR)"
-        )
-        self.signum, self.exit_code = signum, 128 + signum
 
 
 @dataclass(frozen=True)
@@ -116,230 +109,7 @@ def arm_configs(config: DemoConfig, epochs: int) -> dict[str, TrainConfig]:
     return {arm: TrainConfig(**common, method=arm, out=str(Path(config.out) / arm)) for arm in ARMS}
 
 
-# ---------------------------------------------------------------- plan
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Medians measured on this machine, in seconds."""
-
-    step_seconds: dict[str, float]  # arm -> one training step of a batch
-    forward_seconds: float  # one no-grad forward over a batch (evaluation is made of these)
-    seconds: float  # what the calibration itself took
-
-
-def calibrate(config: DemoConfig) -> Calibration:
-    """Time each arm's training step with ``lossaug.bench`` (random images; the step ``train`` runs)."""
-    preset, m = PRESETS["demo"], config.num_candidates
-    bench = run_bench(
-        BenchConfig(model=preset["model"], width=config.width, batch_size=preset["batch_size"],
-                    candidate_counts=tuple(sorted({1, m})), setting="A", device=config.device,
-                    repeats=CALIBRATION_REPEATS, warmup=1, seed=config.seed)
-    )  # fmt: skip
-    baseline, proposed = bench.timing(1), bench.timing(m)
-    assert baseline is not None and proposed is not None  # both M were benched (candidate_counts above)
-    steps = {"baseline": baseline.step.median / 1e3, "proposed": proposed.step.median / 1e3}
-    return Calibration(steps, bench.score_forward.median / 1e3, bench.seconds)
-
-
-def choose_epochs(round_seconds: float, seconds_left: float, floor: int = MIN_EPOCHS, ceiling: int = MAX_EPOCHS) -> int:
-    """The most epochs per arm whose rounds (one epoch of every arm, ``round_seconds``) fit in ``seconds_left``,
-    but at least ``floor`` and at most ``ceiling``."""
-    if not round_seconds > 0 or not 1 <= floor <= ceiling:
-        raise ValueError(f"need round_seconds > 0 and 1 <= floor <= ceiling, got {round_seconds}, {floor}, {ceiling}")
-    return max(floor, min(ceiling, math.floor(max(seconds_left, 0.0) / round_seconds)))
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How long each arm trains, and why."""
-
-    epochs: int
-    reason: str  # one line for the log
-    calibration: Calibration | None = None  # None when the epochs were given
-    round_seconds: float | None = None  # estimated wall-clock of one epoch of both arms
-
-
-def plan_epochs(config: DemoConfig, calibration: Calibration | None, spent: float, sizes: tuple[int, int]) -> Plan:
-    """The epochs: ``config.epochs`` if given, else the most that fit the budget after ``spent`` seconds.
-    ``sizes``: (training images, test images). A round costs every arm's steps, one evaluation each
-    (``forward_seconds`` per batch of test images) and ``EPOCH_OVERHEAD_SECONDS`` each; ``RESERVE_SECONDS`` is kept
-    for set-up and plots."""
-    if config.epochs is not None:
-        return Plan(config.epochs, f"{_count(config.epochs)} per arm, as given (no calibration)")
-    assert calibration is not None
-    batch = PRESETS["demo"]["batch_size"]
-    steps, evaluation = sizes[0] // batch, math.ceil(sizes[1] / batch) * calibration.forward_seconds
-    per_round = sum(steps * s + evaluation + EPOCH_OVERHEAD_SECONDS for s in calibration.step_seconds.values())
-    left = config.budget - spent - RESERVE_SECONDS
-    epochs = choose_epochs(per_round, left)
-    ms = {arm: f"{1e3 * s:.0f} ms" for arm, s in calibration.step_seconds.items()}
-    reason = (
-        f"calibration: baseline {ms['baseline']}/step, proposed {ms['proposed']}/step (M={config.num_candidates}), "
-        f"evaluation {evaluation:.1f} s; {steps} steps/epoch -> {per_round:.1f} s per epoch of both arms; "
-        f"{left:.0f} s of the {config.budget:.0f} s budget left -> {_count(epochs)} per arm "
-        f"(between {MIN_EPOCHS} and {MAX_EPOCHS})"
-    )
-    if epochs * per_round > left:
-        reason += f"; over budget: {_count(epochs)} of both arms take longer than the budget allows on this machine"
-    return Plan(epochs, reason, calibration, per_round)
-
-
 # ---------------------------------------------------------------- alternation
-
-
-class Rotation:
-    """Threads taking turns in a fixed order: ``take(name)`` blocks until it is ``name``'s turn, ``pass_on(name)``
-    hands it to the next name, ``leave(name)`` also drops ``name`` from the order. After ``stop()``, every waiting
-    and later ``take`` and every ``check`` raise ``DemoStopped``. ``taken`` lists the names in the order they got
-    their turns."""
-
-    def __init__(self, names: Sequence[str]):
-        self._names, self._current = list(names), 0
-        self._holder: str | None = None  # the name whose turn it is, once taken
-        self._stopped = False
-        self._condition = threading.Condition()
-        self.taken: list[str] = []
-
-    def take(self, name: str) -> None:
-        with self._condition:
-            self._condition.wait_for(lambda: self._stopped or self._names[self._current] == name)
-            self.check()
-            self._holder = name
-            self.taken.append(name)
-
-    def pass_on(self, name: str) -> None:
-        with self._condition:
-            assert self._holder == name, (self._holder, name)
-            self._holder, self._current = None, (self._current + 1) % len(self._names)
-            self._condition.notify_all()
-
-    def leave(self, name: str) -> None:
-        with self._condition:
-            index = self._names.index(name)
-            del self._names[index]
-            if self._holder == name:
-                self._holder = None
-            elif index < self._current:
-                self._current -= 1
-            self._current = self._current % len(self._names) if self._names else 0
-            self._condition.notify_all()
-
-    def stop(self) -> None:
-        with self._condition:
-            self._stopped = True
-            self._condition.notify_all()
-
-    def check(self) -> None:
-        if self._stopped:
-            raise DemoStopped("stopped")
-
-
-class _Arm:
-    """One arm's side of the alternation, handed to ``train`` as its reporter and ``on_step``: takes turns at
-    each epoch start, names the arm in the progress lines, and times every step (from the previous step, or from
-    taking the turn)."""
-
-    def __init__(self, name: str, rotation: Rotation, reporter: Reporter | None,
-                 on_epoch: Callable[[str, float], None] | None, clock: Callable[[], float]):  # fmt: skip
-        self.name, self.rotation, self.reporter, self.on_epoch, self.clock = name, rotation, reporter, on_epoch, clock
-        self.step_seconds: list[float] = []
-        self.epochs_started = 0
-        self.turn_began = self.last_step = clock()
-
-    def start(self, title: str, total: int) -> None:
-        self.end_turn()
-        self.rotation.pass_on(self.name)
-        self.rotation.take(self.name)
-        self.epochs_started += 1
-        self.turn_began = self.last_step = self.clock()
-        if self.reporter is not None:
-            self.reporter.start(f"{self.name} {title}", total)
-
-    def end_turn(self) -> None:
-        """Report a finished epoch's turn (its steps, evaluation and checkpoint); the set-up turn is not one."""
-        if self.epochs_started and self.on_epoch is not None:
-            self.on_epoch(self.name, self.clock() - self.turn_began)
-
-    def advance(self, count: int, info: str = "") -> None:
-        if self.reporter is not None:
-            self.reporter.advance(count, info)
-
-    def finish(self, line: str) -> None:
-        if self.reporter is not None:
-            self.reporter.finish(f"{self.name}: {line}")
-
-    def log(self, line: str) -> None:
-        if self.reporter is not None:
-            self.reporter.log(f"{self.name}: {line}")
-
-    def on_step(self, global_step: int, selection: Selection) -> None:
-        self.rotation.check()
-        now = self.clock()  # also on CUDA: the loop reads each step's finite flag, so the step has finished
-        self.step_seconds.append(now - self.last_step)
-        self.last_step = now
-
-
-@dataclass(frozen=True)
-class Alternation:
-    """What ``train_alternating`` returns."""
-
-    results: dict[str, RunResult]
-    step_seconds: dict[str, tuple[float, ...]]  # every step's wall-clock, in order
-    taken: tuple[str, ...]  # the names in the order they got their turns (the first turn of each is its set-up)
-
-
-def _run_arm(arm: _Arm, config: TrainConfig, overwrite: bool, results: dict[str, RunResult],
-             errors: dict[str, BaseException]) -> None:  # fmt: skip
-    try:
-        arm.rotation.take(arm.name)
-        results[arm.name] = train(config, reporter=arm, on_step=arm.on_step, overwrite=overwrite)
-        arm.end_turn()
-    except BaseException as error:  # handed to the main thread, which raises it
-        errors[arm.name] = error
-        arm.rotation.stop()
-    finally:
-        arm.rotation.leave(arm.name)
-
-
-def train_alternating(
-    configs: Mapping[str, TrainConfig],
-    reporter: Reporter | None = None,
-    *,
-    overwrite: bool = False,
-    on_epoch: Callable[[str, float], None] | None = None,
-    clock: Callable[[], float] = time.perf_counter,
-) -> Alternation:
-    """``train`` every config, one epoch at a time in turn (in ``configs``' order), each in its own thread.
-    ``on_epoch(name, seconds)`` follows each finished epoch, with its wall-clock (evaluation and checkpoint
-    included). A failing run stops the others (at their next step or turn) and its exception is raised here; SIGINT
-    or SIGTERM stops them all and raises ``DemoInterrupted``."""
-    rotation = Rotation(list(configs))
-    results: dict[str, RunResult] = {}
-    errors: dict[str, BaseException] = {}
-    arms = {name: _Arm(name, rotation, reporter, on_epoch, clock) for name in configs}
-    threads = [threading.Thread(target=_run_arm, args=(arms[name], config, overwrite, results, errors),
-                                name=f"lossaug-{name}") for name, config in configs.items()]  # fmt: skip
-    with stop_requests(on_request=rotation.stop) as stop:  # no arm starts a step or turn after a signal
-        try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:  # the handler runs during a join (lock waits are interruptible on POSIX)
-                thread.join()
-        finally:
-            rotation.stop()  # a no-op after a normal end; after a second Ctrl-C the arms stop at their next step
-            for thread in threads:
-                thread.join()
-    if stop.signum is not None:
-        raise DemoInterrupted(stop.signum, [config.out for config in configs.values()])
-    failures = [error for error in errors.values() if not isinstance(error, DemoStopped)]
-    if failures:
-        raise failures[0]
-    assert not errors, errors
-    steps = {name: tuple(arm.step_seconds) for name, arm in arms.items()}
-    return Alternation(dict(results), steps, tuple(rotation.taken))
-
-
 def median_step_ratio(step_seconds: Mapping[str, Sequence[float]]) -> dict[str, float]:
     """Each arm's median step time over the first arm's (the baseline's)."""
     if any(len(times) == 0 for times in step_seconds.values()):
@@ -357,10 +127,6 @@ def remaining_seconds(epoch_seconds: Mapping[str, Sequence[float]], epochs: int)
         return math.nan
     fallback = statistics.fmean(means.values())
     return sum((epochs - len(s)) * means.get(name, fallback) for name, s in epoch_seconds.items())
-
-
-def _count(epochs: int) -> str:
-    return f"{epochs} epoch{'s' if epochs != 1 else ''}"
 
 
 def _minutes(seconds: float) -> str:
@@ -414,8 +180,9 @@ def _refuse_existing_runs(config: DemoConfig) -> None:
 def run_demo(
     config: DemoConfig, reporter: Reporter | None = None, clock: Callable[[], float] = time.perf_counter
 ) -> DemoResult:
-    """Plan, train both arms in alternation, and write ``summary.json`` and ``comparison.png`` into ``config.out``;
-    ``reporter`` gets the plan, the progress of both arms and an ETA after each epoch."""
+    """Plan, train both arms in alternation (re-planned after their first epoch), and write ``summary.json`` and
+    ``comparison.png`` into ``config.out``; ``reporter`` gets the plan, the progress of both arms and an ETA after
+    each epoch."""
     started = clock()
     log = reporter.log if reporter is not None else (lambda line: None)
     _refuse_existing_runs(config)
@@ -423,17 +190,19 @@ def run_demo(
     sizes = (len(data.train.labels), len(data.test.labels))
     if config.epochs is None:
         log(
-            f"demo: calibrating for a {config.budget:.0f} s budget (lossaug bench: each arm's step, 1 warm-up + "
-            f"{CALIBRATION_REPEATS} interleaved repeats)"
+            f"demo: calibrating for a {config.budget:.0f} s budget (lossaug bench: each arm's step, "
+            f"{CALIBRATION_WARMUP} warm-up + {CALIBRATION_REPEATS} interleaved repeats)"
         )
     calibration = calibrate(config) if config.epochs is None else None
     plan = plan_epochs(config, calibration, clock() - started, sizes)
     log(f"demo: {plan.reason}")
-    if plan.round_seconds is not None:
+    if plan.round_seconds is None:
+        eta = _Eta(plan.epochs, log, started, clock)
+        alternation = train_alternating(arm_configs(config, plan.epochs), reporter, overwrite=config.overwrite,
+                                        on_epoch=eta, clock=clock)  # fmt: skip
+    else:
         log(f"demo: alternating the arms epoch by epoch, about {_minutes(plan.epochs * plan.round_seconds)} to go")
-    eta = _Eta(plan.epochs, log, started, clock)
-    alternation = train_alternating(arm_configs(config, plan.epochs), reporter, overwrite=config.overwrite,
-                                    on_epoch=eta, clock=clock)  # fmt: skip
+        plan, alternation = _train_replanned(config, plan, reporter, started, clock)
     from lossaug.plots import plot_curves
 
     out = Path(config.out)
@@ -443,6 +212,32 @@ def run_demo(
                         out / "summary.json", plot)  # fmt: skip
     write_json(summary(result), result.summary_path)
     return result
+
+
+def _train_replanned(
+    config: DemoConfig, plan: Plan, reporter: Reporter | None, started: float, clock: Callable[[], float]
+) -> tuple[Plan, Alternation]:
+    """The first epoch of both arms as ``plan`` has it, the re-check, then both runs resumed with the re-checked
+    epochs (their LR schedule stretched or shortened from epoch 2 on, as ``lossaug train --resume --epochs N``)."""
+    log = reporter.log if reporter is not None else (lambda line: None)
+    configs = arm_configs(config, plan.epochs)
+    first = train_alternating(configs, reporter, overwrite=config.overwrite, rounds=1, clock=clock)
+    setup = sum(first.setup_seconds.values())  # what resuming both will cost, about
+    plan = replan(config, plan, first.epoch_seconds, setup, clock() - started)
+    log(f"demo: {plan.reason}")
+    eta = _Eta(plan.epochs, log, started, clock)
+    eta.seconds = {arm: list(seconds) for arm, seconds in first.epoch_seconds.items()}
+    with warnings.catch_warnings():  # the re-check said so just above: not a surprise worth a warning
+        warnings.filterwarnings("ignore", message=r"resuming .* with changed epochs: \d+ -> \d+$")
+        rest = train_alternating(arm_configs(config, plan.epochs), reporter, resume=True, on_epoch=eta, clock=clock)
+    joined = Alternation(
+        rest.results,
+        {arm: first.step_seconds[arm] + rest.step_seconds[arm] for arm in ARMS},
+        first.taken + rest.taken,
+        {arm: first.epoch_seconds[arm] + rest.epoch_seconds[arm] for arm in ARMS},
+        {arm: first.setup_seconds[arm] + rest.setup_seconds[arm] for arm in ARMS},
+    )
+    return plan, joined
 
 
 def summary(result: DemoResult) -> dict[str, Any]:
