@@ -70,8 +70,25 @@ def _capture_bench(monkeypatch):
     monkeypatch.setattr(metadata, "write_json", write)
 
 
+def _capture_advise(monkeypatch):
+    import lossaug.advise.run as advise_run
+    from lossaug.advise.plan import compare_config, validate_advise
+    from lossaug.compare import plan, validate_compare
+
+    def fake(config, reporter=None, clock=None):
+        validate_advise(config)
+        comparison = compare_config(config, (config.base.seed,), (1.0,))
+        validate_compare(comparison)
+        ratios = {setting: {"proposed": 2.0} for setting in config.settings}
+        runs = {
+            f"{s.setting}/{s.arm}/{s.seed}": dataclasses.asdict(s.config) for s in plan(comparison, ratios) if s.arm
+        }
+        raise _Captured({"out": config.out, "runs": runs})
+
+    monkeypatch.setattr(advise_run, "run_advise", fake)
+
+
 # command -> (argv before the option under test, where {tmp} is a fresh folder; the capture of its resolved config).
-# `advise` joins as a row here when it lands.
 COMMANDS = {
     "compare": (
         [
@@ -91,6 +108,10 @@ COMMANDS = {
     ),
     "demo": (["demo", "--out", "{tmp}/demo"], _capture_demo),
     "bench": (["bench", "--out", "{tmp}/bench.json"], _capture_bench),
+    "advise": (
+        ["advise", "--out", "{tmp}/advice", "--arms", "proposed", "--time", "1h", "--epochs", "4"],
+        _capture_advise,
+    ),
 }
 
 # Values that a type alone cannot give: each must be valid for `train` (test_samples_are_valid_train_options).
@@ -160,7 +181,7 @@ def _resolve(command: str, argv: list[str], monkeypatch) -> tuple[int | None, di
 
 def _recorded(resolved: dict, dest: str, expected, command: str) -> bool:
     """Whether ``expected`` is what the command resolved for ``dest``: in every planned run of a compare."""
-    if command == "compare" and dest != "out":
+    if command in ("compare", "advise") and dest != "out":
         return all(run.get(dest) == expected for run in resolved["runs"].values())
     return resolved.get(dest) in (expected, (expected,))  # bench takes lists: --select-every 2 is (2,)
 
