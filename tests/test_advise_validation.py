@@ -47,3 +47,26 @@ def test_contradictions_are_flagged_and_missing_folds_listed(tmp_path):
     assert [row["contradicts"] for row in saved["theo"]] == [True, False, False]  # unresolved contradicts nothing
     text = (tmp_path / "validation.md").read_text()
     assert "| lucas | - | not run yet" in text and "contradictions: 1 of 3" in text
+
+
+def load_table():
+    spec = importlib.util.spec_from_file_location("truth_table", ROOT / "experiments" / "truth_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_truth_table_reads_each_fold_and_lists_those_not_run(tmp_path):
+    entry = {"mean": -0.012, "half_width": 0.005, "verdict": "better", "n": 8}
+    summary = {
+        "equal_compute": {"A": {"proposed": entry, "gated": {"verdict": "out of range"}}},
+        "endpoints": {"A": {"weighted-equal-time - weighted-uniform-equal-time": {**entry, "verdict": "unresolved"}}},
+    }
+    _write(tmp_path / "theo" / "summary.json", summary)
+    (tmp_path / "lucas").mkdir()
+    assert load_table().main(["--root", str(tmp_path)]) == 0
+    text = (tmp_path / "truth.md").read_text()
+    assert "| theo | -1.20 ± 0.50 better (n 8) | out of range | - | - | -1.20 ± 0.50 unresolved (n 8) |" in text
+    assert "| lucas | not run yet |" in text
