@@ -18,7 +18,7 @@ CASES = [
     ("regression.py", ["--steps", "3"], None, "step 3:"),
     ("multiview_dataloader.py", ["--steps", "3", "--batch-size", "16", "--workers", "2"], None, "step 3:"),
     ("lightning_example.py", ["--steps", "3", "--batch-size", "16"], "lightning", "trained 3 steps"),
-    ("transfer.py", ["--epochs", "1", "--seeds", "0", "--width", "2", "--cost-ratio", "2"], None, "fine-tuned from"),
+    ("transfer.py", ["--epochs", "2", "--seeds", "0", "--width", "2", "--cost-ratio", "2"], None, "fine-tuned from"),
 ]
 
 

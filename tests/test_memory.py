@@ -16,7 +16,7 @@ TINY = ["train", "--dataset", "mini", "--model", "cnn", "--epochs", "1", "--devi
 @pytest.mark.parametrize(
     "options, part",
     [
-        (["--width", "100000"], "weights, gradients and momentum"),
+        (["--width", "60000"], "weights, gradients and momentum"),  # within the width limit, 65,536
         (["--candidates", "200000"], "candidates"),
         (["--augment", "crop:100000"], "padded crops"),
     ],

@@ -567,9 +567,9 @@ def test_a_wav_cut_within_its_header_says_so(tmp_path):
     for cut in (12, 20, 30):
         clip = tmp_path / f"cut{cut}.wav"
         clip.write_bytes(buffer.getvalue()[:cut])
-        with pytest.raises(ValueError, match=rf"{clip}: .*not a PCM WAV file \([^)]") as caught:
+        with pytest.raises(ValueError, match=rf"{clip}: \S") as caught:  # the file, then libsndfile's reason
             decode_audio(clip)
-        assert "()" not in str(caught.value)
+        assert "()" not in str(caught.value) and len(str(caught.value).split(f"{clip}: ", 1)[1]) > 5
 
 
 # ---------------------------------------------------------------------------------------------------------------

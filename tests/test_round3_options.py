@@ -204,6 +204,10 @@ def test_samples_are_valid_train_options(action, tmp_path):
             values["proxy_model"] = "cnn"
         if action.dest in ("init_strict", "backbone_lr_scale"):
             values["init"] = str(tmp_path / "init.pt")
+        if action.dest in ("test_fraction", "split_seed", "skip_bad"):  # options of folder data
+            values.update(dataset="folder", data=str(tmp_path / "data"))
+        if action.dest in ("keep", "patience"):  # each chooses on a validation split
+            values["val_fraction"] = 0.1
         validate_config(TrainConfig(**values))
 
 

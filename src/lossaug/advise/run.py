@@ -110,6 +110,7 @@ def _calibrate(config: AdviseConfig, reporter: Reporter | None) -> tuple[Calibra
         if (out / COST_RATIO_FILE).is_file():
             shutil.copy(out / COST_RATIO_FILE, scratch / COST_RATIO_FILE)
         probe = compare_config(dataclasses.replace(config, out=str(scratch)), (config.base.seed,), (1.0,))
+        probe = dataclasses.replace(probe, allow_out_of_range=True)  # the budgets are chosen from what it measures
         validate_compare(probe)
         ratios = ratio_values(resolve_costs(probe, reporter))
         ratios = {setting: ratios.get(setting, {}) for setting in config.settings}
