@@ -170,3 +170,34 @@ def test_onnx_without_its_packages_is_refused_in_one_line(audio_run, tmp_path, m
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "onnx" in line and "pip install 'lossaug[onnx]'" in line
     assert not (tmp_path / "m.onnx").exists()
+
+
+READ_IMAGE = """
+import numpy as np
+from PIL import Image
+meta = json.load(open(sys.argv[2]))
+model = torch.export.load(sys.argv[1]).module()
+spec = meta["inputs"]
+image = Image.open(sys.argv[3]).convert("RGB" if spec["channels"] == 3 else "L")
+if image.size != (spec["width"], spec["height"]):
+    image = image.resize((spec["width"], spec["height"]), Image.Resampling.BILINEAR)
+pixels = torch.from_numpy(np.asarray(image).reshape(spec["height"], spec["width"], -1).copy()).permute(2, 0, 1)
+print(json.dumps(model(pixels[None]).softmax(1)[0].tolist()))
+"""
+
+
+def test_an_image_of_another_size_gives_predicts_probabilities_without_lossaug(tmp_path):
+    from PIL import Image
+
+    run_dir = tmp_path / "run"
+    argv = ["train", "--dataset", "mini", "--train-size", "64", "--model", "cnn", "--width", "4", *FAST]
+    assert main([*argv, "--out", str(run_dir)]) == 0
+    picture = tmp_path / "gray.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 45), dtype=np.uint8)).save(picture)
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "model.pt2")]) == 0
+    run = load_trained(run_dir)
+    (prediction,) = predict(run, [str(picture)], top=len(run.classes)).predictions
+    argv = [sys.executable, "-I", "-c", NO_LOSSAUG + READ_IMAGE, "model.pt2", "model.json", str(picture)]
+    done = subprocess.run(argv, check=True, cwd=tmp_path, capture_output=True, text=True)
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert np.allclose(got, [dict(prediction.top)[name] for name in run.classes], rtol=0, atol=1e-5)
