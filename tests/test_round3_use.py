@@ -341,7 +341,7 @@ def test_a_wav_claiming_an_absurd_rate_is_refused_before_resampling(audio_run, t
 
 def test_exported_audio_module_takes_empty_batches_and_checks_its_range(audio_run, tmp_path):
     out = tmp_path / "m.pt"
-    exported = export_run(load_trained(audio_run), out)
+    exported = export_run(load_trained(audio_run), out, format="torchscript")
     module = torch.jit.load(str(out))
     samples = exported.metadata["inputs"]["clip_samples"]
     assert module(torch.zeros((0, 1, samples), dtype=torch.int16)).shape == (0, 2)

@@ -203,7 +203,7 @@ def run_exported(model: Path, inputs: list[torch.Tensor], tmp_path: Path) -> lis
 
 def test_export_an_audio_run_loads_with_torch_alone(audio_run, tmp_path, capsys):
     root, out = audio_run
-    assert main(["export", str(out), "--out", str(tmp_path / "model.pt")]) == 0
+    assert main(["export", str(out), "--out", str(tmp_path / "model.pt"), "--format", "torchscript"]) == 0
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["classes"] == ["high", "low"] and meta["inputs"]["sample_rate"] == 16000
     assert meta["provenance"]["dataset"] == "audio-folder" and meta["provenance"]["model"] == "audio_cnn"
@@ -241,7 +241,7 @@ def test_predict_evaluate_and_export_an_image_run(image_run, tmp_path, capsys):
     final = json.loads((out / "final.json").read_text())
     assert result["error"] == pytest.approx(float(np.mean([e for e in final["per_class_test_error"].values()])))
     # export: uint8 images in, the same logits as predict's model
-    exported = export_run(run, tmp_path / "net.ts")
+    exported = export_run(run, tmp_path / "net.ts", format="torchscript")
     assert exported.metadata["inputs"] == {"kind": "image", "channels": 3, "height": 8, "width": 8}
     _, images, _ = read_inputs(((str(f), f) for f in sorted((root / "test").rglob("*.png"))), run.inputs)
     (logits,) = run_exported(tmp_path / "net.ts", [images], tmp_path)
@@ -251,7 +251,7 @@ def test_predict_evaluate_and_export_an_image_run(image_run, tmp_path, capsys):
 
 def test_export_refuses_wrong_inputs_with_a_clear_message(image_run, tmp_path):
     _, out = image_run
-    module = torch.jit.load(str(export_run(load_trained(out), tmp_path / "m.pt").path))
+    module = torch.jit.load(str(export_run(load_trained(out), tmp_path / "m.pt", format="torchscript").path))
     with pytest.raises(Exception, match="uint8"):
         module(torch.zeros(1, 3, 8, 8))
     with pytest.raises(Exception, match=r"\(B,3,8,8\)"):

@@ -61,14 +61,24 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
 
     parser = sub.add_parser(
         "export",
-        help="write a trained run as TorchScript (needs torch alone) with a JSON of classes and inputs",
-        description="Write the run's model as a TorchScript module taking uint8 images (B,C,H,W) at the run's size, "
-        "or waveforms (B,C,T) at its rate and clip length (int16, or float in [-1, 1]), applying the run's "
-        "normalisation or audio front end and returning logits; and FILE.json beside it with the class names, the "
-        "input size or rate and the run's provenance. Load it with torch.jit.load(FILE).",
+        help="write a trained run as a module that runs without lossaug (torch.export, TorchScript or ONNX) with a "
+        "JSON of classes, inputs and preprocessing",
+        description="Write the run's model as a module taking uint8 images (B,C,H,W) at the run's size, or int16 "
+        "waveforms (B,C,T) at its rate and clip length, applying the run's normalisation or audio front end and "
+        "returning logits; and FILE.json beside it with the class names, the inputs, the exact preprocessing that "
+        "turns a file into them (as predict does it) and the run's provenance. The module is checked against the "
+        "model on held-out inputs. Load it with torch.export.load(FILE).module() (--format export), "
+        "torch.jit.load(FILE) (torchscript) or onnxruntime.InferenceSession(FILE) (onnx).",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or one of its checkpoint files)")
-    parser.add_argument("--out", required=True, metavar="FILE", help="the TorchScript file to write, e.g. model.pt")
+    parser.add_argument("--out", required=True, metavar="FILE", help="the module file to write, e.g. model.pt2")
+    parser.add_argument(
+        "--format",
+        choices=["export", "torchscript", "onnx"],
+        help="export: torch.export, a .pt2 file (default; a network it cannot capture is written as TorchScript, "
+        "with a notice); torchscript: torch.jit (also takes float waveforms in [-1, 1]; deprecated upstream); onnx: "
+        "needs pip install 'lossaug[onnx]'",
+    )
     parser.add_argument(
         "--trust-code",
         metavar="MODULE",
@@ -137,7 +147,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from lossaug.use import export_run
 
-    exported = export_run(_load(args.run_dir, args.trust_code), args.out)
-    inputs = exported.metadata["takes"]
-    print(f"wrote {exported.path} (takes {inputs}; returns logits) and {exported.metadata_path}")
+    exported = export_run(_load(args.run_dir, args.trust_code), args.out, format=args.format)
+    inputs, load = exported.metadata["takes"], exported.metadata["load"].replace("FILE", repr(str(exported.path)))
+    print(
+        f"wrote {exported.path} ({exported.format}: takes {inputs}; returns logits; load with {load}) and "
+        f"{exported.metadata_path} (classes, inputs, preprocessing, provenance)"
+    )
     return 0

@@ -1,6 +1,7 @@
 """Using a trained run: ``load_trained`` (its model, classes and inputs from the run directory), ``predict`` (new
-files), ``evaluate_run`` (new labelled data: error, per-class errors, ``plot_confusion``) and ``export_run``
-(TorchScript for torch alone). Files are preprocessed as the run's test data were (``inputs``).
+files), ``evaluate_run`` (new labelled data: error, per-class errors, ``plot_confusion``) and ``export_run`` (a
+module file that runs without lossaug: torch.export, TorchScript or ONNX). Files are preprocessed as the run's test
+data were (``inputs``).
 """
 
 from lossaug.use.evaluate import Evaluation, evaluate_run, labelled_files, plot_confusion

@@ -1,18 +1,18 @@
-"""``lossaug export``: a trained run as one TorchScript file that needs torch alone, and a JSON file beside it.
+"""``lossaug export``: a trained run as one module file (``torch.export`` by default, TorchScript or ONNX: the
+rows of ``use.formats``) and a JSON file beside it, so that the model runs where lossaug is not installed.
 
-The module takes what a user has: uint8 images ``(B,C,H,W)`` at the run's size, or waveforms ``(B,C,T)`` at the
-run's rate and clip length, int16 or float in [-1, 1]; applies the run's normalisation (images) or front end (the
-audio network's own log-mel, inside the model) and returns logits ``(B,K)``. The network is traced
-(``torch.jit.trace``) once on a batch of two; a scripted wrapper around it checks the input's dtype, shape and
-(float waveforms) range and scales float waveforms to the int16 scale the run's data had. The saved module is
-checked against the model on held-out inputs (tracing keeps one branch of a forward that branches on values), and
-both files are new files (``use.outputs``). ``torch.jit.load(path)`` loads it anywhere.
+The module takes the run's own inputs: uint8 images ``(B,C,H,W)`` at the run's size, or int16 waveforms ``(B,C,T)``
+at the run's rate and clip length (TorchScript: also float in [-1, 1]); it applies the run's normalisation (images)
+or front end (the audio network's own log-mel) and returns logits ``(B,K)``. What turns a file into those inputs
+(decoding, mono mix, resampling, fitting the clip; image resize) is specified exactly in the JSON's
+``preprocessing`` (README, Export, has a torch-only reference), so a file gives what ``lossaug predict`` gives.
+The saved module, in every format, is checked against the model on held-out inputs (tracing keeps one branch of a
+forward that branches on values), and both files are new files (``use.outputs``).
 """
 
 from __future__ import annotations
 
 import copy
-import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -23,77 +23,29 @@ import torch
 from torch import Tensor, nn
 
 from lossaug.errors import InputError
+from lossaug.use.formats import DEFAULT_FORMAT, FORMATS, Format
+from lossaug.use.inputs import MAX_RESAMPLED, MIN_RATE
 from lossaug.use.outputs import check_new_files, write_new_file
 from lossaug.use.run import TrainedRun
 
 __all__ = ["EXPORT_FORMAT", "ExportedModel", "export_run", "metadata_path"]
 
-EXPORT_FORMAT = "lossaug-torchscript/1"
-
-
-class _Images(nn.Module):
-    """Checks uint8 images ``(B,C,H,W)`` at the run's size and hands them to the traced network."""
-
-    def __init__(self, net: nn.Module, channels: int, height: int, width: int):
-        super().__init__()
-        self.net, self.channels, self.height, self.width = net, channels, height, width
-
-    def forward(self, images: Tensor) -> Tensor:
-        if images.dtype != torch.uint8:
-            raise ValueError("images must be uint8 in [0, 255]")
-        if (
-            images.dim() != 4
-            or images.shape[1] != self.channels
-            or images.shape[2] != self.height
-            or (images.shape[3] != self.width)
-        ):
-            raise ValueError(f"images must be (B,{self.channels},{self.height},{self.width})")
-        return self.net(images.float())
-
-
-class _Waveforms(nn.Module):
-    """Checks waveforms ``(B,C,T)`` at the run's clip length, int16 or float in [-1, 1] (NaN and values beyond
-    refused), and hands them to the traced network on the int16 scale; an empty batch gives ``(0,K)`` logits."""
-
-    def __init__(self, net: nn.Module, channels: int, clip_samples: int, num_classes: int):
-        super().__init__()
-        self.net, self.channels, self.clip_samples, self.num_classes = net, channels, clip_samples, num_classes
-
-    def forward(self, waveforms: Tensor) -> Tensor:
-        if waveforms.dim() != 3 or waveforms.shape[1] != self.channels or waveforms.shape[2] != self.clip_samples:
-            raise ValueError(f"waveforms must be (B,{self.channels},{self.clip_samples}) at the run's rate")
-        if waveforms.dtype != torch.int16 and not waveforms.is_floating_point():
-            raise ValueError("waveforms must be int16, or float in [-1, 1]")
-        if waveforms.is_floating_point() and waveforms.numel() > 0 and not bool(waveforms.abs().max() <= 1.0):
-            # NaN fails too; a float waveform on the int16 scale would be scaled by 32768 twice
-            raise ValueError("float waveforms must be in [-1, 1] (pass int16 for samples on the int16 scale)")
-        if waveforms.shape[0] == 0:  # the network's FFT takes no empty batch
-            return torch.zeros((0, self.num_classes))
-        if waveforms.dtype == torch.int16:
-            return self.net(waveforms.float())
-        return self.net(waveforms.float() * 32768.0)  # [-1, 1] to the int16 scale of the run's clips
+EXPORT_FORMAT = FORMATS["torchscript"].tag  # the format of the first exports
 
 
 @dataclass(frozen=True)
 class ExportedModel:
-    """Where the TorchScript module and its JSON were written, and the JSON's contents."""
+    """Where the module (in ``format``: a ``FORMATS`` key) and its JSON were written, and the JSON's contents."""
 
     path: Path
     metadata_path: Path
     metadata: dict[str, Any]
+    format: str = DEFAULT_FORMAT
 
 
 def metadata_path(path: str | Path) -> Path:
     """The JSON beside an exported module: ``model.pt`` -> ``model.json``."""
     return Path(path).with_suffix(".json")
-
-
-def _example(run: TrainedRun) -> Tensor:
-    """Two examples of the run's input on the float scale the network sees (uint8 or int16 values)."""
-    generator = torch.Generator().manual_seed(0)
-    if run.kind == "audio":
-        return torch.randint(-3000, 3000, (2, *run.inputs.shape), generator=generator).float()
-    return torch.randint(0, 256, (2, *run.inputs.shape), generator=generator).float()
 
 
 def _test_error(run: TrainedRun) -> tuple[float | None, str]:
@@ -114,22 +66,66 @@ def _test_error(run: TrainedRun) -> tuple[float | None, str]:
     return None, note
 
 
-def _metadata(run: TrainedRun) -> dict[str, Any]:
-    config_json = run.provenance.get("config.json", {})
-    test_error, test_error_note = _test_error(run)
+def _takes(run: TrainedRun, fmt: Format) -> str:
     spec = run.inputs
     if run.kind == "image":
-        takes = f"uint8 images (B,{spec.channels},{spec.height},{spec.width})"
-    else:
-        takes = (
-            f"waveforms (B,{spec.channels},{spec.clip_samples}) at {spec.sample_rate} Hz, int16 or float in [-1, 1]; "
-            "mono clips centred in the clip length, zero-padded or cropped equally at both ends"
-        )
+        return f"uint8 images (B,{spec.channels},{spec.height},{spec.width})"
+    scale = "int16 or float in [-1, 1]" if fmt.takes_float else "int16"
+    return (
+        f"waveforms (B,{spec.channels},{spec.clip_samples}) at {spec.sample_rate} Hz, {scale}; mono clips centred in "
+        "the clip length, zero-padded or cropped equally at both ends (see preprocessing)"
+    )
+
+
+def _preprocessing(run: TrainedRun) -> dict[str, Any]:
+    """How ``lossaug predict`` turns a file into the module's input, exactly (``use.inputs``; README, Export, has
+    a torch-only reference that follows it)."""
+    spec = run.inputs
+    if run.kind == "image":
+        mode = "RGB" if spec.channels == 3 else "L"
+        return {
+            "decode": f"PIL.Image.open(FILE); a mode other than L or RGB converted to L (gray modes) or RGB; then "
+            f"converted to {mode} for this {spec.channels}-channel run (a gray image's channel repeated)",
+            "resize": f"to {spec.width}x{spec.height} (width x height) with PIL bilinear when its size differs"
+            + (
+                f", after resizing to {spec.image_size}x{spec.image_size} as the run's --image-size"
+                * bool(spec.image_size)
+            ),
+            "scale": "none: uint8 (B,C,H,W) in [0, 255]; the module applies the run's normalisation",
+        }
     return {
-        "format": EXPORT_FORMAT,
+        "decode": "soundfile.read(FILE, dtype='float32', always_2d=True): samples (T,C) in [-1, 1] and the file's rate",
+        "mono": "the mean over channels in float32 (numpy: samples.mean(axis=1, dtype=float32))",
+        "resample": {
+            "to_rate": spec.sample_rate,
+            "from_rates": f"any from {MIN_RATE} Hz; at most {MAX_RESAMPLED} samples after resampling",
+            "method": "Hann-windowed sinc (torchaudio's sinc_interp_hann), polyphase: rates reduced by their gcd to "
+            "orig:new, one float32 filter per output phase from float64 arithmetic, one conv1d of stride orig over "
+            "the clip zero-padded by width before and width + orig after, cut to ceil(T * new / orig) samples",
+            "zero_crossings": 6,
+            "rolloff": 0.99,
+            "width": "ceil(zero_crossings * orig / (min(orig, new) * rolloff))",
+        },
+        "scale": "round(x * 32768) (half to even), clipped to [-32768, 32767], int16",
+        "fit": {
+            "clip_samples": spec.clip_samples,
+            "how": "centred: a longer clip cropped from (T - clip_samples) // 2, a shorter one zero-padded with "
+            "(clip_samples - T) // 2 zeros before it and the rest after",
+        },
+        "shape": f"(1,{spec.channels},{spec.clip_samples}) per file, the mono clip repeated over channels",
+    }
+
+
+def _metadata(run: TrainedRun, fmt: Format) -> dict[str, Any]:
+    config_json = run.provenance.get("config.json", {})
+    test_error, test_error_note = _test_error(run)
+    return {
+        "format": fmt.tag,
+        "load": fmt.loads_with,
         "classes": list(run.classes),
-        "inputs": spec.to_json(),
-        "takes": takes,
+        "inputs": run.inputs.to_json(),
+        "takes": _takes(run, fmt),
+        "preprocessing": _preprocessing(run),
         "returns": f"logits (B,{len(run.classes)}) float32; softmax for probabilities",
         "provenance": {
             "run_dir": str(run.run_dir.absolute()),
@@ -150,33 +146,6 @@ def _metadata(run: TrainedRun) -> dict[str, Any]:
     }
 
 
-def _wrapper(run: TrainedRun, traced: nn.Module) -> nn.Module:
-    spec = run.inputs
-    if run.kind == "audio":
-        return _Waveforms(traced, spec.channels, int(spec.clip_samples or 0), len(run.classes))
-    return _Images(traced, spec.channels, int(spec.height or 0), int(spec.width or 0))
-
-
-def _script(run: TrainedRun) -> bytes:
-    """The saved TorchScript module: the run's network traced, inside the scripted wrapper that checks inputs."""
-    model = copy.deepcopy(run.model).eval().requires_grad_(False)  # an inference module: logits need no graph
-    example = _example(run)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            # torch 2.13 marks TorchScript deprecated in favour of torch.export, whose files need torch's Python
-            # side to run; TorchScript is still what loads with torch alone (and from C++), which is the point here.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            traced = torch.jit.trace(model, example, check_trace=False)
-            buffer = io.BytesIO()
-            torch.jit.save(torch.jit.script(_wrapper(run, traced)), buffer)
-    except Exception as error:  # tracing or scripting a user's network: say which and why, in one line
-        raise InputError(f"cannot export {run.config.model} from {run.run_dir} to TorchScript: "
-                         f"{type(error).__name__}: {str(error).splitlines()[0]}") from error  # fmt: skip
-    _check_same_function(run, model, buffer.getvalue())
-    return buffer.getvalue()
-
-
 def _held_out(run: TrainedRun) -> list[Tensor]:
     """Inputs unlike the tracing example, as a user passes them: the extremes of the input range and random values
     of another seed, in batches of one and three."""
@@ -194,15 +163,15 @@ def _held_out(run: TrainedRun) -> list[Tensor]:
     ]
 
 
-def _check_same_function(run: TrainedRun, model: nn.Module, module: bytes) -> None:
-    """Refuse an export whose logits differ from the model's on held-out inputs: tracing records one path through
-    the network, so a forward that branches on input values is exported with the branch of the example."""
-    exported = torch.jit.load(io.BytesIO(module))
+def _check_same_function(run: TrainedRun, model: nn.Module, fmt: Format, module: bytes) -> None:
+    """Refuse an export whose logits differ from the model's on held-out inputs, in every format: tracing records
+    one path through the network, so a forward that branches on input values is exported with the example's."""
+    exported = fmt.load(module)
     with torch.no_grad():
         for inputs in _held_out(run):
             expected, got = model(inputs.float()), exported(inputs)
             tolerance = 1e-4 + 1e-3 * float(expected.abs().max())
-            gap = float((expected - got).abs().max())
+            gap = float((expected - got).abs().max()) if got.shape == expected.shape else float("inf")
             if not gap <= tolerance:
                 raise InputError(
                     f"cannot export {run.config.model} from {run.run_dir}: the exported module's logits differ from "
@@ -211,23 +180,43 @@ def _check_same_function(run: TrainedRun, model: nn.Module, module: bytes) -> No
                 )
 
 
-def export_run(run: TrainedRun, out: str | Path) -> ExportedModel:
-    """Write ``run``'s model as TorchScript to ``out`` and its JSON to ``metadata_path(out)``, each a new file
-    written whole (an existing file, a run's own file or a ``.json`` module name is an ``InputError``); a network
-    that cannot be traced is an ``InputError`` saying why."""
+def _module(run: TrainedRun, format: str | None) -> tuple[str, bytes]:
+    """``(format, the module's bytes)``, checked against the model; ``format`` None: torch.export, or TorchScript
+    with a one-line notice for a network torch.export cannot capture."""
+    if format is not None and format not in FORMATS:
+        raise InputError(f"unknown export format {format!r}; choose from {sorted(FORMATS)}")
+    name = format or DEFAULT_FORMAT
+    model = copy.deepcopy(run.model).eval().requires_grad_(False)  # an inference module: logits need no graph
+    try:
+        module = FORMATS[name].write(run, model)
+    except InputError as error:
+        if format is not None:
+            raise
+        warnings.warn(f"{error}; writing TorchScript instead (--format torchscript)", stacklevel=3)
+        name = "torchscript"
+        module = FORMATS[name].write(run, model)
+    _check_same_function(run, model, FORMATS[name], module)
+    return name, module
+
+
+def export_run(run: TrainedRun, out: str | Path, format: str | None = None) -> ExportedModel:
+    """Write ``run``'s model to ``out`` in ``format`` (a ``FORMATS`` key; None: torch.export, falling back to
+    TorchScript with a notice) and its JSON to ``metadata_path(out)``, each a new file written whole (an existing
+    file, a run's own file or a ``.json`` module name is an ``InputError``); a network that cannot be exported, or
+    whose module computes other logits than the model, is an ``InputError`` saying why."""
     out = Path(out)
     if out.suffix.lower() == ".json":
         raise InputError(
             f"--out {out}: the module's JSON is written beside it as {out.stem}.json; name the module "
-            f"{out.with_suffix('.pt')} instead"
+            f"{out.with_suffix('.pt2')} instead"
         )
     check_new_files("--out", out, [out, metadata_path(out)])
-    module = _script(run)
-    metadata = _metadata(run)
+    name, module = _module(run, format)
+    metadata = _metadata(run, FORMATS[name])
     write_new_file("--out", module, out)
     try:
         write_new_file("--out", (json.dumps(metadata, indent=2, default=str) + "\n").encode(), metadata_path(out))
     except BaseException:
         out.unlink(missing_ok=True)  # ours, just written: no module without its JSON
         raise
-    return ExportedModel(out, metadata_path(out), json.loads(metadata_path(out).read_text()))
+    return ExportedModel(out, metadata_path(out), json.loads(metadata_path(out).read_text()), name)
