@@ -15,13 +15,13 @@ import lossaug.compare.runner as runner_module
 from lossaug.cli import load_config_file, main
 from lossaug.compare import (
     CompareConfig,
-    arm_config,
+    arm_named,
     config_from_protocol,
-    declared_cost,
     equal_compute_epochs,
     forest_rows,
     mean_interval,
-    resolve_cost_ratios,
+    plan,
+    resolve_costs,
     run_compare,
     run_dir,
     summarize,
@@ -170,19 +170,26 @@ def test_equal_compute_epochs_count_post_branch_steps_at_the_cost_ratio():
     assert equal_compute_epochs(10, 1.25) == 13  # 12.5 rounds half up, not to even
     assert equal_compute_epochs(2, 2.0, branch_at=0.5) == 3
     config = CompareConfig(base=dataclasses.replace(BASE, epochs=100), out="x", branch_at=0.5)
-    assert declared_cost(config, "baseline", None) == 1.0 and declared_cost(config, "proposed", None) is None
-    assert declared_cost(config, "proposed", 1.84) == pytest.approx(1.42)
-    assert declared_cost(config, "baseline-equal-time", 1.84) == 1.42
+
+    def compute(arm, ratios):  # the arm's compute in baseline runs; None while a ratio it needs is unknown
+        return arm_named(arm).compute(config.base.epochs, config.branch_at, ratios)
+
+    assert compute("baseline", {}) == 1.0 and compute("proposed", {}) is None
+    assert compute("proposed", {"proposed": 1.84}) == pytest.approx(1.42)
+    assert compute("baseline-equal-time", {"proposed": 1.84}) == 1.42
 
 
 def test_branch_runs_continue_from_the_trunk(tmp_path):
-    config = CompareConfig(base=BASE, out=str(tmp_path), branch_at=0.5, cost_ratio=2.0)
+    config = CompareConfig(base=BASE, out=str(tmp_path), settings=("B",), seeds=(3,), branch_at=0.5, cost_ratio=2.0)
+    ratios = {"B": {"proposed": 2.0}}
+    runs = {spec.arm: spec.config for spec in plan(config, ratios)}
     trunk = trunk_config(config, "B", 3)
+    assert runs[None] == trunk
     assert (trunk.method, trunk.setting, trunk.seed, trunk.stop_at, trunk.epochs) == ("baseline", "B", 3, 0.5, 1)
     assert trunk.out == str(tmp_path / "setting-B" / "trunk" / "seed-3") and trunk.branch_from is None
-    equal = arm_config(config, "B", "baseline-equal-time", 3, 2.0)
+    equal = runs["baseline-equal-time"]
     assert (equal.method, equal.epochs, equal.branch_from) == ("baseline", 2, trunk.out)  # 0.5 + 0.5 * 2 = 1.5 -> 2
-    proposed = arm_config(config, "B", "proposed", 3, 2.0)
+    proposed = runs["proposed"]
     assert (proposed.method, proposed.epochs, proposed.stop_at, proposed.branch_from) == (
         "proposed",
         1,
@@ -190,7 +197,7 @@ def test_branch_runs_continue_from_the_trunk(tmp_path):
         trunk.out,
     )
     assert proposed.out == str(run_dir(config, "B", "proposed", 3))
-    start = arm_config(dataclasses.replace(config, branch_at=0.0), "B", "proposed", 3, 2.0)
+    start = {spec.arm: spec.config for spec in plan(dataclasses.replace(config, branch_at=0.0), ratios)}["proposed"]
     assert start.branch_from is None and start.stop_at is None
 
 
@@ -247,7 +254,8 @@ def test_compare_refuses_to_add_runs_of_another_commit_before_training(tmp_path,
     config = CompareConfig(base=BASE, out=str(tmp_path), arms=("baseline",), seeds=(0,))
     directory = run_dir(config, "A", "baseline", 0)
     directory.mkdir(parents=True)
-    saved = {"config": dataclasses.asdict(arm_config(config, "A", "baseline", 0, None)), "git_commit": "deadbeef"}
+    (spec,) = plan(config)
+    saved = {"config": dataclasses.asdict(spec.config), "git_commit": "deadbeef"}
     (directory / "config.json").write_text(json.dumps(saved))
     monkeypatch.setattr(runner_module, "train", _no_training)
     monkeypatch.setattr(runner_module, "git_commit", lambda: "cafe")
@@ -266,10 +274,11 @@ def test_cost_ratio_is_measured_once_and_kept(tmp_path, monkeypatch):
 
     monkeypatch.setattr(costs_module, "measure_cost_ratios", fake_bench)
     config = CompareConfig(base=BASE, out=str(tmp_path), settings=("A", "B"))
-    assert resolve_cost_ratios(config)["B"]["value"] == 1.9 and calls == ["A", "B"]
-    assert resolve_cost_ratios(config)["A"]["source"] == "bench" and calls == ["A", "B"]  # read back, not rerun
-    assert resolve_cost_ratios(dataclasses.replace(config, cost_ratio=2.5))["A"] == {"value": 2.5, "source": "declared"}
-    assert resolve_cost_ratios(dataclasses.replace(config, arms=("baseline", "proposed"))) == {}
+    assert resolve_costs(config)["B"]["proposed"]["value"] == 1.9 and calls == ["A", "B"]
+    assert resolve_costs(config)["A"]["proposed"]["source"] == "bench" and calls == ["A", "B"]  # read back, not rerun
+    declared = resolve_costs(dataclasses.replace(config, cost_ratio=2.5))
+    assert declared["A"] == {"proposed": {"value": 2.5, "source": "declared"}}
+    assert resolve_costs(dataclasses.replace(config, arms=("baseline", "proposed"))) == {}
 
 
 def test_cost_ratio_is_benched_on_the_comparisons_model_and_m(tmp_path, monkeypatch):
@@ -290,17 +299,15 @@ def test_cost_ratio_is_benched_on_the_comparisons_model_and_m(tmp_path, monkeypa
 
     monkeypatch.setattr(lossaug.bench, "run_bench", fake_run_bench)
     config = CompareConfig(base=dataclasses.replace(BASE, batch_size=8, score_chunk=16), out=str(tmp_path))
-    assert compare_module.measure_cost_ratio(config, "B") == {
-        "value": 1.7,
-        "source": "bench",
-        "bench": {"device": "cpu"},
+    assert compare_module.measure_cost_ratios(config, "B", ("proposed",)) == {
+        "proposed": {"value": 1.7, "source": "bench", "bench": {"device": "cpu"}}
     }
     (bench,) = seen
     assert (bench.model, bench.width, bench.batch_size, bench.candidate_counts) == ("cnn", 2, 8, (1, 2))
     assert (bench.setting, bench.device, bench.score_chunk) == ("B", "cpu", 16)
     proxy = dataclasses.replace(config, base=dataclasses.replace(BASE, proxy_model="cnn"))
     with pytest.raises(ValueError, match=r"not \{'proxy_model': 'cnn'\}; declare the cost ratio"):
-        compare_module.measure_cost_ratio(proxy, "A")
+        compare_module.measure_cost_ratios(proxy, "A", ("proposed",))
 
 
 @pytest.mark.parametrize(
