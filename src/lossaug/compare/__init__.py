@@ -54,10 +54,8 @@ from lossaug.compare.config import (
 )
 from lossaug.compare.costs import (
     COST_RATIO_FILE,
-    measure_cost_ratio,
     measure_cost_ratios,
     needed_kinds,
-    resolve_cost_ratios,
     resolve_costs,
 )
 from lossaug.compare.costs import _bench_input_size as _bench_input_size  # tests/test_bench.py imports it here
@@ -74,8 +72,6 @@ from lossaug.compare.frontier import (
 )
 from lossaug.compare.plan import (
     RunSpec,
-    arm_config,
-    declared_cost,
     plan,
     planned_arms,
     run_dir,
@@ -114,7 +110,6 @@ __all__ = [
     "PairedEndpoints",
     "RunSpec",
     "all_arms",
-    "arm_config",
     "arm_named",
     "arm_rows",
     "break_even_ratio",
@@ -125,19 +120,16 @@ __all__ = [
     "check_budget_range",
     "check_commits",
     "config_from_protocol",
-    "declared_cost",
     "endpoint",
     "equal_compute_epochs",
     "forest_rows",
     "interpolate_log",
     "mean_interval",
-    "measure_cost_ratio",
     "measure_cost_ratios",
     "needed_kinds",
     "plan",
     "planned_arms",
     "read_result",
-    "resolve_cost_ratios",
     "resolve_costs",
     "run_compare",
     "run_dir",

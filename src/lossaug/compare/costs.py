@@ -23,11 +23,9 @@ from lossaug.runfiles import NUMBER, check_fields, read_json
 
 __all__ = [
     "COST_RATIO_FILE",
-    "measure_cost_ratio",
     "measure_cost_ratios",
     "needed_kinds",
     "ratio_values",
-    "resolve_cost_ratios",
     "resolve_costs",
 ]
 
@@ -132,12 +130,6 @@ def measure_cost_ratios(config: CompareConfig, setting: str, kinds: Sequence[str
     return {kind: measured[kind] for kind in kinds}
 
 
-def measure_cost_ratio(config: CompareConfig, setting: str, log: Callable[[str], None] | None = None) -> dict:
-    """R of the proposed step for ``setting`` (M = 1 and M = base.num_candidates, interleaved, default repeats):
-    ``{"value", "source": "bench", "bench"}``."""
-    return measure_cost_ratios(config, setting, ("proposed",), log)["proposed"]
-
-
 def needed_kinds(config: CompareConfig) -> list[str]:
     """The step kinds whose R the comparison needs, proposed first: those an arm's epochs wait on and, with
     budgets (the frontier places every arm at its compute), every arm's."""
@@ -199,12 +191,6 @@ def _read_saved(path: Path) -> dict[str, dict]:
         if not 0 < entry["value"] <= MAX_RATIO:  # NaN and inf fail too
             raise InputError(f"{where} has value {entry['value']!r}, not a cost ratio in (0, {MAX_RATIO:g}]")
     return saved
-
-
-def resolve_cost_ratios(config: CompareConfig, reporter: Reporter | None = None) -> dict[str, dict]:
-    """Per setting the proposed step's ``{"value": R, "source": "declared" | "bench", ...}`` (``resolve_costs``);
-    empty when no arm needs it."""
-    return {s: kinds["proposed"] for s, kinds in resolve_costs(config, reporter).items() if "proposed" in kinds}
 
 
 def ratio_values(costs: Mapping[str, Mapping[str, dict]]) -> dict[str, dict[str, float]]:

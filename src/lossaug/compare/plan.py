@@ -14,7 +14,7 @@ from lossaug.compare.arms import ARM_REGISTRY, Arm, arm_named
 from lossaug.compare.config import CompareConfig, all_arms
 from lossaug.config import TrainConfig
 
-__all__ = ["RunSpec", "arm_config", "declared_cost", "plan", "planned_arms", "run_dir", "trunk_config", "trunk_dir"]
+__all__ = ["RunSpec", "plan", "planned_arms", "run_dir", "trunk_config", "trunk_dir"]
 
 
 @dataclass(frozen=True)
@@ -96,21 +96,3 @@ def plan(config: CompareConfig, ratios: Mapping[str, Mapping[str, float]] | None
                 run = None if epochs is None else _arm_run(config, setting, arm, seed, epochs)
                 specs.append(RunSpec(setting, seed, arm.name, run_dir(config, setting, arm.name, seed), run))
     return specs
-
-
-def _proposed(cost_ratio: float | None) -> dict[str, float]:
-    return {} if cost_ratio is None else {"proposed": cost_ratio}
-
-
-def arm_config(config: CompareConfig, setting: str, arm: str, seed: int, cost_ratio: float | None) -> TrainConfig:
-    """The run of ``arm``: its method and epochs, continuing from the trunk when ``branch_at`` > 0.
-    ``cost_ratio``: the proposed step's R, needed by the arms sized from it."""
-    spec = arm_named(arm)
-    epochs = spec.epochs(config.base.epochs, config.branch_at, _proposed(cost_ratio))
-    assert epochs is not None, f"arm {arm} is sized from a cost ratio; got None"
-    return _arm_run(config, setting, spec, seed, epochs)
-
-
-def declared_cost(config: CompareConfig, arm: str, cost_ratio: float | None) -> float | None:
-    """Compute of ``arm`` in baseline runs (the baseline = 1), from the declared or benched R; None if R unknown."""
-    return arm_named(arm).compute(config.base.epochs, config.branch_at, _proposed(cost_ratio))
