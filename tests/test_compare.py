@@ -216,7 +216,7 @@ def test_endpoints_and_verdicts_from_constructed_results():
     results = {"A": {"baseline": _runs(baseline), "proposed": _runs(proposed), "maxup": _runs(maxup),
                      "baseline-equal-time": _runs(equal)}}  # fmt: skip
     config = CompareConfig(base=BASE, out="x", seeds=tuple(seeds), cost_ratio=2.0)
-    summary = summarize(config, results, {"A": {"value": 2.0, "source": "declared"}})
+    summary = summarize(config, results, {"A": {"proposed": {"value": 2.0, "source": "declared"}}})
     endpoints = summary["endpoints"]["A"]
     names = ("proposed - baseline", "proposed - baseline-equal-time", "maxup - baseline")
     better, equivalent, unresolved = (endpoints[name] for name in names)

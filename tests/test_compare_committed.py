@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from lossaug.compare import CompareConfig, read_result, run_dir, summarize, summary_markdown, trunk_dir
+from lossaug.compare import (
+    CompareConfig,
+    read_result,
+    run_dir,
+    summarize,
+    summary_costs,
+    summary_markdown,
+    trunk_dir,
+)
 from lossaug.config import RENAMED, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +63,7 @@ def _recompute(saved: dict, out: Path) -> dict:
     trunks = [_provenance(trunk_dir(config, setting, seed)) for setting in results for seed in config.seeds
               if config.branch_at > 0]  # fmt: skip
     # Every step kind's cost ratio where the summary has them (frontier arms), else the proposed step's alone.
-    summary = summarize(config, results, saved.get("cost_ratios") or saved.get("cost_ratio", {}), trunks)
+    summary = summarize(config, results, summary_costs(saved), trunks)
     return json.loads(json.dumps(summary))  # keys and NaN as in the file
 
 

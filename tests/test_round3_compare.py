@@ -91,7 +91,7 @@ def test_summary_says_why_a_zero_spread_endpoint_is_unresolved_and_states_the_gr
     proposed = {seed: error + 2 / 76 for seed, error in baseline.items()}  # +2.63 points on both seeds
     results = {"A": {"baseline": _runs(baseline, 76, 10), "proposed": _runs(proposed, 76, 10)}}
     config = CompareConfig(base=BASE, out="x", arms=("baseline", "proposed"), seeds=(0, 1), cost_ratio=2.0)
-    summary = summarize(config, results, {"A": {"value": 2.0, "source": "declared"}})
+    summary = summarize(config, results, {"A": {"proposed": {"value": 2.0, "source": "declared"}}})
     endpoint = summary["endpoints"]["A"]["proposed - baseline"]
     assert endpoint["verdict"] == "unresolved" and endpoint["no_spread"] and endpoint["seeds_needed"] is None
     markdown = summary_markdown(summary)
@@ -118,7 +118,7 @@ def _frontier_summary(x2_offset: float, proposed_offsets: tuple[float, ...]):
             "proposed": _runs({s: base[s] + d for s, d in enumerate(proposed_offsets)}),
         }
     }
-    return summarize(config, results, {"A": {"value": 1.5, "source": "declared"}})
+    return summarize(config, results, {"A": {"proposed": {"value": 1.5, "source": "declared"}}})
 
 
 @pytest.mark.parametrize("x2_offset", [-0.01, 0.01])  # a falling curve (R* 16) and a rising one (R* any)
@@ -214,7 +214,7 @@ def _two_arm_summary(baseline, proposed, classes):
 
     results = {"A": {"baseline": _runs(baseline, 400, classes), "proposed": _runs(proposed, 400, classes)}}
     config = CompareConfig(base=BASE, out="x", arms=("baseline", "proposed"), seeds=(0, 1, 2), cost_ratio=2.0)
-    return summarize(config, results, {"A": {"value": 2.0, "source": "declared"}})
+    return summarize(config, results, {"A": {"proposed": {"value": 2.0, "source": "declared"}}})
 
 
 def test_summary_warns_when_an_arm_is_near_chance():

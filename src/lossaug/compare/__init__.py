@@ -85,6 +85,7 @@ from lossaug.compare.report import (
     forest_rows,
     mean_interval,
     summarize,
+    summary_costs,
     summary_markdown,
     write_forest,
 )
@@ -134,6 +135,7 @@ __all__ = [
     "run_compare",
     "run_dir",
     "summarize",
+    "summary_costs",
     "sweep_candidates",
     "summary_markdown",
     "trunk_config",

@@ -194,11 +194,5 @@ def _read_saved(path: Path) -> dict[str, dict]:
 
 
 def ratio_values(costs: Mapping[str, Mapping[str, dict]]) -> dict[str, dict[str, float]]:
-    """Per setting the cost ratio of each step kind, from ``resolve_costs``' answer; a setting's entry may also be
-    the proposed step's cost alone (``{"value", "source"}``, as ``resolve_cost_ratios`` gives)."""
-    return {setting: {kind: cost["value"] for kind, cost in by_kind(kinds).items()} for setting, kinds in costs.items()}
-
-
-def by_kind(cost: Mapping[str, dict]) -> dict[str, dict]:
-    """A setting's costs per step kind, from either shape ``ratio_values`` accepts."""
-    return {"proposed": dict(cost)} if "value" in cost else dict(cost)
+    """Per setting the cost ratio of each step kind, from ``resolve_costs``' answer."""
+    return {setting: {kind: cost["value"] for kind, cost in kinds.items()} for setting, kinds in costs.items()}

@@ -18,7 +18,7 @@ from lossaug.compare import stats
 from lossaug.compare.analyses import Analysis, Finished, ForestRow, PairedEndpoints, granularity, test_set
 from lossaug.compare.arms import arm_named
 from lossaug.compare.config import CompareConfig, all_arms
-from lossaug.compare.costs import by_kind, ratio_values
+from lossaug.compare.costs import ratio_values
 from lossaug.compare.frontier import FRONTIER_ANALYSES
 from lossaug.errors import InputError
 
@@ -29,6 +29,7 @@ __all__ = [
     "forest_rows",
     "mean_interval",
     "summarize",
+    "summary_costs",
     "summary_markdown",
     "write_forest",
 ]
@@ -97,13 +98,13 @@ def arm_rows(finished: Finished, setting: str) -> dict:
 def summarize(
     config: CompareConfig,
     results: dict[str, dict[str, dict[int, dict]]],
-    costs: Mapping[str, dict] | None = None,
+    costs: Mapping[str, Mapping[str, dict]] | None = None,
     trunks: Sequence[dict] = (),
 ) -> dict:
     """Per-arm rows and every analysis of every setting, the design and the provenance of every run (raises
     ValueError for runs of several commits unless ``config.allow_mixed_commits``). ``costs``: per setting the
-    cost ratio of each step kind (``costs.resolve_costs``) or the proposed step's alone (``resolve_cost_ratios``)."""
-    costs = {setting: by_kind(cost) for setting, cost in (costs or {}).items()}
+    cost ratio of each step kind (``costs.resolve_costs``)."""
+    costs = costs or {}
     runs = [run for arms in results.values() for per_seed in arms.values() for run in per_seed.values()]
     provenance = check_commits([*runs, *trunks], config.allow_mixed_commits)
     finished = Finished(config, results, ratio_values(costs))
@@ -142,6 +143,13 @@ def summarize(
         "provenance": provenance,
         "device": ", ".join(sorted({run["device"] for run in runs})),
     }
+
+
+def summary_costs(summary: Mapping[str, Any]) -> dict[str, dict[str, dict]]:
+    """Per setting the cost ratio of each step kind a summary records (``summarize``'s ``costs``, without the
+    bench output). A summary written before other step kinds had cost ratios holds the proposed step's alone, under
+    ``cost_ratio``."""
+    return summary.get("cost_ratios") or {s: {"proposed": cost} for s, cost in summary.get("cost_ratio", {}).items()}
 
 
 def _tested(tested: dict, rows: Mapping[str, dict]) -> dict:
@@ -200,8 +208,7 @@ def _design_lines(summary: dict) -> list[str]:
             else "every arm trained from the start (shared seed, initialisation and data order)."
         ),
     ]
-    costs = summary.get("cost_ratios") or {s: {"proposed": cost} for s, cost in summary.get("cost_ratio", {}).items()}
-    for setting, kinds in costs.items():
+    for setting, kinds in summary_costs(summary).items():
         for kind, cost in kinds.items():
             lines.append(_cost_line(summary.get("arms", ()), setting, kind, cost))
     commits = ", ".join(f"{commit[:12]} ({n} runs)" for commit, n in provenance.get("commits", {}).items())
