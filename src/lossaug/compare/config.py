@@ -19,7 +19,7 @@ from lossaug.errors import InputError
 
 __all__ = [
     "MAX_RATIO", "PER_RUN", "PROTOCOL_KEYS", "CompareConfig", "all_arms", "check_arm_epochs", "check_budget_range",
-    "config_from_protocol", "declared_ratio", "validate_compare",
+    "config_from_protocol", "declared_ratios", "validate_compare",
 ]  # fmt: skip
 
 # The TrainConfig fields compare sets per run, each with the compare option that sets them: a shared value would be
@@ -65,9 +65,12 @@ def all_arms(config: CompareConfig) -> tuple[str, ...]:
     return (*config.arms, *(name for name in dict.fromkeys(budget_arms) if name not in config.arms))
 
 
-def declared_ratio(config: CompareConfig, kind: str) -> float | None:
-    """The declared cost ratio of step kind ``kind`` (None: to be measured by bench)."""
-    return config.cost_ratio if kind == "proposed" else config.cost_ratios.get(kind)
+def declared_ratios(config: CompareConfig) -> dict[str, float]:
+    """The declared cost ratio of each step kind (a kind not here is measured by bench): the one mapping behind the
+    public pair, ``cost_ratio`` the proposed step's and ``cost_ratios`` every other kind's (``validate_compare``
+    refuses a ``cost_ratios["proposed"]``)."""
+    proposed = {} if config.cost_ratio is None else {"proposed": config.cost_ratio}
+    return {**proposed, **config.cost_ratios}
 
 
 # The largest cost ratio or budget taken: far past any measured R (R(8) is about 4-6), and it bounds every epoch
@@ -200,8 +203,7 @@ def validate_compare(config: CompareConfig) -> None:
         raise InputError(f"branch_at {config.branch_at} needs a training loop with stop_at and branch_from")
     _check_per_run(config)
     validate_config(config.base)
-    declared = {kind: ratio for kind in ("proposed", *config.cost_ratios)
-                if (ratio := declared_ratio(config, kind)) is not None}  # fmt: skip
+    declared = declared_ratios(config)
     check_arm_epochs(config, declared)
     check_budget_range(config, declared)
     for arm in arms:  # an arm's own method and options must suit the shared ones (weighted: batch a multiple of M)

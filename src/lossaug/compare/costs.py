@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from lossaug.compare.arms import arm_named, sweep_candidates
-from lossaug.compare.config import MAX_RATIO, CompareConfig, declared_ratio
+from lossaug.compare.config import MAX_RATIO, CompareConfig, declared_ratios
 from lossaug.compare.plan import planned_arms
 from lossaug.config import TrainConfig
 from lossaug.errors import InputError
@@ -155,12 +155,13 @@ def resolve_costs(config: CompareConfig, reporter: Reporter | None = None) -> di
     path = Path(config.out) / COST_RATIO_FILE
     saved = _read_saved(path) if path.exists() else {}
     costs: dict[str, dict[str, dict]] = {}
+    declared = declared_ratios(config)
     for setting in config.settings:
         costs[setting], missing = {}, []
         for kind in kinds:
-            key, declared = _file_key(setting, kind), declared_ratio(config, kind)
-            if declared is not None:
-                costs[setting][kind] = {"value": declared, "source": "declared"}
+            key = _file_key(setting, kind)
+            if kind in declared:
+                costs[setting][kind] = {"value": declared[kind], "source": "declared"}
             elif saved.get(key, {}).get("source") == "bench":
                 costs[setting][kind] = saved[key]
                 _log(reporter, f"cost ratio of {kind}, setting {setting}: {saved[key]['value']:.3f} (bench, {path})")
