@@ -38,8 +38,17 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = TrainConfig(dataset="mini", train_size=64, model="cnn", width=2, epochs=1, batch_size=32, lr=0.05,
-                   device="cpu", num_candidates=2)  # fmt: skip
+BASE = TrainConfig(
+    dataset="mini",
+    train_size=64,
+    model="cnn",
+    width=2,
+    epochs=1,
+    batch_size=32,
+    lr=0.05,
+    device="cpu",
+    num_candidates=2,
+)
 
 
 def _no_training(*args, **kwargs):
@@ -202,9 +211,19 @@ def test_branch_runs_continue_from_the_trunk(tmp_path):
 
 
 def _runs(errors, commit="c0ffee", dirty=False):
-    return {seed: {"test_error": error, "train_error": 0.01, "seconds": 10.0, "epochs": 1, "device": "cpu",
-                   "git_commit": commit, "git_dirty": dirty, "dir": f"runs/{commit}/seed-{seed}"}
-            for seed, error in errors.items()}  # fmt: skip
+    return {
+        seed: {
+            "test_error": error,
+            "train_error": 0.01,
+            "seconds": 10.0,
+            "epochs": 1,
+            "device": "cpu",
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "dir": f"runs/{commit}/seed-{seed}",
+        }
+        for seed, error in errors.items()
+    }
 
 
 def test_endpoints_and_verdicts_from_constructed_results():
@@ -213,8 +232,14 @@ def test_endpoints_and_verdicts_from_constructed_results():
     proposed = {s: baseline[s] - 0.005 + 0.001 * (-1) ** s for s in seeds}  # 0.5 points better, sd 0.1
     equal = {s: proposed[s] + 0.0005 * (-1) ** (s // 2) for s in seeds}  # within ±0.1 of proposed
     maxup = {s: baseline[s] + 0.02 * (-1) ** s for s in seeds}  # ±2 points: unresolved
-    results = {"A": {"baseline": _runs(baseline), "proposed": _runs(proposed), "maxup": _runs(maxup),
-                     "baseline-equal-time": _runs(equal)}}  # fmt: skip
+    results = {
+        "A": {
+            "baseline": _runs(baseline),
+            "proposed": _runs(proposed),
+            "maxup": _runs(maxup),
+            "baseline-equal-time": _runs(equal),
+        }
+    }
     config = CompareConfig(base=BASE, out="x", seeds=tuple(seeds), cost_ratio=2.0)
     summary = summarize(config, results, {"A": {"proposed": {"value": 2.0, "source": "declared"}}})
     endpoints = summary["endpoints"]["A"]
@@ -240,8 +265,12 @@ def test_endpoints_and_verdicts_from_constructed_results():
 
 
 def test_summary_refuses_runs_of_several_commits_unless_allowed():
-    results = {"A": {"baseline": _runs({0: 0.5, 1: 0.6}, commit="aaa"),
-                     "proposed": _runs({0: 0.4, 1: 0.5}, commit="bbb", dirty=True)}}  # fmt: skip
+    results = {
+        "A": {
+            "baseline": _runs({0: 0.5, 1: 0.6}, commit="aaa"),
+            "proposed": _runs({0: 0.4, 1: 0.5}, commit="bbb", dirty=True),
+        }
+    }
     config = CompareConfig(base=BASE, out="x", arms=("baseline", "proposed"), seeds=(0, 1))
     with pytest.raises(ValueError, match=r"runs come from 2 git commits: aaa \(2 runs, .*\); bbb \(2 runs"):
         summarize(config, results)
@@ -424,9 +453,9 @@ def test_compare_command_options(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(runner_module, "train", FakeTrain())
     monkeypatch.setattr(runner_module, "git_commit", lambda: "c0ffee")
     out = tmp_path / "cmp"
-    argv = ["compare", "--arms", "baseline,proposed,baseline-equal-time", "--seeds", "3", "--dataset", "mini",
-            "--model", "cnn", "--width", "2", "--epochs", "4", "--device", "cpu", "--cache-dir", str(tmp_path),
-            "--margin", "0.3", "--branch-at", "0.5", "--cost-ratio", "1.5"]  # fmt: skip
+    options = "--arms baseline,proposed,baseline-equal-time --seeds 3 --dataset mini --model cnn --width 2 --epochs 4"
+    compare = "--device cpu --margin 0.3 --branch-at 0.5 --cost-ratio 1.5"
+    argv = ["compare", *options.split(), *compare.split(), "--cache-dir", str(tmp_path)]
     assert main([*argv, "--out", str(out)]) == 0
     assert "| proposed | 1 |" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
@@ -468,10 +497,9 @@ def test_report_reader_and_command_on_a_real_run(tmp_path, capsys):
 @pytest.mark.slow  # ~5 s: trunk and branches trained
 def test_branch_at_end_to_end_on_cpu(tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
-    argv = ["compare", "--branch-at", "0.5", "--cost-ratio", "2", "--arms", "baseline,proposed,baseline-equal-time",
-            "--seeds", "0", "--dataset", "mini", "--train-size", "128", "--model", "cnn", "--width", "4",
-            "--batch-size", "32", "--epochs", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
-            "--out", str(out)]  # fmt: skip
+    compare = "--branch-at 0.5 --cost-ratio 2 --arms baseline,proposed,baseline-equal-time --seeds 0"
+    options = "--dataset mini --train-size 128 --model cnn --width 4 --batch-size 32 --epochs 2 --device cpu"
+    argv = ["compare", *compare.split(), *options.split(), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
     assert main(argv) == 0, capsys.readouterr().err
     trunk = out / "setting-A" / "trunk" / "seed-0"
     assert (trunk / "trunk.json").exists() and not (trunk / "final.json").exists()

@@ -27,8 +27,12 @@ SUMMARIES = sorted(
 )
 # Summaries written before the summary had endpoints, a design and exact t quantiles (a t table then): their
 # 95% half-widths differ in the fifth significant digit, everything else must match.
-OLD_FORMAT = {"cpu-protocol", "cheap-options/proxy-cnn-4", "cheap-options/select-every-3",
-              "cheap-options/select-from-0.5"}  # fmt: skip
+OLD_FORMAT = {
+    "cpu-protocol",
+    "cheap-options/proxy-cnn-4",
+    "cheap-options/select-every-3",
+    "cheap-options/select-from-0.5",
+}
 
 
 def _name(path: Path) -> str:
@@ -43,10 +47,17 @@ def _recompute(saved: dict, out: Path) -> dict:
     mixed = saved.get("provenance", {}).get("mixed_allowed", True)
     budgets = tuple(design.get("budgets", ()))
     arms = tuple(arm for arm in saved["arms"] if not (budgets and arm.startswith("baseline-x")))  # from budgets
-    config = CompareConfig(base=base, out=str(out), arms=arms, settings=tuple(saved["settings"]),
-                           seeds=tuple(saved["seeds"]), branch_at=design.get("branch_at", 0.0),
-                           margin=design.get("margin", 0.005), allow_mixed_commits=mixed,
-                           budgets=budgets)  # fmt: skip
+    config = CompareConfig(
+        base=base,
+        out=str(out),
+        arms=arms,
+        settings=tuple(saved["settings"]),
+        seeds=tuple(saved["seeds"]),
+        branch_at=design.get("branch_at", 0.0),
+        margin=design.get("margin", 0.005),
+        allow_mixed_commits=mixed,
+        budgets=budgets,
+    )
     results = {
         setting: {
             arm: {
@@ -60,8 +71,12 @@ def _recompute(saved: dict, out: Path) -> dict:
         }
         for setting, rows in saved["settings"].items()
     }
-    trunks = [_provenance(trunk_dir(config, setting, seed)) for setting in results for seed in config.seeds
-              if config.branch_at > 0]  # fmt: skip
+    trunks = [
+        _provenance(trunk_dir(config, setting, seed))
+        for setting in results
+        for seed in config.seeds
+        if config.branch_at > 0
+    ]
     # Every step kind's cost ratio where the summary has them (frontier arms), else the proposed step's alone.
     summary = summarize(config, results, summary_costs(saved), trunks)
     return json.loads(json.dumps(summary))  # keys and NaN as in the file

@@ -18,9 +18,17 @@ from lossaug.config import SETTINGS, TrainConfig, validate_config
 from lossaug.errors import InputError
 
 __all__ = [
-    "MAX_RATIO", "PER_RUN", "PROTOCOL_KEYS", "CompareConfig", "all_arms", "check_arm_epochs", "check_budget_range",
-    "config_from_protocol", "declared_ratios", "validate_compare",
-]  # fmt: skip
+    "MAX_RATIO",
+    "PER_RUN",
+    "PROTOCOL_KEYS",
+    "CompareConfig",
+    "all_arms",
+    "check_arm_epochs",
+    "check_budget_range",
+    "config_from_protocol",
+    "declared_ratios",
+    "validate_compare",
+]
 
 # The TrainConfig fields compare sets per run, each with the compare option that sets them: a shared value would be
 # overwritten by every run, i.e. dropped, so it is refused naming the option to use instead.
@@ -31,8 +39,18 @@ PER_RUN = {
     "stop_at": "--branch-at F (the trunk stops there)",
     "branch_from": "--branch-at F (every arm continues from the trunk)",
 }
-PROTOCOL_KEYS = ("out", "arms", "settings", "seeds", "branch_at", "budgets", "cost_ratio", "margin_points",
-                 "allow_mixed_commits", "allow_out_of_range")  # fmt: skip
+PROTOCOL_KEYS = (
+    "out",
+    "arms",
+    "settings",
+    "seeds",
+    "branch_at",
+    "budgets",
+    "cost_ratio",
+    "margin_points",
+    "allow_mixed_commits",
+    "allow_out_of_range",
+)
 
 
 @dataclass(frozen=True)
@@ -102,9 +120,11 @@ def check_arm_epochs(config: CompareConfig, ratios: Mapping[str, float]) -> None
             )
         if epochs is not None and epochs < 1:
             used = ", ".join(f"{kind} {value:g}" for kind, value in sorted(ratios.items()))
-            raise InputError(f"arm {name!r} would get {epochs} epochs at cost_ratio ({used}) with epochs "
-                             f"{config.base.epochs} and branch_at {config.branch_at:g}; raise epochs or check the "
-                             "cost ratio")  # fmt: skip
+            raise InputError(
+                f"arm {name!r} would get {epochs} epochs at cost_ratio ({used}) with epochs "
+                f"{config.base.epochs} and branch_at {config.branch_at:g}; raise epochs or check the "
+                "cost ratio"
+            )
 
 
 def check_budget_range(config: CompareConfig, ratios: Mapping[str, float]) -> None:
@@ -174,8 +194,9 @@ def validate_compare(config: CompareConfig) -> None:
     arms = [arm_named(name) for name in all_arms(config)]
     same = candidates_arm(config.base.num_candidates)
     if same in config.arms:
-        raise InputError(f"arm {same!r} is the proposed arm (num_candidates is {config.base.num_candidates}): "
-                         "name proposed instead")  # fmt: skip
+        raise InputError(
+            f"arm {same!r} is the proposed arm (num_candidates is {config.base.num_candidates}): name proposed instead"
+        )
     for setting in config.settings:
         if setting not in SETTINGS:
             raise InputError(f"unknown setting {setting!r}; choose from {list(SETTINGS)}")
@@ -192,8 +213,9 @@ def validate_compare(config: CompareConfig) -> None:
         if kind == "proposed":
             raise InputError("the proposed step's cost ratio is cost_ratio, not cost_ratios['proposed']")
         if arm_named(kind).step != kind:
-            raise InputError(f"{kind!r} is not a step kind with a cost ratio of its own (gated, weighted, gated-Q, "
-                             "proposed-mM)")  # fmt: skip
+            raise InputError(
+                f"{kind!r} is not a step kind with a cost ratio of its own (gated, weighted, gated-Q, proposed-mM)"
+            )
         _check_ratio(f"cost ratio of {kind!r}", value)
     if config.budgets and "baseline" not in all_arms(config):
         raise InputError("budgets need the baseline (budget 1), the reference of the frontier's intervals")
@@ -246,8 +268,11 @@ def _cost_ratios(cost: Any) -> dict[str, Any]:
     or a table of step kinds, each a number or "bench"."""
     if not isinstance(cost, Mapping):
         return {"cost_ratio": None if cost == "bench" else _number(cost, "cost_ratio (a number or 'bench')")}
-    declared = {kind: _number(value, f"cost_ratio.{kind} (a number or 'bench')")
-                for kind, value in cost.items() if value != "bench"}  # fmt: skip
+    declared = {
+        kind: _number(value, f"cost_ratio.{kind} (a number or 'bench')")
+        for kind, value in cost.items()
+        if value != "bench"
+    }
     return {"cost_ratio": declared.pop("proposed", None), "cost_ratios": declared}
 
 

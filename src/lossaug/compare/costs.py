@@ -82,8 +82,10 @@ def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
     unlike.update({"select_from": base.select_from} if base.select_from else {})
     unlike = {k: v for k, v in unlike.items() if v is not None}
     if unlike:
-        raise InputError(f"bench times exact selection at every step of a named setting, not {unlike}; declare "
-                         "the cost ratio (--cost-ratio R)")  # fmt: skip
+        raise InputError(
+            f"bench times exact selection at every step of a named setting, not {unlike}; declare "
+            "the cost ratio (--cost-ratio R)"
+        )
     sweep = {m for kind in kinds if (m := sweep_candidates(kind)) is not None}
     counts = {1, base.num_candidates, *sweep}
     cheap: _CheapModes = {}
@@ -91,11 +93,22 @@ def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
         fractions = [dict(arm_named(kind).options)["score_fraction"] for kind in kinds if kind.startswith("gated")]
         cheap = {"score_fractions": tuple(sorted(set(fractions))), "weighted": "weighted" in kinds}
     elif set(kinds) - {"proposed"}:
-        raise InputError(f"this lossaug bench cannot time {sorted(set(kinds) - {'proposed'})}; declare their cost "
-                         "ratios (protocol: cost_ratio = {proposed = ..., gated = ..., weighted = ...})")  # fmt: skip
-    return BenchConfig(model=base.model, width=base.width, batch_size=base.batch_size, augment=base.augment,
-                       candidate_counts=tuple(sorted(counts)), setting=setting, device=base.device,
-                       score_chunk=base.score_chunk, **_bench_input_size(base), **cheap)  # fmt: skip
+        raise InputError(
+            f"this lossaug bench cannot time {sorted(set(kinds) - {'proposed'})}; declare their cost "
+            "ratios (protocol: cost_ratio = {proposed = ..., gated = ..., weighted = ...})"
+        )
+    return BenchConfig(
+        model=base.model,
+        width=base.width,
+        batch_size=base.batch_size,
+        augment=base.augment,
+        candidate_counts=tuple(sorted(counts)),
+        setting=setting,
+        device=base.device,
+        score_chunk=base.score_chunk,
+        **_bench_input_size(base),
+        **cheap,
+    )
 
 
 def _measured(result, kind: str, num_candidates: int) -> float:
@@ -113,20 +126,22 @@ def _measured(result, kind: str, num_candidates: int) -> float:
     return rows[0]["ratio_per_image"] if kind == "weighted" else rows[0]["ratio"]
 
 
-def measure_cost_ratios(config: CompareConfig, setting: str, kinds: Sequence[str],
-                        log: Callable[[str], None] | None = None) -> dict[str, dict]:  # fmt: skip
+def measure_cost_ratios(
+    config: CompareConfig, setting: str, kinds: Sequence[str], log: Callable[[str], None] | None = None
+) -> dict[str, dict]:
     """R of each step kind of ``kinds`` for ``setting``, from one ``lossaug bench`` run (interleaved, default
     repeats): per kind ``{"value", "source": "bench", "bench"}`` (the bench's whole JSON)."""
     from lossaug.bench import run_bench
 
-    measured = {}
+    measured: dict[str, dict] = {}
     sweep = [kind for kind in kinds if sweep_candidates(kind) is not None]
     for group in ([kind for kind in kinds if kind not in sweep], sweep):  # an M sweep's bench times its own Ms
         if group:
             result = run_bench(_bench_config(config, setting, group), log=log)
             bench = result.to_json()
-            measured.update({kind: {"value": _measured(result, kind, config.base.num_candidates), "source": "bench",
-                                    "bench": bench} for kind in group})  # fmt: skip
+            for kind in group:
+                value = _measured(result, kind, config.base.num_candidates)
+                measured[kind] = {"value": value, "source": "bench", "bench": bench}
     return {kind: measured[kind] for kind in kinds}
 
 

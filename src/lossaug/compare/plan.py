@@ -69,15 +69,23 @@ def trunk_dir(config: CompareConfig, setting: str, seed: int) -> Path:
 def trunk_config(config: CompareConfig, setting: str, seed: int) -> TrainConfig:
     """The baseline of ``setting`` and ``seed`` trained to fraction ``branch_at`` of its steps."""
     out = str(trunk_dir(config, setting, seed))
-    return dataclasses.replace(config.base, method="baseline", setting=setting, seed=seed, stop_at=config.branch_at,
-                               out=out)  # fmt: skip
+    return dataclasses.replace(
+        config.base, method="baseline", setting=setting, seed=seed, stop_at=config.branch_at, out=out
+    )
 
 
 def _arm_run(config: CompareConfig, setting: str, arm: Arm, seed: int, epochs: int) -> TrainConfig:
     branch_from = str(trunk_dir(config, setting, seed)) if config.branch_at > 0 else config.base.branch_from
-    return dataclasses.replace(config.base, method=arm.method, **dict(arm.options), setting=setting, seed=seed,
-                               epochs=epochs, out=str(run_dir(config, setting, arm.name, seed)),
-                               branch_from=branch_from)  # fmt: skip
+    return dataclasses.replace(
+        config.base,
+        method=arm.method,
+        **dict(arm.options),
+        setting=setting,
+        seed=seed,
+        epochs=epochs,
+        out=str(run_dir(config, setting, arm.name, seed)),
+        branch_from=branch_from,
+    )
 
 
 def plan(config: CompareConfig, ratios: Mapping[str, Mapping[str, float]] | None = None) -> list[RunSpec]:

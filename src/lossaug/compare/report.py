@@ -59,8 +59,10 @@ def check_commits(runs: Sequence[Mapping[str, Any]], allow_mixed: bool) -> dict:
         commits.setdefault(run.get("git_commit") or "unknown", []).append(str(run.get("dir", "?")))
     if len(commits) > 1 and not allow_mixed:
         listed = "; ".join(f"{commit} ({len(dirs)} runs, e.g. {dirs[0]})" for commit, dirs in sorted(commits.items()))
-        raise InputError(f"runs come from {len(commits)} git commits: {listed}; rerun them under one commit or "
-                         "pass --allow-mixed-commits")  # fmt: skip
+        raise InputError(
+            f"runs come from {len(commits)} git commits: {listed}; rerun them under one commit or "
+            "pass --allow-mixed-commits"
+        )
     dirty = [run.get("git_dirty") for run in runs]
     return {
         "commits": {commit: len(dirs) for commit, dirs in sorted(commits.items())},
@@ -90,7 +92,7 @@ def arm_rows(finished: Finished, setting: str) -> dict:
             "declared_cost": arm_named(arm).compute(config.base.epochs, config.branch_at, ratios),
             "per_seed": {
                 s: {k: per_seed[s][k] for k in ("test_error", "train_error", "seconds", "epochs")} for s in seeds
-            },  # fmt: skip
+            },
         }
     return rows
 
@@ -139,7 +141,7 @@ def summarize(
             }
             if costs
             else {}
-        ),  # fmt: skip
+        ),
         "provenance": provenance,
         "device": ", ".join(sorted({run["device"] for run in runs})),
     }
@@ -221,15 +223,22 @@ def _cost_line(arms: Sequence[str], setting: str, kind: str, cost: Mapping[str, 
     """What R of ``kind`` is and where it came from, with the notes of the arms it sizes."""
     how = "declared" if cost["source"] == "declared" else "measured once by lossaug bench at the start"
     sized = [arm_named(arm) for arm in arms]
-    notes = "".join(f" {arm.note}" for arm in sized if arm.note and kind == (arm.budget if isinstance(arm.budget, str)
-                                                                           else arm.step))  # fmt: skip
+    notes = "".join(
+        f" {arm.note}"
+        for arm in sized
+        if arm.note and kind == (arm.budget if isinstance(arm.budget, str) else arm.step)
+    )
     what = "R (one proposed step in baseline steps)" if kind == "proposed" else f"R of {kind} (per image)"
     return f"Cost ratio {what}, setting {setting}: {cost['value']:.3f}, {how}{';' + notes if notes else '.'}"
 
 
 def _arm_table(rows: Mapping[str, dict]) -> list[str]:
-    lines = ["", "| arm | n | epochs | test error % | train error % | Δ test error vs baseline (pp) "
-             "| declared cost | time ratio |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "",
+        "| arm | n | epochs | test error % | train error % | Δ test error vs baseline (pp) "
+        "| declared cost | time ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for arm, row in rows.items():
         epochs = sorted(set(row["epochs"]))
         delta_text = "-" if arm == "baseline" else _pct(row["diff_to_baseline"], "ci95")
