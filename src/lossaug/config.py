@@ -264,7 +264,7 @@ def _check_counts(counts: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise InputError(f"{name} must be an integer, got {value!r}")
         limit = COUNT_LIMITS.get(name, MAX_COUNT)
-        if value > limit:
+        if int(value) > limit:
             raise InputError(f"{name} must be at most {limit}, got {value}")
 
 

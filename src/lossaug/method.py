@@ -76,6 +76,7 @@ def build_augment(
         return parse_audio_augment(config.augment or AUDIO_SETTINGS[config.setting], sample_rate=audio_rate)
     spec = setting_spec(config, image_side)
     augment = parse_augment(spec)
+    assert isinstance(augment, Compose), f"image data with the audio spec {spec!r}: validate_config refuses it"
     if config.augment is not None:
         for problem in oversized(augment, image_side) if image_side else ():
             warnings.warn(f"augment {spec!r}: {problem}", stacklevel=2)

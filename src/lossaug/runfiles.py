@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lossaug.errors import InputError
 
@@ -60,7 +60,7 @@ def _fits(value: Any, kinds: tuple[Any, ...]) -> bool:
     if isinstance(value, bool):  # JSON's true is no number
         return bool in types
     ranges = [kind for kind in kinds if isinstance(kind, Range)]
-    return isinstance(value, types) and all(value in bounds for bounds in ranges)
+    return isinstance(value, types) and all(cast(float, value) in bounds for bounds in ranges)
 
 
 def _describe(kinds: tuple[Any, ...]) -> str:
@@ -69,8 +69,8 @@ def _describe(kinds: tuple[Any, ...]) -> str:
 
 
 def check_fields(
-    record: Mapping[str, Any], fields: Mapping[str, tuple[type, ...]], where: str,
-    optional: Mapping[str, tuple[type, ...]] | None = None,
+    record: Mapping[str, Any], fields: Mapping[str, tuple[Any, ...]], where: str,
+    optional: Mapping[str, tuple[Any, ...]] | None = None,
 ) -> None:  # fmt: skip
     """Raise ``InputError`` naming ``where`` when ``record`` lacks any of ``fields`` or holds a value of another
     type there or in ``optional`` (keys older versions did not write)."""
@@ -95,8 +95,8 @@ def _parse(text: str, where: str) -> Any:
 
 
 def read_json(
-    path: Path, fields: Mapping[str, tuple[type, ...]] | None = None,
-    optional: Mapping[str, tuple[type, ...]] | None = None,
+    path: Path, fields: Mapping[str, tuple[Any, ...]] | None = None,
+    optional: Mapping[str, tuple[Any, ...]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON object in ``path``, with ``fields`` (and ``optional`` ones where present) checked;
     ``FileNotFoundError`` when it does not exist."""
@@ -114,7 +114,7 @@ def read_json(
     return payload
 
 
-def read_records(path: Path, fields: Mapping[str, tuple[type, ...]] | None = None) -> list[dict[str, Any]]:
+def read_records(path: Path, fields: Mapping[str, tuple[Any, ...]] | None = None) -> list[dict[str, Any]]:
     """The epoch records of a ``metrics.jsonl`` (one JSON object per line, each with an integer ``epoch`` and
     ``fields``), blank lines skipped; ``FileNotFoundError`` when it does not exist."""
     path = Path(path)

@@ -208,7 +208,9 @@ def score_examples(
             method, images, targets, num_candidates, augment_generator
         )
     else:
-        candidates = method.candidates(images, num_candidates=num_candidates, generator=augment_generator)
+        plain = method.candidates(images, num_candidates=num_candidates, generator=augment_generator)
+        assert isinstance(plain, Tensor), "candidates without targets are a tensor"
+        candidates = plain
     scoring = method.scoring
     scored_against = targets if candidate_targets is None else candidate_targets
     scores = score_candidates(run.scoring_model, candidates, scored_against, score=scoring.score, bn=scoring.bn,
@@ -252,6 +254,7 @@ def mixed_candidates(
     rows = torch.eye(count, dtype=soft.dtype, device=soft.device)
     flat = images.repeat_interleave(num_candidates, dim=0)
     made = method.candidates(flat, num_candidates=1, generator=generator, targets=torch.cat([soft, rows], dim=1))
+    assert not isinstance(made, Tensor), "candidates with targets carry them"
     mixed = made.targets[:, 0]  # (N*M, K + N*M)
     num_classes = soft.shape[1]
     candidates = made.candidates.view(len(images), num_candidates, *made.candidates.shape[2:])

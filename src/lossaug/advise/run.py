@@ -218,7 +218,8 @@ def run_advise(
     calibration, costs = _calibrate(config, reporter)
     _check_fits(config, calibration, clock() - started)
     _start_out(config, calibration, costs)
-    seed_seconds, summary, done, stopped = _seed_seconds(config, calibration), None, (), "max seeds"
+    seed_seconds, summary, stopped = _seed_seconds(config, calibration), None, "max seeds"
+    done: tuple[int, ...] = ()
     interrupted: TrainingInterrupted | None = None
     for index in range(config.max_seeds):
         seeds = config.seeds[: index + 1]

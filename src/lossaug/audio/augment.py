@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -454,6 +454,14 @@ class AudioAugment:
     @property
     def mixes_targets(self) -> bool:
         return mixes_targets(self.augment)
+
+    @overload
+    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None, targets: None = None) -> Tensor: ...
+
+    @overload
+    def __call__(
+        self, waveforms: Tensor, generator: torch.Generator | None, targets: Tensor
+    ) -> tuple[Tensor, Tensor]: ...
 
     def __call__(
         self, waveforms: Tensor, generator: torch.Generator | None = None, targets: Tensor | None = None

@@ -84,13 +84,17 @@ def _read(path: Path, kind: Kind, name: str, log: Log) -> Dataset | None:
             classes = tuple(str(c) for c in z["classes"])
             # What the loader noted (skipped files, a split made): JSON, absent from files of older versions.
             notes = json.loads(str(z["notes"])) if "notes" in z.files else {}
-            noted = {"skipped": tuple(notes.get("skipped", ())), "split": notes.get("split")}
+            skipped, split_made = tuple(notes.get("skipped", ())), notes.get("split")
             dataset: Dataset
             if kind == "audio":
                 train, test = (AudioSplit(*split) for split in splits)
-                dataset = AudioDataset(name, classes, train, test, sample_rate=int(z["sample_rate"]), **noted)
+                dataset = AudioDataset(
+                    name, classes, train, test, sample_rate=int(z["sample_rate"]), skipped=skipped, split=split_made
+                )
             else:
-                dataset = ImageDataset(name, classes, Split(*splits[0]), Split(*splits[1]), **noted)
+                dataset = ImageDataset(
+                    name, classes, Split(*splits[0]), Split(*splits[1]), skipped=skipped, split=split_made
+                )
     # np.load raises whatever the bytes lead it to: EOFError on an empty file, ValueError, BadZipFile, KeyError,
     # OSError (a folder, no permission), ... Each means this file of lossaug's own cache cannot serve.
     except Exception as e:

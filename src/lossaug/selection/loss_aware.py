@@ -71,6 +71,7 @@ class LossAwareAugment:
         scoring = ScoringOptions(
             self.score, self.bn, self.chunk_size, self.autocast_dtype, self.loss_fn, self.check_targets
         )
+        augment: Augment
         if isinstance(self.augment, str):
             augment = parse_augment(self.augment, sample_rate=self.sample_rate)
         elif self.sample_rate is not None:

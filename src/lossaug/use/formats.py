@@ -187,7 +187,7 @@ def _onnx(run: TrainedRun, model: nn.Module) -> bytes:
             torch.onnx.export(
                 wrapper,
                 (example_inputs(run),),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # a file object is taken too: the bytes stay in memory
                 dynamo=True,
                 input_names=["inputs"],
                 output_names=["logits"],

@@ -132,7 +132,8 @@ def load_trained(run_dir: str | Path, *, trust_code: str | None = None) -> Train
     model.load_state_dict(state)
     inputs = InputSpec(**spec, image_size=config.image_size if spec["kind"] == "image" else None)
     provenance = {"config.json": _read_json(folder / "config.json"), "final.json": _read_json(folder / "final.json")}
-    position = payload.get("position") if isinstance(payload.get("position"), dict) else {}
+    recorded = payload.get("position")
+    position: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     return TrainedRun(
         config, model.eval(), classes, inputs, folder, path, int(payload.get("global_step", 0)), provenance, position
     )
