@@ -465,3 +465,14 @@ def test_show_never_imports_a_checkpoints_module_implicitly(factory_run, tmp_pat
     assert not (tmp_path / "imported.txt").exists()
     assert main(["show", str(factory_run), "--out", str(tmp_path / "s.png"), "--trust-code", "evilnet"]) == 0
     assert (tmp_path / "imported.txt").exists()
+
+
+def test_exported_files_are_readable_as_any_new_file(tmp_path):
+    from lossaug.use.outputs import write_new_file
+
+    previous = os.umask(0o022)
+    try:
+        write_new_file("--out", b"x", tmp_path / "model.pt2")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "model.pt2").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600

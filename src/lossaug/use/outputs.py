@@ -62,6 +62,7 @@ def write_new_file(option: str, data: bytes, path: Path) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); an exported model is for sharing
         _link_new(tmp, path)
     except FileExistsError:
         raise InputError(f"{option} {path}: {path} appeared meanwhile; lossaug never replaces a file") from None
@@ -70,6 +71,12 @@ def write_new_file(option: str, data: bytes, path: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: set it back at once
+    os.umask(mask)
+    return mask
 
 
 def _link_new(tmp: str, path: Path) -> None:
