@@ -233,3 +233,12 @@ def test_the_smallest_mixing_alpha_samples_finite_weights():
     assert lam.isfinite().all() and (lam >= 0).all() and (lam <= 1).all()
     with pytest.raises(InputError, match="alpha must be at least"):
         beta_params(4, 1e-320, device=torch.device("cpu"))
+
+
+def test_the_dropped_batch_warning_never_suggests_the_batch_size_given():
+    from lossaug.guards import small_data_warnings
+
+    dropped = [m for m in small_data_warnings(55, 8, "clips") if "drops its last partial batch" in m]
+    assert dropped and "e.g. 8" not in dropped[0]  # 55 at 8 drops 7: the old text suggested 8 itself
+    suggested = [m for m in small_data_warnings(300, 128, "images") if "drops its last partial batch" in m]
+    assert suggested and "e.g. 16" in suggested[0]  # 300 at 16: 18 steps, 12 dropped (4%)

@@ -38,10 +38,11 @@ def small_data_warnings(num_train: int, images_per_step: int, noun: str = "image
     suggestion = suggested_batch_size(num_train)
     messages = []
     if dropped > DROPPED_FRACTION_WARNING * num_train:
+        better = suggestion != images_per_step and num_train % suggestion < dropped  # never suggest what is given
         messages.append(
             f"each epoch drops its last partial batch: {dropped} of {num_train} training {noun} "
             f"({dropped / num_train:.0%}) go unused in every epoch (different ones each time); choose a --batch-size "
-            f"that divides {num_train} more evenly, e.g. {suggestion}"
+            f"that divides {num_train} more evenly" + (f", e.g. {suggestion}" if better else "")
         )
     if steps < MIN_STEPS_PER_EPOCH:
         plural = "" if steps == 1 else "s"
