@@ -1,5 +1,5 @@
-"""experiments/advise_vs_truth.py: advise's verdicts beside the ground truth's per fold, contradictions flagged
-(better against worse, either way), folds not run yet listed."""
+"""experiments/advise_vs_truth.py (advise's verdicts beside the ground truth's per fold, contradictions flagged:
+better against worse, either way) and truth_table.py (the folds side by side); folds not run yet listed."""
 
 import importlib.util
 import json
@@ -9,8 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("advise_vs_truth", ROOT / "experiments" / "advise_vs_truth.py")
+def load_script(name: str = "advise_vs_truth"):
+    """experiments/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -49,15 +50,6 @@ def test_contradictions_are_flagged_and_missing_folds_listed(tmp_path):
     assert "| lucas | - | not run yet" in text and "contradictions: 1 of 3" in text
 
 
-def load_table():
-    spec = importlib.util.spec_from_file_location("truth_table", ROOT / "experiments" / "truth_table.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_truth_table_reads_each_fold_and_lists_those_not_run(tmp_path):
     entry = {"mean": -0.012, "half_width": 0.005, "verdict": "better", "n": 8}
     summary = {
@@ -66,7 +58,7 @@ def test_truth_table_reads_each_fold_and_lists_those_not_run(tmp_path):
     }
     _write(tmp_path / "theo" / "summary.json", summary)
     (tmp_path / "lucas").mkdir()
-    assert load_table().main(["--root", str(tmp_path)]) == 0
+    assert load_script("truth_table").main(["--root", str(tmp_path)]) == 0
     text = (tmp_path / "truth.md").read_text()
     assert "| theo | -1.20 ± 0.50 better (n 8) | out of range | - | - | -1.20 ± 0.50 unresolved (n 8) |" in text
     assert "| lucas | not run yet |" in text
