@@ -58,7 +58,13 @@ def test_truth_table_reads_each_fold_and_lists_those_not_run(tmp_path):
     }
     _write(tmp_path / "theo" / "summary.json", summary)
     (tmp_path / "lucas").mkdir()
+    shifted = {**entry, "per_seed": {"0": -0.01, "1": -0.02}}
+    _write(tmp_path / "zed" / "summary.json", {"equal_compute": {"A": {"proposed": shifted}}})
+    _write(
+        tmp_path / "yan" / "summary.json", {"equal_compute": {"A": {"proposed": {**shifted, "per_seed": {"0": -0.03}}}}}
+    )
     assert load_script("truth_table").main(["--root", str(tmp_path)]) == 0
     text = (tmp_path / "truth.md").read_text()
     assert "| theo | -1.20 ± 0.50 better (n 8) | out of range | - | - | -1.20 ± 0.50 unresolved (n 8) |" in text
     assert "| lucas | not run yet |" in text
+    assert "| pooled (3 folds; exploratory) | -2.00 ± 2.48 unresolved (n 3) |" in text  # zed's and yan's seeds
