@@ -16,7 +16,7 @@ DESCRIPTION = (
     "the baseline longer, on your data and at your compute? advise calibrates (the cost ratio of every arm by "
     "lossaug bench, one timed baseline epoch), picks the baseline budgets that bracket every arm's compute, then "
     "trains one seed at a time (a trunk, every arm branched from it, the budgets) and after each seed reads an "
-    "anytime-valid 95%% confidence sequence for each arm's difference against the same seed's baseline curve at "
+    "anytime-valid 95% confidence sequence for each arm's difference against the same seed's baseline curve at "
     "the arm's compute (Bonferroni over arms and budgets). It stops when every arm is resolved (better, worse, "
     "or equivalent within --margin), when the next seed would not finish within --time, at --max-seeds, or on "
     "Ctrl-C, and writes OUT/advice.md, advice.json and frontier.png. Running the same command again continues."
@@ -47,7 +47,11 @@ def _ratios(text: str) -> dict[str, float]:
 
 def add_advise_command(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "advise", help="use selection, or train longer? answered on your data within --time", description=DESCRIPTION
+        "advise",
+        help="use selection, or train longer? answered on your data within --time",
+        description=DESCRIPTION,
+        epilog="example: lossaug advise --dataset audio-folder --data mydata/ --test-fraction 0.2 --epochs 15 "
+        "--time 45m  (the advice: OUT/advice.md; the same command again continues it)",
     )
     own = parser.add_argument_group("advise")
     own.add_argument(
