@@ -171,3 +171,12 @@ def test_a_tiny_real_advice_resumes_and_refuses_another_request(tmp_path, capsys
     capsys.readouterr()
     assert main([*command, "--margin", "1"]) == 2
     assert "holds an advice asked with other options (margin)" in capsys.readouterr().err
+
+
+def test_help_names_every_option_of_the_advice_and_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["advise", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--time", "--arms", "--settings", "--margin", "--max-seeds", "--branch-at", "--cost-ratios"):
+        assert option in text
+    assert "example: lossaug advise" in text and "%%" not in text and "anytime-valid 95% confidence" in text
