@@ -16,6 +16,7 @@ from lossaug.config import TrainConfig
 from lossaug.data import Kind, TrainData, load_for
 from lossaug.distributed import World, local_gpu
 from lossaug.errors import InputError
+from lossaug.kinds import kind_named
 from lossaug.models import check_image_size
 from lossaug.seeds import stream_seed
 from lossaug.step import autocast_for
@@ -108,10 +109,7 @@ class PlacedData:
     def input_spec(self) -> dict[str, Any]:
         """What the run's network takes, recorded in its checkpoint and config.json (``lossaug predict`` and
         ``export`` read it): kind and channels, and the image height and width or the audio rate and clip length."""
-        shape = tuple(self.train_images.shape[1:])
-        if self.kind == "audio":
-            return {"kind": "audio", "channels": shape[0], "sample_rate": self.sample_rate, "clip_samples": shape[1]}
-        return {"kind": "image", "channels": shape[0], "height": shape[1], "width": shape[2]}
+        return kind_named(self.kind).input_spec(tuple(self.train_images.shape[1:]), self.sample_rate)
 
 
 def dense(t: Tensor) -> Tensor:

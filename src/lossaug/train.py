@@ -34,6 +34,7 @@ from lossaug.errors import InputError
 from lossaug.finetune import apply_init, read_init
 from lossaug.guards import EtaNote, run_warnings
 from lossaug.interrupts import STOP_SYNC_STEPS, NonFiniteError, Stop, StopRequest, TrainingInterrupted, stop_requests
+from lossaug.kinds import kind_named
 from lossaug.memory import check_run_memory
 from lossaug.metadata import device_name, git_commit, run_metadata, write_json, write_run_config
 from lossaug.method import (
@@ -193,7 +194,7 @@ class _Run:
         self.callbacks = self._callbacks(on_step)
         if self.reporter is not None:
             resumed = f", {origin} at epoch {self.state.epoch + 1} step {self.state.step}" if origin else ""
-            noun = "clips" if self.data.kind == "audio" else "images"
+            noun = kind_named(self.data.kind).noun
             self.reporter.log(
                 f"{config.method} (M={config.candidates_per_image()}, T={config.resolved_temperature()}) "
                 f"{config.model} on {config.dataset}: {len(self.data.train_labels)} train / "

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lossaug.data import AUDIO_SUFFIXES, IMAGE_SUFFIXES, decode_audio, decode_image, fit_clip, resample
 from lossaug.errors import InputError
+from lossaug.kinds import kind_named
 from lossaug.use.run import InputSpec
 
 __all__ = ["Unreadable", "describe_missing", "find_files", "read_input", "read_inputs", "suffixes_for"]
@@ -97,7 +98,6 @@ def _clip(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
     return clip.expand(spec.channels, -1).contiguous()
 
 
-_TAKES = {"image": "images", "audio": "audio (WAV files)"}
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
 
 
@@ -125,7 +125,7 @@ def describe_missing(paths: Sequence[str | Path], spec: InputSpec) -> str:
     other, noun = (AUDIO_SUFFIXES, "audio") if spec.kind == "image" else (IMAGE_SUFFIXES, "images")
     holds = any(p.suffix.lower() in other for given in paths if Path(given).is_dir() for p in Path(given).rglob("*"))
     instead = f" and {where} hold{'s' * (len(paths) == 1)} {noun}" if holds else ""
-    return f"no files to predict in {where}: the run takes {_TAKES[spec.kind]}{instead}"
+    return f"no files to predict in {where}: the run takes {kind_named(spec.kind).takes}{instead}"
 
 
 def read_input(source: Path | bytes, spec: InputSpec, where: str | None = None) -> Tensor:
@@ -138,7 +138,7 @@ def read_input(source: Path | bytes, spec: InputSpec, where: str | None = None) 
         raise InputError(f"cannot read {name}: " + ("no such file" if not source.exists() else "not a file"))
     other = _other_kind(source, spec)
     if other:
-        raise InputError(f"cannot read {name}: the run takes {_TAKES[spec.kind]}, and this is {other}")
+        raise InputError(f"cannot read {name}: the run takes {kind_named(spec.kind).takes}, and this is {other}")
     if spec.kind == "audio":
         return _clip(source, name, spec)
     try:

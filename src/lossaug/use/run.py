@@ -17,6 +17,7 @@ from torch import nn
 from lossaug.config import TrainConfig
 from lossaug.data import Kind, load_for
 from lossaug.errors import InputError
+from lossaug.kinds import kind_named
 from lossaug.models import build_classifier, check_state_fits
 from lossaug.show import _checkpoint_payload, find_data, run_sample_rate
 from lossaug.use.checks import check_config_fields, check_inputs, check_trusted, check_weights, warn_if_training
@@ -90,11 +91,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _from_data(config: TrainConfig, run_dir: Path) -> tuple[tuple[str, ...], dict[str, Any]]:
     """Classes and input spec of an older run, whose checkpoint lacks them: from its data, loaded once."""
     data = load_for(dataclasses.replace(config, data=find_data(config, run_dir)))
-    shape = tuple(data.train.inputs.shape[1:])
-    if data.kind == "audio":
-        spec = {"kind": "audio", "channels": shape[0], "sample_rate": data.sample_rate, "clip_samples": shape[1]}
-    else:
-        spec = {"kind": "image", "channels": shape[0], "height": shape[1], "width": shape[2]}
+    spec = kind_named(data.kind).input_spec(tuple(data.train.inputs.shape[1:]), data.sample_rate)
     return data.classes, spec
 
 

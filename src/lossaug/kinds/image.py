@@ -1,0 +1,32 @@
+"""``IMAGE``: uint8 images ``(N,C,H,W)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lossaug.errors import InputError
+from lossaug.kinds.base import DataKind
+
+__all__ = ["IMAGE"]
+
+
+def _input_spec(shape: tuple[int, ...], sample_rate: int | None) -> dict[str, Any]:
+    return {"kind": "image", "channels": shape[0], "height": shape[1], "width": shape[2]}
+
+
+def _check_augment(spec: str, dataset: str) -> None:
+    from lossaug.augment import parse_augment, spec_kind
+
+    if spec_kind(spec, None) != "image":
+        raise InputError(f"augment {spec!r} names audio ops; {dataset!r} holds images")
+    parse_augment(spec)
+
+
+IMAGE = DataKind(
+    name="image",
+    noun="images",
+    models=("preact_resnet18", "cnn", "fast_resnet"),
+    takes="images",
+    input_spec=_input_spec,
+    check_augment=_check_augment,
+)
