@@ -139,9 +139,9 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
     dataset = load_for(config, log)
     _check_labels(dataset, config.dataset)
     train, test = dataset.train, dataset.test
-    audio = dataset.kind == "audio"
-    if not audio:
-        side = min(train.inputs.shape[-2:])
+    kind = kind_named(dataset.kind)
+    side = kind.image_side(train.inputs)
+    if side is not None:
         for name in filter(None, (config.model, config.proxy_model)):
             check_image_size(name, side, f"{config.dataset} images are {tuple(train.inputs.shape[-2:])} px")
     train_images, train_labels = train.inputs, train.labels
@@ -157,8 +157,7 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
         train_images, train_labels = train_images[held.train_rows], train_labels[held.train_rows]
     if len(train_labels) < config.batch_size:
         raise InputError(f"batch_size {config.batch_size} exceeds the {len(train_labels)} training images")
-    # Waveforms: Normalized hands the model int16 samples scaled to [-1, 1] (mean 0, std 32768 on the 0-255 scale).
-    mean, std = ((0.0,), (32768 / 255,)) if audio else channel_stats(train_images)
+    mean, std = kind.input_stats(train_images)
     on_device = config.data_placement != "host"
     if device.type == "cuda" and config.data_placement == "auto":
         free, _ = torch.cuda.mem_get_info(device)

@@ -7,13 +7,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
+    from lossaug.config import TrainConfig
     from lossaug.data.types import Kind
 
-__all__ = ["DataKind"]
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel mean and std on the [0, 255] scale, over 255
+
+__all__ = ["DataKind", "Stats"]
 
 
 def _no_check(setting: str) -> None:
     """Every setting the config accepts fits this kind."""
+
+
+def _no_side(inputs: Tensor) -> None:
+    """Not images: no side to scale augmentations or check networks against."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,11 @@ class DataKind:
     input_spec: Callable[[tuple[int, ...], int | None], dict[str, Any]]
     # (augment spec, data set name): raise InputError when the spec does not fit this kind
     check_augment: Callable[[str, str], None]
+    # (config, image side or None) -> the augmentation spec the run uses: config.augment, else its setting's
+    default_augment: Callable[[TrainConfig, int | None], str]
+    # training inputs -> the Normalized front end's per-channel mean and std
+    input_stats: Callable[[Tensor], Stats]
+    image_side: Callable[[Tensor], int | None] = _no_side  # the smaller image side; None: not images
     check_setting: Callable[[str], None] = _no_check  # raise InputError for a setting this kind has not
     default_model: str | None = None
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossaug.errors import InputError
-from lossaug.kinds.base import DataKind
+from lossaug.kinds.base import DataKind, Stats
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from lossaug.config import TrainConfig
 
 __all__ = ["IMAGE"]
 
@@ -22,6 +27,22 @@ def _check_augment(spec: str, dataset: str) -> None:
     parse_augment(spec)
 
 
+def _default_augment(config: TrainConfig, image_side: int | None) -> str:
+    from lossaug.method import setting_spec
+
+    return setting_spec(config, image_side)
+
+
+def _input_stats(inputs: Tensor) -> Stats:
+    from lossaug.pipeline import channel_stats
+
+    return channel_stats(inputs)
+
+
+def _image_side(inputs: Tensor) -> int:
+    return min(inputs.shape[-2:])
+
+
 IMAGE = DataKind(
     name="image",
     noun="images",
@@ -29,4 +50,7 @@ IMAGE = DataKind(
     takes="images",
     input_spec=_input_spec,
     check_augment=_check_augment,
+    default_augment=_default_augment,
+    input_stats=_input_stats,
+    image_side=_image_side,
 )
