@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from lossaug.audio.model import DEFAULT_SAMPLE_RATE
 from lossaug.checkpoint import load_checkpoint, newest_valid_checkpoint
 from lossaug.config import TrainConfig
-from lossaug.data import AudioSplit, Kind, Split, data_kind, load_for
+from lossaug.data import AudioSplit, Kind, Split, load_for
 from lossaug.errors import InputError
+from lossaug.kinds import kind_named, kind_of_dataset
 from lossaug.method import method_for
 from lossaug.models import build_classifier, check_classifier_output, check_state_fits
 from lossaug.seeds import stream_seed
@@ -110,7 +111,7 @@ def run_sample_rate(payload: dict) -> int | None:
     inputs = payload.get("inputs")
     if inputs:
         return inputs.get("sample_rate")
-    return DEFAULT_SAMPLE_RATE if data_kind(payload["config"]["dataset"]) == "audio" else None
+    return kind_of_dataset(payload["config"]["dataset"]).default_sample_rate
 
 
 def find_data(config: TrainConfig, run_dir: Path) -> str | None:
@@ -196,11 +197,15 @@ def score_examples(
     # The run's own method object (augmentation of its setting, Cutout filled with the training mean the model
     # holds, scoring options), asked for num_candidates candidates.
     mean = tuple(float(m) / 255 for m in run.model.get_buffer("mean").flatten())
-    audio = run.kind == "audio"
-    side = None if audio else min(images.shape[-2:])
-    method = method_for(dataclasses.replace(config, num_candidates=num_candidates), mean, torch.device("cpu"),
-                        audio_rate=(run.sample_rate or DEFAULT_SAMPLE_RATE) if audio else None, image_side=side,
-                        num_classes=len(run.classes))  # fmt: skip
+    kind = kind_named(run.kind)
+    method = method_for(
+        dataclasses.replace(config, num_candidates=num_candidates),
+        mean,
+        torch.device("cpu"),
+        audio_rate=run.sample_rate or kind.default_sample_rate,
+        image_side=kind.image_side(images),
+        num_classes=len(run.classes),
+    )
     augment_generator = torch.Generator().manual_seed(stream_seed(seed, "show-augment"))
     candidate_targets = own_fraction = None
     if method.mixes_targets:  # mixup/cutmix: each candidate carries its own soft target, scored against it

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from lossaug.audio.model import DEFAULT_SAMPLE_RATE
 from lossaug.errors import InputError
 from lossaug.kinds.base import DataKind, Stats
 
@@ -11,12 +14,22 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from lossaug.config import TrainConfig
+    from lossaug.use.run import InputSpec
 
 __all__ = ["AUDIO"]
 
 
 def _input_spec(shape: tuple[int, ...], sample_rate: int | None) -> dict[str, Any]:
     return {"kind": "audio", "channels": shape[0], "sample_rate": sample_rate, "clip_samples": shape[1]}
+
+
+def _example_shape(spec: InputSpec) -> tuple[int, ...]:
+    return (spec.channels, int(spec.clip_samples or 0))
+
+
+def _describe(spec: InputSpec) -> str:
+    seconds = (spec.clip_samples or 0) / (spec.sample_rate or 1)
+    return f"{spec.channels}x{spec.clip_samples} int16 clips at {spec.sample_rate} Hz ({seconds:g} s)"
 
 
 def _check_augment(spec: str, dataset: str) -> None:
@@ -46,9 +59,16 @@ AUDIO = DataKind(
     models=("audio_cnn",),
     takes="audio (WAV files)",
     input_spec=_input_spec,
+    input_keys=("kind", "channels", "sample_rate", "clip_samples"),
+    example_shape=_example_shape,
+    describe=_describe,
+    dtype=torch.int16,
+    value_range=(-32768, 32767),
+    example_range=(-3000, 3000),
     check_augment=_check_augment,
     check_setting=_check_setting,
     default_augment=_default_augment,
     input_stats=_input_stats,
     default_model="audio_cnn",  # no network named: the one that takes waveforms
+    default_sample_rate=DEFAULT_SAMPLE_RATE,  # every audio run before rates were recorded ran at 8000 Hz
 )

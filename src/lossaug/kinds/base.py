@@ -6,11 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 if TYPE_CHECKING:
     from torch import Tensor
 
     from lossaug.config import TrainConfig
     from lossaug.data.types import Kind
+    from lossaug.use.run import InputSpec
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel mean and std on the [0, 255] scale, over 255
 
@@ -37,6 +40,13 @@ class DataKind:
     takes: str  # the files ``lossaug predict`` reads, in its messages
     # (shape of one example, sample rate) -> the run's input spec (checkpoint and config.json "inputs")
     input_spec: Callable[[tuple[int, ...], int | None], dict[str, Any]]
+    input_keys: tuple[str, ...]  # the keys of its input spec, "kind" and "channels" first
+    # an input spec -> one example's shape, and the spec in words (``lossaug predict``'s messages)
+    example_shape: Callable[[InputSpec], tuple[int, ...]]
+    describe: Callable[[InputSpec], str]
+    dtype: torch.dtype  # of its examples
+    value_range: tuple[int, int]  # the smallest and largest value an example holds
+    example_range: tuple[int, int]  # ``torch.randint``'s low and high for random examples (export traces them)
     # (augment spec, data set name): raise InputError when the spec does not fit this kind
     check_augment: Callable[[str, str], None]
     # (config, image side or None) -> the augmentation spec the run uses: config.augment, else its setting's
@@ -46,6 +56,7 @@ class DataKind:
     image_side: Callable[[Tensor], int | None] = _no_side  # the smaller image side; None: not images
     check_setting: Callable[[str], None] = _no_check  # raise InputError for a setting this kind has not
     default_model: str | None = None
+    default_sample_rate: int | None = None  # Hz, what a run that did not record its rate was built for
 
     @property
     def fits(self) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from lossaug.errors import InputError
 from lossaug.kinds.base import DataKind, Stats
 
@@ -11,12 +13,21 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from lossaug.config import TrainConfig
+    from lossaug.use.run import InputSpec
 
 __all__ = ["IMAGE"]
 
 
 def _input_spec(shape: tuple[int, ...], sample_rate: int | None) -> dict[str, Any]:
     return {"kind": "image", "channels": shape[0], "height": shape[1], "width": shape[2]}
+
+
+def _example_shape(spec: InputSpec) -> tuple[int, ...]:
+    return (spec.channels, int(spec.height or 0), int(spec.width or 0))
+
+
+def _describe(spec: InputSpec) -> str:
+    return f"{spec.channels}x{spec.height}x{spec.width} uint8 images"
 
 
 def _check_augment(spec: str, dataset: str) -> None:
@@ -49,6 +60,12 @@ IMAGE = DataKind(
     models=("preact_resnet18", "cnn", "fast_resnet"),
     takes="images",
     input_spec=_input_spec,
+    input_keys=("kind", "channels", "height", "width"),
+    example_shape=_example_shape,
+    describe=_describe,
+    dtype=torch.uint8,
+    value_range=(0, 255),
+    example_range=(0, 256),
     check_augment=_check_augment,
     default_augment=_default_augment,
     input_stats=_input_stats,

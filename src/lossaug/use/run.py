@@ -42,16 +42,11 @@ class InputSpec:
     @property
     def shape(self) -> tuple[int, ...]:
         """One example's shape: ``(C,H,W)`` or ``(C,T)``."""
-        if self.kind == "audio":
-            return (self.channels, int(self.clip_samples or 0))
-        return (self.channels, int(self.height or 0), int(self.width or 0))
+        return kind_named(self.kind).example_shape(self)
 
     def describe(self) -> str:
         """``3x32x32 uint8 images`` or ``1x8000 int16 clips at 16000 Hz (0.5 s)``."""
-        if self.kind == "audio":
-            seconds = (self.clip_samples or 0) / (self.sample_rate or 1)
-            return f"{self.channels}x{self.clip_samples} int16 clips at {self.sample_rate} Hz ({seconds:g} s)"
-        return f"{self.channels}x{self.height}x{self.width} uint8 images"
+        return kind_named(self.kind).describe(self)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
