@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lossaug.audio.model import DEFAULT_SAMPLE_RATE
+from lossaug.data.audio_folders import AUDIO_SUFFIXES
 from lossaug.errors import InputError
 from lossaug.kinds.base import DataKind, Stats
 
@@ -30,6 +31,11 @@ def _example_shape(spec: InputSpec) -> tuple[int, ...]:
 def _describe(spec: InputSpec) -> str:
     seconds = (spec.clip_samples or 0) / (spec.sample_rate or 1)
     return f"{spec.channels}x{spec.clip_samples} int16 clips at {spec.sample_rate} Hz ({seconds:g} s)"
+
+
+def _is_file(head: bytes) -> bool:
+    """A WAV file by its first bytes."""
+    return head.startswith(b"RIFF") and head[8:12] == b"WAVE"
 
 
 def _check_augment(spec: str, dataset: str) -> None:
@@ -62,6 +68,11 @@ AUDIO = DataKind(
     input_keys=("kind", "channels", "sample_rate", "clip_samples"),
     example_shape=_example_shape,
     describe=_describe,
+    suffixes=AUDIO_SUFFIXES,
+    is_file=_is_file,
+    one_file="audio",
+    files="audio",
+    empty_batch_ok=False,  # the front end's FFT takes no empty batch
     dtype=torch.int16,
     value_range=(-32768, 32767),
     example_range=(-3000, 3000),

@@ -47,6 +47,11 @@ class DataKind:
     dtype: torch.dtype  # of its examples
     value_range: tuple[int, int]  # the smallest and largest value an example holds
     example_range: tuple[int, int]  # ``torch.randint``'s low and high for random examples (export traces them)
+    suffixes: tuple[str, ...]  # file name endings of its files, lower case
+    is_file: Callable[[bytes], bool]  # whether a file's first 12 bytes say it is one of this kind's
+    one_file: str  # one such file in messages: "an image", "audio"
+    files: str  # such files in messages: "images", "audio"
+    empty_batch_ok: bool  # whether its networks take a batch of none (exports pad one otherwise)
     # (augment spec, data set name): raise InputError when the spec does not fit this kind
     check_augment: Callable[[str, str], None]
     # (config, image side or None) -> the augmentation spec the run uses: config.augment, else its setting's

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lossaug.data.folders import IMAGE_SUFFIXES
 from lossaug.errors import InputError
 from lossaug.kinds.base import DataKind, Stats
 
@@ -28,6 +29,14 @@ def _example_shape(spec: InputSpec) -> tuple[int, ...]:
 
 def _describe(spec: InputSpec) -> str:
     return f"{spec.channels}x{spec.height}x{spec.width} uint8 images"
+
+
+_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
+
+
+def _is_file(head: bytes) -> bool:
+    """PNG, JPEG, GIF, BMP or WebP by its first bytes."""
+    return head.startswith(_MAGIC) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP")
 
 
 def _check_augment(spec: str, dataset: str) -> None:
@@ -63,6 +72,11 @@ IMAGE = DataKind(
     input_keys=("kind", "channels", "height", "width"),
     example_shape=_example_shape,
     describe=_describe,
+    suffixes=IMAGE_SUFFIXES,
+    is_file=_is_file,
+    one_file="an image",
+    files="images",
+    empty_batch_ok=True,
     dtype=torch.uint8,
     value_range=(0, 255),
     example_range=(0, 256),

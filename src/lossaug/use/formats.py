@@ -138,7 +138,7 @@ def _batch_of_any_size() -> dict[str, dict[int, torch.export.Dim]]:
 
 def _torch_export(run: TrainedRun, model: nn.Module) -> bytes:
     """The run's network through ``torch.export``, a batch of any size."""
-    wrapper = _Integers(model, pad=run.kind == "audio")
+    wrapper = _Integers(model, pad=not kind_named(run.kind).empty_batch_ok)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its notes on specialised shapes and guards are for torch developers
@@ -173,7 +173,7 @@ def _onnx(run: TrainedRun, model: nn.Module) -> bytes:
         import onnxscript  # noqa: F401
     except ImportError as error:
         raise InputError(f"--format onnx needs the {error.name} package: pip install 'lossaug[onnx]'") from None
-    wrapper = _Integers(model, pad=run.kind == "audio")
+    wrapper = _Integers(model, pad=not kind_named(run.kind).empty_batch_ok)
     buffer = io.BytesIO()
     try:
         # its progress lines go to stdout, where lossaug's own output is
