@@ -8,7 +8,7 @@ from lossaug.kinds.audio import AUDIO
 from lossaug.kinds.base import DataKind
 from lossaug.kinds.image import IMAGE
 
-__all__ = ["AUDIO", "IMAGE", "KINDS", "DataKind", "kind_named", "kind_of_dataset"]
+__all__ = ["AUDIO", "IMAGE", "KINDS", "DataKind", "kind_named", "kind_of_dataset", "kind_of_model"]
 
 KINDS = {"image": IMAGE, "audio": AUDIO}
 
@@ -18,6 +18,12 @@ def kind_named(name: str) -> DataKind:
     if name not in KINDS:
         raise ValueError(f"unknown data kind {name!r}; choose from {sorted(KINDS)}")
     return KINDS[name]
+
+
+def kind_of_model(name: str) -> DataKind:
+    """The row of the kind network ``name`` takes: a built-in's own; images for a ``PACKAGE.MODULE:FACTORY``
+    model (``models.model_kind`` None), as bench and compare time it."""
+    return next((kind for kind in KINDS.values() if name in kind.models), IMAGE)
 
 
 def kind_of_dataset(dataset: str) -> DataKind:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lossaug.audio.augment import AUDIO_SETTINGS
 from lossaug.audio.model import DEFAULT_SAMPLE_RATE
 from lossaug.data.audio_folders import AUDIO_SUFFIXES
 from lossaug.errors import InputError
@@ -50,8 +51,6 @@ def _check_setting(setting: str) -> None:
 
 
 def _default_augment(config: TrainConfig, image_side: int | None) -> str:
-    from lossaug.audio import AUDIO_SETTINGS
-
     return config.augment or AUDIO_SETTINGS[config.setting]
 
 
@@ -81,5 +80,6 @@ AUDIO = DataKind(
     default_augment=_default_augment,
     input_stats=_input_stats,
     default_model="audio_cnn",  # no network named: the one that takes waveforms
+    settings=AUDIO_SETTINGS,
     default_sample_rate=DEFAULT_SAMPLE_RATE,  # every audio run before rates were recorded ran at 8000 Hz
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,12 @@ class DataKind:
     check_setting: Callable[[str], None] = _no_check  # raise InputError for a setting this kind has not
     default_model: str | None = None
     default_sample_rate: int | None = None  # Hz, what a run that did not record its rate was built for
+    settings: Mapping[str, str] | None = None  # setting -> augmentation spec; None: scaled to the data (images)
+
+    @property
+    def has_rate(self) -> bool:
+        """Whether its examples are sampled at a rate (clips), which networks and augmentations are built for."""
+        return self.default_sample_rate is not None
 
     @property
     def fits(self) -> str:
