@@ -318,17 +318,17 @@ def candidate_figure(grid: CandidateGrid, classes: tuple[str, ...], *, title: st
     from matplotlib.patches import Patch
 
     num_images, num_candidates = grid.scores.shape
-    audio = grid.kind == "audio"
+    clips = kind_named(grid.kind).has_rate  # drawn as log-mel spectrograms
     fig, axes = plt.subplots(
         num_images,
         num_candidates,
         squeeze=False,
         layout="constrained",
-        figsize=(1.9 * num_candidates + (1.2 if audio else 0), 2.1 * num_images + 1.0),
+        figsize=(1.9 * num_candidates + (1.2 if clips else 0), 2.1 * num_images + 1.0),
     )
     best = grid.probs.argmax(dim=1)
     rate = grid.sample_rate or DEFAULT_SAMPLE_RATE
-    spectrograms = log_mel_of(grid.candidates, rate) if audio else None
+    spectrograms = log_mel_of(grid.candidates, rate) if clips else None
     for row in range(num_images):
         for column in range(num_candidates):
             ax = axes[row, column]
