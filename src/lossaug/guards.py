@@ -60,7 +60,7 @@ def small_data_warnings(num_train: int, images_per_step: int, noun: str = "image
 
 def run_warnings(config: TrainConfig, train_labels: Tensor, classes: tuple[str, ...], kind: str,
                  world_size: int = 1) -> list[str]:  # fmt: skip
-    """Every warning a run set up on ``train_labels (N,)`` (of ``classes``; ``kind`` "image" or "audio") hears
+    """Every warning a run set up on ``train_labels (N,)`` (of ``classes``; ``kind`` a ``kinds.KINDS`` name) hears
     before it trains: ``small_data_warnings``, a stale-loss gate that scores no image, one training class."""
     noun = kind_named(kind).noun
     messages = small_data_warnings(len(train_labels), config.images_per_step(), noun)

@@ -174,9 +174,9 @@ RECIPES = {
 
 
 def model_kind(name: str) -> Kind | None:
-    """What network ``name`` takes: "audio" (waveforms ``(B,C,T)`` int16, at the rate it is built for:
-    ``audio_cnn``), "image" (the other built-ins), or None for a ``PACKAGE.MODULE:FACTORY`` model, which may take
-    either (its forward on the data's first samples is the check)."""
+    """The kind of data (a ``kinds.KINDS`` name) built-in network ``name`` takes, the row whose ``models`` list it;
+    None for a ``PACKAGE.MODULE:FACTORY`` model, which may take any (its forward on the data's first samples is
+    the check)."""
     return next((kind.name for kind in KINDS.values() if name in kind.models), None)
 
 

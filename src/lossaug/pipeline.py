@@ -95,7 +95,7 @@ class PlacedData:
     mean: tuple[float, ...]  # per channel, [0, 1] scale, of the training images
     std: tuple[float, ...]
     on_device: bool
-    kind: Kind  # the source's: "image" or "audio" (waveforms (N,C,T) int16)
+    kind: Kind  # the source's (kinds.KINDS): images (N,C,H,W) uint8 or waveforms (N,C,T) int16
     classes: tuple[str, ...] = ()  # label i means classes[i]
     sample_rate: int | None = None  # Hz, audio only: what the audio network's front end is built for
     notes: dict[str, Any] = field(default_factory=dict)  # how the data were read (TrainData.notes): split, skipped

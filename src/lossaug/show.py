@@ -39,7 +39,7 @@ BASELINE_DISPLAY_TEMPERATURE = 1.0
 @dataclass(frozen=True)
 class LoadedRun:
     """A trained run: its config, its model (on the CPU, weights from the checkpoint), its test split (images or,
-    for ``kind`` "audio", waveforms), and the network that scored candidates in training (the proxy if the run had
+    for a ``kind`` of clips, waveforms), and the network that scored candidates in training (the proxy if the run had
     one, else the model)."""
 
     config: TrainConfig
@@ -58,7 +58,7 @@ class LoadedRun:
 
 @dataclass(frozen=True)
 class CandidateGrid:
-    """``candidates (N,M,C,H,W)`` uint8 (or, for ``kind`` "audio", ``(N,M,C,T)`` int16 clips) of ``targets (N,)``,
+    """``candidates (N,M,C,H,W)`` uint8 (or, for a ``kind`` of clips, ``(N,M,C,T)`` int16) of ``targets (N,)``,
     their ``scores (N,M)`` and ``probs (N,M)`` at ``temperature``; ``note`` says how the probabilities relate to
     training (empty when they are the run's). ``candidate_targets (N,M,K)``: each candidate's own soft target when
     the run's augmentation mixes labels (Mixup, CutMix: the tile holds both images, its title both classes and

@@ -49,8 +49,8 @@ class DataKind:
     example_range: tuple[int, int]  # ``torch.randint``'s low and high for random examples (export traces them)
     suffixes: tuple[str, ...]  # file name endings of its files, lower case
     is_file: Callable[[bytes], bool]  # whether a file's first 12 bytes say it is one of this kind's
-    one_file: str  # one such file in messages: "an image", "audio"
-    files: str  # such files in messages: "images", "audio"
+    one_file: str  # one such file in messages ("an image")
+    files: str  # such files in messages ("images")
     empty_batch_ok: bool  # whether its networks take a batch of none (exports pad one otherwise)
     # (augment spec, data set name): raise InputError when the spec does not fit this kind
     check_augment: Callable[[str, str], None]
