@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from lossaug.config import PRESETS, RENAMED, TrainConfig
-from lossaug.data.sources import data_kind
 from lossaug.errors import InputError
+from lossaug.kinds import kind_of_dataset
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -187,8 +187,9 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values.update({k: v for k, v in vars(args).items() if k in names})
     values.setdefault("cache_dir", str(default_cache_dir()))
-    if "model" not in values and data_kind(values.get("dataset", TrainConfig.dataset)) == "audio":
-        values["model"] = "audio_cnn"  # no network named: the one that takes waveforms
+    default_model = kind_of_dataset(values.get("dataset", TrainConfig.dataset)).default_model
+    if "model" not in values and default_model is not None:
+        values["model"] = default_model  # no network named: the one that takes the data's kind
     if values.get("data") and Path(values["data"]).exists():
         values["data"] = str(Path(values["data"]).absolute())  # the run records where its data are, from anywhere
     if not values.get("out"):

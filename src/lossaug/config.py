@@ -15,10 +15,10 @@ from typing import Any
 
 from torch import nn
 
-from lossaug.augment import parse_augment, spec_kind
 from lossaug.data.sources import DATASETS, data_kind, source_for
 from lossaug.data.split import check_folder_options
 from lossaug.errors import InputError
+from lossaug.kinds import kind_of_dataset
 from lossaug.models import MODELS, RECIPES, check_model_fits_data, check_model_name
 from lossaug.selection import BN_MODES, SCORES, check_score_fraction
 from lossaug.user_model import FACTORY_FORM
@@ -383,16 +383,11 @@ def validate_config(config: TrainConfig) -> None:
         raise InputError("stop_at and branch_from exclude each other: a trunk cannot itself be a branch")
     if (config.stop_at is not None or config.branch_from is not None) and config.out is None:
         raise InputError("stop_at and branch_from need out, the run directory holding the checkpoints")
-    if config.setting == "C" and config.augment is None and data_kind(config.dataset) == "audio":
-        raise InputError("setting C (TrivialAugment-style ops) is for images; audio has settings A and B")
-    if config.augment is not None and data_kind(config.dataset) == "audio":
-        from lossaug.audio import parse_audio_augment
-
-        parse_audio_augment(config.augment)
-    elif config.augment is not None:
-        if spec_kind(config.augment, None) == "audio":
-            raise InputError(f"augment {config.augment!r} names audio ops; {config.dataset!r} holds images")
-        parse_augment(config.augment)
+    kind = kind_of_dataset(config.dataset)
+    if config.augment is None:
+        kind.check_setting(config.setting)
+    else:
+        kind.check_augment(config.augment, config.dataset)
 
 
 @dataclass(frozen=True)

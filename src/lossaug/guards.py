@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from lossaug.config import TrainConfig
+from lossaug.kinds import kind_named
 from lossaug.progress import Reporter
 from lossaug.telemetry import Callback
 
@@ -59,9 +60,9 @@ def small_data_warnings(num_train: int, images_per_step: int, noun: str = "image
 
 def run_warnings(config: TrainConfig, train_labels: Tensor, classes: tuple[str, ...], kind: str,
                  world_size: int = 1) -> list[str]:  # fmt: skip
-    """Every warning a run set up on ``train_labels (N,)`` (of ``classes``; ``kind`` "image" or "audio") hears
+    """Every warning a run set up on ``train_labels (N,)`` (of ``classes``; ``kind`` a ``kinds.KINDS`` name) hears
     before it trains: ``small_data_warnings``, a stale-loss gate that scores no image, one training class."""
-    noun = "clips" if kind == "audio" else "images"
+    noun = kind_named(kind).noun
     messages = small_data_warnings(len(train_labels), config.images_per_step(), noun)
     per_process = config.images_per_step() // world_size  # the gate picks its rows in each process's share
     gated = config.score_fraction < 1 and config.candidates_per_image() > 1 and config.method in ("proposed", "maxup")

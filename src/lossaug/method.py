@@ -37,16 +37,6 @@ def setting_spec(config: TrainConfig, image_side: int | None) -> str:
     return f"flip,crop:{padding}" + extra
 
 
-def run_augment_spec(config: TrainConfig, audio: bool, image_side: int | None) -> str:
-    """The augmentation a run uses, as a spec: for audio ``config.augment`` or its setting's, for images
-    ``setting_spec`` (a setting resolved at the data's scale)."""
-    if audio:
-        from lossaug.audio import AUDIO_SETTINGS
-
-        return config.augment or AUDIO_SETTINGS[config.setting]
-    return setting_spec(config, image_side)
-
-
 def oversized(augment: Compose, image_side: int) -> list[str]:
     """The ops of ``augment`` that can remove all of an ``image_side``-px image: a crop padding or a Cutout side
     of at least the image's side."""

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from lossaug.audio.model import DEFAULT_SAMPLE_RATE, AudioCNN
 from lossaug.data.types import Kind
 from lossaug.errors import InputError
+from lossaug.kinds import KINDS, kind_named
 from lossaug.user_model import FACTORY_FORM, build_factory_model, is_factory_name
 
 
@@ -173,12 +174,10 @@ RECIPES = {
 
 
 def model_kind(name: str) -> Kind | None:
-    """What network ``name`` takes: "audio" (waveforms ``(B,C,T)`` int16, at the rate it is built for:
-    ``audio_cnn``), "image" (the other built-ins), or None for a ``PACKAGE.MODULE:FACTORY`` model, which may take
-    either (its forward on the data's first samples is the check)."""
-    if name in MODELS:
-        return "audio" if name == "audio_cnn" else "image"
-    return None
+    """The kind of data (a ``kinds.KINDS`` name) built-in network ``name`` takes, the row whose ``models`` list it;
+    None for a ``PACKAGE.MODULE:FACTORY`` model, which may take any (its forward on the data's first samples is
+    the check)."""
+    return next((kind.name for kind in KINDS.values() if name in kind.models), None)
 
 
 def check_model_fits_data(name: str, data_kind: Kind, dataset: str, option: str = "model") -> None:
@@ -187,7 +186,7 @@ def check_model_fits_data(name: str, data_kind: Kind, dataset: str, option: str 
     kind = model_kind(name)
     if kind is None or kind == data_kind:
         return
-    fits = "audio_cnn" if data_kind == "audio" else "preact_resnet18, cnn or fast_resnet"
+    fits = kind_named(data_kind).fits
     raise InputError(f"--{option.replace('_', '-')} {name} is an {kind} network but dataset {dataset!r} holds "
                      f"{data_kind}; use --{option.replace('_', '-')} {fits}, or your own {FACTORY_FORM}")  # fmt: skip
 

@@ -16,6 +16,7 @@ from lossaug.config import TrainConfig
 from lossaug.data import Kind, TrainData, load_for
 from lossaug.distributed import World, local_gpu
 from lossaug.errors import InputError
+from lossaug.kinds import kind_named
 from lossaug.models import check_image_size
 from lossaug.seeds import stream_seed
 from lossaug.step import autocast_for
@@ -94,7 +95,7 @@ class PlacedData:
     mean: tuple[float, ...]  # per channel, [0, 1] scale, of the training images
     std: tuple[float, ...]
     on_device: bool
-    kind: Kind  # the source's: "image" or "audio" (waveforms (N,C,T) int16)
+    kind: Kind  # the source's (kinds.KINDS): images (N,C,H,W) uint8 or waveforms (N,C,T) int16
     classes: tuple[str, ...] = ()  # label i means classes[i]
     sample_rate: int | None = None  # Hz, audio only: what the audio network's front end is built for
     notes: dict[str, Any] = field(default_factory=dict)  # how the data were read (TrainData.notes): split, skipped
@@ -108,10 +109,7 @@ class PlacedData:
     def input_spec(self) -> dict[str, Any]:
         """What the run's network takes, recorded in its checkpoint and config.json (``lossaug predict`` and
         ``export`` read it): kind and channels, and the image height and width or the audio rate and clip length."""
-        shape = tuple(self.train_images.shape[1:])
-        if self.kind == "audio":
-            return {"kind": "audio", "channels": shape[0], "sample_rate": self.sample_rate, "clip_samples": shape[1]}
-        return {"kind": "image", "channels": shape[0], "height": shape[1], "width": shape[2]}
+        return kind_named(self.kind).input_spec(tuple(self.train_images.shape[1:]), self.sample_rate)
 
 
 def dense(t: Tensor) -> Tensor:
@@ -141,9 +139,9 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
     dataset = load_for(config, log)
     _check_labels(dataset, config.dataset)
     train, test = dataset.train, dataset.test
-    audio = dataset.kind == "audio"
-    if not audio:
-        side = min(train.inputs.shape[-2:])
+    kind = kind_named(dataset.kind)
+    side = kind.image_side(train.inputs)
+    if side is not None:
         for name in filter(None, (config.model, config.proxy_model)):
             check_image_size(name, side, f"{config.dataset} images are {tuple(train.inputs.shape[-2:])} px")
     train_images, train_labels = train.inputs, train.labels
@@ -159,8 +157,7 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
         train_images, train_labels = train_images[held.train_rows], train_labels[held.train_rows]
     if len(train_labels) < config.batch_size:
         raise InputError(f"batch_size {config.batch_size} exceeds the {len(train_labels)} training images")
-    # Waveforms: Normalized hands the model int16 samples scaled to [-1, 1] (mean 0, std 32768 on the 0-255 scale).
-    mean, std = ((0.0,), (32768 / 255,)) if audio else channel_stats(train_images)
+    mean, std = kind.input_stats(train_images)
     on_device = config.data_placement != "host"
     if device.type == "cuda" and config.data_placement == "auto":
         free, _ = torch.cuda.mem_get_info(device)

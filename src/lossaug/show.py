@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from lossaug.audio.model import DEFAULT_SAMPLE_RATE
 from lossaug.checkpoint import load_checkpoint, newest_valid_checkpoint
 from lossaug.config import TrainConfig
-from lossaug.data import AudioSplit, Kind, Split, data_kind, load_for
+from lossaug.data import AudioSplit, Kind, Split, load_for
 from lossaug.errors import InputError
+from lossaug.kinds import kind_named, kind_of_dataset
 from lossaug.method import method_for
 from lossaug.models import build_classifier, check_classifier_output, check_state_fits
 from lossaug.seeds import stream_seed
@@ -38,7 +39,7 @@ BASELINE_DISPLAY_TEMPERATURE = 1.0
 @dataclass(frozen=True)
 class LoadedRun:
     """A trained run: its config, its model (on the CPU, weights from the checkpoint), its test split (images or,
-    for ``kind`` "audio", waveforms), and the network that scored candidates in training (the proxy if the run had
+    for a ``kind`` of clips, waveforms), and the network that scored candidates in training (the proxy if the run had
     one, else the model)."""
 
     config: TrainConfig
@@ -57,7 +58,7 @@ class LoadedRun:
 
 @dataclass(frozen=True)
 class CandidateGrid:
-    """``candidates (N,M,C,H,W)`` uint8 (or, for ``kind`` "audio", ``(N,M,C,T)`` int16 clips) of ``targets (N,)``,
+    """``candidates (N,M,C,H,W)`` uint8 (or, for a ``kind`` of clips, ``(N,M,C,T)`` int16) of ``targets (N,)``,
     their ``scores (N,M)`` and ``probs (N,M)`` at ``temperature``; ``note`` says how the probabilities relate to
     training (empty when they are the run's). ``candidate_targets (N,M,K)``: each candidate's own soft target when
     the run's augmentation mixes labels (Mixup, CutMix: the tile holds both images, its title both classes and
@@ -110,7 +111,7 @@ def run_sample_rate(payload: dict) -> int | None:
     inputs = payload.get("inputs")
     if inputs:
         return inputs.get("sample_rate")
-    return DEFAULT_SAMPLE_RATE if data_kind(payload["config"]["dataset"]) == "audio" else None
+    return kind_of_dataset(payload["config"]["dataset"]).default_sample_rate
 
 
 def find_data(config: TrainConfig, run_dir: Path) -> str | None:
@@ -196,11 +197,15 @@ def score_examples(
     # The run's own method object (augmentation of its setting, Cutout filled with the training mean the model
     # holds, scoring options), asked for num_candidates candidates.
     mean = tuple(float(m) / 255 for m in run.model.get_buffer("mean").flatten())
-    audio = run.kind == "audio"
-    side = None if audio else min(images.shape[-2:])
-    method = method_for(dataclasses.replace(config, num_candidates=num_candidates), mean, torch.device("cpu"),
-                        audio_rate=(run.sample_rate or DEFAULT_SAMPLE_RATE) if audio else None, image_side=side,
-                        num_classes=len(run.classes))  # fmt: skip
+    kind = kind_named(run.kind)
+    method = method_for(
+        dataclasses.replace(config, num_candidates=num_candidates),
+        mean,
+        torch.device("cpu"),
+        audio_rate=run.sample_rate or kind.default_sample_rate,
+        image_side=kind.image_side(images),
+        num_classes=len(run.classes),
+    )
     augment_generator = torch.Generator().manual_seed(stream_seed(seed, "show-augment"))
     candidate_targets = own_fraction = None
     if method.mixes_targets:  # mixup/cutmix: each candidate carries its own soft target, scored against it
@@ -313,17 +318,17 @@ def candidate_figure(grid: CandidateGrid, classes: tuple[str, ...], *, title: st
     from matplotlib.patches import Patch
 
     num_images, num_candidates = grid.scores.shape
-    audio = grid.kind == "audio"
+    clips = kind_named(grid.kind).has_rate  # drawn as log-mel spectrograms
     fig, axes = plt.subplots(
         num_images,
         num_candidates,
         squeeze=False,
         layout="constrained",
-        figsize=(1.9 * num_candidates + (1.2 if audio else 0), 2.1 * num_images + 1.0),
+        figsize=(1.9 * num_candidates + (1.2 if clips else 0), 2.1 * num_images + 1.0),
     )
     best = grid.probs.argmax(dim=1)
     rate = grid.sample_rate or DEFAULT_SAMPLE_RATE
-    spectrograms = log_mel_of(grid.candidates, rate) if audio else None
+    spectrograms = log_mel_of(grid.candidates, rate) if clips else None
     for row in range(num_images):
         for column in range(num_candidates):
             ax = axes[row, column]

@@ -34,6 +34,7 @@ from lossaug.errors import InputError
 from lossaug.finetune import apply_init, read_init
 from lossaug.guards import EtaNote, run_warnings
 from lossaug.interrupts import STOP_SYNC_STEPS, NonFiniteError, Stop, StopRequest, TrainingInterrupted, stop_requests
+from lossaug.kinds import kind_named
 from lossaug.memory import check_run_memory
 from lossaug.metadata import device_name, git_commit, run_metadata, write_json, write_run_config
 from lossaug.method import (
@@ -42,7 +43,6 @@ from lossaug.method import (
     cosine_lr,
     method_for,
     reapply_hyperparameters,
-    run_augment_spec,
     scoring_chunk,
     selects_at,
 )
@@ -152,9 +152,8 @@ class _Run:
         self.data = prepare_data(config, self.device, self.reporter.log if self.reporter else None)
         data = self.data
         self.fingerprint = data_fingerprint(data.train_images, data.train_labels, data.num_classes, data.notes)
-        audio = data.kind == "audio"
-        self.image_side = None if audio else min(data.train_images.shape[-2:])
-        rate = data.sample_rate if audio else None  # audio: the clips' rate, which freqmask is built for
+        self.image_side = kind_named(data.kind).image_side(data.train_images)
+        rate = data.sample_rate  # audio: the clips' rate, which freqmask is built for; None for images
         self.method = method_for(config, data.mean, self.device, audio_rate=rate, image_side=self.image_side,
                                  num_classes=data.num_classes)  # fmt: skip
         self.steps_per_epoch = len(self.data.train_labels) // config.images_per_step()
@@ -193,7 +192,7 @@ class _Run:
         self.callbacks = self._callbacks(on_step)
         if self.reporter is not None:
             resumed = f", {origin} at epoch {self.state.epoch + 1} step {self.state.step}" if origin else ""
-            noun = "clips" if self.data.kind == "audio" else "images"
+            noun = kind_named(self.data.kind).noun
             self.reporter.log(
                 f"{config.method} (M={config.candidates_per_image()}, T={config.resolved_temperature()}) "
                 f"{config.model} on {config.dataset}: {len(self.data.train_labels)} train / "
@@ -271,7 +270,7 @@ class _Run:
         resolved = {"score_chunk": scoring_chunk(self.config, self.device),
                     "num_candidates": self.config.candidates_per_image(), "steps_per_epoch": self.steps_per_epoch,
                     "schedule": dataclasses.asdict(self.schedule), "stop_step": self.stop_step,
-                    "augment": run_augment_spec(self.config, self.data.kind == "audio", self.image_side),
+                    "augment": kind_named(self.data.kind).default_augment(self.config, self.image_side),
                     "inputs": self.data.input_spec(),  # what the network takes (predict, export)
                     "classes": list(self.data.classes), **self.data.notes,  # split made, files skipped
                     "data_fingerprint": self.fingerprint,  # compare checks it

@@ -14,8 +14,7 @@ from lossaug.advise.verdicts import ArmVerdict, Recommendation
 from lossaug.cli_config import option_flag
 from lossaug.compare.arms import arm_named
 from lossaug.config import TrainConfig
-from lossaug.data.sources import data_kind
-from lossaug.method import setting_spec
+from lossaug.kinds import kind_of_dataset
 
 __all__ = ["advice_json", "advice_markdown", "python_call", "train_command"]
 
@@ -64,14 +63,7 @@ def python_call(config: AdviseConfig, arm: str, setting: str) -> str | None:
     spec = arm_named(arm)
     if not spec.selects:
         return None
-    if run.augment is not None:
-        augment = run.augment
-    elif data_kind(run.dataset) == "audio":
-        from lossaug.audio import AUDIO_SETTINGS
-
-        augment = AUDIO_SETTINGS[setting]
-    else:
-        augment = setting_spec(run, None)
+    augment = kind_of_dataset(run.dataset).default_augment(run, None)
     words = [repr(augment), f"num_candidates={run.num_candidates}"]
     temperature = run.temperature if run.temperature is not None else 0.0 if spec.method == "maxup" else None
     if temperature is not None:

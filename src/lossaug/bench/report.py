@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from lossaug.bench.config import SETTINGS, BenchConfig, width_of
 from lossaug.bench.results import BenchResult
-from lossaug.models import model_kind
+from lossaug.kinds import kind_of_model
 
 
 def _input_size(config: BenchConfig) -> str:
-    if model_kind(config.model) == "audio":
+    if kind_of_model(config.model).has_rate:
         return f"{config.clip_samples} samples at {config.sample_rate} Hz"
     return f"{config.image_size}px"
 
@@ -16,11 +16,7 @@ def _input_size(config: BenchConfig) -> str:
 def _setting_spec(config: BenchConfig) -> str:
     if config.augment is not None:
         return config.augment
-    if model_kind(config.model) == "audio":
-        from lossaug.audio import AUDIO_SETTINGS
-
-        return AUDIO_SETTINGS[config.setting]
-    return SETTINGS[config.setting]
+    return (kind_of_model(config.model).settings or SETTINGS)[config.setting]
 
 
 def format_bench(result: BenchResult) -> str:

@@ -32,13 +32,13 @@ from lossaug.bench.config import BenchConfig, cheap_candidates, resolve_config, 
 from lossaug.bench.results import BenchResult, CandidateTiming, Spread
 from lossaug.config import TrainConfig
 from lossaug.distributed import World
+from lossaug.kinds import kind_of_model
 from lossaug.metadata import device_name, git_commit
 from lossaug.method import Schedule, build_sgd, method_for
 from lossaug.models import (
     build_classifier,
     check_classifier_output,
     check_image_size,
-    model_kind,
 )
 from lossaug.pipeline import channel_stats, make_generator, resolve_device, use_device
 from lossaug.seeds import stream_seed
@@ -99,7 +99,7 @@ def _train_config(config: BenchConfig) -> TrainConfig:
 
 def _audio_rate(config: BenchConfig) -> int | None:
     """The clips' rate for an audio model (what its front end and freqmask are built for); None for images."""
-    return config.sample_rate if model_kind(config.model) == "audio" else None
+    return config.sample_rate if kind_of_model(config.model).has_rate else None
 
 
 def _learner(config: BenchConfig, name: str, width, images: Tensor, device, stream: str) -> Learner:
@@ -116,9 +116,8 @@ def _learner(config: BenchConfig, name: str, width, images: Tensor, device, stre
 
 def _build_parts(config: BenchConfig, device: torch.device) -> _Parts:
     data_generator = make_generator(config.seed, "bench-data", torch.device("cpu"))
-    audio = model_kind(config.model) == "audio"
     shape: tuple[int, ...]  # (B,1,T) waveforms or (B,3,S,S) images
-    if audio:  # white noise at about a quarter of full scale
+    if kind_of_model(config.model).has_rate:  # white noise at about a quarter of full scale
         shape, low, high, dtype = (config.batch_size, 1, config.clip_samples), -8192, 8192, torch.int16
     else:
         shape, low, high, dtype = (config.batch_size, 3, config.image_size, config.image_size), 0, 256, torch.uint8

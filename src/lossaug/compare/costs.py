@@ -56,9 +56,9 @@ def _bench_input_size(base: TrainConfig) -> _InputSize:
     """The input size bench times: for an audio model, the runs' clips (length and rate, read from the data unless
     --clip-seconds and --sample-rate both fix them: the runs take the data's own); the image side when
     --image-size is set."""
-    from lossaug.models import model_kind
+    from lossaug.kinds import kind_of_model
 
-    if model_kind(base.model) != "audio":
+    if not kind_of_model(base.model).has_rate:
         return {"image_size": base.image_size} if base.image_size else {}
     if base.sample_rate is not None and base.clip_seconds is not None:
         return {"clip_samples": round(base.clip_seconds * base.sample_rate), "sample_rate": base.sample_rate}

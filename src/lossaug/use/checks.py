@@ -18,6 +18,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lossaug.errors import InputError
+from lossaug.kinds import KINDS
 from lossaug.rundir import LOCK_NAME
 from lossaug.user_model import is_factory_name
 
@@ -28,8 +29,6 @@ _MAX_SIDE = 4096  # pixels, an image's height or width
 _MAX_CHANNELS = 4
 _MAX_RATE = 384_000  # Hz
 _MAX_CLIP = 1 << 24  # samples (17 min at 16 kHz)
-_IMAGE_KEYS = {"kind": str, "channels": int, "height": int, "width": int}
-_AUDIO_KEYS = {"kind": str, "channels": int, "sample_rate": int, "clip_samples": int}
 _BOUNDS = {
     "channels": _MAX_CHANNELS,
     "height": _MAX_SIDE,
@@ -78,12 +77,10 @@ def check_inputs(inputs: Any, path: Path) -> dict[str, Any]:
     """The checkpoint's ``inputs`` record if it is what lossaug writes: image or audio keys only, whole numbers
     within bounds; else an ``InputError`` naming the checkpoint and the value."""
     kind = inputs.get("kind") if isinstance(inputs, dict) else None
-    keys = _IMAGE_KEYS if kind == "image" else _AUDIO_KEYS if kind == "audio" else None
+    keys = KINDS[kind].input_keys if kind in KINDS else None
     if keys is None or set(inputs) != set(keys):
-        raise InputError(
-            f"checkpoint {path}: its inputs record {inputs!r:.120} is not one lossaug writes "
-            f"(image: {sorted(_IMAGE_KEYS)}; audio: {sorted(_AUDIO_KEYS)})"
-        )
+        writes = "; ".join(f"{name}: {sorted(row.input_keys)}" for name, row in KINDS.items())
+        raise InputError(f"checkpoint {path}: its inputs record {inputs!r:.120} is not one lossaug writes ({writes})")
     for key, bound in _BOUNDS.items():
         if key in keys:
             value = inputs[key]

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from lossaug.errors import InputError
+from lossaug.kinds import kind_named
 from lossaug.use.formats import DEFAULT_FORMAT, FORMATS, Format
 from lossaug.use.inputs import MAX_RESAMPLED, MIN_RATE
 from lossaug.use.outputs import check_new_files, write_new_file
@@ -151,10 +152,8 @@ def _held_out(run: TrainedRun) -> list[Tensor]:
     of another seed, in batches of one and three."""
     generator = torch.Generator().manual_seed(1)
     shape = run.inputs.shape
-    if run.kind == "audio":
-        low, high, dtype = -32768, 32767, torch.int16
-    else:
-        low, high, dtype = 0, 255, torch.uint8
+    kind = kind_named(run.kind)
+    (low, high), dtype = kind.value_range, kind.dtype
     return [
         torch.full((1, *shape), low, dtype=dtype),
         torch.full((1, *shape), high, dtype=dtype),

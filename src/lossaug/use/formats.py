@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lossaug.errors import InputError
+from lossaug.kinds import kind_named
 from lossaug.use.run import TrainedRun
 
 __all__ = ["DEFAULT_FORMAT", "FORMATS", "Format"]
@@ -93,10 +94,9 @@ class _Integers(nn.Module):
 def example_inputs(run: TrainedRun, dtype: torch.dtype | None = None) -> Tensor:
     """Two random examples of the run's input: its uint8 or int16 values, as ``dtype`` (default: the run's)."""
     generator = torch.Generator().manual_seed(0)
-    if run.kind == "audio":
-        values = torch.randint(-3000, 3000, (2, *run.inputs.shape), generator=generator)
-        return values.to(dtype or torch.int16)
-    return torch.randint(0, 256, (2, *run.inputs.shape), generator=generator).to(dtype or torch.uint8)
+    kind = kind_named(run.kind)
+    values = torch.randint(*kind.example_range, (2, *run.inputs.shape), generator=generator)
+    return values.to(dtype or kind.dtype)
 
 
 def _cannot(run: TrainedRun, what: str, error: BaseException) -> InputError:
@@ -138,7 +138,7 @@ def _batch_of_any_size() -> dict[str, dict[int, torch.export.Dim]]:
 
 def _torch_export(run: TrainedRun, model: nn.Module) -> bytes:
     """The run's network through ``torch.export``, a batch of any size."""
-    wrapper = _Integers(model, pad=run.kind == "audio")
+    wrapper = _Integers(model, pad=not kind_named(run.kind).empty_batch_ok)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its notes on specialised shapes and guards are for torch developers
@@ -173,7 +173,7 @@ def _onnx(run: TrainedRun, model: nn.Module) -> bytes:
         import onnxscript  # noqa: F401
     except ImportError as error:
         raise InputError(f"--format onnx needs the {error.name} package: pip install 'lossaug[onnx]'") from None
-    wrapper = _Integers(model, pad=run.kind == "audio")
+    wrapper = _Integers(model, pad=not kind_named(run.kind).empty_batch_ok)
     buffer = io.BytesIO()
     try:
         # its progress lines go to stdout, where lossaug's own output is

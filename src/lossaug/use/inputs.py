@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lossaug.data import AUDIO_SUFFIXES, IMAGE_SUFFIXES, decode_audio, decode_image, fit_clip, resample
 from lossaug.errors import InputError
+from lossaug.kinds import KINDS, kind_named
 from lossaug.use.run import InputSpec
 
 __all__ = ["Unreadable", "describe_missing", "find_files", "read_input", "read_inputs", "suffixes_for"]
@@ -97,10 +98,6 @@ def _clip(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
     return clip.expand(spec.channels, -1).contiguous()
 
 
-_TAKES = {"image": "images", "audio": "audio (WAV files)"}
-_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
-
-
 def _other_kind(source: Path | bytes, spec: InputSpec) -> str:
     """``"an image"`` or ``"audio"`` when ``source`` is plainly the kind of file the run does not take (by its
     first bytes or its ending), else ``""``: its own decoder then says what is wrong."""
@@ -110,22 +107,21 @@ def _other_kind(source: Path | bytes, spec: InputSpec) -> str:
         suffix = source.suffix.lower()
     else:
         head, suffix = source[:12], ""
-    is_wav = head.startswith(b"RIFF") and head[8:12] == b"WAVE"
-    is_image = head.startswith(_IMAGE_MAGIC) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP")
-    if spec.kind == "audio" and (is_image or (suffix in IMAGE_SUFFIXES and not is_wav)):
-        return "an image"
-    if spec.kind == "image" and (is_wav or (suffix in AUDIO_SUFFIXES and not is_image)):
-        return "audio"
+    own = kind_named(spec.kind)
+    for other in KINDS.values():
+        if other is not own and (other.is_file(head) or (suffix in other.suffixes and not own.is_file(head))):
+            return other.one_file
     return ""
 
 
 def describe_missing(paths: Sequence[str | Path], spec: InputSpec) -> str:
     """Why ``paths`` gave no files to predict: the run's kind, and what the folders hold instead, if anything."""
     where = ", ".join(map(str, paths))
-    other, noun = (AUDIO_SUFFIXES, "audio") if spec.kind == "image" else (IMAGE_SUFFIXES, "images")
-    holds = any(p.suffix.lower() in other for given in paths if Path(given).is_dir() for p in Path(given).rglob("*"))
-    instead = f" and {where} hold{'s' * (len(paths) == 1)} {noun}" if holds else ""
-    return f"no files to predict in {where}: the run takes {_TAKES[spec.kind]}{instead}"
+    others = [kind for kind in KINDS.values() if kind.name != spec.kind]
+    found = [p.suffix.lower() for given in paths if Path(given).is_dir() for p in Path(given).rglob("*")]
+    held = [kind.files for kind in others if any(suffix in kind.suffixes for suffix in found)]
+    instead = f" and {where} hold{'s' * (len(paths) == 1)} {' and '.join(held)}" if held else ""
+    return f"no files to predict in {where}: the run takes {kind_named(spec.kind).takes}{instead}"
 
 
 def read_input(source: Path | bytes, spec: InputSpec, where: str | None = None) -> Tensor:
@@ -138,7 +134,7 @@ def read_input(source: Path | bytes, spec: InputSpec, where: str | None = None) 
         raise InputError(f"cannot read {name}: " + ("no such file" if not source.exists() else "not a file"))
     other = _other_kind(source, spec)
     if other:
-        raise InputError(f"cannot read {name}: the run takes {_TAKES[spec.kind]}, and this is {other}")
+        raise InputError(f"cannot read {name}: the run takes {kind_named(spec.kind).takes}, and this is {other}")
     if spec.kind == "audio":
         return _clip(source, name, spec)
     try:

@@ -17,6 +17,7 @@ from torch import nn
 from lossaug.config import TrainConfig
 from lossaug.data import Kind, load_for
 from lossaug.errors import InputError
+from lossaug.kinds import kind_named
 from lossaug.models import build_classifier, check_state_fits
 from lossaug.show import _checkpoint_payload, find_data, run_sample_rate
 from lossaug.use.checks import check_config_fields, check_inputs, check_trusted, check_weights, warn_if_training
@@ -41,16 +42,11 @@ class InputSpec:
     @property
     def shape(self) -> tuple[int, ...]:
         """One example's shape: ``(C,H,W)`` or ``(C,T)``."""
-        if self.kind == "audio":
-            return (self.channels, int(self.clip_samples or 0))
-        return (self.channels, int(self.height or 0), int(self.width or 0))
+        return kind_named(self.kind).example_shape(self)
 
     def describe(self) -> str:
         """``3x32x32 uint8 images`` or ``1x8000 int16 clips at 16000 Hz (0.5 s)``."""
-        if self.kind == "audio":
-            seconds = (self.clip_samples or 0) / (self.sample_rate or 1)
-            return f"{self.channels}x{self.clip_samples} int16 clips at {self.sample_rate} Hz ({seconds:g} s)"
-        return f"{self.channels}x{self.height}x{self.width} uint8 images"
+        return kind_named(self.kind).describe(self)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -90,11 +86,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _from_data(config: TrainConfig, run_dir: Path) -> tuple[tuple[str, ...], dict[str, Any]]:
     """Classes and input spec of an older run, whose checkpoint lacks them: from its data, loaded once."""
     data = load_for(dataclasses.replace(config, data=find_data(config, run_dir)))
-    shape = tuple(data.train.inputs.shape[1:])
-    if data.kind == "audio":
-        spec = {"kind": "audio", "channels": shape[0], "sample_rate": data.sample_rate, "clip_samples": shape[1]}
-    else:
-        spec = {"kind": "image", "channels": shape[0], "height": shape[1], "width": shape[2]}
+    spec = kind_named(data.kind).input_spec(tuple(data.train.inputs.shape[1:]), data.sample_rate)
     return data.classes, spec
 
 

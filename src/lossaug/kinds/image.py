@@ -1,0 +1,87 @@
+"""``IMAGE``: uint8 images ``(N,C,H,W)``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lossaug.data.folders import IMAGE_SUFFIXES
+from lossaug.errors import InputError
+from lossaug.kinds.base import DataKind, Stats
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from lossaug.config import TrainConfig
+    from lossaug.use.run import InputSpec
+
+__all__ = ["IMAGE"]
+
+
+def _input_spec(shape: tuple[int, ...], sample_rate: int | None) -> dict[str, Any]:
+    return {"kind": "image", "channels": shape[0], "height": shape[1], "width": shape[2]}
+
+
+def _example_shape(spec: InputSpec) -> tuple[int, ...]:
+    return (spec.channels, int(spec.height or 0), int(spec.width or 0))
+
+
+def _describe(spec: InputSpec) -> str:
+    return f"{spec.channels}x{spec.height}x{spec.width} uint8 images"
+
+
+_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
+
+
+def _is_file(head: bytes) -> bool:
+    """PNG, JPEG, GIF, BMP or WebP by its first bytes."""
+    return head.startswith(_MAGIC) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP")
+
+
+def _check_augment(spec: str, dataset: str) -> None:
+    from lossaug.augment import parse_augment, spec_kind
+
+    if spec_kind(spec, None) != "image":
+        raise InputError(f"augment {spec!r} names audio ops; {dataset!r} holds images")
+    parse_augment(spec)
+
+
+def _default_augment(config: TrainConfig, image_side: int | None) -> str:
+    from lossaug.method import setting_spec
+
+    return setting_spec(config, image_side)
+
+
+def _input_stats(inputs: Tensor) -> Stats:
+    from lossaug.pipeline import channel_stats
+
+    return channel_stats(inputs)
+
+
+def _image_side(inputs: Tensor) -> int:
+    return min(inputs.shape[-2:])
+
+
+IMAGE = DataKind(
+    name="image",
+    noun="images",
+    models=("preact_resnet18", "cnn", "fast_resnet"),
+    takes="images",
+    input_spec=_input_spec,
+    input_keys=("kind", "channels", "height", "width"),
+    example_shape=_example_shape,
+    describe=_describe,
+    suffixes=IMAGE_SUFFIXES,
+    is_file=_is_file,
+    one_file="an image",
+    files="images",
+    empty_batch_ok=True,
+    dtype=torch.uint8,
+    value_range=(0, 255),
+    example_range=(0, 256),
+    check_augment=_check_augment,
+    default_augment=_default_augment,
+    input_stats=_input_stats,
+    image_side=_image_side,
+)
