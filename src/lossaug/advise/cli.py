@@ -58,7 +58,8 @@ def add_advise_command(sub: argparse._SubParsersAction) -> None:
         "--time",
         required=True,
         metavar="DURATION",
-        help="wall-clock for the whole advice, calibration included: 45m, 1h30m, 90s, 2h (required)",
+        help="wall-clock for this call of advise, calibration included: 45m, 1h30m, 90s, 2h (required); a "
+        "re-run continues the advice with its own --time",
     )
     own.add_argument(
         "--arms",
