@@ -288,8 +288,18 @@ def test_bench_compare_and_show_check_the_model_output_too(tmp_path, monkeypatch
 
     sys.modules.pop(name, None)
     capsys.readouterr()
-    code = main(["show", str(tmp_path / "run"), "--out", str(tmp_path / "show.png"),
-                 "--cache-dir", str(tmp_path / "cache"), "--trust-code", name])  # fmt: skip
+    code = main(
+        [
+            "show",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "show.png"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--trust-code",
+            name,
+        ]
+    )
     assert code == 2
     one_line_error(capsys, f"--model {good}", "tuple")
 

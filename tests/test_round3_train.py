@@ -64,8 +64,9 @@ def _identity_configs(kind: str, tmp_path) -> dict:
     common = dict(epochs=2, lr=0.05, device="cpu", seed=3, cache_dir=str(tmp_path / "cache"))
     if kind == "gray":
         root = gray_tree(tmp_path / "digits")
-        return dict(common, dataset="folder", data=str(root), model="cnn", width=8, augment="flip,crop:1",
-                    batch_size=10)  # fmt: skip
+        return dict(
+            common, dataset="folder", data=str(root), model="cnn", width=8, augment="flip,crop:1", batch_size=10
+        )
     if kind == "rgb":
         return dict(common, dataset="mini", train_size=64, model="cnn", width=4, batch_size=14)
     root = wav_tree(tmp_path / "clips")
@@ -97,8 +98,9 @@ def test_decoded_and_cached_grayscale_data_give_the_same_logits(tmp_path):
 
 # ---------------------------------------------------------------- item 17 (train part), item 25: warnings
 
-TINY_CLI = ["train", "--dataset", "mini", "--train-size", "64", "--model", "cnn", "--width", "4", "--epochs", "1",
-            "--batch-size", "16", "--device", "cpu"]  # fmt: skip
+TINY_DATA = ["--dataset", "mini", "--train-size", "64"]
+TINY_MODEL = ["--model", "cnn", "--width", "4", "--epochs", "1", "--batch-size", "16", "--device", "cpu"]
+TINY_CLI = ["train", *TINY_DATA, *TINY_MODEL]
 
 
 def warning_lines(capsys) -> list[str]:
@@ -115,8 +117,8 @@ def test_a_gate_that_scores_no_image_warns_that_the_run_is_the_baseline(tmp_path
 
 def test_one_class_data_warns_naming_the_class(tmp_path, capsys):
     root = gray_tree(tmp_path / "digits", classes=1)
-    argv = ["train", "--dataset", "folder", "--data", str(root), "--model", "cnn", "--width", "4", "--epochs", "1",
-            "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "run")]  # fmt: skip
+    options = ["--model", "cnn", "--width", "4", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    argv = ["train", "--dataset", "folder", "--data", str(root), *options, "--out", str(tmp_path / "run")]
     assert main(argv) == 0
     said = [line for line in warning_lines(capsys) if "one class" in line]
     assert len(said) == 1 and "'c0'" in said[0] and "0% by construction" in said[0], said

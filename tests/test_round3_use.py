@@ -308,8 +308,8 @@ def audio_run(tmp_path_factory) -> Path:
 
     tmp = tmp_path_factory.mktemp("audio")
     root, out = wav_tree(tmp / "tones", rate=8000, channels=1, train=4, test=2), tmp / "run"
-    argv = ["train", "--dataset", "audio-folder", "--data", str(root), "--width", "2", "--epochs", "1",
-            "--batch-size", "4", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    options = ["--width", "2", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    argv = ["train", "--dataset", "audio-folder", "--data", str(root), *options, "--out", str(out)]
     assert main(argv) == 0
     return out
 
@@ -357,10 +357,15 @@ def test_exported_audio_module_takes_empty_batches_and_checks_its_range(audio_ru
 
 @pytest.mark.parametrize(
     "text",
-    ['{"test_error": 0.5, "per_class', '{"per_class_test_error": [1, 2]}', '{"per_class_test_error": {"cat": "x"}}',
-     '["a"]', '{"per_class_test_error": {"cat": 2.5}}'],
+    [
+        '{"test_error": 0.5, "per_class',
+        '{"per_class_test_error": [1, 2]}',
+        '{"per_class_test_error": {"cat": "x"}}',
+        '["a"]',
+        '{"per_class_test_error": {"cat": 2.5}}',
+    ],
     ids=["cut-short", "list", "string-value", "not-an-object", "out-of-range"],
-)  # fmt: skip
+)
 def test_report_per_class_reads_final_json_checked(mini_run, tmp_path, capsys, text):
     run = copy_run(mini_run, tmp_path)
     (run / "final.json").write_text(text)
@@ -434,8 +439,8 @@ def test_show_on_a_run_with_two_test_images(tmp_path, capsys):
     from test_use import image_tree
 
     root = image_tree(tmp_path / "shapes", train=4, test=1)
-    argv = ["train", "--dataset", "folder", "--data", str(root), "--model", "cnn", "--width", "2", "--epochs", "1",
-            "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "run")]  # fmt: skip
+    options = ["--model", "cnn", "--width", "2", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+    argv = ["train", "--dataset", "folder", "--data", str(root), *options, "--out", str(tmp_path / "run")]
     assert main(argv) == 0
     assert main(["show", str(tmp_path / "run"), "--out", str(tmp_path / "c.png")]) == 0  # the default, clamped
     assert main(["show", str(tmp_path / "run"), "--images", "6", "--out", str(tmp_path / "d.png")]) == 2

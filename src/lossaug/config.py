@@ -312,9 +312,11 @@ def _check_cheap_modes(config: TrainConfig) -> None:
         raise InputError("method weighted scores every candidate in the training pass: --proxy-model, "
                          "--select-every and --select-from do not apply")  # fmt: skip
     # No scoring pass: each candidate's weight is its training-mode loss from the training forward pass.
-    unused = {"--score": (config.score, "loss", "its weights are the candidates' losses"),
-              "--bn": (config.bn, "eval", "its weights come from the training pass, BatchNorm in training mode"),
-              "--score-chunk": (config.score_chunk, None, "the training pass holds every candidate")}  # fmt: skip
+    unused = {
+        "--score": (config.score, "loss", "its weights are the candidates' losses"),
+        "--bn": (config.bn, "eval", "its weights come from the training pass, BatchNorm in training mode"),
+        "--score-chunk": (config.score_chunk, None, "the training pass holds every candidate"),
+    }
     for option, (value, default, why) in unused.items():
         if value != default:
             raise InputError(f"method weighted has no scoring pass ({why}): {option} {value} does not apply")

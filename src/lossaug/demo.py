@@ -198,8 +198,9 @@ def run_demo(
     log(f"demo: {plan.reason}")
     if plan.round_seconds is None:
         eta = _Eta(plan.epochs, log, started, clock)
-        alternation = train_alternating(arm_configs(config, plan.epochs), reporter, overwrite=config.overwrite,
-                                        on_epoch=eta, clock=clock)  # fmt: skip
+        alternation = train_alternating(
+            arm_configs(config, plan.epochs), reporter, overwrite=config.overwrite, on_epoch=eta, clock=clock
+        )
     else:
         log(f"demo: alternating the arms epoch by epoch, about {_minutes(plan.epochs * plan.round_seconds)} to go")
         plan, alternation = _train_replanned(config, plan, reporter, started, clock)

@@ -211,8 +211,10 @@ def train_alternating(
     errors: dict[str, BaseException] = {}
     arms = {name: _Arm(name, rotation, reporter, on_epoch, clock, rounds) for name in configs}
     options = {"overwrite": overwrite, "resume": resume}
-    threads = [threading.Thread(target=_run_arm, args=(arms[name], config, options, results, errors),
-                                name=f"lossaug-{name}") for name, config in configs.items()]  # fmt: skip
+    threads = [
+        threading.Thread(target=_run_arm, args=(arms[name], config, options, results, errors), name=f"lossaug-{name}")
+        for name, config in configs.items()
+    ]
     with stop_requests(on_request=rotation.stop) as stop:  # no arm starts a step or turn after a signal
         try:
             for thread in threads:

@@ -66,11 +66,19 @@ def calibrate(config: DemoConfig) -> Calibration:
     preset, m = PRESETS["demo"], config.num_candidates
     bench = run_bench(
         BenchConfig(
-            model=preset["model"], width=config.width, batch_size=preset["batch_size"],
-            candidate_counts=tuple(sorted({1, m})), setting="A", device=config.device, repeats=CALIBRATION_REPEATS,
-            warmup=CALIBRATION_WARMUP, seed=config.seed, score_fractions=(), weighted=False,
+            model=preset["model"],
+            width=config.width,
+            batch_size=preset["batch_size"],
+            candidate_counts=tuple(sorted({1, m})),
+            setting="A",
+            device=config.device,
+            repeats=CALIBRATION_REPEATS,
+            warmup=CALIBRATION_WARMUP,
+            seed=config.seed,
+            score_fractions=(),
+            weighted=False,
         )
-    )  # fmt: skip
+    )
     baseline, proposed = bench.timing(1), bench.timing(m)
     assert baseline is not None and proposed is not None  # both M were benched (candidate_counts above)
     steps = {"baseline": baseline.step.median / 1e3, "proposed": proposed.step.median / 1e3}

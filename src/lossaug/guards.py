@@ -58,8 +58,9 @@ def small_data_warnings(num_train: int, images_per_step: int, noun: str = "image
     return messages
 
 
-def run_warnings(config: TrainConfig, train_labels: Tensor, classes: tuple[str, ...], kind: str,
-                 world_size: int = 1) -> list[str]:  # fmt: skip
+def run_warnings(
+    config: TrainConfig, train_labels: Tensor, classes: tuple[str, ...], kind: str, world_size: int = 1
+) -> list[str]:
     """Every warning a run set up on ``train_labels (N,)`` (of ``classes``; ``kind`` a ``kinds.KINDS`` name) hears
     before it trains: ``small_data_warnings``, a stale-loss gate that scores no image, one training class."""
     noun = kind_named(kind).noun

@@ -27,8 +27,17 @@ __all__ = [
 LOCK_NAME = ".lock"
 # What a run writes into its directory, by exact name. A folder holds a run only when its config.json is lossaug's
 # (every run writes it first, before any other file); --overwrite then removes these names and nothing else.
-RUN_FILES = ("config.json", "metrics.jsonl", "final.json", "trunk.json", "curves.png", "checkpoint.pt",
-             "checkpoint.prev.pt", "skipped_files.txt", "best.pt")  # fmt: skip
+RUN_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "final.json",
+    "trunk.json",
+    "curves.png",
+    "checkpoint.pt",
+    "checkpoint.prev.pt",
+    "skipped_files.txt",
+    "best.pt",
+)
 _LEFTOVERS = re.compile(  # a save or a JSON write cut short; checkpoints set aside by checkpoint._set_aside
     r"^((checkpoint|best)\.pt\.tmp|(config|final|trunk)\.json\.tmp|checkpoint(\.prev)?\.pt\.corrupt-[0-9-]+)$"
 )

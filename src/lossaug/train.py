@@ -404,12 +404,13 @@ class _Run:
             data = self.data
             state.test_error, state.test_loss = evaluate(self.model.model, data.test_images, data.test_labels,
                                                          self.device)  # fmt: skip
-        record = {**epoch_record(
+        record = epoch_record(
             state.epoch + 1, totals, test=(state.test_error, state.test_loss) if evaluated else None,
             lr=self.model.optimizer.param_groups[0]["lr"], seconds=state.epoch_seconds, elapsed=state.run_seconds,
             images_per_epoch=self.steps_per_epoch * config.images_per_step(),
             num_candidates=config.candidates_per_image(), nonfinite_steps=self.stats.nonfinite_steps,
-        ), **val.record}  # fmt: skip
+        )  # fmt: skip
+        record.update(val.record)  # validation error and loss when the run holds a split
         state.metrics.append(record)
         state.epoch, state.step, state.permutation = state.epoch + 1, 0, None
         for callback in self.callbacks:

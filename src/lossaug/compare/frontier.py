@@ -294,9 +294,15 @@ class BreakEven:
             tail = epochs / config.base.epochs - config.branch_at
             ratio = break_even_ratio(gain["mean"], slope, config.branch_at, tail)
             measured = finished.ratios.get(setting, {}).get(spec.step)
-            rows[arm] = {"gain": gain["mean"], "gain_verdict": gain["verdict"], "slope": slope,
-                         "slope_between": ["baseline", upper], "break_even_ratio": ratio, "measured_ratio": measured,
-                         "status": _status(ratio, measured, gain["verdict"])}  # fmt: skip
+            rows[arm] = {
+                "gain": gain["mean"],
+                "gain_verdict": gain["verdict"],
+                "slope": slope,
+                "slope_between": ["baseline", upper],
+                "break_even_ratio": ratio,
+                "measured_ratio": measured,
+                "status": _status(ratio, measured, gain["verdict"]),
+            }
         return rows
 
     def legend(self, summary: dict) -> list[str]:

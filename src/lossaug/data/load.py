@@ -86,5 +86,13 @@ def load_for(config: TrainConfig, log: Log | None = None) -> TrainData:
     if imbalance is not None and not config.balance:
         warnings.warn(imbalance, stacklevel=2)
     sample_rate = dataset.sample_rate if isinstance(dataset, AudioDataset) else None
-    return TrainData(config.dataset, data_kind(config.dataset), dataset.classes, dataset.train, dataset.test,
-                     sample_rate, dataset.skipped, dataset.split)  # fmt: skip
+    return TrainData(
+        config.dataset,
+        data_kind(config.dataset),
+        dataset.classes,
+        dataset.train,
+        dataset.test,
+        sample_rate,
+        dataset.skipped,
+        dataset.split,
+    )
