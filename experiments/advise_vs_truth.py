@@ -3,10 +3,12 @@ advise's verdict (anytime-valid confidence sequence, n seeds) beside the truth's
 95% t-interval, the same arms and compute), and whether advise contradicts it: "better" where the truth says
 "worse", or the reverse. An unresolved verdict on either side is not a contradiction.
 
-Reads docs/results/advise/folds/<speaker>/advice.json and docs/results/advise/truth/<speaker>/summary.json (folds
-missing either are listed as not run yet); writes docs/results/advise/validation.md and validation.json.
+Reads docs/results/advise/folds/<speaker>/advice.json and docs/results/advise/truth/<speaker>/summary.json, and
+for the transfer regime docs/results/advise/transfer/advice.json against the committed n = 12 frontier
+docs/results/frontier/transfer/summary.json (folds missing either are listed as not run yet); writes
+docs/results/advise/validation.md and validation.json.
 
-    python experiments/advise_vs_truth.py [--root docs/results/advise]
+    python experiments/advise_vs_truth.py [--root docs/results/advise] [--transfer-truth SUMMARY.json]
 """
 
 from __future__ import annotations
@@ -73,17 +75,24 @@ def markdown(folds: dict[str, list[dict] | None]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default="docs/results/advise", help="holds folds/ and truth/")
-    root = Path(parser.parse_args(argv).root)
+    parser.add_argument("--root", default="docs/results/advise", help="holds folds/, truth/ and transfer/")
+    parser.add_argument(
+        "--transfer-truth",
+        default="docs/results/frontier/transfer/summary.json",
+        help="the transfer regime's ground truth (its committed frontier summary)",
+    )
+    args = parser.parse_args(argv)
+    root = Path(args.root)
     speakers = sorted(p.name for p in (root / "truth").iterdir() if p.is_dir()) if (root / "truth").is_dir() else []
     if not speakers:
         print(f"advise_vs_truth: no truth folds under {root / 'truth'}", file=sys.stderr)
         return 2
+    pairs = {s: (root / "folds" / s / "advice.json", root / "truth" / s / "summary.json") for s in speakers}
+    pairs["transfer"] = (root / "transfer" / "advice.json", Path(args.transfer_truth))
     folds: dict[str, list[dict] | None] = {}
-    for speaker in speakers:
-        advice, truth = root / "folds" / speaker / "advice.json", root / "truth" / speaker / "summary.json"
+    for fold, (advice, truth) in pairs.items():
         both = advice.is_file() and truth.is_file()
-        folds[speaker] = fold_rows(json.loads(advice.read_text()), json.loads(truth.read_text())) if both else None
+        folds[fold] = fold_rows(json.loads(advice.read_text()), json.loads(truth.read_text())) if both else None
     (root / "validation.md").write_text(markdown(folds))
     (root / "validation.json").write_text(json.dumps(folds, indent=2) + "\n")
     print(markdown(folds))
