@@ -121,11 +121,13 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="run a pre-registered protocol file; no other option but --seeds (a share of its seeds)",
     )
     parser.add_argument(
-        "--arms", type=_csv(str), default=None,
+        "--arms",
+        type=_csv(str),
+        default=None,
         help="comma-separated arms (default: baseline,proposed,maxup,baseline-equal-time); also gated, weighted, "
         "weighted-equal-time, weighted-uniform-equal-time (its weights uniform), gated-Q (another Q) and "
         "proposed-mM (M candidates: an M sweep)",
-    )  # fmt: skip
+    )
     parser.add_argument("--settings", type=_csv(str), default=None, help="comma-separated settings (default: A)")
     parser.add_argument("--seeds", type=_csv(int), default=None, help="comma-separated seeds (default: 0,1,2)")
     parser.add_argument(
@@ -227,9 +229,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--score-fractions", type=_csv(float), help="measured cost of stale-loss gating at each Q (default: 0.25,0.5)"
     )
     parser.add_argument(
-        "--weighted", action=argparse.BooleanOptionalAction, default=None,
+        "--weighted",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="measure the weighted mode's step (default: on)",
-    )  # fmt: skip
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 gives stable timings on a busy machine)")
     parser.add_argument("--out", metavar="FILE.json", help="also write the result as JSON")
     parser.set_defaults(func=cmd_bench)
@@ -296,9 +300,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="output directory (default: runs/demo)")
     parser.add_argument("--epochs", type=int, help="epochs per arm, skipping the calibration (default: fit --budget)")
     parser.add_argument(
-        "--budget", type=float, metavar="SECONDS", help="wall-clock for the whole demo, calibration included "
-        "(default: 240, which leaves room for start-up and a misestimate within 5 minutes)"
-    )  # fmt: skip
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="wall-clock for the whole demo, calibration included "
+        "(default: 240, which leaves room for start-up and a misestimate within 5 minutes)",
+    )
     parser.add_argument("--width", type=int, help="cnn width (default: 16)")
     parser.add_argument("--candidates", type=int, help="M for the proposed arm (default: 4)")
     parser.add_argument("--seed", type=int, help="seed (default: 0)")

@@ -185,16 +185,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         options.update({f.name: f.metadata.get("option", option_flag(f.name)) for f in dataclasses.fields(TrainConfig)})
         typed = [option for name, option in options.items() if getattr(args, name, None) is not None]
         if typed:
-            raise UsageError(f"--protocol {args.protocol} takes no other options, got {', '.join(typed)}; "
-                             "edit (and commit) the protocol file instead")  # fmt: skip
+            raise UsageError(
+                f"--protocol {args.protocol} takes no other options, got {', '.join(typed)}; "
+                "edit (and commit) the protocol file instead"
+            )
         path = Path(args.protocol)
         table, base = load_protocol_file(path)
         config = config_from_protocol(table, base)
         if args.seeds:
             others = sorted(set(args.seeds) - set(config.seeds))
             if others:
-                raise UsageError(f"--seeds {','.join(map(str, others))} not in the seeds of {path} "
-                                 f"({','.join(map(str, config.seeds))})")  # fmt: skip
+                raise UsageError(
+                    f"--seeds {','.join(map(str, others))} not in the seeds of {path} "
+                    f"({','.join(map(str, config.seeds))})"
+                )
             config = dataclasses.replace(config, seeds=tuple(args.seeds))
         validate_compare(config)  # everything checked before anything is written
         _record_protocol(path, Path(config.out))
@@ -244,8 +248,10 @@ def _record_protocol(path: Path, out: Path) -> None:
     recorded, text = out / "protocol.toml", path.read_text()
     if recorded.is_file() and recorded.read_text() != text:
         if (out / "summary.json").exists() or any(out.glob("setting-*/*/seed-*/config.json")):
-            raise UsageError(f"{recorded} records another protocol, which produced the runs in {out}, and {path} "
-                             "differs from it: give the new protocol another out")  # fmt: skip
+            raise UsageError(
+                f"{recorded} records another protocol, which produced the runs in {out}, and {path} "
+                "differs from it: give the new protocol another out"
+            )
     elif recorded.is_file():
         return
     out.mkdir(parents=True, exist_ok=True)

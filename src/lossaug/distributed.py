@@ -75,8 +75,9 @@ class World:
         for buffers in by_dtype.values():
             flat = torch.cat([b.reshape(-1) for b in buffers])
             torch.distributed.broadcast(flat, src=0)
-            torch._foreach_copy_(buffers, [v.view_as(b) for v, b in zip(flat.split([b.numel() for b in buffers]),
-                                                                         buffers, strict=True)])  # fmt: skip
+            torch._foreach_copy_(
+                buffers, [v.view_as(b) for v, b in zip(flat.split([b.numel() for b in buffers]), buffers, strict=True)]
+            )
 
     def gather_objects(self, value: Any) -> list[Any]:
         """``value`` of every rank, in rank order (picklable values; used for checkpoints only)."""

@@ -187,8 +187,10 @@ def check_model_fits_data(name: str, data_kind: Kind, dataset: str, option: str 
     if kind is None or kind == data_kind:
         return
     fits = kind_named(data_kind).fits
-    raise InputError(f"--{option.replace('_', '-')} {name} is an {kind} network but dataset {dataset!r} holds "
-                     f"{data_kind}; use --{option.replace('_', '-')} {fits}, or your own {FACTORY_FORM}")  # fmt: skip
+    raise InputError(
+        f"--{option.replace('_', '-')} {name} is an {kind} network but dataset {dataset!r} holds "
+        f"{data_kind}; use --{option.replace('_', '-')} {fits}, or your own {FACTORY_FORM}"
+    )
 
 
 def check_model_name(name: str, option: str = "model") -> None:
@@ -258,8 +260,10 @@ def check_classifier_output(model: nn.Module, inputs: Tensor, num_classes: int, 
     One forward in eval mode without gradients; every module's ``training`` flag and the CPU random state are put
     back, so a run is the same with or without the check. An exception raised inside the model's forward is its
     bug and keeps its traceback."""
-    must = (f"it must return one floating-point tensor of logits (B, num_classes) = ({len(inputs)}, {num_classes}) "
-            f"for inputs {tuple(inputs.shape)}")  # fmt: skip
+    must = (
+        f"it must return one floating-point tensor of logits (B, num_classes) = ({len(inputs)}, {num_classes}) "
+        f"for inputs {tuple(inputs.shape)}"
+    )
     if not any(parameter.requires_grad for parameter in model.parameters()):
         raise InputError(f"--model {name} has no trainable parameters; {must}")
     modes = [(module, module.training) for module in model.modules()]
@@ -281,16 +285,21 @@ def check_state_fits(model: nn.Module, state: Mapping[str, Tensor], what: str, n
     """Raise ``InputError`` (one line starting with ``what``) unless ``state`` has exactly ``model``'s tensors with
     its shapes: the network ``name`` builds now differs from the one saved (a user's factory changed since)."""
     own = model.state_dict()
-    changed = [f"{k} {tuple(v.shape)} now vs {tuple(state[k].shape)} saved" for k, v in own.items()
-               if k in state and isinstance(state[k], Tensor) and state[k].shape != v.shape]  # fmt: skip
+    changed = [
+        f"{k} {tuple(v.shape)} now vs {tuple(state[k].shape)} saved"
+        for k, v in own.items()
+        if k in state and isinstance(state[k], Tensor) and state[k].shape != v.shape
+    ]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if not (changed or missing or unexpected):
         return
     parts = [("shapes differ", changed), ("not saved", missing), ("saved but not in the network", unexpected)]
     detail = "; ".join(f"{label}: {_first(names)}" for label, names in parts if names)
-    raise InputError(f"{what}: the network --model {name} builds now does not fit the saved weights ({detail}); "
-                     "was the model's code changed since the run?")  # fmt: skip
+    raise InputError(
+        f"{what}: the network --model {name} builds now does not fit the saved weights ({detail}); "
+        "was the model's code changed since the run?"
+    )
 
 
 def _first(names: list[str], shown: int = 4) -> str:

@@ -171,10 +171,21 @@ def prepare_data(config: TrainConfig, device: torch.device, log: Log | None) -> 
 
     notes = {**dataset.notes(), **({"validation": val[2]} if val else {})}
     return PlacedData(
-        place(train_images), train_labels.to(device), place(test.inputs), test.labels.to(device),
-        dataset.num_classes, mean, std, on_device, dataset.kind, dataset.classes, dataset.sample_rate,
-        notes, val_images=place(val[0]) if val else None, val_labels=val[1].to(device) if val else None,
-    )  # fmt: skip
+        place(train_images),
+        train_labels.to(device),
+        place(test.inputs),
+        test.labels.to(device),
+        dataset.num_classes,
+        mean,
+        std,
+        on_device,
+        dataset.kind,
+        dataset.classes,
+        dataset.sample_rate,
+        notes,
+        val_images=place(val[0]) if val else None,
+        val_labels=val[1].to(device) if val else None,
+    )
 
 
 class PinnedBatches:
@@ -240,8 +251,9 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, device: torch.dev
     return wrong / total, loss_sum / total
 
 
-def confusion_matrix(model: nn.Module, inputs: Tensor, labels: Tensor, num_classes: int, device: torch.device,
-                     batch_size: int = 1024) -> Tensor:  # fmt: skip
+def confusion_matrix(
+    model: nn.Module, inputs: Tensor, labels: Tensor, num_classes: int, device: torch.device, batch_size: int = 1024
+) -> Tensor:
     """``counts (K,K)`` int64 on the CPU: row = true class, column = predicted class, of ``model`` over ``inputs``
     (images or waveforms) in eval mode; restores the training flag. Under ``torch.distributed`` each rank counts
     its share and the counts are summed (every rank must call it)."""

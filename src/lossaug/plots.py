@@ -25,8 +25,13 @@ class MatplotlibMissing(InputError, ImportError):
 FIGURE_FORMATS = (".png", ".pdf", ".svg")  # what matplotlib's Agg, PDF and SVG backends always write
 ENTROPY_AXIS = (0.0, 1.05)  # report's relative-entropy panel: its range [0, 1] and room for a line at 1
 # What lossaug report reads from every metrics.jsonl record (chosen_score_ratio is None where nothing was scored).
-REPORT_FIELDS = {"test_error": NUMBER, "elapsed_seconds": NUMBER, "entropy": NUMBER, "uniform_entropy": NUMBER,
-                 "chosen_score_ratio": (*NUMBER, NONE)}  # fmt: skip
+REPORT_FIELDS = {
+    "test_error": NUMBER,
+    "elapsed_seconds": NUMBER,
+    "entropy": NUMBER,
+    "uniform_entropy": NUMBER,
+    "chosen_score_ratio": (*NUMBER, NONE),
+}
 
 
 def figure_path(out: Path, default_name: str) -> Path:
@@ -36,8 +41,10 @@ def figure_path(out: Path, default_name: str) -> Path:
     if out.is_dir():
         out = out / default_name
     if out.suffix.lower() not in FIGURE_FORMATS:
-        raise InputError(f"--out {out}: unsupported figure format {out.suffix or '(none)'!r}; give a "
-                         f"{', '.join(FIGURE_FORMATS)} file or an existing folder")  # fmt: skip
+        raise InputError(
+            f"--out {out}: unsupported figure format {out.suffix or '(none)'!r}; give a "
+            f"{', '.join(FIGURE_FORMATS)} file or an existing folder"
+        )
     return out
 
 
@@ -114,10 +121,16 @@ def plot_report(runs: Mapping[str, Sequence[dict]], path: Path, title: str = "")
     for label, records in runs.items():
         epochs = [r["epoch"] for r in records]
         evaluated = [r for r in records if not math.isnan(r["test_error"])]
-        (line,) = axes[0, 0].plot([r["epoch"] for r in evaluated], [100 * r["test_error"] for r in evaluated],
-                                  marker=".", label=label)  # fmt: skip
-        axes[0, 1].plot([r["elapsed_seconds"] for r in evaluated], [100 * r["test_error"] for r in evaluated],
-                        marker=".", color=line.get_color(), label=label)  # fmt: skip
+        (line,) = axes[0, 0].plot(
+            [r["epoch"] for r in evaluated], [100 * r["test_error"] for r in evaluated], marker=".", label=label
+        )
+        axes[0, 1].plot(
+            [r["elapsed_seconds"] for r in evaluated],
+            [100 * r["test_error"] for r in evaluated],
+            marker=".",
+            color=line.get_color(),
+            label=label,
+        )
         relative = [r["entropy"] / r["uniform_entropy"] if r["uniform_entropy"] > 0 else math.nan for r in records]
         axes[1, 0].plot(epochs, relative, color=line.get_color(), label=label)
         ratio = [r["chosen_score_ratio"] if r["chosen_score_ratio"] is not None else math.nan for r in records]

@@ -20,9 +20,16 @@ from types import TracebackType
 from lossaug.errors import InputError
 
 __all__ = [
-    "LOCK_NAME", "RUN_FILES", "RunDirError", "RunLock", "check_run_dir", "claim_run_dir", "is_run",
-    "remove_run_files", "run_files",
-]  # fmt: skip
+    "LOCK_NAME",
+    "RUN_FILES",
+    "RunDirError",
+    "RunLock",
+    "check_run_dir",
+    "claim_run_dir",
+    "is_run",
+    "remove_run_files",
+    "run_files",
+]
 
 LOCK_NAME = ".lock"
 # What a run writes into its directory, by exact name. A folder holds a run only when its config.json is lossaug's
@@ -95,9 +102,13 @@ def _inside(path: Path, removed: list[Path], out: Path) -> bool:
 
 
 def check_run_dir(
-    out: Path, *, resume: bool, overwrite: bool, reads: Mapping[str, str | Path | None] | None = None,
+    out: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    reads: Mapping[str, str | Path | None] | None = None,
     tensorboard: bool = False,
-) -> list[Path]:  # fmt: skip
+) -> list[Path]:
     """Check that a run may start in ``out``; returns the files ``overwrite`` is to remove (``remove_run_files``),
     removing nothing itself, so that a run refused later in its set-up (a bad model, an unreadable ``--init``)
     loses nothing.
@@ -131,8 +142,10 @@ def check_run_dir(
         )
     for option, path in (reads or {}).items():
         if existing and path is not None and _inside(Path(path), existing, out):
-            raise RunDirError(f"{option} {path} is inside the run {out} that --overwrite would remove; copy it "
-                              "elsewhere first, or choose another --out")  # fmt: skip
+            raise RunDirError(
+                f"{option} {path} is inside the run {out} that --overwrite would remove; copy it "
+                "elsewhere first, or choose another --out"
+            )
     return existing
 
 
@@ -147,9 +160,13 @@ def remove_run_files(paths: list[Path]) -> None:
 
 
 def claim_run_dir(
-    out: Path, *, resume: bool, overwrite: bool, reads: Mapping[str, str | Path | None] | None = None,
+    out: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    reads: Mapping[str, str | Path | None] | None = None,
     tensorboard: bool = False,
-) -> None:  # fmt: skip
+) -> None:
     """``check_run_dir``, then remove what ``overwrite`` removes: ``out`` is ready for the run."""
     remove_run_files(check_run_dir(out, resume=resume, overwrite=overwrite, reads=reads, tensorboard=tensorboard))
 

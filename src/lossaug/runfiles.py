@@ -69,15 +69,20 @@ def _describe(kinds: tuple[Any, ...]) -> str:
 
 
 def check_fields(
-    record: Mapping[str, Any], fields: Mapping[str, tuple[Any, ...]], where: str,
+    record: Mapping[str, Any],
+    fields: Mapping[str, tuple[Any, ...]],
+    where: str,
     optional: Mapping[str, tuple[Any, ...]] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Raise ``InputError`` naming ``where`` when ``record`` lacks any of ``fields`` or holds a value of another
     type there or in ``optional`` (keys older versions did not write)."""
     missing = [key for key in fields if key not in record]
     typed = {**(optional or {}), **fields}
-    wrong = [f"{key} {value!r}{_describe(kinds)}" for key, kinds in typed.items()
-             if key in record and not _fits(value := record[key], kinds)]  # fmt: skip
+    wrong = [
+        f"{key} {value!r}{_describe(kinds)}"
+        for key, kinds in typed.items()
+        if key in record and not _fits(value := record[key], kinds)
+    ]
     if missing or wrong:
         parts = ([f"lacks {', '.join(missing)}"] if missing else []) + (
             [f"has an impossible value or one of the wrong type: {', '.join(wrong)}"] if wrong else []
@@ -90,14 +95,16 @@ def _parse(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise InputError(f"{where} is not valid JSON: {error.msg} (line {error.lineno} column {error.colno}); "
-                         "cut short or damaged?") from None  # fmt: skip
+        raise InputError(
+            f"{where} is not valid JSON: {error.msg} (line {error.lineno} column {error.colno}); cut short or damaged?"
+        ) from None
 
 
 def read_json(
-    path: Path, fields: Mapping[str, tuple[Any, ...]] | None = None,
+    path: Path,
+    fields: Mapping[str, tuple[Any, ...]] | None = None,
     optional: Mapping[str, tuple[Any, ...]] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The JSON object in ``path``, with ``fields`` (and ``optional`` ones where present) checked;
     ``FileNotFoundError`` when it does not exist."""
     path = Path(path)

@@ -48,15 +48,18 @@ def import_factory(name: str) -> Callable[..., nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        hint = (f"it is looked for in the current directory ({cwd}) and on PYTHONPATH: run lossaug from the folder "
-                f"holding {module_name.split('.')[0]}, or add that folder to PYTHONPATH")  # fmt: skip
+        hint = (
+            f"it is looked for in the current directory ({cwd}) and on PYTHONPATH: run lossaug from the folder "
+            f"holding {module_name.split('.')[0]}, or add that folder to PYTHONPATH"
+        )
         raise InputError(f"--model {name}: cannot import {module_name!r}: {error}; {hint}") from None
     except SyntaxError as error:
         raise InputError(f"--model {name}: {error.filename} line {error.lineno}: SyntaxError: {error.msg}") from None
     except Exception as error:  # the module's own code raised while importing: one line saying where
         where = _where(error)  # LOSSAUG_DEBUG=1 shows the chained traceback
-        raise InputError(f"--model {name}: importing {module_name!r} failed at {where}: {type(error).__name__}: "
-                         f"{error}") from error  # fmt: skip
+        raise InputError(
+            f"--model {name}: importing {module_name!r} failed at {where}: {type(error).__name__}: {error}"
+        ) from error
     factory: Any = module
     for part in attribute.split("."):
         factory = getattr(factory, part, None)

@@ -19,6 +19,17 @@ from lossaug.bench.results import BenchResult, CandidateTiming, Spread
 from lossaug.bench.timing import run_bench
 
 __all__ = [
-    "PUBLISHED_CANDIDATES", "PUBLISHED_RATIO", "QUICK", "SETTINGS", "BenchConfig", "BenchResult", "CandidateTiming",
-    "Spread", "cheap_candidates", "format_bench", "resolve_config", "run_bench", "width_of",
-]  # fmt: skip
+    "PUBLISHED_CANDIDATES",
+    "PUBLISHED_RATIO",
+    "QUICK",
+    "SETTINGS",
+    "BenchConfig",
+    "BenchResult",
+    "CandidateTiming",
+    "Spread",
+    "cheap_candidates",
+    "format_bench",
+    "resolve_config",
+    "run_bench",
+    "width_of",
+]

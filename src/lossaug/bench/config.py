@@ -76,8 +76,16 @@ class BenchConfig:
             parse_augment(self.augment)
         if self.device not in DEVICES:
             raise InputError(f"unknown device {self.device!r}; choose from {list(DEVICES)}")
-        sizes = ("batch_size", "image_size", "clip_samples", "sample_rate", "num_classes", "repeats", "width",
-                 "score_chunk")  # fmt: skip
+        sizes = (
+            "batch_size",
+            "image_size",
+            "clip_samples",
+            "sample_rate",
+            "num_classes",
+            "repeats",
+            "width",
+            "score_chunk",
+        )
         for name in (*sizes, "proxy_width"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -95,12 +95,17 @@ class BenchResult:
             rows.append({"option": "exact", "M": m, "ratio": ratio, "measured": True})
             if m in self.proxy_steps:
                 proxy_ratio = self.proxy_steps[m].median / self._baseline_step.median
-                rows.append({"option": f"proxy {self.config.proxy_model}", "M": m, "ratio": proxy_ratio,
-                             "measured": True})  # fmt: skip
-            rows += [{"option": f"select_every {k}", "M": m, "ratio": (ratio + k - 1) / k, "measured": False}
-                     for k in self.config.select_every]  # fmt: skip
-            rows += [{"option": f"select_from {f}", "M": m, "ratio": f + (1 - f) * ratio, "measured": False}
-                     for f in self.config.select_from]  # fmt: skip
+                rows.append(
+                    {"option": f"proxy {self.config.proxy_model}", "M": m, "ratio": proxy_ratio, "measured": True}
+                )
+            rows += [
+                {"option": f"select_every {k}", "M": m, "ratio": (ratio + k - 1) / k, "measured": False}
+                for k in self.config.select_every
+            ]
+            rows += [
+                {"option": f"select_from {f}", "M": m, "ratio": f + (1 - f) * ratio, "measured": False}
+                for f in self.config.select_from
+            ]
             if m == cheap_candidates(self.config):
                 rows += self._cheap_rows(m, ratio)
         return rows

@@ -100,10 +100,15 @@ class PairedEndpoints:
     def compute(self, finished: Finished, setting: str) -> dict:
         arms = finished.results[setting]
         return {
-            f"{treatment} - {control}": {"treatment": treatment, "control": control,
-                                         **endpoint(arms[treatment], arms[control], finished.config.margin)}
-            for treatment in arms for control in arm_named(treatment).compared_to if control in arms
-        }  # fmt: skip
+            f"{treatment} - {control}": {
+                "treatment": treatment,
+                "control": control,
+                **endpoint(arms[treatment], arms[control], finished.config.margin),
+            }
+            for treatment in arms
+            for control in arm_named(treatment).compared_to
+            if control in arms
+        }
 
     def legend(self, summary: dict) -> list[str]:
         design = summary["design"]
@@ -119,8 +124,12 @@ class PairedEndpoints:
         named = summary.get(self.key, {}).get(setting, {})
         if not named:
             return []
-        lines = ["", "| endpoint | n | Δ test error (pp) | 95% interval (pp) | paired sd (pp) | verdict | better in "
-                 "| MDE 80% (pp) | seeds for ±0.3 |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines = [
+            "",
+            "| endpoint | n | Δ test error (pp) | 95% interval (pp) | paired sd (pp) | verdict | better in "
+            "| MDE 80% (pp) | seeds for ±0.3 |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, e in named.items():
             interval = f"[{points(e['low'], True)}, {points(e['high'], True)}]"
             needed = "-" if e["seeds_needed"] is None else str(e["seeds_needed"])

@@ -66,8 +66,9 @@ def break_even_ratio(gain: float, slope: float, branch_at: float, tail: float) -
 
 def _computes(finished: Finished, setting: str) -> dict[str, float | None]:
     base, ratios = finished.config.base, finished.ratios.get(setting, {})
-    return {arm: arm_named(arm).compute(base.epochs, finished.config.branch_at, ratios)
-            for arm in finished.results[setting]}  # fmt: skip
+    return {
+        arm: arm_named(arm).compute(base.epochs, finished.config.branch_at, ratios) for arm in finished.results[setting]
+    }
 
 
 def _curve(finished: Finished, setting: str) -> list[tuple[float, str]]:
@@ -122,8 +123,11 @@ class Frontier:
         rows = summary.get(self.key, {}).get(setting, {})
         if not rows:
             return []
-        lines = ["", "| frontier | compute | epochs | test error % | Δ vs baseline ×1 (pp) | verdict |",
-                 "|---|---|---|---|---|---|"]  # fmt: skip
+        lines = [
+            "",
+            "| frontier | compute | epochs | test error % | Δ vs baseline ×1 (pp) | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
         order = sorted(rows, key=lambda arm: (rows[arm]["selects"], rows[arm]["compute"] or math.inf))
         for arm in order:
             row, versus = rows[arm], rows[arm]["vs_baseline"]
@@ -149,18 +153,23 @@ class EqualCompute:
             return {}
         arms, curve = finished.results[setting], _curve(finished, setting)
         computes = _computes(finished, setting)
-        return {arm: self._one(arms, curve, arm, compute, finished.config.margin)
-                for arm in _selection_arms(finished, setting) if (compute := computes[arm]) is not None}  # fmt: skip
+        return {
+            arm: self._one(arms, curve, arm, compute, finished.config.margin)
+            for arm in _selection_arms(finished, setting)
+            if (compute := computes[arm]) is not None
+        }
 
     @staticmethod
-    def _one(arms: Mapping[str, Mapping[int, dict]], curve: list[tuple[float, str]], arm: str, compute: float,
-             margin: float) -> dict:  # fmt: skip
+    def _one(
+        arms: Mapping[str, Mapping[int, dict]], curve: list[tuple[float, str]], arm: str, compute: float, margin: float
+    ) -> dict:
         span = [curve[0][0], curve[-1][0]]
         if not span[0] <= compute <= span[1]:
             return {"compute": compute, "range": span, "verdict": OUT_OF_RANGE}
         seeds = sorted(set(arms[arm]).intersection(*(arms[name] for _, name in curve)))
-        interpolated = {s: interpolate_log([(c, arms[name][s]["test_error"]) for c, name in curve], compute)
-                        for s in seeds}  # fmt: skip
+        interpolated = {
+            s: interpolate_log([(c, arms[name][s]["test_error"]) for c, name in curve], compute) for s in seeds
+        }
         differences = {s: arms[arm][s]["test_error"] - interpolated[s] for s in seeds}
         summary = stats.paired_difference(list(differences.values()))
         below = [name for c, name in curve if c <= compute][-1]
@@ -188,8 +197,11 @@ class EqualCompute:
         rows = summary.get(self.key, {}).get(setting, {})
         if not rows:
             return []
-        lines = ["", "| equal compute | compute | between | n | Δ vs curve (pp) | 95% interval (pp) | verdict |",
-                 "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines = [
+            "",
+            "| equal compute | compute | between | n | Δ vs curve (pp) | 95% interval (pp) | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for arm, e in rows.items():
             if e["verdict"] == OUT_OF_RANGE:
                 span = f"budgets {e['range'][0]:.2f}–{e['range'][1]:.2f}"
@@ -254,12 +266,17 @@ class BestReachable:
         rows = summary.get(self.key, {}).get(setting, {})
         if not rows:
             return []
-        lines = ["", "| best reachable | n | Δ vs best budget (pp) | 95% interval (pp) | verdict | below best in |",
-                 "|---|---|---|---|---|---|"]  # fmt: skip
+        lines = [
+            "",
+            "| best reachable | n | Δ vs best budget (pp) | 95% interval (pp) | verdict | below best in |",
+            "|---|---|---|---|---|---|",
+        ]
         for arm, e in rows.items():
             interval = f"[{points(e['low'], True)}, {points(e['high'], True)}]"
-            lines.append(f"| {arm} | {e['n']} | {points(e['mean'], True)} ± {points(e['half_width'])} | {interval} "
-                         f"| {e['verdict']} | {e['below_best_in']}/{e['n']} |")  # fmt: skip
+            lines.append(
+                f"| {arm} | {e['n']} | {points(e['mean'], True)} ± {points(e['half_width'])} | {interval} "
+                f"| {e['verdict']} | {e['below_best_in']}/{e['n']} |"
+            )
         return lines
 
     def forest_rows(self, summary: dict) -> list[ForestRow]:
@@ -320,14 +337,19 @@ class BreakEven:
         rows = summary.get(self.key, {}).get(setting, {})
         if not rows:
             return []
-        lines = ["", "| break-even | gain vs ×1 (pp) | slope (pp per doubling) | R* | measured R | |",
-                 "|---|---|---|---|---|---|"]  # fmt: skip
+        lines = [
+            "",
+            "| break-even | gain vs ×1 (pp) | slope (pp per doubling) | R* | measured R | |",
+            "|---|---|---|---|---|---|",
+        ]
         for arm, e in rows.items():
             ratio = e["break_even_ratio"]
             ratio_text = "-" if ratio is None else "any" if math.isinf(ratio) else f"{ratio:.2f}"
             measured = "-" if e["measured_ratio"] is None else f"{e['measured_ratio']:.2f}"
-            lines.append(f"| {arm} | {points(e['gain'], True)} | {points(e['slope'] * math.log(2), True)} "
-                         f"| {ratio_text} | {measured} | {e['status']} |")  # fmt: skip
+            lines.append(
+                f"| {arm} | {points(e['gain'], True)} | {points(e['slope'] * math.log(2), True)} "
+                f"| {ratio_text} | {measured} | {e['status']} |"
+            )
         return lines
 
     def forest_rows(self, summary: dict) -> list[ForestRow]:
@@ -397,8 +419,13 @@ def _draw_frontier(ax, setting: str, rows: Mapping[str, dict]) -> None:
     ys = [100 * placed[arm]["test_error"]["mean"] for _, arm in curve]
     ax.errorbar(xs, ys, yerr=[bar(arm) for _, arm in curve], fmt="o-", color="black", capsize=3, label="baseline")
     for c, arm in curve:
-        ax.annotate(budget_label(arm, c), (c, 100 * placed[arm]["test_error"]["mean"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)  # fmt: skip
+        ax.annotate(
+            budget_label(arm, c),
+            (c, 100 * placed[arm]["test_error"]["mean"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
     for arm, row in placed.items():
         if row["selects"]:
             ax.errorbar(row["compute"], 100 * row["test_error"]["mean"], yerr=bar(arm), fmt="s", capsize=3, label=arm)

@@ -59,8 +59,10 @@ def read_result(directory: Path, trunk: Path | None = None) -> dict:
     own = _epoch_seconds(directory)
     if not own or own[-1][0] != final["epochs"]:
         last = f"its last epoch record is {own[-1][0]}" if own else "it holds no epoch records"
-        raise InputError(f"{directory / 'metrics.jsonl'}: {last}, but {directory / 'final.json'} records "
-                         f"{final['epochs']} epochs: damaged, or cut short?")  # fmt: skip
+        raise InputError(
+            f"{directory / 'metrics.jsonl'}: {last}, but {directory / 'final.json'} records "
+            f"{final['epochs']} epochs: damaged, or cut short?"
+        )
     phases = [[s for _, s in own]]
     if trunk is not None:
         head = _epoch_seconds(trunk)
@@ -93,8 +95,11 @@ def _check_same_config(config: TrainConfig, out: Path, fingerprint: dict | None)
     saved = {**dataclasses.asdict(TrainConfig()), **{RENAMED.get(k, k): v for k, v in meta["config"].items()}}
     saved_print = (meta.get("resolved") or {}).get("data_fingerprint")
     ignored = ("out", "cache_dir", "branch_from", *(("data",) if saved_print and fingerprint else ()))
-    changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in dataclasses.asdict(config).items()
-               if k not in ignored and saved[k] != v]  # fmt: skip
+    changed = [
+        f"{k}: {saved[k]!r} -> {v!r}"
+        for k, v in dataclasses.asdict(config).items()
+        if k not in ignored and saved[k] != v
+    ]
     if (saved.get("branch_from") is None) != (getattr(config, "branch_from", None) is None):
         changed.append(f"branch_from: {saved.get('branch_from')!r} -> {getattr(config, 'branch_from', None)!r}")
     if saved_print and fingerprint:

@@ -117,7 +117,9 @@ def _write(path: Path, kind: Kind, dataset: Dataset, log: Log) -> None:
         with atomic_file(path) as f:
             np.savez(f, **arrays)
     except OSError as e:  # a full or read-only cache directory: the data are decoded, the run goes on without
-        warnings.warn(f"could not write the cache file {path} ({e.strerror or e}); going on without caching the "
-                      f"decoded {noun}", stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"could not write the cache file {path} ({e.strerror or e}); going on without caching the decoded {noun}",
+            stacklevel=3,
+        )
         return
     log(f"cached decoded {noun} in {path}")

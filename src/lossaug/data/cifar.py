@@ -359,6 +359,10 @@ def from_request(request: LoadRequest) -> ImageDataset:
     """``load_cifar`` as ``load_dataset("cifar10" or "cifar100", ...)`` asks for it: 32x32 only."""
     request.check_image_size(32)
     return load_cifar(
-        request.name, request.path, cache_dir=request.cache_dir, download=request.download, verify=request.verify,
+        request.name,
+        request.path,
+        cache_dir=request.cache_dir,
+        download=request.download,
+        verify=request.verify,
         log=request.log,
-    )  # fmt: skip
+    )

@@ -87,8 +87,12 @@ def _decode_tree(
     classes = check_classes(tree, where)
     count = sum(len(files) for files in tree["train"].values()) + sum(len(files) for files in tree["test"].values())
     if image_size is not None:
-        check_fits({"decoded images": dataset_bytes(count, 1, image_size)}, torch.device("cpu"),
-                   "lower --image-size", what=f"decoding {count} images at {image_size} px")  # fmt: skip
+        check_fits(
+            {"decoded images": dataset_bytes(count, 1, image_size)},
+            torch.device("cpu"),
+            "lower --image-size",
+            what=f"decoding {count} images at {image_size} px",
+        )
     log(f"decoding {count} images from {where}...")
     # One decode pass over both splits, so the size check and the gray-or-RGB decision cover all images.
     decode = functools.partial(_decode_one, image_size=image_size)

@@ -80,8 +80,10 @@ def load_for(config: TrainConfig, log: Log | None = None) -> TrainData:
         total = dataset.num_classes
         dataset = select_classes(dataset, names)
         if log is not None:
-            log(f"classes: {', '.join(dataset.classes)} ({dataset.num_classes} of {total}): "
-                f"{len(dataset.train.labels)} train / {len(dataset.test.labels)} test")  # fmt: skip
+            log(
+                f"classes: {', '.join(dataset.classes)} ({dataset.num_classes} of {total}): "
+                f"{len(dataset.train.labels)} train / {len(dataset.test.labels)} test"
+            )
     imbalance = imbalance_warning(dataset.train.labels, dataset.classes)
     if imbalance is not None and not config.balance:
         warnings.warn(imbalance, stacklevel=2)

@@ -43,11 +43,13 @@ class Candidates(NamedTuple):
 
 
 @overload
-def make_candidates(images: Tensor, augment: Augment, num_candidates: int, *, generator=..., extra_generator=...,
-                    targets: None = ...) -> Tensor: ...  # fmt: skip
+def make_candidates(
+    images: Tensor, augment: Augment, num_candidates: int, *, generator=..., extra_generator=..., targets: None = ...
+) -> Tensor: ...
 @overload
-def make_candidates(images: Tensor, augment: Augment, num_candidates: int, *, generator=..., extra_generator=...,
-                    targets: Tensor) -> Candidates: ...  # fmt: skip
+def make_candidates(
+    images: Tensor, augment: Augment, num_candidates: int, *, generator=..., extra_generator=..., targets: Tensor
+) -> Candidates: ...
 def make_candidates(
     images: Tensor,
     augment: Augment,
@@ -85,22 +87,31 @@ def make_candidates(
     return flat.view(batch, num_candidates, *flat.shape[1:])
 
 
-def _candidates_with_targets(images: Tensor, targets: Tensor, augment: Augment, num_candidates: int,
-                             generator, extra_generator) -> Candidates:  # fmt: skip
+def _candidates_with_targets(
+    images: Tensor, targets: Tensor, augment: Augment, num_candidates: int, generator, extra_generator
+) -> Candidates:
     if targets.dim() != 2 or not targets.is_floating_point() or len(targets) != len(images):
-        raise InputError(f"candidate targets must be soft, ({len(images)}, K) floating point; got {targets.dtype} "
-                         f"{tuple(targets.shape)}")  # fmt: skip
+        raise InputError(
+            f"candidate targets must be soft, ({len(images)}, K) floating point; got {targets.dtype} "
+            f"{tuple(targets.shape)}"
+        )
     if extra_generator is not None:
         first, first_targets = augment_with_targets(augment, images, targets, generator)
         if num_candidates == 1:
             return Candidates(first.unsqueeze(1), first_targets.unsqueeze(1))
         rest = _candidates_with_targets(images, targets, augment, num_candidates - 1, extra_generator, None)
-        return Candidates(torch.cat([first.unsqueeze(1), rest.candidates.to(first.dtype)], dim=1),
-                          torch.cat([first_targets.unsqueeze(1), rest.targets], dim=1))  # fmt: skip
+        return Candidates(
+            torch.cat([first.unsqueeze(1), rest.candidates.to(first.dtype)], dim=1),
+            torch.cat([first_targets.unsqueeze(1), rest.targets], dim=1),
+        )
     batch = images.shape[0]
     repeated = images.unsqueeze(1).expand(batch, num_candidates, *images.shape[1:])
-    flat, flat_targets = augment_with_targets(augment, repeated.reshape(batch * num_candidates, *images.shape[1:]),
-                                              targets.repeat_interleave(num_candidates, dim=0), generator)  # fmt: skip
+    flat, flat_targets = augment_with_targets(
+        augment,
+        repeated.reshape(batch * num_candidates, *images.shape[1:]),
+        targets.repeat_interleave(num_candidates, dim=0),
+        generator,
+    )
     return Candidates(flat.view(batch, num_candidates, *flat.shape[1:]), flat_targets.view(batch, num_candidates, -1))
 
 
@@ -332,9 +343,12 @@ def _candidate_targets(targets: Tensor, options: ScoringOptions, num_candidates:
 
 
 def _uniform_selection(
-    candidates: Tensor, temperature: float, uniform_mix: float, generator: torch.Generator | None,
+    candidates: Tensor,
+    temperature: float,
+    uniform_mix: float,
+    generator: torch.Generator | None,
     targets: Tensor | None = None,
-) -> Selection:  # fmt: skip
+) -> Selection:
     """One candidate, or a uniform choice: no model run, so selection costs what the baseline costs."""
     batch, num_candidates = candidates.shape[:2]
     ones = torch.ones(batch, num_candidates, device=candidates.device)
@@ -391,9 +405,16 @@ def _select(
     if num_candidates == 1 or math.isinf(temperature) or uniform_mix == 1.0:
         return _uniform_selection(candidates, temperature, uniform_mix, generator, own_targets)
     scores = score_candidates(
-        model, candidates, targets, loss_fn=options.loss_fn, score=options.score, bn=options.bn,
-        chunk_size=options.chunk_size, autocast_dtype=options.autocast_dtype, check_targets=options.check_targets,
-    )  # fmt: skip
+        model,
+        candidates,
+        targets,
+        loss_fn=options.loss_fn,
+        score=options.score,
+        bn=options.bn,
+        chunk_size=options.chunk_size,
+        autocast_dtype=options.autocast_dtype,
+        check_targets=options.check_targets,
+    )
     # Cross-entropy and 1 - p are never negative: only a user's loss_fn needs the (host-syncing) check.
     probs, fallback = _probs_and_fallback(scores, temperature, uniform_mix, check_negative=options.loss_fn is not None)
     index = sample_index(probs, generator=generator)
