@@ -18,7 +18,7 @@ from lossaug.data.archives import ARCHIVE_SUFFIXES, archive_members, archive_ste
 from lossaug.data.cache import cached, files_hash
 from lossaug.data.split import check_folder_options
 from lossaug.data.trees import UNSPLIT, Tree, has_suffix, scan_class_folders, tree_files, tree_from_members
-from lossaug.data.types import AudioDataset, File, FolderOptions, LoadRequest, Log, silent
+from lossaug.data.types import AUDIO_KIND, AudioDataset, File, FolderOptions, LoadRequest, Log, silent
 from lossaug.data.wav import check_audio_options, decode_clips
 from lossaug.errors import InputError
 
@@ -85,7 +85,7 @@ def load_audio_folder(
         return files_hash((clip.source for clip in tree_files(tree)), root)
 
     options = (sample_rate, clip_seconds) + folder.cache_key()  # defaults: the key of earlier versions
-    return cached("audio", cache_dir, name, content_hash, options, load, say)
+    return cached(AUDIO_KIND, cache_dir, name, content_hash, options, load, say)
 
 
 def from_request(request: LoadRequest) -> AudioDataset:

@@ -34,7 +34,8 @@ def decode_tree(
 ) -> tuple[list[T], Tree, tuple[str, ...]]:
     """``(decoded, kept, skipped)``: ``decode(file)`` of every file of ``tree`` in load order (``tree_files``), the
     tree without the files whose decoding raised an ``InputError`` (``decoded`` is in ``kept``'s load order), and
-    those files' names. Unless ``skip_bad``, any such file is an ``InputError`` naming every one (``refusal``)."""
+    those files' names. Unless ``skip_bad``, any such file is an ``InputError`` naming every one (``refusal``).
+    ``noun``: what messages call the files, the data kind's name (``types.IMAGE_KIND``, ``types.AUDIO_KIND``)."""
     decoded: list[Any] = []
     bad: list[str] = []
     failed: set[str] = set()

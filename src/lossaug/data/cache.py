@@ -15,23 +15,55 @@ import json
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch
 
 from lossaug.data.archives import atomic_file
-from lossaug.data.types import AudioDataset, AudioSplit, Dataset, ImageDataset, Kind, Log, Split
+from lossaug.data.types import (
+    AUDIO_KIND,
+    IMAGE_KIND,
+    AudioDataset,
+    AudioSplit,
+    Dataset,
+    ImageDataset,
+    Kind,
+    Log,
+    Split,
+)
 
 __all__ = ["cached", "files_hash"]
 
 D = TypeVar("D", ImageDataset, AudioDataset)
+Splits = list[tuple[torch.Tensor, torch.Tensor]]  # (inputs, labels) of the train and the test split
+Notes = tuple[tuple[str, ...], dict[str, Any] | None]  # the files skipped and the split made
 
-# kind -> (tag in the file name and key, format version, the split tensor's array name, noun in the log). Bump a
-# version when its decoded layout changes, so old cache files are never read.
-_FORMATS: dict[Kind, tuple[str, int, str, str]] = {
-    "image": ("decoded", 1, "images", "images"),
-    "audio": ("audio", 1, "waveforms", "clips"),
+
+def _images(name: str, classes: tuple[str, ...], splits: Splits, z: Any, notes: Notes) -> Dataset:
+    return ImageDataset(name, classes, Split(*splits[0]), Split(*splits[1]), skipped=notes[0], split=notes[1])
+
+
+def _clips(name: str, classes: tuple[str, ...], splits: Splits, z: Any, notes: Notes) -> Dataset:
+    train, test = (AudioSplit(*split) for split in splits)
+    return AudioDataset(name, classes, train, test, sample_rate=int(z["sample_rate"]), skipped=notes[0], split=notes[1])
+
+
+class _Format(NamedTuple):
+    """How one kind's data sets are cached: the tag in the file name and key, the format version, the split
+    tensor's array name, the noun in the log, and the data set built from the arrays read (``z``: the open .npz)."""
+
+    tag: str
+    version: int
+    inputs: str
+    noun: str
+    build: Callable[[str, tuple[str, ...], Splits, Any, Notes], Dataset]
+
+
+# Bump a version when its decoded layout changes, so old cache files are never read.
+_FORMATS: dict[Kind, _Format] = {
+    IMAGE_KIND: _Format("decoded", 1, "images", "images", _images),
+    AUDIO_KIND: _Format(AUDIO_KIND, 1, "waveforms", "clips", _clips),  # the tag is the kind's name
 }
 
 
@@ -58,7 +90,7 @@ def cached(
     ``content_hash()`` and ``repr(options)``; without a ``cache_dir``, just ``load()``."""
     if cache_dir is None:
         return load()
-    tag, version, _, _ = _FORMATS[kind]
+    tag, version = _FORMATS[kind].tag, _FORMATS[kind].version
     key = hashlib.sha256(f"lossaug-{tag}-v{version}\0{content_hash()}\0{options!r}".encode())
     path = Path(cache_dir) / f"{stem}-{tag}-{key.hexdigest()[:24]}.npz"
     stored = _read(path, kind, stem, log)
@@ -74,7 +106,7 @@ def _read(path: Path, kind: Kind, name: str, log: Log) -> Dataset | None:
     decodes again and overwrites it)."""
     if not path.exists():
         return None
-    inputs = _FORMATS[kind][2]
+    inputs, build = _FORMATS[kind].inputs, _FORMATS[kind].build
     try:
         with np.load(path, allow_pickle=False) as z:
             splits = [
@@ -84,17 +116,7 @@ def _read(path: Path, kind: Kind, name: str, log: Log) -> Dataset | None:
             classes = tuple(str(c) for c in z["classes"])
             # What the loader noted (skipped files, a split made): JSON, absent from files of older versions.
             notes = json.loads(str(z["notes"])) if "notes" in z.files else {}
-            skipped, split_made = tuple(notes.get("skipped", ())), notes.get("split")
-            dataset: Dataset
-            if kind == "audio":
-                train, test = (AudioSplit(*split) for split in splits)
-                dataset = AudioDataset(
-                    name, classes, train, test, sample_rate=int(z["sample_rate"]), skipped=skipped, split=split_made
-                )
-            else:
-                dataset = ImageDataset(
-                    name, classes, Split(*splits[0]), Split(*splits[1]), skipped=skipped, split=split_made
-                )
+            dataset = build(name, classes, splits, z, (tuple(notes.get("skipped", ())), notes.get("split")))
     # np.load raises whatever the bytes lead it to: EOFError on an empty file, ValueError, BadZipFile, KeyError,
     # OSError (a folder, no permission), ... Each means this file of lossaug's own cache cannot serve.
     except Exception as e:
@@ -105,7 +127,7 @@ def _read(path: Path, kind: Kind, name: str, log: Log) -> Dataset | None:
 
 
 def _write(path: Path, kind: Kind, dataset: Dataset, log: Log) -> None:
-    _, _, inputs, noun = _FORMATS[kind]
+    inputs, noun = _FORMATS[kind].inputs, _FORMATS[kind].noun
     arrays: dict[str, Any] = {"classes": np.array(dataset.classes)}
     if isinstance(dataset, AudioDataset):
         arrays["sample_rate"] = np.array(dataset.sample_rate)

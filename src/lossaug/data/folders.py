@@ -21,7 +21,7 @@ from lossaug.data.badfiles import decode_tree
 from lossaug.data.cache import cached, files_hash
 from lossaug.data.split import check_folder_options, resolve_split
 from lossaug.data.trees import Tree, check_classes, scan_class_folders, tree_files
-from lossaug.data.types import File, FolderOptions, ImageDataset, LoadRequest, Log, Split, silent
+from lossaug.data.types import IMAGE_KIND, File, FolderOptions, ImageDataset, LoadRequest, Log, Split, silent
 from lossaug.errors import InputError
 from lossaug.memory import check_fits, dataset_bytes
 
@@ -96,7 +96,7 @@ def _decode_tree(
     log(f"decoding {count} images from {where}...")
     # One decode pass over both splits, so the size check and the gray-or-RGB decision cover all images.
     decode = functools.partial(_decode_one, image_size=image_size)
-    arrays, tree, skipped = decode_tree(tree, decode, options.skip_bad, "image", log)
+    arrays, tree, skipped = decode_tree(tree, decode, options.skip_bad, IMAGE_KIND, log)
     images, labels = [], []
     for split_name in ("train", "test"):
         images.append([image for c in classes for image in tree[split_name][c]])
@@ -154,10 +154,10 @@ def load_image_folder(
             folder = _unwrapped(safe_extract(root, cache_dir / f"{stem}-{digest[:16]}"))
             return _decode_tree(stem, _scan_folder(folder), image_size, str(root), say, options)
 
-        return cached("image", cache_dir, stem, lambda: digest, key, load, say)
+        return cached(IMAGE_KIND, cache_dir, stem, lambda: digest, key, load, say)
     tree = _scan_folder(root)
     return cached(
-        "image",
+        IMAGE_KIND,
         cache_dir,
         root.name,
         lambda: files_hash((image.source for image in tree_files(tree)), root),

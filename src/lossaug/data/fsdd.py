@@ -13,7 +13,7 @@ from typing import NamedTuple
 from lossaug.data.archives import archive_members, file_digest
 from lossaug.data.cache import cached, files_hash
 from lossaug.data.trees import Tree
-from lossaug.data.types import AudioDataset, File, LoadRequest, Log, silent
+from lossaug.data.types import AUDIO_KIND, AudioDataset, File, LoadRequest, Log, silent
 from lossaug.data.wav import check_audio_options, decode_clips
 from lossaug.errors import InputError
 
@@ -116,7 +116,7 @@ def load_fsdd(
         paths = [r.clip.source for r in _fsdd_recordings(path) if isinstance(r.clip.source, Path)]
         return files_hash(paths, _fsdd_folder(path))
 
-    return cached("audio", cache_dir, name, content_hash, (test_speaker, sample_rate, clip_seconds), load, say)
+    return cached(AUDIO_KIND, cache_dir, name, content_hash, (test_speaker, sample_rate, clip_seconds), load, say)
 
 
 def from_request(request: LoadRequest) -> AudioDataset:

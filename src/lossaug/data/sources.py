@@ -1,7 +1,7 @@
 """The registry of data sources: every data set ``load_dataset`` knows, by name, with the kind of its examples
-(``"image"``: ``(N,C,H,W)`` uint8; ``"audio"``: ``(N,C,T)`` int16 waveforms) and its loader, one module per
-source (timm's ``readers/reader_factory.py`` pattern). This is the one place that knows whether data is audio:
-ask ``data_kind(name)``. See docs/DATA.md.
+(``IMAGE_KIND``: ``(N,C,H,W)`` uint8 images; ``AUDIO_KIND``: ``(N,C,T)`` int16 waveforms) and its loader, one module
+per source (timm's ``readers/reader_factory.py`` pattern). This is the one place that knows whether data is audio:
+ask ``data_kind(name)``, and what differs per kind its row (``lossaug.kinds.kind_of_dataset``). See docs/DATA.md.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossaug.data import audio_folders, cifar, folders, fsdd, mini
-from lossaug.data.types import Dataset, FolderOptions, Kind, LoadRequest, Log
+from lossaug.data.types import AUDIO_KIND, IMAGE_KIND, Dataset, FolderOptions, Kind, LoadRequest, Log
 from lossaug.errors import InputError
 
 __all__ = ["DATASETS", "SOURCES", "Source", "data_kind", "load_dataset", "source_for"]
@@ -29,12 +29,12 @@ class Source:
 
 
 SOURCES: dict[str, Source] = {
-    "cifar10": Source("image", cifar.from_request),
-    "cifar100": Source("image", cifar.from_request),
-    "folder": Source("image", folders.from_request, folder=True),
-    "mini": Source("image", mini.from_request),
-    "fsdd": Source("audio", fsdd.from_request),
-    "audio-folder": Source("audio", audio_folders.from_request, folder=True),
+    "cifar10": Source(IMAGE_KIND, cifar.from_request),
+    "cifar100": Source(IMAGE_KIND, cifar.from_request),
+    "folder": Source(IMAGE_KIND, folders.from_request, folder=True),
+    "mini": Source(IMAGE_KIND, mini.from_request),
+    "fsdd": Source(AUDIO_KIND, fsdd.from_request),
+    "audio-folder": Source(AUDIO_KIND, audio_folders.from_request, folder=True),
 }
 DATASETS = tuple(SOURCES)
 
@@ -50,6 +50,13 @@ def source_for(name: str) -> Source:
 def data_kind(name: str) -> Kind:
     """Whether data set ``name`` holds images or audio."""
     return source_for(name).kind
+
+
+def _has_rate(kind: Kind) -> bool:
+    """Whether examples of ``kind`` are sampled at a rate (clips), so that the audio options apply to them."""
+    from lossaug.kinds import kind_named  # kinds import the loaders' modules (file endings), so not at module level
+
+    return kind_named(kind).has_rate
 
 
 def load_dataset(
@@ -87,7 +94,7 @@ def load_dataset(
         raise InputError(f"test_fraction, split_seed and skip_bad apply to folder data ({folders}), not {name!r}")
     given = dict(sample_rate=sample_rate, clip_seconds=clip_seconds, test_speaker=test_speaker)
     audio_options = {**(audio or {}), **{k: v for k, v in given.items() if v is not None}}
-    if source.kind != "audio" and any(v is not None for v in audio_options.values()):
+    if not _has_rate(source.kind) and any(v is not None for v in audio_options.values()):
         raise InputError(f"sample_rate, clip_seconds and test_speaker apply to audio data, not {name!r}")
     request = LoadRequest(
         name,

@@ -17,6 +17,8 @@ import torch
 from lossaug.errors import InputError
 
 __all__ = [
+    "AUDIO_KIND",
+    "IMAGE_KIND",
     "AudioDataset",
     "AudioSplit",
     "Dataset",
@@ -33,6 +35,10 @@ __all__ = [
 
 Log = Callable[[str], None]
 Kind = Literal["image", "audio"]  # what a data set's examples are: images (N,C,H,W) uint8 or waveforms (N,C,T) int16
+# Each kind's name, the one place it is spelled: sources declare their kind by it, and ``lossaug.kinds`` rows (what
+# differs per kind) carry it, so code asks the row (``kinds.kind_named``) instead of comparing names.
+IMAGE_KIND: Kind = "image"
+AUDIO_KIND: Kind = "audio"
 
 
 class File(NamedTuple):

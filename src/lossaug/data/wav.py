@@ -21,7 +21,7 @@ from torch import Tensor
 from lossaug.data.badfiles import decode_tree
 from lossaug.data.split import resolve_split
 from lossaug.data.trees import Tree, check_classes, tree_files
-from lossaug.data.types import AudioDataset, AudioSplit, File, FolderOptions, Log
+from lossaug.data.types import AUDIO_KIND, AudioDataset, AudioSplit, File, FolderOptions, Log
 from lossaug.errors import InputError
 
 __all__ = ["check_audio_options", "clips_to_arrays", "decode_audio", "decode_clips", "fit_clip", "resample"]
@@ -236,7 +236,7 @@ def decode_clips(
     if not any(tree["train"].values()):
         raise InputError(f"{where}: no training clips")
     log(f"decoding {count} clips from {where}...")
-    decoded, tree, skipped = decode_tree(tree, _decode_file, options.skip_bad, "audio", log)
+    decoded, tree, skipped = decode_tree(tree, _decode_file, options.skip_bad, AUDIO_KIND, log)
     label = {c: i for i, c in enumerate(classes)}
     labels = {
         split_name: torch.tensor(

@@ -10,7 +10,7 @@ from lossaug.kinds.image import IMAGE
 
 __all__ = ["AUDIO", "IMAGE", "KINDS", "DataKind", "kind_named", "kind_of_dataset", "kind_of_model"]
 
-KINDS = {"image": IMAGE, "audio": AUDIO}
+KINDS = {kind.name: kind for kind in (IMAGE, AUDIO)}
 
 
 def kind_named(name: str) -> DataKind:

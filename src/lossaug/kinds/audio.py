@@ -9,11 +9,14 @@ import torch
 from lossaug.audio.augment import AUDIO_SETTINGS
 from lossaug.audio.model import DEFAULT_SAMPLE_RATE
 from lossaug.data.audio_folders import AUDIO_SUFFIXES
+from lossaug.data.types import AUDIO_KIND
 from lossaug.errors import InputError
 from lossaug.kinds.base import DataKind, Stats
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from pathlib import Path
+
+    from torch import Tensor, nn
 
     from lossaug.config import TrainConfig
     from lossaug.use.run import InputSpec
@@ -22,7 +25,7 @@ __all__ = ["AUDIO"]
 
 
 def _input_spec(shape: tuple[int, ...], sample_rate: int | None) -> dict[str, Any]:
-    return {"kind": "audio", "channels": shape[0], "sample_rate": sample_rate, "clip_samples": shape[1]}
+    return {"kind": AUDIO_KIND, "channels": shape[0], "sample_rate": sample_rate, "clip_samples": shape[1]}
 
 
 def _example_shape(spec: InputSpec) -> tuple[int, ...]:
@@ -58,8 +61,20 @@ def _input_stats(inputs: Tensor) -> Stats:
     return (0.0,), (32768 / 255,)  # Normalized hands the model int16 samples scaled to [-1, 1]
 
 
+def _read_input(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
+    from lossaug.use.inputs import read_clip  # use imports the kinds, so not at module level
+
+    return read_clip(source, where, spec)
+
+
+def _script_wrapper(net: nn.Module, spec: InputSpec, num_classes: int) -> nn.Module:
+    from lossaug.use.formats import waveforms_module
+
+    return waveforms_module(net, spec, num_classes)
+
+
 AUDIO = DataKind(
-    name="audio",
+    name=AUDIO_KIND,
     noun="clips",
     models=("audio_cnn",),
     takes="audio (WAV files)",
@@ -72,6 +87,8 @@ AUDIO = DataKind(
     one_file="audio",
     files="audio",
     empty_batch_ok=False,  # the front end's FFT takes no empty batch
+    read_input=_read_input,
+    script_wrapper=_script_wrapper,
     dtype=torch.int16,
     value_range=(-32768, 32767),
     example_range=(-3000, 3000),

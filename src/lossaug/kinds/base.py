@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from pathlib import Path
+
+    from torch import Tensor, nn
 
     from lossaug.config import TrainConfig
     from lossaug.data.types import Kind
@@ -52,6 +54,11 @@ class DataKind:
     one_file: str  # one such file in messages ("an image")
     files: str  # such files in messages ("images")
     empty_batch_ok: bool  # whether its networks take a batch of none (exports pad one otherwise)
+    # (a file's path or bytes, its name in messages, the run's input spec) -> one example preprocessed as the run's
+    # test data were (``use.inputs``); a file it cannot read raises InputError naming it
+    read_input: Callable[[Path | bytes, str, InputSpec], Tensor]
+    # (traced network, input spec, number of classes) -> the scripted module that checks inputs (``use.formats``)
+    script_wrapper: Callable[[nn.Module, InputSpec, int], nn.Module]
     # (augment spec, data set name): raise InputError when the spec does not fit this kind
     check_augment: Callable[[str, str], None]
     # (config, image side or None) -> the augmentation spec the run uses: config.augment, else its setting's

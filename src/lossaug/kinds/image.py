@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lossaug.data.folders import IMAGE_SUFFIXES
+from lossaug.data.types import IMAGE_KIND
 from lossaug.errors import InputError
 from lossaug.kinds.base import DataKind, Stats
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from pathlib import Path
+
+    from torch import Tensor, nn
 
     from lossaug.config import TrainConfig
     from lossaug.use.run import InputSpec
@@ -20,7 +23,7 @@ __all__ = ["IMAGE"]
 
 
 def _input_spec(shape: tuple[int, ...], sample_rate: int | None) -> dict[str, Any]:
-    return {"kind": "image", "channels": shape[0], "height": shape[1], "width": shape[2]}
+    return {"kind": IMAGE_KIND, "channels": shape[0], "height": shape[1], "width": shape[2]}
 
 
 def _example_shape(spec: InputSpec) -> tuple[int, ...]:
@@ -63,8 +66,20 @@ def _image_side(inputs: Tensor) -> int:
     return min(inputs.shape[-2:])
 
 
+def _read_input(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
+    from lossaug.use.inputs import read_image  # use imports the kinds, so not at module level
+
+    return read_image(source, where, spec)
+
+
+def _script_wrapper(net: nn.Module, spec: InputSpec, num_classes: int) -> nn.Module:
+    from lossaug.use.formats import images_module
+
+    return images_module(net, spec, num_classes)
+
+
 IMAGE = DataKind(
-    name="image",
+    name=IMAGE_KIND,
     noun="images",
     models=("preact_resnet18", "cnn", "fast_resnet"),
     takes="images",
@@ -77,6 +92,8 @@ IMAGE = DataKind(
     one_file="an image",
     files="images",
     empty_batch_ok=True,
+    read_input=_read_input,
+    script_wrapper=_script_wrapper,
     dtype=torch.uint8,
     value_range=(0, 255),
     example_range=(0, 256),

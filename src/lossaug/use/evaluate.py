@@ -36,9 +36,14 @@ class Evaluation:
     split: str
 
     def to_json(self) -> dict:
-        return {"error": self.error, "num_examples": self.num_examples, "split": self.split,
-                "per_class_error": self.per_class, "classes": list(self.classes),
-                "confusion": self.counts.tolist()}  # fmt: skip
+        return {
+            "error": self.error,
+            "num_examples": self.num_examples,
+            "split": self.split,
+            "per_class_error": self.per_class,
+            "classes": list(self.classes),
+            "confusion": self.counts.tolist(),
+        }
 
 
 def _entries(root: Path) -> list[tuple[PurePosixPath, Path | bytes]]:
@@ -61,8 +66,9 @@ def labelled_files(
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"data not found: {root}")
-    entries = [(name, source) for name, source in _entries(root)
-               if not any(part.startswith(".") for part in name.parts)]  # fmt: skip
+    entries = [
+        (name, source) for name, source in _entries(root) if not any(part.startswith(".") for part in name.parts)
+    ]
     one_top = len({name.parts[0] for name, _ in entries}) == 1 and all(len(name.parts) > 2 for name, _ in entries)
     inner = {name.parts[1] for name, _ in entries} if one_top else set()
     wraps_classes = one_top and bool(classes) and inner <= set(classes) and entries[0][0].parts[0] not in classes
@@ -92,8 +98,10 @@ def evaluate_run(run: TrainedRun, data: str | Path) -> Evaluation:
     split, files = labelled_files(data, suffixes_for(run.inputs), run.classes)
     unknown = sorted({name for name, _, _ in files} - set(run.classes))
     if unknown:
-        raise InputError(f"{data} has classes the run does not know: {', '.join(unknown)}; the run's classes: "
-                         f"{', '.join(run.classes)}")  # fmt: skip
+        raise InputError(
+            f"{data} has classes the run does not know: {', '.join(unknown)}; the run's classes: "
+            f"{', '.join(run.classes)}"
+        )
     names, inputs, failed = read_inputs(((where, source) for _, where, source in files), run.inputs)
     if failed:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 
 from lossaug.errors import InputError
 from lossaug.kinds import kind_named
-from lossaug.use.run import TrainedRun
+from lossaug.use.run import InputSpec, TrainedRun
 
-__all__ = ["DEFAULT_FORMAT", "FORMATS", "Format"]
+__all__ = ["DEFAULT_FORMAT", "FORMATS", "Format", "images_module", "waveforms_module"]
 
 Module = Callable[[Tensor], Tensor]  # integer inputs (B,...) -> logits (B,K)
 
@@ -75,6 +75,16 @@ class _Waveforms(nn.Module):
         return self.net(waveforms.float() * 32768.0)  # [-1, 1] to the int16 scale of the run's clips
 
 
+def images_module(net: nn.Module, spec: InputSpec, num_classes: int) -> nn.Module:
+    """``net`` inside the module that checks uint8 images at the run's size (``IMAGE.script_wrapper``)."""
+    return _Images(net, spec.channels, int(spec.height or 0), int(spec.width or 0))
+
+
+def waveforms_module(net: nn.Module, spec: InputSpec, num_classes: int) -> nn.Module:
+    """``net`` inside the module that checks waveforms at the run's clip length (``AUDIO.script_wrapper``)."""
+    return _Waveforms(net, spec.channels, int(spec.clip_samples or 0), num_classes)
+
+
 class _Integers(nn.Module):
     """The network on the run's integer inputs (uint8 images, int16 waveforms) as floats; ``pad``: one zero example
     appended and its logits dropped, because the audio front end's FFT takes no empty batch and a branch on the
@@ -109,16 +119,12 @@ def _cannot(run: TrainedRun, what: str, error: BaseException) -> InputError:
 
 def _torchscript(run: TrainedRun, model: nn.Module) -> bytes:
     """The run's network traced, inside the scripted wrapper that checks inputs."""
-    spec = run.inputs
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 marks TorchScript deprecated
             traced = torch.jit.trace(model, example_inputs(run, torch.float32), check_trace=False)
-            if run.kind == "audio":
-                wrapper: nn.Module = _Waveforms(traced, spec.channels, int(spec.clip_samples or 0), len(run.classes))
-            else:
-                wrapper = _Images(traced, spec.channels, int(spec.height or 0), int(spec.width or 0))
+            wrapper = kind_named(run.kind).script_wrapper(traced, run.inputs, len(run.classes))
             buffer = io.BytesIO()
             torch.jit.save(torch.jit.script(wrapper), buffer)
     except Exception as error:  # tracing or scripting a user's network

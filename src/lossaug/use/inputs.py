@@ -20,12 +20,21 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from lossaug.data import AUDIO_SUFFIXES, IMAGE_SUFFIXES, decode_audio, decode_image, fit_clip, resample
+from lossaug.data import decode_audio, decode_image, fit_clip, resample
 from lossaug.errors import InputError
 from lossaug.kinds import KINDS, kind_named
 from lossaug.use.run import InputSpec
 
-__all__ = ["Unreadable", "describe_missing", "find_files", "read_input", "read_inputs", "suffixes_for"]
+__all__ = [
+    "Unreadable",
+    "describe_missing",
+    "find_files",
+    "read_clip",
+    "read_image",
+    "read_input",
+    "read_inputs",
+    "suffixes_for",
+]
 
 
 # The work one file may ask for: a header's rate is only a number (a WAV claiming 1 Hz would be resampled 16000-fold
@@ -44,7 +53,7 @@ class Unreadable:
 
 def suffixes_for(spec: InputSpec) -> tuple[str, ...]:
     """The file endings a folder is searched for: image or audio files, as the run's data."""
-    return IMAGE_SUFFIXES if spec.kind == "image" else AUDIO_SUFFIXES
+    return kind_named(spec.kind).suffixes
 
 
 def find_files(paths: Sequence[str | Path], spec: InputSpec) -> list[Path]:
@@ -55,13 +64,15 @@ def find_files(paths: Sequence[str | Path], spec: InputSpec) -> list[Path]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found += sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
-            )  # fmt: skip
+            found += sorted(p for p in path.rglob("*") if _is_wanted(p, suffixes))
         else:
             found.append(path)
     return found
+
+
+def _is_wanted(path: Path, suffixes: tuple[str, ...]) -> bool:
+    """Whether a folder's ``path`` is a file to read: not hidden, and with one of ``suffixes``."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in suffixes
 
 
 def _image(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
@@ -80,8 +91,26 @@ def _image(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
-def _clip(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
-    """``(1,T)`` int16 of one clip, as the run's test clips were made."""
+def read_image(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
+    """``(C,H,W)`` uint8 of one image (``IMAGE.read_input``); a file PIL cannot decode raises ``InputError``."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            image = _image(source, where, spec)
+        for warning in caught:  # PIL's own names no file: say which, and pass on any other warning as it was
+            message = (
+                f"{where}: {warning.message}" if warning.category is Image.DecompressionBombWarning else warning.message
+            )
+            warnings.warn(message, warning.category, stacklevel=4)  # read_input's caller (here, the row, read_input)
+        return image
+    except InputError:  # decode_image's own, naming the file
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise InputError(f"cannot decode image {where}: {error}") from error
+
+
+def read_clip(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
+    """``(C,T)`` int16 of one clip (``AUDIO.read_input``), as the run's test clips were made."""
     samples, rate = decode_audio(source, where)
     assert spec.sample_rate is not None and spec.clip_samples is not None
     if rate < MIN_RATE:
@@ -99,8 +128,8 @@ def _clip(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
 
 
 def _other_kind(source: Path | bytes, spec: InputSpec) -> str:
-    """``"an image"`` or ``"audio"`` when ``source`` is plainly the kind of file the run does not take (by its
-    first bytes or its ending), else ``""``: its own decoder then says what is wrong."""
+    """The other kind's ``one_file`` (``"an image"``, ...) when ``source`` is plainly the kind of file the run does
+    not take (by its first bytes or its ending), else ``""``: its own decoder then says what is wrong."""
     if isinstance(source, Path):
         with source.open("rb") as handle:
             head = handle.read(12)
@@ -135,22 +164,7 @@ def read_input(source: Path | bytes, spec: InputSpec, where: str | None = None) 
     other = _other_kind(source, spec)
     if other:
         raise InputError(f"cannot read {name}: the run takes {kind_named(spec.kind).takes}, and this is {other}")
-    if spec.kind == "audio":
-        return _clip(source, name, spec)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", Image.DecompressionBombWarning)
-            image = _image(source, name, spec)
-        for warning in caught:  # PIL's own names no file: say which, and pass on any other warning as it was
-            message = (
-                f"{name}: {warning.message}" if warning.category is Image.DecompressionBombWarning else warning.message
-            )
-            warnings.warn(message, warning.category, stacklevel=2)
-        return image
-    except InputError:  # decode_image's own, naming the file
-        raise
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise InputError(f"cannot decode image {name}: {error}") from error
+    return kind_named(spec.kind).read_input(source, name, spec)
 
 
 def read_inputs(
@@ -166,6 +180,6 @@ def read_inputs(
             failed.append(Unreadable(name, str(error)))
             continue
         names.append(name)
-    dtype = torch.uint8 if spec.kind == "image" else torch.int16
+    dtype = kind_named(spec.kind).dtype
     stacked = torch.stack(tensors) if tensors else torch.empty((0, *spec.shape), dtype=dtype)
     return names, stacked, failed

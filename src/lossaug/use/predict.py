@@ -35,8 +35,12 @@ class Prediction:
         return self.top[0][1]
 
     def to_json(self) -> dict:
-        return {"path": self.path, "class": self.label, "probability": self.probability,
-                "top": [{"class": name, "probability": p} for name, p in self.top]}  # fmt: skip
+        return {
+            "path": self.path,
+            "class": self.label,
+            "probability": self.probability,
+            "top": [{"class": name, "probability": p} for name, p in self.top],
+        }
 
 
 @dataclass(frozen=True)
