@@ -1,10 +1,13 @@
 """Batched waveform augmentations and their spec parser (``lossaug.audio`` re-exports them with the model's
 log-mel front end, ``lossaug.audio.model``, and band-limited resampling, ``lossaug.data.wav.resample``).
 
-Every augmentation is a pure function over a batch ``waveforms (B,C,T)`` (int16 on the int16 scale, or float in
-[-1, 1]) that draws one set of parameters per clip from an explicit ``generator`` on the batch's device, with no
-Python loop over clips, split into ``*_params`` and ``apply_*`` like the image ops in ``lossaug.augment``. Each
-returns the input's shape and dtype; int16 results are rounded and saturated to [-32768, 32767].
+Every augmentation is an op of the one shape of ``lossaug.augment.op`` over a batch ``waveforms (B,C,T)`` (int16 on
+the int16 scale, or float in [-1, 1]): its class checks its hyperparameters once, when built, and draws one set of
+parameters per clip from an explicit ``generator`` on the batch's device, with no Python loop over clips, through
+the pure ``*_params`` and ``apply_*`` functions below (their units are samples, so they stay public for per-clip
+oracles); the functional names (``time_shift``, ...) are thin calls to the class. Each returns the input's shape and
+dtype; int16 results are rounded and saturated to [-32768, 32767]. The ops are rows of the one table of
+``lossaug.augment.table``.
 
 Candidates stay waveforms until the forward pass: ``AudioCNN`` computes log-mel features inside the model, so
 SpecAugment-style masks are applied to the waveform in forms that are masks on its log-mel features:

@@ -32,6 +32,12 @@ def _noise(values: tuple[str, ...]) -> AdditiveNoise:
     return AdditiveNoise(low, max(40.0, low))
 
 
+def _freqmask(values: tuple[str, ...], sample_rate: int, n_mels: int) -> FreqMask:
+    """``freqmask:BANDS`` at the front end's rate and mel channels."""
+    bands = {"max_bands": int(values[0])} if values else {}
+    return FreqMask(**bands, sample_rate=sample_rate, n_mels=n_mels)
+
+
 # name -> row; ``build(values, sample_rate, n_mels)``: ``values`` is the option as a 1-tuple, or () for the default.
 OPS: dict[str, OpRow] = {
     "flip": OpRow(lambda values, rate, mels: HorizontalFlip(*_floats(values)), IMAGES),
@@ -45,5 +51,5 @@ OPS: dict[str, OpRow] = {
     "noise": OpRow(lambda values, rate, mels: _noise(values), CLIPS),
     "speed": OpRow(lambda values, rate, mels: SpeedPerturb(*_floats(values)), CLIPS),
     "timemask": OpRow(lambda values, rate, mels: TimeMask(*_floats(values)), CLIPS),
-    "freqmask": OpRow(lambda values, rate, mels: FreqMask(*_ints(values), sample_rate=rate, n_mels=mels), CLIPS),
+    "freqmask": OpRow(_freqmask, CLIPS),
 }
