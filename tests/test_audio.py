@@ -256,6 +256,25 @@ def test_bad_arguments_raise_value_error(call, match):
         call(random_waveforms(2, torch.float32))
 
 
+@pytest.mark.parametrize(
+    "build,call",
+    [
+        (lambda: A.TimeShift(2.0), lambda x: A.time_shift(x, 2.0)),
+        (lambda: A.RandomGain(61.0), lambda x: A.random_gain(x, 61.0)),
+        (lambda: A.AdditiveNoise(30.0, 10.0), lambda x: A.additive_noise(x, 30.0, 10.0)),
+        (lambda: A.SpeedPerturb(1.0), lambda x: A.speed_perturb(x, 1.0)),
+        (lambda: A.TimeMask(-0.1), lambda x: A.time_mask(x, -0.1)),
+        (lambda: A.FreqMask(50), lambda x: A.freq_mask(x, 50)),
+    ],
+)
+def test_the_ops_refuse_bad_options_when_built_as_their_functions_do(build, call):
+    with pytest.raises(ValueError) as refused_by_class:  # at construction: the holders once took any value
+        build()
+    with pytest.raises(ValueError) as refused_by_function:
+        call(random_waveforms(2, torch.float32))
+    assert str(refused_by_function.value) == str(refused_by_class.value)
+
+
 # ---------------------------------------------------------------- resampling
 
 

@@ -54,6 +54,21 @@ def test_one_spec_language_and_its_errors():
         lossaug.LossAwareAugment("flip,crop", sample_rate=16000)
 
 
+def test_one_table_of_ops_each_row_naming_the_kinds_it_fits():
+    from lossaug.audio import AUDIO_AUGMENTATIONS
+    from lossaug.augment import AUGMENTATIONS
+    from lossaug.augment.spec import parse_ops
+    from lossaug.augment.table import OPS
+    from lossaug.kinds import KINDS
+
+    assert all(row.kinds and set(row.kinds) <= set(KINDS) for row in OPS.values())
+    assert set(AUGMENTATIONS) | set(AUDIO_AUGMENTATIONS) == set(OPS)
+    assert set(AUGMENTATIONS) & set(AUDIO_AUGMENTATIONS) == {"mixup"}  # clips are mixed as images are
+    assert AUDIO_AUGMENTATIONS["shift"] is OPS["shift"] and "shift" not in AUGMENTATIONS
+    with pytest.raises(InputError, match=r"unknown augmentation 'shift' in 'shift'; choose from \['crop'"):
+        parse_ops("shift", "image")  # the kind decides which rows a spec may use
+
+
 def test_load_dataset_audio_keywords(tmp_path):
     root = write_clips(tmp_path / "clips")
     data = load_dataset("audio-folder", root, sample_rate=16000, clip_seconds=1.0, test_fraction=0.2)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lossaug import augment as A
+from lossaug.errors import InputError
 
 
 def gen(seed: int) -> torch.Generator:
@@ -160,6 +161,25 @@ def test_parse_augment_errors_name_the_culprit(spec, match):
 def test_bad_arguments_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call(random_images(2, torch.float32))
+
+
+@pytest.mark.parametrize(
+    "build,call",
+    [
+        (lambda: A.Cutout(0), lambda x: A.cutout(x, 0)),  # the functional path once took size 0; Cutout never did
+        (lambda: A.Cutout(-2), lambda x: A.cutout(x, -2)),
+        (lambda: A.RandomCrop(-1), lambda x: A.random_crop(x, -1)),
+        (lambda: A.HorizontalFlip(1.5), lambda x: A.horizontal_flip(x, 1.5)),
+        (lambda: A.Mixup(0.0), lambda x: A.mixup(x, torch.ones(len(x), 2) / 2, 0.0)),
+        (lambda: A.CutMix(float("nan")), lambda x: A.cutmix(x, torch.ones(len(x), 2) / 2, float("nan"))),
+    ],
+)
+def test_the_class_and_the_functional_path_refuse_the_same_values(build, call):
+    with pytest.raises(InputError) as refused_by_class:
+        build()
+    with pytest.raises(InputError) as refused_by_function:
+        call(random_images(2, torch.float32))
+    assert str(refused_by_function.value) == str(refused_by_class.value)
 
 
 def test_one_argument_callable_is_reproducible_and_leaves_global_rng_alone():

@@ -1,10 +1,13 @@
 """Batched waveform augmentations and their spec parser (``lossaug.audio`` re-exports them with the model's
 log-mel front end, ``lossaug.audio.model``, and band-limited resampling, ``lossaug.data.wav.resample``).
 
-Every augmentation is a pure function over a batch ``waveforms (B,C,T)`` (int16 on the int16 scale, or float in
-[-1, 1]) that draws one set of parameters per clip from an explicit ``generator`` on the batch's device, with no
-Python loop over clips, split into ``*_params`` and ``apply_*`` like the image ops in ``lossaug.augment``. Each
-returns the input's shape and dtype; int16 results are rounded and saturated to [-32768, 32767].
+Every augmentation is an op of the one shape of ``lossaug.augment.op`` over a batch ``waveforms (B,C,T)`` (int16 on
+the int16 scale, or float in [-1, 1]): its class checks its hyperparameters once, when built, and draws one set of
+parameters per clip from an explicit ``generator`` on the batch's device, with no Python loop over clips, through
+the pure ``*_params`` and ``apply_*`` functions below (their units are samples, so they stay public for per-clip
+oracles); the functional names (``time_shift``, ...) are thin calls to the class. Each returns the input's shape and
+dtype; int16 results are rounded and saturated to [-32768, 32767]. The ops are rows of the one table of
+``lossaug.augment.table``.
 
 Candidates stay waveforms until the forward pass: ``AudioCNN`` computes log-mel features inside the model, so
 SpecAugment-style masks are applied to the waveform in forms that are masks on its log-mel features:
@@ -26,16 +29,17 @@ silence and the zero padding of short clips do.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast, overload
+from typing import overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lossaug.audio.model import DEFAULT_N_MELS, DEFAULT_SAMPLE_RATE, INT16_SCALE, mel_edges_hz
-from lossaug.augment import Augment, Compose, MixingAugment, Mixup, mixes_targets
+from lossaug.augment.core import Compose, mixes_targets
+from lossaug.augment.op import Op, Shape
+from lossaug.augment.spec import KindOps, parse_ops
 from lossaug.errors import InputError
 
 __all__ = [
@@ -70,6 +74,7 @@ __all__ = [
 ]
 
 AUDIO_SETTINGS = {"A": "shift,gain,noise", "B": "shift,gain,noise,timemask,freqmask"}
+AUDIO_AUGMENTATIONS = KindOps("audio")  # the waveform ops of the one table (augment.table): name -> OpRow
 
 
 def _check_waveforms(waveforms: Tensor, generator: torch.Generator | None) -> None:
@@ -123,11 +128,7 @@ def apply_shift(waveforms: Tensor, shift: Tensor) -> Tensor:
 
 def time_shift(waveforms: Tensor, max_fraction: float = 0.1, *, generator: torch.Generator | None = None) -> Tensor:
     """Shift each clip by a random whole number of samples, up to ``max_fraction`` of its length either way."""
-    _check_waveforms(waveforms, generator)
-    if not 0.0 <= max_fraction <= 1.0:
-        raise InputError(f"shift max_fraction must be in [0, 1], got {max_fraction}")
-    max_shift = round(max_fraction * waveforms.shape[-1])
-    return apply_shift(waveforms, shift_params(len(waveforms), max_shift, device=waveforms.device, generator=generator))
+    return TimeShift(max_fraction)(waveforms, generator)
 
 
 # ---------------------------------------------------------------- gain in dB
@@ -147,10 +148,7 @@ def apply_gain(waveforms: Tensor, gain_db: Tensor) -> Tensor:
 
 def random_gain(waveforms: Tensor, max_db: float = 6.0, *, generator: torch.Generator | None = None) -> Tensor:
     """Amplify or attenuate each clip by a random gain, uniform in ``[-max_db, max_db]`` dB."""
-    _check_waveforms(waveforms, generator)
-    if not 0.0 <= max_db <= 60.0:
-        raise InputError(f"gain max_db must be in [0, 60], got {max_db}")
-    return apply_gain(waveforms, gain_params(len(waveforms), max_db, device=waveforms.device, generator=generator))
+    return RandomGain(max_db)(waveforms, generator)
 
 
 # ---------------------------------------------------------------- additive white noise at a random SNR
@@ -180,14 +178,7 @@ def additive_noise(
     waveforms: Tensor, min_snr_db: float = 10.0, max_snr_db: float = 40.0, *, generator: torch.Generator | None = None
 ) -> Tensor:
     """Add white Gaussian noise to each clip at a random SNR, uniform in ``[min_snr_db, max_snr_db]`` dB."""
-    _check_waveforms(waveforms, generator)
-    if not min_snr_db <= max_snr_db:
-        raise InputError(f"noise needs min_snr_db <= max_snr_db, got {min_snr_db} > {max_snr_db}")
-    batch, channels, length = waveforms.shape  # (B,C,T): checked above
-    params = noise_params(
-        (batch, channels, length), min_snr_db, max_snr_db, device=waveforms.device, generator=generator
-    )
-    return apply_noise(waveforms, *params)
+    return AdditiveNoise(min_snr_db, max_snr_db)(waveforms, generator)
 
 
 # ---------------------------------------------------------------- speed perturbation
@@ -224,12 +215,7 @@ def apply_speed(waveforms: Tensor, factor: Tensor) -> Tensor:
 
 def speed_perturb(waveforms: Tensor, max_change: float = 0.1, *, generator: torch.Generator | None = None) -> Tensor:
     """Change each clip's speed by a random factor, uniform in ``[1 - max_change, 1 + max_change]``."""
-    _check_waveforms(waveforms, generator)
-    if not 0.0 <= max_change < 1.0:
-        raise InputError(f"speed max_change must be in [0, 1), got {max_change}")
-    return apply_speed(
-        waveforms, speed_params(len(waveforms), max_change, device=waveforms.device, generator=generator)
-    )
+    return SpeedPerturb(max_change)(waveforms, generator)
 
 
 # ---------------------------------------------------------------- SpecAugment time mask, on the waveform
@@ -260,14 +246,7 @@ def apply_time_mask(waveforms: Tensor, start: Tensor, width: Tensor) -> Tensor:
 
 def time_mask(waveforms: Tensor, max_fraction: float = 0.1, *, generator: torch.Generator | None = None) -> Tensor:
     """Silence one random span per clip, up to ``max_fraction`` of its length: a spectrogram time mask."""
-    _check_waveforms(waveforms, generator)
-    if not 0.0 <= max_fraction <= 1.0:
-        raise InputError(f"timemask max_fraction must be in [0, 1], got {max_fraction}")
-    length = waveforms.shape[-1]
-    start, width = time_mask_params(
-        len(waveforms), length, round(max_fraction * length), device=waveforms.device, generator=generator
-    )
-    return apply_time_mask(waveforms, start, width)
+    return TimeMask(max_fraction)(waveforms, generator)
 
 
 # ---------------------------------------------------------------- SpecAugment frequency mask, as a band-stop filter
@@ -329,84 +308,129 @@ def freq_mask(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Silence a random run of up to ``max_bands`` of the front end's ``n_mels`` mel channels per clip."""
-    _check_waveforms(waveforms, generator)
-    if not 0 <= max_bands <= n_mels:
-        raise InputError(f"freqmask max_bands must be in [0, n_mels={n_mels}], got {max_bands}")
-    first, count = freq_mask_params(len(waveforms), n_mels, max_bands, device=waveforms.device, generator=generator)
-    return apply_freq_mask(waveforms, first, count, sample_rate=sample_rate, n_mels=n_mels)
+    return FreqMask(max_bands, sample_rate, n_mels)(waveforms, generator)
 
 
-# ---------------------------------------------------------------- hyperparameter holders and the spec parser
+# ---------------------------------------------------------------- the ops: one class each, checked at construction
+
+
+class WaveformOp(Op):
+    """An op over ``waveforms (B,C,T)``, int16 or floating point."""
+
+    def check_batch(self, waveforms: Tensor, generator: torch.Generator | None) -> None:
+        _check_waveforms(waveforms, generator)
 
 
 @dataclass(frozen=True)
-class TimeShift:
+class TimeShift(WaveformOp):
+    """Shift each clip by a random whole number of samples, up to ``max_fraction`` of its length either way."""
+
     max_fraction: float = 0.1
 
-    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return time_shift(waveforms, self.max_fraction, generator=generator)
+    def check(self) -> None:
+        if not 0.0 <= self.max_fraction <= 1.0:
+            raise InputError(f"shift max_fraction must be in [0, 1], got {self.max_fraction}")
+
+    def params(self, shape: Shape, device: torch.device, generator: torch.Generator | None) -> Tensor:
+        return shift_params(shape[0], round(self.max_fraction * shape[-1]), device=device, generator=generator)
+
+    def apply(self, waveforms: Tensor, shift: Tensor) -> Tensor:
+        return apply_shift(waveforms, shift)
 
 
 @dataclass(frozen=True)
-class RandomGain:
+class RandomGain(WaveformOp):
+    """Amplify or attenuate each clip by a random gain, uniform in ``[-max_db, max_db]`` dB."""
+
     max_db: float = 6.0
 
-    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return random_gain(waveforms, self.max_db, generator=generator)
+    def check(self) -> None:
+        if not 0.0 <= self.max_db <= 60.0:
+            raise InputError(f"gain max_db must be in [0, 60], got {self.max_db}")
+
+    def params(self, shape: Shape, device: torch.device, generator: torch.Generator | None) -> Tensor:
+        return gain_params(shape[0], self.max_db, device=device, generator=generator)
+
+    def apply(self, waveforms: Tensor, gain_db: Tensor) -> Tensor:
+        return apply_gain(waveforms, gain_db)
 
 
 @dataclass(frozen=True)
-class AdditiveNoise:
+class AdditiveNoise(WaveformOp):
+    """Add white Gaussian noise to each clip at a random SNR, uniform in ``[min_snr_db, max_snr_db]`` dB."""
+
     min_snr_db: float = 10.0
     max_snr_db: float = 40.0
 
-    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return additive_noise(waveforms, self.min_snr_db, self.max_snr_db, generator=generator)
+    def check(self) -> None:
+        if not self.min_snr_db <= self.max_snr_db:
+            raise InputError(f"noise needs min_snr_db <= max_snr_db, got {self.min_snr_db} > {self.max_snr_db}")
+
+    def params(self, shape: Shape, device: torch.device, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        batch, channels, length = shape
+        return noise_params(
+            (batch, channels, length), self.min_snr_db, self.max_snr_db, device=device, generator=generator
+        )
+
+    def apply(self, waveforms: Tensor, params: tuple[Tensor, Tensor]) -> Tensor:
+        return apply_noise(waveforms, *params)
 
 
 @dataclass(frozen=True)
-class SpeedPerturb:
+class SpeedPerturb(WaveformOp):
+    """Change each clip's speed by a random factor, uniform in ``[1 - max_change, 1 + max_change]``."""
+
     max_change: float = 0.1
 
-    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return speed_perturb(waveforms, self.max_change, generator=generator)
+    def check(self) -> None:
+        if not 0.0 <= self.max_change < 1.0:
+            raise InputError(f"speed max_change must be in [0, 1), got {self.max_change}")
+
+    def params(self, shape: Shape, device: torch.device, generator: torch.Generator | None) -> Tensor:
+        return speed_params(shape[0], self.max_change, device=device, generator=generator)
+
+    def apply(self, waveforms: Tensor, factor: Tensor) -> Tensor:
+        return apply_speed(waveforms, factor)
 
 
 @dataclass(frozen=True)
-class TimeMask:
+class TimeMask(WaveformOp):
+    """Silence one random span per clip, up to ``max_fraction`` of its length: a spectrogram time mask."""
+
     max_fraction: float = 0.1
 
-    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return time_mask(waveforms, self.max_fraction, generator=generator)
+    def check(self) -> None:
+        if not 0.0 <= self.max_fraction <= 1.0:
+            raise InputError(f"timemask max_fraction must be in [0, 1], got {self.max_fraction}")
+
+    def params(self, shape: Shape, device: torch.device, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        length = shape[-1]
+        return time_mask_params(shape[0], length, round(self.max_fraction * length), device=device, generator=generator)
+
+    def apply(self, waveforms: Tensor, span: tuple[Tensor, Tensor]) -> Tensor:
+        return apply_time_mask(waveforms, *span)
 
 
 @dataclass(frozen=True)
-class FreqMask:
+class FreqMask(WaveformOp):
+    """Silence a random run of up to ``max_bands`` of the front end's ``n_mels`` mel channels per clip."""
+
     max_bands: int = 8
     sample_rate: int = DEFAULT_SAMPLE_RATE
     n_mels: int = DEFAULT_N_MELS
 
-    def __call__(self, waveforms: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return freq_mask(
-            waveforms, self.max_bands, sample_rate=self.sample_rate, n_mels=self.n_mels, generator=generator
-        )
+    def check(self) -> None:
+        if not 0 <= self.max_bands <= self.n_mels:
+            raise InputError(f"freqmask max_bands must be in [0, n_mels={self.n_mels}], got {self.max_bands}")
+
+    def params(self, shape: Shape, device: torch.device, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        return freq_mask_params(shape[0], self.n_mels, self.max_bands, device=device, generator=generator)
+
+    def apply(self, waveforms: Tensor, run: tuple[Tensor, Tensor]) -> Tensor:
+        return apply_freq_mask(waveforms, *run, sample_rate=self.sample_rate, n_mels=self.n_mels)
 
 
-def _noise(min_snr_db: float | str = 10.0) -> AdditiveNoise:
-    low = float(min_snr_db)
-    return AdditiveNoise(low, max(40.0, low))
-
-
-# name -> (sample_rate, n_mels, optional value) -> op. The value after a colon in a spec is the op's one option.
-AUDIO_AUGMENTATIONS: dict[str, Callable[..., Augment | MixingAugment]] = {
-    "shift": lambda rate, mels, fraction=0.1: TimeShift(float(fraction)),
-    "gain": lambda rate, mels, db=6.0: RandomGain(float(db)),
-    "noise": lambda rate, mels, snr=10.0: _noise(snr),
-    "speed": lambda rate, mels, change=0.1: SpeedPerturb(float(change)),
-    "timemask": lambda rate, mels, fraction=0.1: TimeMask(float(fraction)),
-    "freqmask": lambda rate, mels, bands=8: FreqMask(int(bands), rate, mels),
-    "mixup": lambda rate, mels, alpha=0.2: Mixup(float(alpha)),  # clips mixed with soft targets (not CutMix)
-}
+# ---------------------------------------------------------------- the spec: rows of the one table (augment.table)
 
 
 def parse_audio_augment(spec: str, *, sample_rate: int = DEFAULT_SAMPLE_RATE, n_mels: int = DEFAULT_N_MELS) -> Compose:
@@ -417,30 +441,19 @@ def parse_audio_augment(spec: str, *, sample_rate: int = DEFAULT_SAMPLE_RATE, n_
     the largest relative change (0.1), ``timemask`` the longest mask as a fraction of the clip (0.1), ``freqmask``
     the most mel channels masked (8), ``mixup`` its alpha (0.2: clips mixed as images are, with soft targets).
     ``sample_rate`` and ``n_mels`` must match the model's front end, so that
-    ``freqmask`` masks whole mel channels. An empty spec (or ``"none"``) is the identity. Each op is checked on a
-    tiny batch here, so a bad option fails at parse time, not at the first training step.
+    ``freqmask`` masks whole mel channels. An empty spec (or ``"none"``) is the identity. Each op checks its option
+    when it is built, so a bad option fails at parse time, not at the first training step.
     """
-    augments: list[Augment | MixingAugment] = []
-    for item in (part.strip() for part in spec.split(",")):
-        if item in ("", "none"):
-            continue
-        name, _, arg = item.partition(":")
-        if name not in AUDIO_AUGMENTATIONS:
-            raise InputError(
-                f"unknown audio augmentation {name!r} in {spec!r}; choose from {sorted(AUDIO_AUGMENTATIONS)}"
-            )
-        make = AUDIO_AUGMENTATIONS[name]
-        try:
-            op = make(sample_rate, n_mels, arg) if arg else make(sample_rate, n_mels)
-            probe = torch.zeros(1, 1, 64), torch.Generator().manual_seed(0)
-            if mixes_targets(op):
-                cast(MixingAugment, op)(*probe, targets=torch.ones(1, 1))
-            else:
-                cast(Augment, op)(*probe)
-        except ValueError as error:
-            raise InputError(f"bad value {arg!r} for audio augmentation {name!r} in {spec!r}: {error}") from None
-        augments.append(op)
-    return Compose(tuple(augments))
+    from lossaug.kinds import AUDIO  # lossaug.kinds imports this module
+
+    return parse_ops(spec, AUDIO.name, label="audio augmentation", sample_rate=sample_rate, n_mels=n_mels)
+
+
+def parse_audio_spec(spec: str, sample_rate: int | None) -> AudioAugment:
+    """``parse_augment`` of an audio spec: ``parse_audio_augment``'s ops at ``sample_rate`` (None: the default),
+    taking ``(B,T)`` as well as ``(B,C,T)`` waveforms."""
+    rate = {} if sample_rate is None else {"sample_rate": sample_rate}
+    return AudioAugment(parse_audio_augment(spec, **rate))
 
 
 @dataclass(frozen=True)

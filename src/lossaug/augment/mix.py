@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from lossaug.augment.core import _check_images
+from lossaug.augment.op import MixingOp, Shape
 from lossaug.errors import InputError
 
 # Below this alpha every lam is 0 or 1 to float32 precision (no mixing is left), and below about 1e-306 the
@@ -79,25 +79,53 @@ def _mix_targets(targets: Tensor, partner: Tensor, lam: Tensor) -> Tensor:
     return weight * targets + (1 - weight) * targets[partner]
 
 
+# ---------------------------------------------------------------- Mixup
+
+
+@dataclass(frozen=True)
+class Mixup(MixingOp):
+    """Mixup of a batch ``(B,...)`` (pictures or clips) and its soft targets ``(B,K)``: each example with a partner
+    of the batch at ``lam ~ Beta(alpha, alpha)``. ``mixup:ALPHA`` in a spec (default 0.2, the value the Mixup
+    authors used on ImageNet)."""
+
+    alpha: float = 0.2
+    name: ClassVar[str] = "mixup"
+
+    def check(self) -> None:
+        check_alpha(self.alpha, self.name)
+
+    def check_batch(self, batch: Tensor, generator: torch.Generator | None) -> None:
+        if generator is not None and generator.device.type != batch.device.type:  # any (B,...): images or clips
+            raise InputError(f"generator is on {generator.device} but images are on {batch.device}")
+
+    def params(self, shape: Shape, device: torch.device, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """``mix_params``: ``(partner, lam)``, each ``(B,)``."""
+        return mix_params(shape[0], self.alpha, device=device, generator=generator)
+
+    def mix(self, batch: Tensor, targets: Tensor, params: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """``lam * x + (1 - lam) * x[partner]`` for the batch and its targets alike; integer batches are rounded
+        back to their dtype."""
+        partner, lam = params
+        weight = lam.view(-1, *([1] * (batch.dim() - 1)))
+        mixed = weight * batch.float() + (1 - weight) * batch[partner].float()
+        if not batch.is_floating_point():
+            mixed = mixed.round()
+        return mixed.to(batch.dtype), _mix_targets(targets, partner, lam)
+
+
 def apply_mixup(images: Tensor, targets: Tensor, partner: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
     """``lam * x + (1 - lam) * x[partner]`` for ``images (B,...)`` and ``targets (B,K)`` alike; integer images
     are rounded back to their dtype."""
-    weight = lam.view(-1, *([1] * (images.dim() - 1)))
-    mixed = weight * images.float() + (1 - weight) * images[partner].float()
-    if not images.is_floating_point():
-        mixed = mixed.round()
-    return mixed.to(images.dtype), _mix_targets(targets, partner, lam)
+    return Mixup().mix(images, targets, (partner, lam))
 
 
-def cutmix_params(
-    batch_size: int, alpha: float, height: int, width: int, *, device: torch.device, generator=None
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(partner, lam, center_y, center_x)``, each ``(B,)``: ``mix_params``, then the box's centre uniform over
-    the image's pixels."""
-    partner, lam = mix_params(batch_size, alpha, device=device, generator=generator)
-    center_y = torch.randint(0, height, (batch_size,), device=device, generator=generator)
-    center_x = torch.randint(0, width, (batch_size,), device=device, generator=generator)
-    return partner, lam, center_y, center_x
+def mixup(images: Tensor, targets: Tensor | None, alpha: float = 0.2, *, generator=None) -> tuple[Tensor, Tensor]:
+    """Mixup of ``images (B,...)`` (pictures or clips) and soft ``targets (B,K)``: each with a partner of the
+    batch at ``lam ~ Beta(alpha, alpha)``."""
+    return Mixup(alpha)(images, generator, targets)
+
+
+# ---------------------------------------------------------------- CutMix
 
 
 def cutmix_boxes(lam: Tensor, center_y: Tensor, center_x: Tensor, height: int, width: int) -> tuple[Tensor, ...]:
@@ -112,73 +140,59 @@ def cutmix_boxes(lam: Tensor, center_y: Tensor, center_x: Tensor, height: int, w
     return y0, y1, x0, x1
 
 
-def apply_cutmix(images: Tensor, targets: Tensor, partner: Tensor, lam: Tensor, center_y: Tensor,
-                 center_x: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
+@dataclass(frozen=True)
+class CutMix(MixingOp):
+    """CutMix of ``images (B,C,H,W)`` and soft targets ``(B,K)``: a box of a partner of the batch pasted in,
+    ``lam ~ Beta(alpha, alpha)`` corrected to the pasted area. ``cutmix:ALPHA`` in a spec (default 1.0, the CutMix
+    authors' value: lam uniform)."""
+
+    alpha: float = 1.0
+    name: ClassVar[str] = "cutmix"
+
+    def check(self) -> None:
+        check_alpha(self.alpha, self.name)
+
+    def params(self, shape: Shape, device: torch.device, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+        """``(partner, lam, center_y, center_x)``, each ``(B,)``: ``mix_params``, then the box's centre uniform
+        over the image's pixels."""
+        batch_size, _, height, width = shape
+        partner, lam = mix_params(batch_size, self.alpha, device=device, generator=generator)
+        center_y = torch.randint(0, height, (batch_size,), device=device, generator=generator)
+        center_x = torch.randint(0, width, (batch_size,), device=device, generator=generator)
+        return partner, lam, center_y, center_x
+
+    def mix(self, images: Tensor, targets: Tensor, params: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """Paste each image's box (``cutmix_boxes``) from its partner; the targets are mixed at the corrected
+        weight ``1 - box area / image area``."""
+        partner, lam, center_y, center_x = params
+        _, _, height, width = images.shape
+        y0, y1, x0, x1 = (edge.view(-1, 1, 1) for edge in cutmix_boxes(lam, center_y, center_x, height, width))
+        ys = torch.arange(height, device=images.device).view(1, height, 1)
+        xs = torch.arange(width, device=images.device).view(1, 1, width)
+        inside = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+        pasted = torch.where(inside.unsqueeze(1), images[partner], images)
+        corrected = 1.0 - ((y1 - y0) * (x1 - x0)).view(-1).float() / (height * width)
+        return pasted, _mix_targets(targets, partner, corrected)
+
+
+def cutmix_params(
+    batch_size: int, alpha: float, height: int, width: int, *, device: torch.device, generator=None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(partner, lam, center_y, center_x)``, each ``(B,)``: ``mix_params``, then the box's centre uniform over
+    the image's pixels."""
+    partner, lam, center_y, center_x = CutMix(alpha).params((batch_size, 0, height, width), device, generator)
+    return partner, lam, center_y, center_x
+
+
+def apply_cutmix(
+    images: Tensor, targets: Tensor, partner: Tensor, lam: Tensor, center_y: Tensor, center_x: Tensor
+) -> tuple[Tensor, Tensor]:
     """Paste each image's box (``cutmix_boxes``) from its partner into ``images (B,C,H,W)``; ``targets (B,K)`` are
     mixed at the corrected weight ``1 - box area / image area``."""
-    _, _, height, width = images.shape
-    y0, y1, x0, x1 = cutmix_boxes(lam, center_y, center_x, height, width)
-    ys = torch.arange(height, device=images.device).view(1, height, 1)
-    xs = torch.arange(width, device=images.device).view(1, 1, width)
-    inside = (ys >= y0.view(-1, 1, 1)) & (ys < y1.view(-1, 1, 1)) & (xs >= x0.view(-1, 1, 1)) & (xs < x1.view(-1, 1, 1))
-    pasted = torch.where(inside.unsqueeze(1), images[partner], images)
-    corrected = 1.0 - ((y1 - y0) * (x1 - x0)).float() / (height * width)
-    return pasted, _mix_targets(targets, partner, corrected)
-
-
-def _check_targets(images: Tensor, targets: Tensor | None, name: str) -> Tensor:
-    if targets is None:
-        raise InputError(f"{name} mixes labels: call it with soft targets (N,K), e.g. through make_candidates(...,"
-                         " targets=...)")  # fmt: skip
-    if targets.dim() != 2 or not targets.is_floating_point() or len(targets) != len(images):
-        raise InputError(f"{name} needs soft targets of shape ({len(images)}, K), floating point; got "
-                         f"{targets.dtype} {tuple(targets.shape)}")  # fmt: skip
-    return targets
-
-
-def mixup(images: Tensor, targets: Tensor | None, alpha: float = 0.2, *, generator=None) -> tuple[Tensor, Tensor]:
-    """Mixup of ``images (B,...)`` (pictures or clips) and soft ``targets (B,K)``: each with a partner of the
-    batch at ``lam ~ Beta(alpha, alpha)``."""
-    if generator is not None and generator.device.type != images.device.type:
-        raise InputError(f"generator is on {generator.device} but images are on {images.device}")
-    targets = _check_targets(images, targets, "mixup")
-    partner, lam = mix_params(len(images), alpha, device=images.device, generator=generator)
-    return apply_mixup(images, targets, partner, lam)
+    return CutMix().mix(images, targets, (partner, lam, center_y, center_x))
 
 
 def cutmix(images: Tensor, targets: Tensor | None, alpha: float = 1.0, *, generator=None) -> tuple[Tensor, Tensor]:
     """CutMix of ``images (B,C,H,W)`` and soft ``targets (B,K)``: a box of a partner of the batch pasted in,
     ``lam ~ Beta(alpha, alpha)`` corrected to the pasted area."""
-    _check_images(images, generator)
-    targets = _check_targets(images, targets, "cutmix")
-    params = cutmix_params(len(images), alpha, images.shape[2], images.shape[3], device=images.device,
-                           generator=generator)  # fmt: skip
-    return apply_cutmix(images, targets, *params)
-
-
-@dataclass(frozen=True)
-class Mixup:
-    """``mixup:ALPHA`` in a spec (default 0.2, the value the Mixup authors used on ImageNet)."""
-
-    alpha: float = 0.2
-    mixes_targets: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        check_alpha(self.alpha, "mixup")
-
-    def __call__(self, images: Tensor, generator=None, targets: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return mixup(images, targets, self.alpha, generator=generator)
-
-
-@dataclass(frozen=True)
-class CutMix:
-    """``cutmix:ALPHA`` in a spec (default 1.0, the CutMix authors' value: lam uniform)."""
-
-    alpha: float = 1.0
-    mixes_targets: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        check_alpha(self.alpha, "cutmix")
-
-    def __call__(self, images: Tensor, generator=None, targets: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return cutmix(images, targets, self.alpha, generator=generator)
+    return CutMix(alpha)(images, generator, targets)

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lossaug.augment.core import _check_images
+from lossaug.augment.op import Op, Shape
 from lossaug.errors import InputError
 
-TRIVIAL_OPS = (
-    "identity", "rotate", "shear_x", "shear_y", "translate_x", "translate_y", "brightness", "contrast", "color",
-    "sharpness", "posterize", "solarize", "autocontrast", "equalize",
-)  # fmt: skip
+GEOMETRIC_OPS = ("identity", "rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+COLOUR_OPS = ("brightness", "contrast", "color", "sharpness", "posterize", "solarize", "autocontrast", "equalize")
+TRIVIAL_OPS = GEOMETRIC_OPS + COLOUR_OPS  # in this order: ``TrivialParams.op`` indexes it
 MAX_ROTATE_DEGREES = 30.0
 MAX_SHEAR = 0.3
 MAX_TRANSLATE = 150 / 331  # of the image's side
@@ -49,10 +49,7 @@ class TrivialParams(NamedTuple):
 
 def trivial_params(batch_size: int, *, device: torch.device, generator=None) -> TrivialParams:
     """One op uniformly from ``TRIVIAL_OPS``, a uniform magnitude and a random sign per image."""
-    op = torch.randint(0, len(TRIVIAL_OPS), (batch_size,), device=device, generator=generator)
-    magnitude = torch.rand(batch_size, device=device, generator=generator)
-    sign = torch.where(torch.rand(batch_size, device=device, generator=generator) < 0.5, -1.0, 1.0)
-    return TrivialParams(op, magnitude, sign)
+    return TrivialAugment().params((batch_size,), device, generator)
 
 
 # ---------------------------------------------------------------- geometry: one nearest-neighbour affine sampler
@@ -62,8 +59,9 @@ def apply_affine(images: Tensor, inverse: Tensor) -> Tensor:
     """Sample ``images (B,C,H,W)`` at ``inverse (B,2,3) @ (x, y, 1)`` for each output pixel ``(x, y)`` (pixel
     coordinates), nearest neighbour (ties to even), black outside the image."""
     batch, channels, height, width = images.shape
-    ys, xs = torch.meshgrid(torch.arange(height, device=images.device, dtype=torch.float32),
-                            torch.arange(width, device=images.device, dtype=torch.float32), indexing="ij")  # fmt: skip
+    axis_y = torch.arange(height, device=images.device, dtype=torch.float32)
+    axis_x = torch.arange(width, device=images.device, dtype=torch.float32)
+    ys, xs = torch.meshgrid(axis_y, axis_x, indexing="ij")
     grid = torch.stack([xs.flatten(), ys.flatten(), torch.ones_like(xs.flatten())])  # (3, H*W)
     source = torch.round(inverse.float() @ grid)  # (B, 2, H*W)
     src_x, src_y = source[:, 0], source[:, 1]
@@ -222,29 +220,40 @@ def _apply_op(name: str, images: Tensor, params: TrivialParams) -> Tensor:
     return ops[name]()
 
 
+@dataclass(frozen=True)
+class TrivialAugment(Op):
+    """``trivial`` in a spec: one op of ``TRIVIAL_OPS`` per image at a uniform magnitude; uint8 images."""
+
+    def check_batch(self, images: Tensor, generator: torch.Generator | None) -> None:
+        _check_images(images, generator)
+        if images.dtype != torch.uint8:
+            raise InputError(f"trivial augmentation works on uint8 images (0..255), got {images.dtype}")
+
+    def params(self, shape: Shape, device: torch.device, generator: torch.Generator | None) -> TrivialParams:
+        """One op uniformly from ``TRIVIAL_OPS``, a uniform magnitude and a random sign per image."""
+        batch_size = shape[0]
+        op = torch.randint(0, len(TRIVIAL_OPS), (batch_size,), device=device, generator=generator)
+        magnitude = torch.rand(batch_size, device=device, generator=generator)
+        sign = torch.where(torch.rand(batch_size, device=device, generator=generator) < 0.5, -1.0, 1.0)
+        return TrivialParams(op, magnitude, sign)
+
+    def apply(self, images: Tensor, params: TrivialParams) -> Tensor:
+        """Each image through its own op: one batched call per op over the images that drew it."""
+        out = images.clone()
+        for index, name in enumerate(TRIVIAL_OPS[1:], start=1):
+            rows = (params.op == index).nonzero().squeeze(1)
+            if len(rows):
+                picked = TrivialParams(*(p[rows] for p in params))
+                out[rows] = _apply_op(name, images[rows], picked)
+        return out
+
+
 def apply_trivial(images: Tensor, params: TrivialParams) -> Tensor:
     """Each image of ``images (B,C,H,W)`` uint8 through its own op of ``params``: one batched call per op over the
     images that drew it."""
-    out = images.clone()
-    for index, name in enumerate(TRIVIAL_OPS[1:], start=1):
-        rows = (params.op == index).nonzero().squeeze(1)
-        if len(rows):
-            picked = TrivialParams(*(p[rows] for p in params))
-            out[rows] = _apply_op(name, images[rows], picked)
-    return out
+    return TrivialAugment().apply(images, params)
 
 
 def trivial_augment(images: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
     """One op of ``TRIVIAL_OPS`` per image at a uniform magnitude; ``images (B,C,H,W)`` uint8 in and out."""
-    _check_images(images, generator)
-    if images.dtype != torch.uint8:
-        raise InputError(f"trivial augmentation works on uint8 images (0..255), got {images.dtype}")
-    return apply_trivial(images, trivial_params(len(images), device=images.device, generator=generator))
-
-
-@dataclass(frozen=True)
-class TrivialAugment:
-    """``trivial`` in a spec: one TrivialAugment-style op per image (``TRIVIAL_OPS``)."""
-
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return trivial_augment(images, generator=generator)
+    return TrivialAugment()(images, generator)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lossaug.audio.augment import AUDIO_SETTINGS
+from lossaug.audio.augment import AUDIO_SETTINGS, parse_audio_spec
 from lossaug.audio.model import DEFAULT_SAMPLE_RATE
 from lossaug.data.audio_folders import AUDIO_SUFFIXES
 from lossaug.data.types import AUDIO_KIND
@@ -93,6 +93,7 @@ AUDIO = DataKind(
     value_range=(-32768, 32767),
     example_range=(-3000, 3000),
     check_augment=_check_augment,
+    parse_augment=parse_audio_spec,
     check_setting=_check_setting,
     default_augment=_default_augment,
     input_stats=_input_stats,

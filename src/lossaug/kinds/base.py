@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
     from torch import Tensor, nn
 
+    from lossaug.audio.augment import AudioAugment
+    from lossaug.augment.core import Compose
     from lossaug.config import TrainConfig
     from lossaug.data.types import Kind
     from lossaug.use.run import InputSpec
@@ -61,6 +63,8 @@ class DataKind:
     script_wrapper: Callable[[nn.Module, InputSpec, int], nn.Module]
     # (augment spec, data set name): raise InputError when the spec does not fit this kind
     check_augment: Callable[[str, str], None]
+    # (augment spec, sample rate or None) -> its augmentation (``augment.parse_augment`` of a spec of this kind)
+    parse_augment: Callable[[str, int | None], Compose | AudioAugment]
     # (config, image side or None) -> the augmentation spec the run uses: config.augment, else its setting's
     default_augment: Callable[[TrainConfig, int | None], str]
     # training inputs -> the Normalized front end's per-channel mean and std

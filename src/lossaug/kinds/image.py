@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from torch import Tensor, nn
 
+    from lossaug.augment.core import Compose
     from lossaug.config import TrainConfig
     from lossaug.use.run import InputSpec
 
@@ -48,6 +49,12 @@ def _check_augment(spec: str, dataset: str) -> None:
     if spec_kind(spec, None) != "image":
         raise InputError(f"augment {spec!r} names audio ops; {dataset!r} holds images")
     parse_augment(spec)
+
+
+def _parse_augment(spec: str, sample_rate: int | None) -> Compose:
+    from lossaug.augment.spec import parse_ops
+
+    return parse_ops(spec, "image")
 
 
 def _default_augment(config: TrainConfig, image_side: int | None) -> str:
@@ -98,6 +105,7 @@ IMAGE = DataKind(
     value_range=(0, 255),
     example_range=(0, 256),
     check_augment=_check_augment,
+    parse_augment=_parse_augment,
     default_augment=_default_augment,
     input_stats=_input_stats,
     image_side=_image_side,
