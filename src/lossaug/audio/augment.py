@@ -40,6 +40,7 @@ from lossaug.audio.model import DEFAULT_N_MELS, DEFAULT_SAMPLE_RATE, INT16_SCALE
 from lossaug.augment.core import Compose, mixes_targets
 from lossaug.augment.op import Op, Shape
 from lossaug.augment.spec import KindOps, parse_ops
+from lossaug.data.types import AUDIO_KIND
 from lossaug.errors import InputError
 
 __all__ = [
@@ -74,7 +75,7 @@ __all__ = [
 ]
 
 AUDIO_SETTINGS = {"A": "shift,gain,noise", "B": "shift,gain,noise,timemask,freqmask"}
-AUDIO_AUGMENTATIONS = KindOps("audio")  # the waveform ops of the one table (augment.table): name -> OpRow
+AUDIO_AUGMENTATIONS = KindOps(AUDIO_KIND)  # the waveform ops of the one table (augment.table): name -> OpRow
 
 
 def _check_waveforms(waveforms: Tensor, generator: torch.Generator | None) -> None:
