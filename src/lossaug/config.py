@@ -31,15 +31,42 @@ PLACEMENTS = ("auto", "device", "host")
 NONFINITE = ("raise", "skip")
 # Changing these on resume would change tensor shapes or the data itself: an error. Other changes only warn.
 RESUME_FIXED = (
-    "dataset", "model", "width", "image_size", "train_size", "classes", "batch_size", "proxy_model", "proxy_width",
-)  # fmt: skip
+    "dataset",
+    "model",
+    "width",
+    "image_size",
+    "train_size",
+    "classes",
+    "batch_size",
+    "proxy_model",
+    "proxy_width",
+)
 # What a branch may change from its trunk (the method and how long it trains); everything else must match.
 BRANCH_FREE = (
-    "method", "num_candidates", "temperature", "score", "bn", "uniform_mix", "score_chunk", "score_fraction",
+    "method",
+    "num_candidates",
+    "temperature",
+    "score",
+    "bn",
+    "uniform_mix",
+    "score_chunk",
+    "score_fraction",
     "select_from",
-    "select_every", "compile_scoring", "epochs", "out", "stop_at", "branch_from", "eval_every", "checkpoint_every",
-    "on_nonfinite", "max_nonfinite", "tensorboard", "cache_dir", "data", "data_placement",
-)  # fmt: skip
+    "select_every",
+    "compile_scoring",
+    "epochs",
+    "out",
+    "stop_at",
+    "branch_from",
+    "eval_every",
+    "checkpoint_every",
+    "on_nonfinite",
+    "max_nonfinite",
+    "tensorboard",
+    "cache_dir",
+    "data",
+    "data_placement",
+)
 # Counts beyond these are typing mistakes, not runs: refused at validation, before anything overflows once training
 # began (an ETA past the year 9999 for --epochs 1e20, a layer of 1e20 channels).
 COUNT_LIMITS = {"epochs": 1_000_000, "width": 65_536, "proxy_width": 65_536}
@@ -123,9 +150,10 @@ class TrainConfig:
     )
     width: int | None = _opt(None, "first-stage channels (preact_resnet18: 64 as published; cnn: 32)")
     init: str | None = _opt(
-        None, "start the model from this lossaug checkpoint, run directory or state_dict file; tensors whose shape "
-        "differs (e.g. the classifier head) keep their fresh initialisation and are listed"
-    )  # fmt: skip
+        None,
+        "start the model from this lossaug checkpoint, run directory or state_dict file; tensors whose shape "
+        "differs (e.g. the classifier head) keep their fresh initialisation and are listed",
+    )
     init_strict: bool = _opt(False, "with --init: any tensor that does not match by name and shape is an error")
     backbone_lr_scale: float = _opt(1.0, "with --init: multiply the learning rate of the loaded tensors (e.g. 0.1)")
     # method
@@ -154,9 +182,10 @@ class TrainConfig:
     )
     # cheaper selection
     score_fraction: float = _opt(
-        1.0, "stale-loss gating: score only this fraction of each batch, the images with the highest last training "
-        "loss; the rest take one random candidate (1: score all, the published method)"
-    )  # fmt: skip
+        1.0,
+        "stale-loss gating: score only this fraction of each batch, the images with the highest last training "
+        "loss; the rest take one random candidate (1: score all, the published method)",
+    )
     select_from: float = _opt(0.0, "fraction of training steps with one random candidate before selection starts")
     select_every: int = _opt(1, "select on one step in N; the others use one random candidate (baseline cost)")
     proxy_model: str | None = _opt(
@@ -178,9 +207,10 @@ class TrainConfig:
         None, "stop with a checkpoint after this fraction of the training steps (a trunk for --branch-from runs)"
     )
     branch_from: str | None = _opt(
-        None, "continue a trunk run directory's checkpoint with this run's method and epochs (tail of the "
-        "schedule stretched to this run's length)"
-    )  # fmt: skip
+        None,
+        "continue a trunk run directory's checkpoint with this run's method and epochs (tail of the "
+        "schedule stretched to this run's length)",
+    )
     # machinery
     device: str = _opt("auto", "auto (cuda if available), cpu or cuda", choices=DEVICES)
     data_placement: str = _opt(
@@ -309,8 +339,10 @@ def _check_cheap_modes(config: TrainConfig) -> None:
             f"multiple of candidates {config.num_candidates}"
         )
     if config.proxy_model is not None or config.select_every != 1 or config.select_from != 0:
-        raise InputError("method weighted scores every candidate in the training pass: --proxy-model, "
-                         "--select-every and --select-from do not apply")  # fmt: skip
+        raise InputError(
+            "method weighted scores every candidate in the training pass: --proxy-model, "
+            "--select-every and --select-from do not apply"
+        )
     # No scoring pass: each candidate's weight is its training-mode loss from the training forward pass.
     unused = {
         "--score": (config.score, "loss", "its weights are the candidates' losses"),

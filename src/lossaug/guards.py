@@ -20,10 +20,15 @@ from lossaug.progress import Reporter
 from lossaug.telemetry import Callback
 
 __all__ = [
-    "DROPPED_FRACTION_WARNING", "MIN_STEPS_PER_EPOCH", "SLOW_ETA_SECONDS", "EtaNote", "format_duration",
+    "DROPPED_FRACTION_WARNING",
+    "MIN_STEPS_PER_EPOCH",
+    "SLOW_ETA_SECONDS",
+    "EtaNote",
+    "format_duration",
     "run_warnings",
-    "small_data_warnings", "suggested_batch_size",
-]  # fmt: skip
+    "small_data_warnings",
+    "suggested_batch_size",
+]
 
 DROPPED_FRACTION_WARNING = 0.10  # warn when the dropped last partial batch is more than this share of the data
 MIN_STEPS_PER_EPOCH = 10  # fewer steps per epoch: the schedule and BatchNorm statistics get very few updates

@@ -208,14 +208,18 @@ def arm_named(name: str) -> Arm:
         return Arm(name, budget=budget)
     fraction = _number_after(name, "gated-")
     if fraction is not None and 0 < fraction <= 1 and name == f"gated-{fraction:g}":
-        return Arm(name, method="proposed", step=name, options=(("score_fraction", fraction),),
-                   compared_to=("baseline",))  # fmt: skip
+        return Arm(
+            name, method="proposed", step=name, options=(("score_fraction", fraction),), compared_to=("baseline",)
+        )
     candidates = sweep_candidates(name)
     if candidates is not None:
-        return Arm(name, method="proposed", step=name, options=(("num_candidates", candidates),),
-                   compared_to=("baseline",))  # fmt: skip
+        return Arm(
+            name, method="proposed", step=name, options=(("num_candidates", candidates),), compared_to=("baseline",)
+        )
     canonical = _canonical(name)
     if canonical is not None:  # gated-0.50: one arm, one name (its folder, its cost ratio's key)
         raise InputError(f"unknown arm {name!r}; did you mean {canonical!r}?")
-    raise InputError(f"unknown arm {name!r}; choose from {list(ARM_REGISTRY)}, baseline-xB (B > 0: a baseline "
-                     "budget), gated-Q (0 < Q <= 1) or proposed-mM (M >= 2 candidates)")  # fmt: skip
+    raise InputError(
+        f"unknown arm {name!r}; choose from {list(ARM_REGISTRY)}, baseline-xB (B > 0: a baseline "
+        "budget), gated-Q (0 < Q <= 1) or proposed-mM (M >= 2 candidates)"
+    )

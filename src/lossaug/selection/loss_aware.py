@@ -83,8 +83,10 @@ class LossAwareAugment:
         if self.num_classes is not None and (isinstance(self.num_classes, bool) or self.num_classes < 1):
             raise InputError(f"num_classes must be >= 1 or None, got {self.num_classes}")
         if mixes_targets(augment) and self.loss_fn is not None:
-            raise InputError("a label-mixing augmentation (mixup, cutmix) scores with soft-target cross-entropy; "
-                             "it cannot be combined with loss_fn")  # fmt: skip
+            raise InputError(
+                "a label-mixing augmentation (mixup, cutmix) scores with soft-target cross-entropy; "
+                "it cannot be combined with loss_fn"
+            )
         object.__setattr__(self, "_augment", augment)
         object.__setattr__(self, "_scoring", scoring)
 
@@ -103,11 +105,14 @@ class LossAwareAugment:
         if targets.is_floating_point() and targets.dim() == 2:
             return targets.float()
         if targets.dim() != 1 or targets.is_floating_point():
-            raise InputError(f"targets must be (B,) class indices or soft (B,K), got {targets.dtype} "
-                             f"{tuple(targets.shape)}")  # fmt: skip
+            raise InputError(
+                f"targets must be (B,) class indices or soft (B,K), got {targets.dtype} {tuple(targets.shape)}"
+            )
         if self.num_classes is None:
-            raise InputError("a label-mixing augmentation (mixup, cutmix) needs num_classes to make one-hot targets "
-                             "of class indices (or pass soft (B,K) targets)")  # fmt: skip
+            raise InputError(
+                "a label-mixing augmentation (mixup, cutmix) needs num_classes to make one-hot targets "
+                "of class indices (or pass soft (B,K) targets)"
+            )
         if self.check_targets and len(targets) and bool(((targets < 0) | (targets >= self.num_classes)).any()):
             row = int(((targets < 0) | (targets >= self.num_classes)).nonzero()[0, 0])
             raise InputError(f"target {int(targets[row])} at row {row} is out of range for {self.num_classes} classes")
@@ -127,15 +132,17 @@ class LossAwareAugment:
         ``Candidates(candidates, targets (B,M,K))``."""
         count = self.num_candidates if num_candidates is None else num_candidates
         soft = None if targets is None else self.soft_targets(targets)
-        return make_candidates(images, self._augment, count, generator=generator, extra_generator=extra_generator,
-                               targets=soft)  # fmt: skip
+        return make_candidates(
+            images, self._augment, count, generator=generator, extra_generator=extra_generator, targets=soft
+        )
 
     def _made(self, images: Tensor, targets: Tensor, count: int, generator, extra_generator) -> tuple[Tensor, Tensor]:
         """``(candidates (B,M,...), targets)``: the candidates' own soft ``(B,M,K)`` when the augmentation mixes
         labels, else the batch's ``targets`` as given."""
         soft = None if not self.mixes_targets else self.soft_targets(targets)
-        made = make_candidates(images, self._augment, count, generator=generator, extra_generator=extra_generator,
-                               targets=soft)  # fmt: skip
+        made = make_candidates(
+            images, self._augment, count, generator=generator, extra_generator=extra_generator, targets=soft
+        )
         if isinstance(made, Candidates):
             return made.candidates, made.targets
         return made, targets
@@ -218,8 +225,9 @@ class LossAwareAugment:
             rest = make_candidates(images[rows], self._augment, num_candidates - 1, generator=extra)
             candidate_targets = targets[rows]
         else:
-            rest, rest_targets = make_candidates(images[rows], self._augment, num_candidates - 1, generator=extra,
-                                                 targets=soft[rows])  # fmt: skip
+            rest, rest_targets = make_candidates(
+                images[rows], self._augment, num_candidates - 1, generator=extra, targets=soft[rows]
+            )
             assert first_targets is not None
             candidate_targets = torch.cat([first_targets[rows].unsqueeze(1), rest_targets], dim=1)
         candidates = torch.cat([first[rows].unsqueeze(1), rest.to(first.dtype)], dim=1)
@@ -233,8 +241,9 @@ class LossAwareAugment:
         if first_targets is not None and chosen.targets is not None:
             chosen_targets = first_targets.clone()
             chosen_targets[rows] = chosen.targets
-        return Selection(inputs, index, probs, scores if chosen.scored else None, fallback, scored_rows,
-                         targets=chosen_targets)  # fmt: skip
+        return Selection(
+            inputs, index, probs, scores if chosen.scored else None, fallback, scored_rows, targets=chosen_targets
+        )
 
     def weighted(
         self,
