@@ -19,12 +19,13 @@ from lossaug.data.sources import DATASETS, data_kind, source_for
 from lossaug.data.split import check_folder_options
 from lossaug.errors import InputError
 from lossaug.kinds import kind_of_dataset
+from lossaug.methods import METHOD_REGISTRY, method_named
 from lossaug.models import MODELS, RECIPES, check_model_fits_data, check_model_name
 from lossaug.selection import BN_MODES, SCORES, check_score_fraction
 from lossaug.user_model import FACTORY_FORM
 from lossaug.validation import check_validation_options
 
-METHODS = ("baseline", "proposed", "maxup", "weighted")
+METHODS = tuple(METHOD_REGISTRY)  # the --method choices, one registry row each (methods.py)
 SETTINGS = ("A", "B", "C")
 DEVICES = ("auto", "cpu", "cuda")
 PLACEMENTS = ("auto", "device", "host")
@@ -237,20 +238,17 @@ class TrainConfig:
     patience: int | None = _opt(None, "stop early after this many epochs without a better validation error")
 
     def resolved_temperature(self) -> float:
-        if self.method == "baseline":
-            return math.inf
-        if self.temperature is not None:
-            return self.temperature
-        return 0.0 if self.method == "maxup" else 1.0
+        """The selection temperature: ``temperature``, else the method's (inf for the baseline, always)."""
+        return method_named(self.method).resolved_temperature(self.temperature)
 
     def candidates_per_image(self) -> int:
         """M of a selecting step: 1 for the baseline."""
-        return 1 if self.method == "baseline" else self.num_candidates
+        return method_named(self.method).candidates(self.num_candidates)
 
     def images_per_step(self) -> int:
         """Distinct images per step: ``batch_size``, or ``batch_size / M`` in the weighted mode, whose forward
         pass holds all M candidates of each image (``batch_size`` inputs, a baseline step's cost)."""
-        return self.batch_size // self.num_candidates if self.method == "weighted" else self.batch_size
+        return method_named(self.method).images_per_step(self.batch_size, self.num_candidates)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -329,9 +327,11 @@ def _check_folder_options(config: TrainConfig) -> None:
 def _check_cheap_modes(config: TrainConfig) -> None:
     """--score-fraction and --method weighted, and what they do not combine with."""
     check_score_fraction(config.score_fraction)
-    if config.score_fraction != 1.0 and config.method not in ("proposed", "maxup"):
-        raise InputError(f"score_fraction applies to the proposed and maxup methods, not {config.method!r}")
-    if config.method != "weighted":
+    row = method_named(config.method)
+    if config.score_fraction != 1.0 and not row.gates:
+        gating = " and ".join(name for name, other in METHOD_REGISTRY.items() if other.gates)
+        raise InputError(f"score_fraction applies to the {gating} methods, not {config.method!r}")
+    if not row.trains_all:
         return
     if config.batch_size % config.num_candidates:
         raise InputError(

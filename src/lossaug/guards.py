@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lossaug.config import TrainConfig
 from lossaug.kinds import kind_named
+from lossaug.methods import method_named
 from lossaug.progress import Reporter
 from lossaug.telemetry import Callback
 
@@ -71,7 +72,7 @@ def run_warnings(
     noun = kind_named(kind).noun
     messages = small_data_warnings(len(train_labels), config.images_per_step(), noun)
     per_process = config.images_per_step() // world_size  # the gate picks its rows in each process's share
-    gated = config.score_fraction < 1 and config.candidates_per_image() > 1 and config.method in ("proposed", "maxup")
+    gated = config.score_fraction < 1 and config.candidates_per_image() > 1 and method_named(config.method).gates
     if gated and round(config.score_fraction * per_process) == 0:
         where = f"{per_process} {noun} per step" + (" per process" if world_size > 1 else "")
         messages.append(

@@ -20,6 +20,7 @@ from torch import nn
 
 from lossaug.augment import Compose, RandomCrop
 from lossaug.errors import InputError
+from lossaug.methods import method_named
 
 __all__ = ["available_bytes", "check_fits", "check_run_memory", "dataset_bytes", "step_bytes"]
 
@@ -126,6 +127,6 @@ def check_run_memory(config: Any, data: Any, device: torch.device, world_size: i
         return
     # The weighted mode's forward holds batch_size inputs, B/M images with their M candidates each: as many
     # candidates and activations as a baseline step of batch_size images.
-    candidates = 1 if config.method == "weighted" else config.candidates_per_image()
+    candidates = method_named(config.method).memory_candidates(config.num_candidates)
     parts = step_bytes(net, tuple(data.train_images.shape[1:]), config.batch_size // world_size, candidates, augment)
     check_fits(parts, device, "lower --batch-size, --candidates, --width or the crop padding")

@@ -43,6 +43,7 @@ from lossaug.models import (
 from lossaug.pipeline import channel_stats, make_generator, resolve_device, use_device
 from lossaug.seeds import stream_seed
 from lossaug.selection import Candidates, LossAwareAugment, Selection, score_candidates
+from lossaug.selection.modes import WEIGHTED
 from lossaug.state import Learner
 
 
@@ -242,7 +243,7 @@ def _cheap_measurements(config: BenchConfig, parts: _Parts, device: torch.device
         for q in config.score_fractions
     ]
     if config.weighted:  # B inputs per forward: B/M images with their M candidates
-        rows.append(("weighted", step(dataclasses.replace(parts.method, mode="weighted"), slice(len(labels) // m))))
+        rows.append(("weighted", step(dataclasses.replace(parts.method, mode=WEIGHTED), slice(len(labels) // m))))
     return rows
 
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from lossaug.augment import Augment, augment_with_targets, call_augment, mixes_targets, parse_augment
 from lossaug.errors import InputError
 from lossaug.selection.core import Candidates, LossFn, ScoringOptions, Selection, _select, make_candidates
-from lossaug.selection.modes import MODES, CandidateWeights, check_score_fraction, gate_rows
+from lossaug.selection.modes import MODES, SAMPLE, WEIGHTED, CandidateWeights, check_score_fraction, gate_rows
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class LossAwareAugment:
     autocast_dtype: torch.dtype | None = None
     check_targets: bool = True
     score_fraction: float = 1.0
-    mode: str = "sample"
+    mode: str = SAMPLE
     num_classes: int | None = None  # K of the one-hot targets a label-mixing augmentation needs (None: not needed)
     sample_rate: int | None = None  # Hz of the waveforms an audio spec is built for (None: images, or 16 kHz audio)
     _augment: Augment = field(init=False, repr=False, compare=False)
@@ -66,7 +66,7 @@ class LossAwareAugment:
         check_score_fraction(self.score_fraction)
         if self.mode not in MODES:
             raise InputError(f"unknown mode {self.mode!r}; choose from {list(MODES)}")
-        if self.mode == "weighted" and self.score_fraction != 1.0:
+        if self.mode == WEIGHTED and self.score_fraction != 1.0:
             raise InputError("score_fraction applies to the sampling mode; the weighted mode scores every candidate")
         scoring = ScoringOptions(
             self.score, self.bn, self.chunk_size, self.autocast_dtype, self.loss_fn, self.check_targets
@@ -177,7 +177,7 @@ class LossAwareAugment:
             raise InputError(f"images hold {images.shape[0]} samples but targets hold {targets.shape[0]}")
         count = self.num_candidates if num_candidates is None else num_candidates
         chooser = select_generator if select_generator is not None else generator
-        if self.mode == "weighted":
+        if self.mode == WEIGHTED:
             return self.weighted(images, targets, count, generator=generator, extra_generator=extra_generator)
         uniform = math.isinf(self.temperature) or self.uniform_mix == 1.0
         if self.score_fraction < 1.0 and count > 1 and not uniform:
