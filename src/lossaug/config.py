@@ -19,27 +19,55 @@ from lossaug.data.sources import DATASETS, data_kind, source_for
 from lossaug.data.split import check_folder_options
 from lossaug.errors import InputError
 from lossaug.kinds import kind_of_dataset
+from lossaug.methods import METHOD_REGISTRY, method_named
 from lossaug.models import MODELS, RECIPES, check_model_fits_data, check_model_name
 from lossaug.selection import BN_MODES, SCORES, check_score_fraction
 from lossaug.user_model import FACTORY_FORM
 from lossaug.validation import check_validation_options
 
-METHODS = ("baseline", "proposed", "maxup", "weighted")
+METHODS = tuple(METHOD_REGISTRY)  # the --method choices, one registry row each (methods.py)
 SETTINGS = ("A", "B", "C")
 DEVICES = ("auto", "cpu", "cuda")
 PLACEMENTS = ("auto", "device", "host")
 NONFINITE = ("raise", "skip")
 # Changing these on resume would change tensor shapes or the data itself: an error. Other changes only warn.
 RESUME_FIXED = (
-    "dataset", "model", "width", "image_size", "train_size", "classes", "batch_size", "proxy_model", "proxy_width",
-)  # fmt: skip
+    "dataset",
+    "model",
+    "width",
+    "image_size",
+    "train_size",
+    "classes",
+    "batch_size",
+    "proxy_model",
+    "proxy_width",
+)
 # What a branch may change from its trunk (the method and how long it trains); everything else must match.
 BRANCH_FREE = (
-    "method", "num_candidates", "temperature", "score", "bn", "uniform_mix", "score_chunk", "score_fraction",
+    "method",
+    "num_candidates",
+    "temperature",
+    "score",
+    "bn",
+    "uniform_mix",
+    "score_chunk",
+    "score_fraction",
     "select_from",
-    "select_every", "compile_scoring", "epochs", "out", "stop_at", "branch_from", "eval_every", "checkpoint_every",
-    "on_nonfinite", "max_nonfinite", "tensorboard", "cache_dir", "data", "data_placement",
-)  # fmt: skip
+    "select_every",
+    "compile_scoring",
+    "epochs",
+    "out",
+    "stop_at",
+    "branch_from",
+    "eval_every",
+    "checkpoint_every",
+    "on_nonfinite",
+    "max_nonfinite",
+    "tensorboard",
+    "cache_dir",
+    "data",
+    "data_placement",
+)
 # Counts beyond these are typing mistakes, not runs: refused at validation, before anything overflows once training
 # began (an ETA past the year 9999 for --epochs 1e20, a layer of 1e20 channels).
 COUNT_LIMITS = {"epochs": 1_000_000, "width": 65_536, "proxy_width": 65_536}
@@ -123,9 +151,10 @@ class TrainConfig:
     )
     width: int | None = _opt(None, "first-stage channels (preact_resnet18: 64 as published; cnn: 32)")
     init: str | None = _opt(
-        None, "start the model from this lossaug checkpoint, run directory or state_dict file; tensors whose shape "
-        "differs (e.g. the classifier head) keep their fresh initialisation and are listed"
-    )  # fmt: skip
+        None,
+        "start the model from this lossaug checkpoint, run directory or state_dict file; tensors whose shape "
+        "differs (e.g. the classifier head) keep their fresh initialisation and are listed",
+    )
     init_strict: bool = _opt(False, "with --init: any tensor that does not match by name and shape is an error")
     backbone_lr_scale: float = _opt(1.0, "with --init: multiply the learning rate of the loaded tensors (e.g. 0.1)")
     # method
@@ -154,9 +183,10 @@ class TrainConfig:
     )
     # cheaper selection
     score_fraction: float = _opt(
-        1.0, "stale-loss gating: score only this fraction of each batch, the images with the highest last training "
-        "loss; the rest take one random candidate (1: score all, the published method)"
-    )  # fmt: skip
+        1.0,
+        "stale-loss gating: score only this fraction of each batch, the images with the highest last training "
+        "loss; the rest take one random candidate (1: score all, the published method)",
+    )
     select_from: float = _opt(0.0, "fraction of training steps with one random candidate before selection starts")
     select_every: int = _opt(1, "select on one step in N; the others use one random candidate (baseline cost)")
     proxy_model: str | None = _opt(
@@ -178,9 +208,10 @@ class TrainConfig:
         None, "stop with a checkpoint after this fraction of the training steps (a trunk for --branch-from runs)"
     )
     branch_from: str | None = _opt(
-        None, "continue a trunk run directory's checkpoint with this run's method and epochs (tail of the "
-        "schedule stretched to this run's length)"
-    )  # fmt: skip
+        None,
+        "continue a trunk run directory's checkpoint with this run's method and epochs (tail of the "
+        "schedule stretched to this run's length)",
+    )
     # machinery
     device: str = _opt("auto", "auto (cuda if available), cpu or cuda", choices=DEVICES)
     data_placement: str = _opt(
@@ -207,20 +238,17 @@ class TrainConfig:
     patience: int | None = _opt(None, "stop early after this many epochs without a better validation error")
 
     def resolved_temperature(self) -> float:
-        if self.method == "baseline":
-            return math.inf
-        if self.temperature is not None:
-            return self.temperature
-        return 0.0 if self.method == "maxup" else 1.0
+        """The selection temperature: ``temperature``, else the method's (inf for the baseline, always)."""
+        return method_named(self.method).resolved_temperature(self.temperature)
 
     def candidates_per_image(self) -> int:
         """M of a selecting step: 1 for the baseline."""
-        return 1 if self.method == "baseline" else self.num_candidates
+        return method_named(self.method).candidates(self.num_candidates)
 
     def images_per_step(self) -> int:
         """Distinct images per step: ``batch_size``, or ``batch_size / M`` in the weighted mode, whose forward
         pass holds all M candidates of each image (``batch_size`` inputs, a baseline step's cost)."""
-        return self.batch_size // self.num_candidates if self.method == "weighted" else self.batch_size
+        return method_named(self.method).images_per_step(self.batch_size, self.num_candidates)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -299,9 +327,11 @@ def _check_folder_options(config: TrainConfig) -> None:
 def _check_cheap_modes(config: TrainConfig) -> None:
     """--score-fraction and --method weighted, and what they do not combine with."""
     check_score_fraction(config.score_fraction)
-    if config.score_fraction != 1.0 and config.method not in ("proposed", "maxup"):
-        raise InputError(f"score_fraction applies to the proposed and maxup methods, not {config.method!r}")
-    if config.method != "weighted":
+    row = method_named(config.method)
+    if config.score_fraction != 1.0 and not row.gates:
+        gating = " and ".join(name for name, other in METHOD_REGISTRY.items() if other.gates)
+        raise InputError(f"score_fraction applies to the {gating} methods, not {config.method!r}")
+    if not row.trains_all:
         return
     if config.batch_size % config.num_candidates:
         raise InputError(
@@ -309,8 +339,10 @@ def _check_cheap_modes(config: TrainConfig) -> None:
             f"multiple of candidates {config.num_candidates}"
         )
     if config.proxy_model is not None or config.select_every != 1 or config.select_from != 0:
-        raise InputError("method weighted scores every candidate in the training pass: --proxy-model, "
-                         "--select-every and --select-from do not apply")  # fmt: skip
+        raise InputError(
+            "method weighted scores every candidate in the training pass: --proxy-model, "
+            "--select-every and --select-from do not apply"
+        )
     # No scoring pass: each candidate's weight is its training-mode loss from the training forward pass.
     unused = {
         "--score": (config.score, "loss", "its weights are the candidates' losses"),

@@ -16,14 +16,20 @@ from torch import Tensor
 
 from lossaug.config import TrainConfig
 from lossaug.kinds import kind_named
+from lossaug.methods import method_named
 from lossaug.progress import Reporter
 from lossaug.telemetry import Callback
 
 __all__ = [
-    "DROPPED_FRACTION_WARNING", "MIN_STEPS_PER_EPOCH", "SLOW_ETA_SECONDS", "EtaNote", "format_duration",
+    "DROPPED_FRACTION_WARNING",
+    "MIN_STEPS_PER_EPOCH",
+    "SLOW_ETA_SECONDS",
+    "EtaNote",
+    "format_duration",
     "run_warnings",
-    "small_data_warnings", "suggested_batch_size",
-]  # fmt: skip
+    "small_data_warnings",
+    "suggested_batch_size",
+]
 
 DROPPED_FRACTION_WARNING = 0.10  # warn when the dropped last partial batch is more than this share of the data
 MIN_STEPS_PER_EPOCH = 10  # fewer steps per epoch: the schedule and BatchNorm statistics get very few updates
@@ -66,7 +72,7 @@ def run_warnings(
     noun = kind_named(kind).noun
     messages = small_data_warnings(len(train_labels), config.images_per_step(), noun)
     per_process = config.images_per_step() // world_size  # the gate picks its rows in each process's share
-    gated = config.score_fraction < 1 and config.candidates_per_image() > 1 and config.method in ("proposed", "maxup")
+    gated = config.score_fraction < 1 and config.candidates_per_image() > 1 and method_named(config.method).gates
     if gated and round(config.score_fraction * per_process) == 0:
         where = f"{per_process} {noun} per step" + (" per process" if world_size > 1 else "")
         messages.append(

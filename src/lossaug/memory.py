@@ -20,6 +20,7 @@ from torch import nn
 
 from lossaug.augment import Compose, RandomCrop
 from lossaug.errors import InputError
+from lossaug.methods import method_named
 
 __all__ = ["available_bytes", "check_fits", "check_run_memory", "dataset_bytes", "step_bytes"]
 
@@ -102,8 +103,9 @@ def check_fits(parts: dict[str, int], device: torch.device, advice: str, what: s
     if free is None or needed <= free:
         return
     breakdown = ", ".join(f"{name} {_size(size)}" for name, size in parts.items() if size >= 2**20)
-    raise InputError(f"{what} needs at least {_size(needed)} ({breakdown}) but {device.type} has {_size(free)} "
-                     f"available; {advice}")  # fmt: skip
+    raise InputError(
+        f"{what} needs at least {_size(needed)} ({breakdown}) but {device.type} has {_size(free)} available; {advice}"
+    )
 
 
 def _size(count: int) -> str:
@@ -116,15 +118,15 @@ def check_run_memory(config: Any, data: Any, device: torch.device, world_size: i
 
     try:
         with torch.device("meta"):
-            net = build_model(config.model, data.num_classes, data.in_channels, config.width,
-                              sample_rate=data.sample_rate)  # fmt: skip
+            net = build_model(
+                config.model, data.num_classes, data.in_channels, config.width, sample_rate=data.sample_rate
+            )
     except InputError:
         raise
     except Exception:  # a user's factory that cannot build on meta: no estimate, the run goes on
         return
     # The weighted mode's forward holds batch_size inputs, B/M images with their M candidates each: as many
     # candidates and activations as a baseline step of batch_size images.
-    candidates = 1 if config.method == "weighted" else config.candidates_per_image()
-    parts = step_bytes(net, tuple(data.train_images.shape[1:]), config.batch_size // world_size, candidates,
-                       augment)  # fmt: skip
+    candidates = method_named(config.method).memory_candidates(config.num_candidates)
+    parts = step_bytes(net, tuple(data.train_images.shape[1:]), config.batch_size // world_size, candidates, augment)
     check_fits(parts, device, "lower --batch-size, --candidates, --width or the crop padding")

@@ -16,6 +16,7 @@ from torch import nn
 from lossaug.augment import Augment, Compose, Cutout, RandomCrop, parse_augment
 from lossaug.config import TrainConfig
 from lossaug.finetune import sgd_groups
+from lossaug.methods import method_named
 from lossaug.selection import LossAwareAugment
 
 # Setting B's Cutout side on CIFAR, as in DeVries & Taylor (2017): 16 px on CIFAR-10, 8 px on CIFAR-100. These
@@ -110,7 +111,7 @@ def method_for(
         autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
         check_targets=False,  # labels were checked once when the data loaded: no host sync per scoring call
         score_fraction=config.score_fraction,
-        mode="weighted" if config.method == "weighted" else "sample",
+        mode=method_named(config.method).mode,
         num_classes=num_classes,
     )
 

@@ -14,6 +14,7 @@ from lossaug.config import BRANCH_FREE, RESUME_FIXED, TrainConfig
 from lossaug.data import fingerprint_differences
 from lossaug.errors import InputError
 from lossaug.method import Schedule
+from lossaug.methods import method_named
 
 __all__ = ["check_restorable", "config_differences", "run_origin", "run_schedule", "step_ratio"]
 
@@ -65,7 +66,7 @@ def run_origin(config: TrainConfig, out_dir: Path | None, resume: bool) -> tuple
 
 def _method_words(config: TrainConfig) -> str:
     """``--method weighted --candidates 4`` (the candidates only where they set the images per step)."""
-    candidates = f" --candidates {config.num_candidates}" if config.method == "weighted" else ""
+    candidates = f" --candidates {config.num_candidates}" if method_named(config.method).trains_all else ""
     return f"--method {config.method}{candidates}"
 
 

@@ -23,6 +23,7 @@ from lossaug.data import AudioSplit, Kind, Split, load_for
 from lossaug.errors import InputError
 from lossaug.kinds import kind_named, kind_of_dataset
 from lossaug.method import method_for
+from lossaug.methods import method_named
 from lossaug.models import build_classifier, check_classifier_output, check_state_fits
 from lossaug.seeds import stream_seed
 from lossaug.selection import LossAwareAugment, score_candidates, selection_probs
@@ -224,7 +225,7 @@ def score_examples(
     if math.isinf(temperature):
         temperature = BASELINE_DISPLAY_TEMPERATURE
         note = "baseline run (trained on a uniform choice): probabilities shown at temperature 1"
-    elif config.method == "weighted":
+    elif method_named(config.method).trains_all:
         note = (
             "weighted run: trained on every candidate, weighted as shown (its weights came from train-mode BatchNorm)"
         )

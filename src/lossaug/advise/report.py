@@ -12,13 +12,17 @@ from collections.abc import Mapping, Sequence
 from lossaug.advise.plan import AdviseConfig, seconds_text
 from lossaug.advise.verdicts import ArmVerdict, Recommendation
 from lossaug.cli_config import option_flag
-from lossaug.compare.arms import arm_named
+from lossaug.compare.arms import BASELINE_ARM, arm_named
 from lossaug.config import TrainConfig
 from lossaug.kinds import kind_of_dataset
+from lossaug.methods import method_named
+from lossaug.selection import LossAwareAugment
 
 __all__ = ["advice_json", "advice_markdown", "python_call", "train_command"]
 
 _NOT_TYPED = ("out", "cache_dir", "seed", "stop_at", "branch_from")  # set per run, or where things live
+# LossAwareAugment's own defaults: an argument equal to its default is left out of the call advise prints
+_OBJECT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LossAwareAugment)}
 
 
 def _flag(f: dataclasses.Field, value: object) -> list[str]:
@@ -65,13 +69,14 @@ def python_call(config: AdviseConfig, arm: str, setting: str) -> str | None:
         return None
     augment = kind_of_dataset(run.dataset).default_augment(run, None)
     words = [repr(augment), f"num_candidates={run.num_candidates}"]
-    temperature = run.temperature if run.temperature is not None else 0.0 if spec.method == "maxup" else None
-    if temperature is not None:
+    method = method_named(spec.method)
+    temperature = method.resolved_temperature(run.temperature)
+    if run.temperature is not None or temperature != _OBJECT_DEFAULTS["temperature"]:
         words.append("temperature=math.inf" if math.isinf(temperature) else f"temperature={temperature:g}")
     if run.score_fraction != 1.0:
         words.append(f"score_fraction={run.score_fraction:g}")
-    if spec.method == "weighted":
-        words.append('mode="weighted"')
+    if method.mode != _OBJECT_DEFAULTS["mode"]:
+        words.append(f'mode="{method.mode}"')
     return f"LossAwareAugment({', '.join(words)})"
 
 
@@ -154,7 +159,7 @@ def advice_markdown(advice: Mapping) -> str:
 
 
 def _headline(rec: Mapping) -> str:
-    if rec["arm"] == "baseline":
+    if rec["arm"] == BASELINE_ARM:
         return "keep the baseline"
     if rec["arm"].startswith("baseline-"):
         return f"train the baseline {rec['arm'].removeprefix('baseline-')} longer instead"

@@ -43,6 +43,7 @@ from lossaug.models import (
 from lossaug.pipeline import channel_stats, make_generator, resolve_device, use_device
 from lossaug.seeds import stream_seed
 from lossaug.selection import Candidates, LossAwareAugment, Selection, score_candidates
+from lossaug.selection.modes import WEIGHTED
 from lossaug.state import Learner
 
 
@@ -90,11 +91,17 @@ class _Parts:
 def _train_config(config: BenchConfig) -> TrainConfig:
     """The training config whose step is timed (the seed preset's optimiser and scoring options)."""
     return TrainConfig(
-        model=config.model, width=config.width, batch_size=config.batch_size, setting=config.setting,
+        model=config.model,
+        width=config.width,
+        batch_size=config.batch_size,
+        setting=config.setting,
         augment=config.augment,
-        num_candidates=max(config.candidate_counts), score_chunk=config.score_chunk, seed=config.seed,
-        proxy_model=config.proxy_model, proxy_width=config.proxy_width,
-    )  # fmt: skip
+        num_candidates=max(config.candidate_counts),
+        score_chunk=config.score_chunk,
+        seed=config.seed,
+        proxy_model=config.proxy_model,
+        proxy_width=config.proxy_width,
+    )
 
 
 def _audio_rate(config: BenchConfig) -> int | None:
@@ -105,9 +112,15 @@ def _audio_rate(config: BenchConfig) -> int | None:
 def _learner(config: BenchConfig, name: str, width, images: Tensor, device, stream: str) -> Learner:
     train_config = _train_config(config)
     net = build_classifier(
-        name, config.num_classes, images.shape[1], width, channel_stats(images), device=device,
-        init_seed=stream_seed(train_config.seed, stream), sample_rate=_audio_rate(config),
-    ).train()  # fmt: skip
+        name,
+        config.num_classes,
+        images.shape[1],
+        width,
+        channel_stats(images),
+        device=device,
+        init_seed=stream_seed(train_config.seed, stream),
+        sample_rate=_audio_rate(config),
+    ).train()
     check_classifier_output(net, images[:2].to(device), config.num_classes, name)
     schedule = Schedule(total_steps=1, warmup_steps=0, trunk_steps=1)
     optimizer, scheduler = build_sgd(net, train_config, schedule)
@@ -130,8 +143,9 @@ def _build_parts(config: BenchConfig, device: torch.device) -> _Parts:
     proxy = None
     if config.proxy_model is not None:
         proxy = _learner(config, config.proxy_model, config.proxy_width, images, device, "proxy-init")
-    method = method_for(train_config, channel_stats(images)[0], device, audio_rate=_audio_rate(config),
-                        num_classes=config.num_classes)  # fmt: skip
+    method = method_for(
+        train_config, channel_stats(images)[0], device, audio_rate=_audio_rate(config), num_classes=config.num_classes
+    )
     streams = {name: make_generator(config.seed, name, device) for name in ("augment", "augment-extra", "select")}
     return _Parts(images.to(device), labels.to(device), method, learner, proxy, streams)
 
@@ -151,16 +165,27 @@ def _measurements(config: BenchConfig, parts: _Parts, device: torch.device) -> l
 
     def score_alone(watch: _Stopwatch) -> None:
         watch.mark()
-        score_candidates(learner.model, images.unsqueeze(1), labels, score=scoring.score, bn=scoring.bn,
-                         chunk_size=scoring.chunk_size, autocast_dtype=scoring.autocast_dtype)  # fmt: skip
+        score_candidates(
+            learner.model,
+            images.unsqueeze(1),
+            labels,
+            score=scoring.score,
+            bn=scoring.bn,
+            chunk_size=scoring.chunk_size,
+            autocast_dtype=scoring.autocast_dtype,
+        )
         watch.mark()
 
     def full_step(num_candidates: int, scorer: Learner, proxy: Learner | None):
         def run(watch: _Stopwatch) -> None:  # the loop's step: method.__call__ is candidates + select
             watch.mark()
-            made = method.candidates(images, num_candidates=num_candidates, generator=streams["augment"],
-                                     extra_generator=streams["augment-extra"],
-                                     targets=labels if method.mixes_targets else None)  # fmt: skip
+            made = method.candidates(
+                images,
+                num_candidates=num_candidates,
+                generator=streams["augment"],
+                extra_generator=streams["augment-extra"],
+                targets=labels if method.mixes_targets else None,
+            )
             # Label-mixing augmentations (mixup, cutmix) give each candidate its own soft target: Candidates.
             candidates, targets = made if isinstance(made, Candidates) else (made, labels)
             watch.mark()
@@ -197,10 +222,16 @@ def _cheap_measurements(config: BenchConfig, parts: _Parts, device: torch.device
         def run(watch: _Stopwatch) -> None:
             watch.mark()
             selection: Selection = method(
-                learner.model, images[batch], labels[batch], num_candidates=m, generator=streams["augment"],
-                extra_generator=streams["augment-extra"], select_generator=streams["select"],
-                stale_losses=stale[batch], order=order[batch],
-            )  # fmt: skip
+                learner.model,
+                images[batch],
+                labels[batch],
+                num_candidates=m,
+                generator=streams["augment"],
+                extra_generator=streams["augment-extra"],
+                select_generator=streams["select"],
+                stale_losses=stale[batch],
+                order=order[batch],
+            )
             learner.step(selection, labels[batch], device, 0.0)
             watch.mark()
 
@@ -212,7 +243,7 @@ def _cheap_measurements(config: BenchConfig, parts: _Parts, device: torch.device
         for q in config.score_fractions
     ]
     if config.weighted:  # B inputs per forward: B/M images with their M candidates
-        rows.append(("weighted", step(dataclasses.replace(parts.method, mode="weighted"), slice(len(labels) // m))))
+        rows.append(("weighted", step(dataclasses.replace(parts.method, mode=WEIGHTED), slice(len(labels) // m))))
     return rows
 
 
@@ -260,15 +291,38 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] | None = None) -> 
         ratio = step.median / step_spreads[1].median
         floor = 1.0 if m == 1 else 1 + m * c
         augment_part, select_part, train_part = (Spread.of([s[i] for s in samples[m]]) for i in range(3))
-        steps.append(CandidateTiming(m, step, augment_part, select_part, train_part, ratio, floor, floor / ratio,
-                                     config.batch_size / step.median * 1e3))  # fmt: skip
-    proxy_steps = {key[1]: Spread.of([sum(s) for s in values]) for key, values in samples.items()
-                   if isinstance(key, tuple)}  # fmt: skip
-    cheap_steps = {key: Spread.of([sum(s) for s in values]) for key, values in samples.items()
-                   if isinstance(key, str) and key not in ("train", "score")}  # fmt: skip
+        steps.append(
+            CandidateTiming(
+                m,
+                step,
+                augment_part,
+                select_part,
+                train_part,
+                ratio,
+                floor,
+                floor / ratio,
+                config.batch_size / step.median * 1e3,
+            )
+        )
+    proxy_steps = {
+        key[1]: Spread.of([sum(s) for s in values]) for key, values in samples.items() if isinstance(key, tuple)
+    }
+    cheap_steps = {
+        key: Spread.of([sum(s) for s in values])
+        for key, values in samples.items()
+        if isinstance(key, str) and key not in ("train", "score")
+    }
     return BenchResult(
-        config=config, device=device_name(device), torch_version=torch.__version__,
-        lossaug_version=lossaug.__version__, git_commit=git_commit(), timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        seconds=time.perf_counter() - started, train_step=train_spread, score_forward=score_forward,
-        steps=tuple(steps), proxy_steps=proxy_steps, cheap_steps=cheap_steps,
-    )  # fmt: skip
+        config=config,
+        device=device_name(device),
+        torch_version=torch.__version__,
+        lossaug_version=lossaug.__version__,
+        git_commit=git_commit(),
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        seconds=time.perf_counter() - started,
+        train_step=train_spread,
+        score_forward=score_forward,
+        steps=tuple(steps),
+        proxy_steps=proxy_steps,
+        cheap_steps=cheap_steps,
+    )

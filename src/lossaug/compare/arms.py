@@ -18,12 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from lossaug.errors import InputError
+from lossaug.methods import METHOD_REGISTRY, method_named
 
 __all__ = [
     "ARMS",
     "ARM_REGISTRY",
+    "BASELINE_ARM",
     "BASELINE_STEP",
     "ENDPOINTS",
+    "PROPOSED_STEP",
+    "WEIGHTED_STEP",
     "Arm",
     "arm_named",
     "budget_arm",
@@ -32,7 +36,11 @@ __all__ = [
     "sweep_candidates",
 ]
 
-BASELINE_STEP = "baseline"  # the step kind whose cost ratio is 1 by definition
+BASELINE_ARM = "baseline"  # the reference arm (budget 1): every endpoint's control, the frontier's anchor
+# The step kinds of the methods (methods.py); arms add kinds of their own (gated-Q, proposed-mM).
+BASELINE_STEP = METHOD_REGISTRY["baseline"].step  # the step kind whose cost ratio is 1 by definition
+PROPOSED_STEP = METHOD_REGISTRY["proposed"].step  # its R is the public cost_ratio; every other kind's is cost_ratios
+WEIGHTED_STEP = METHOD_REGISTRY["weighted"].step  # bench times it as its "weighted" option, priced per image
 GATED_FRACTION = 0.25  # Q of the arm named plain "gated" (issue 20's protocols); "gated-0.5" names another Q
 
 
@@ -63,7 +71,7 @@ class Arm:
     @property
     def selects(self) -> bool:
         """Whether it is a selection arm (a point against the baseline's curve) rather than a baseline budget."""
-        return self.method != "baseline"
+        return method_named(self.method).selects
 
     def kinds(self) -> set[str]:
         """The step kinds whose cost ratios its epochs and compute depend on."""
@@ -156,7 +164,7 @@ ENDPOINTS = tuple((name, control) for name, arm in ARM_REGISTRY.items() for cont
 
 def budget_arm(budget: float) -> str:
     """The name of the baseline arm whose tail after the branch is stretched ``budget`` times (x1: ``baseline``)."""
-    return "baseline" if budget == 1 else f"baseline-x{budget:g}"
+    return BASELINE_ARM if budget == 1 else f"baseline-x{budget:g}"
 
 
 def candidates_arm(num_candidates: int) -> str:
@@ -208,14 +216,18 @@ def arm_named(name: str) -> Arm:
         return Arm(name, budget=budget)
     fraction = _number_after(name, "gated-")
     if fraction is not None and 0 < fraction <= 1 and name == f"gated-{fraction:g}":
-        return Arm(name, method="proposed", step=name, options=(("score_fraction", fraction),),
-                   compared_to=("baseline",))  # fmt: skip
+        return Arm(
+            name, method="proposed", step=name, options=(("score_fraction", fraction),), compared_to=("baseline",)
+        )
     candidates = sweep_candidates(name)
     if candidates is not None:
-        return Arm(name, method="proposed", step=name, options=(("num_candidates", candidates),),
-                   compared_to=("baseline",))  # fmt: skip
+        return Arm(
+            name, method="proposed", step=name, options=(("num_candidates", candidates),), compared_to=("baseline",)
+        )
     canonical = _canonical(name)
     if canonical is not None:  # gated-0.50: one arm, one name (its folder, its cost ratio's key)
         raise InputError(f"unknown arm {name!r}; did you mean {canonical!r}?")
-    raise InputError(f"unknown arm {name!r}; choose from {list(ARM_REGISTRY)}, baseline-xB (B > 0: a baseline "
-                     "budget), gated-Q (0 < Q <= 1) or proposed-mM (M >= 2 candidates)")  # fmt: skip
+    raise InputError(
+        f"unknown arm {name!r}; choose from {list(ARM_REGISTRY)}, baseline-xB (B > 0: a baseline "
+        "budget), gated-Q (0 < Q <= 1) or proposed-mM (M >= 2 candidates)"
+    )

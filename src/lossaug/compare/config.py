@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossaug.compare.arms import ARMS, arm_named, budget_arm, candidates_arm
+from lossaug.compare.arms import ARMS, BASELINE_ARM, PROPOSED_STEP, arm_named, budget_arm, candidates_arm
 from lossaug.config import SETTINGS, TrainConfig, validate_config
 from lossaug.errors import InputError
 
@@ -87,7 +87,7 @@ def declared_ratios(config: CompareConfig) -> dict[str, float]:
     """The declared cost ratio of each step kind (a kind not here is measured by bench): the one mapping behind the
     public pair, ``cost_ratio`` the proposed step's and ``cost_ratios`` every other kind's (``validate_compare``
     refuses a ``cost_ratios["proposed"]``)."""
-    proposed = {} if config.cost_ratio is None else {"proposed": config.cost_ratio}
+    proposed = {} if config.cost_ratio is None else {PROPOSED_STEP: config.cost_ratio}
     return {**proposed, **config.cost_ratios}
 
 
@@ -210,14 +210,14 @@ def validate_compare(config: CompareConfig) -> None:
         raise InputError(f"branch_at must be in [0, 1), got {config.branch_at}")
     _check_ratio("cost_ratio", config.cost_ratio)
     for kind, value in config.cost_ratios.items():
-        if kind == "proposed":
+        if kind == PROPOSED_STEP:
             raise InputError("the proposed step's cost ratio is cost_ratio, not cost_ratios['proposed']")
         if arm_named(kind).step != kind:
             raise InputError(
                 f"{kind!r} is not a step kind with a cost ratio of its own (gated, weighted, gated-Q, proposed-mM)"
             )
         _check_ratio(f"cost ratio of {kind!r}", value)
-    if config.budgets and "baseline" not in all_arms(config):
+    if config.budgets and BASELINE_ARM not in all_arms(config):
         raise InputError("budgets need the baseline (budget 1), the reference of the frontier's intervals")
     if not 0 < config.margin < 1:
         raise InputError(f"margin must be in (0, 1) as a fraction (0.005 = 0.5 points), got {config.margin}")
@@ -273,7 +273,7 @@ def _cost_ratios(cost: Any) -> dict[str, Any]:
         for kind, value in cost.items()
         if value != "bench"
     }
-    return {"cost_ratio": declared.pop("proposed", None), "cost_ratios": declared}
+    return {"cost_ratio": declared.pop(PROPOSED_STEP, None), "cost_ratios": declared}
 
 
 def _number(value: Any, key: str) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypedDict
 
-from lossaug.compare.arms import arm_named, sweep_candidates
+from lossaug.compare.arms import PROPOSED_STEP, WEIGHTED_STEP, arm_named, sweep_candidates
 from lossaug.compare.config import MAX_RATIO, CompareConfig, declared_ratios
 from lossaug.compare.plan import planned_arms
 from lossaug.config import TrainConfig
@@ -91,10 +91,10 @@ def _bench_config(config: CompareConfig, setting: str, kinds: Sequence[str]):
     cheap: _CheapModes = {}
     if {f.name for f in dataclasses.fields(BenchConfig)} >= {"score_fractions", "weighted"}:
         fractions = [dict(arm_named(kind).options)["score_fraction"] for kind in kinds if kind.startswith("gated")]
-        cheap = {"score_fractions": tuple(sorted(set(fractions))), "weighted": "weighted" in kinds}
-    elif set(kinds) - {"proposed"}:
+        cheap = {"score_fractions": tuple(sorted(set(fractions))), "weighted": WEIGHTED_STEP in kinds}
+    elif set(kinds) - {PROPOSED_STEP}:
         raise InputError(
-            f"this lossaug bench cannot time {sorted(set(kinds) - {'proposed'})}; declare their cost "
+            f"this lossaug bench cannot time {sorted(set(kinds) - {PROPOSED_STEP})}; declare their cost "
             "ratios (protocol: cost_ratio = {proposed = ..., gated = ..., weighted = ...})"
         )
     return BenchConfig(
@@ -115,15 +115,16 @@ def _measured(result, kind: str, num_candidates: int) -> float:
     """R of ``kind`` from a bench result: the M-candidate step's ratio for proposed (and an M sweep's
     ``proposed-mM`` at its M); the measured row of gating at its Q; the weighted step's ratio per distinct image (its
     step takes B/M images)."""
-    if kind == "proposed":
+    if kind == PROPOSED_STEP:
         return result.timing(num_candidates).ratio
     if (sweep := sweep_candidates(kind)) is not None:
         return result.timing(sweep).ratio
-    option = "weighted" if kind == "weighted" else f"score_fraction {dict(arm_named(kind).options)['score_fraction']:g}"
+    weighted = kind == WEIGHTED_STEP
+    option = "weighted" if weighted else f"score_fraction {dict(arm_named(kind).options)['score_fraction']:g}"
     rows = [row for row in result.options() if row["option"] == option and row["measured"]]
     if not rows:
         raise InputError(f"lossaug bench did not time {option!r}; declare the cost ratio of {kind!r}")
-    return rows[0]["ratio_per_image"] if kind == "weighted" else rows[0]["ratio"]
+    return rows[0]["ratio_per_image"] if weighted else rows[0]["ratio"]
 
 
 def measure_cost_ratios(
@@ -153,11 +154,11 @@ def needed_kinds(config: CompareConfig) -> list[str]:
     kinds = {k for arm in arms if arm.epochs(base.epochs, config.branch_at, {}) is None for k in arm.kinds()}
     if config.budgets:
         kinds |= {k for arm in arms for k in arm.kinds()}
-    return sorted(kinds, key=lambda kind: (kind != "proposed", kind))
+    return sorted(kinds, key=lambda kind: (kind != PROPOSED_STEP, kind))
 
 
 def _file_key(setting: str, kind: str) -> str:
-    return setting if kind == "proposed" else f"{setting}:{kind}"
+    return setting if kind == PROPOSED_STEP else f"{setting}:{kind}"
 
 
 def resolve_costs(config: CompareConfig, reporter: Reporter | None = None) -> dict[str, dict[str, dict]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lossaug.compare import stats
 from lossaug.compare.analyses import Finished, ForestRow, endpoint, points
-from lossaug.compare.arms import arm_named
+from lossaug.compare.arms import BASELINE_ARM, arm_named
 
 __all__ = [
     "FRONTIER_ANALYSES",
@@ -81,7 +81,7 @@ def _curve(finished: Finished, setting: str) -> list[tuple[float, str]]:
 
 
 def _active(finished: Finished, setting: str) -> bool:
-    return bool(finished.config.budgets) and "baseline" in finished.results[setting]
+    return bool(finished.config.budgets) and BASELINE_ARM in finished.results[setting]
 
 
 def _selection_arms(finished: Finished, setting: str) -> list[str]:
@@ -106,7 +106,7 @@ class Frontier:
                 "compute": computes[arm],
                 "epochs": sorted({run["epochs"] for run in per_seed.values()}),
                 "test_error": stats.paired_difference(errors).to_json(),
-                "vs_baseline": endpoint(per_seed, arms["baseline"], finished.config.margin),
+                "vs_baseline": endpoint(per_seed, arms[BASELINE_ARM], finished.config.margin),
             }
         return rows
 
@@ -133,8 +133,8 @@ class Frontier:
             row, versus = rows[arm], rows[arm]["vs_baseline"]
             compute = "-" if row["compute"] is None else f"{row['compute']:.2f}"
             error = f"{points(row['test_error']['mean'])} ± {points(row['test_error']['half_width'])}"
-            delta = "-" if arm == "baseline" else f"{points(versus['mean'], True)} ± {points(versus['half_width'])}"
-            verdict = "-" if arm == "baseline" else versus["verdict"]
+            delta = "-" if arm == BASELINE_ARM else f"{points(versus['mean'], True)} ± {points(versus['half_width'])}"
+            verdict = "-" if arm == BASELINE_ARM else versus["verdict"]
             epochs = ", ".join(map(str, row["epochs"]))
             lines.append(f"| {arm} | {compute} | {epochs} | {error} | {delta} | {verdict} |")
         return lines
@@ -296,7 +296,7 @@ class BreakEven:
         above = [(c, name) for c, name in curve if c > 1]
         if not above:
             return {}
-        (step, upper), base, config = above[0], arms["baseline"], finished.config
+        (step, upper), base, config = above[0], arms[BASELINE_ARM], finished.config
         seeds = sorted(set(base) & set(arms[upper]))
         slope = stats.paired_difference(
             [(arms[upper][s]["test_error"] - base[s]["test_error"]) / math.log(step) for s in seeds]
@@ -315,7 +315,7 @@ class BreakEven:
                 "gain": gain["mean"],
                 "gain_verdict": gain["verdict"],
                 "slope": slope,
-                "slope_between": ["baseline", upper],
+                "slope_between": [BASELINE_ARM, upper],
                 "break_even_ratio": ratio,
                 "measured_ratio": measured,
                 "status": _status(ratio, measured, gain["verdict"]),
@@ -408,7 +408,7 @@ def _draw_frontier(ax, setting: str, rows: Mapping[str, dict]) -> None:
 
     def bar(arm: str) -> float:
         half = placed[arm]["vs_baseline"]["half_width"]
-        return 0.0 if arm == "baseline" or math.isnan(half) else 100 * half
+        return 0.0 if arm == BASELINE_ARM or math.isnan(half) else 100 * half
 
     budgets: dict[float, str] = {}  # one point per compute (baseline-equal-time may equal a budget)
     for arm, row in placed.items():

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lossaug.compare.arms import ARM_REGISTRY, Arm, arm_named
+from lossaug.compare.arms import ARM_REGISTRY, BASELINE_ARM, Arm, arm_named
 from lossaug.compare.config import CompareConfig, all_arms
 from lossaug.config import TrainConfig
 
@@ -43,9 +43,9 @@ def _report_order(arm: Arm) -> tuple[int, float]:
     (a generated name such as ``gated-1e-05`` is not parsed back)."""
     options = dict(arm.options)
     if arm.name in ARM_REGISTRY:
-        family, number = arm.name, options.get("score_fraction", 1.0 if arm.name == "baseline" else 0.0)
+        family, number = arm.name, options.get("score_fraction", 1.0 if arm.name == BASELINE_ARM else 0.0)
     elif isinstance(arm.budget, (int, float)):  # baseline-x1.5
-        family, number = "baseline", arm.budget
+        family, number = BASELINE_ARM, arm.budget
     elif "score_fraction" in options:  # gated-0.5
         family, number = "gated", options["score_fraction"]
     else:  # proposed-m8

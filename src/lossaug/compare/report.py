@@ -16,7 +16,7 @@ from typing import Any
 
 from lossaug.compare import stats
 from lossaug.compare.analyses import Analysis, Finished, ForestRow, PairedEndpoints, granularity, test_set
-from lossaug.compare.arms import arm_named
+from lossaug.compare.arms import BASELINE_ARM, PROPOSED_STEP, arm_named
 from lossaug.compare.config import CompareConfig, all_arms
 from lossaug.compare.costs import ratio_values
 from lossaug.compare.frontier import FRONTIER_ANALYSES
@@ -75,7 +75,7 @@ def arm_rows(finished: Finished, setting: str) -> dict:
     """Per arm of ``setting``: seeds, epochs, test and train error, seconds, the paired difference to the baseline
     and time ratio (``mean_interval`` dicts), compute in baseline runs (``declared_cost``) and the per-seed values."""
     config, arms = finished.config, finished.results[setting]
-    baseline = arms.get("baseline", {})
+    baseline = arms.get(BASELINE_ARM, {})
     ratios = finished.ratios.get(setting, {})
     rows = {}
     for arm, per_seed in arms.items():
@@ -132,7 +132,7 @@ def summarize(
             "units": "errors, differences, margin and resolution are fractions of test images (x100 = points)",
             **({"budgets": list(config.budgets)} if config.budgets else {}),
         },
-        "cost_ratio": {setting: _public(kinds["proposed"]) for setting, kinds in costs.items() if "proposed" in kinds},
+        "cost_ratio": {s: _public(kinds[PROPOSED_STEP]) for s, kinds in costs.items() if PROPOSED_STEP in kinds},
         **(
             {
                 "cost_ratios": {
@@ -151,7 +151,7 @@ def summary_costs(summary: Mapping[str, Any]) -> dict[str, dict[str, dict]]:
     """Per setting the cost ratio of each step kind a summary records (``summarize``'s ``costs``, without the
     bench output). A summary written before other step kinds had cost ratios holds the proposed step's alone, under
     ``cost_ratio``."""
-    return summary.get("cost_ratios") or {s: {"proposed": cost} for s, cost in summary.get("cost_ratio", {}).items()}
+    return summary.get("cost_ratios") or {s: {PROPOSED_STEP: cost} for s, cost in summary.get("cost_ratio", {}).items()}
 
 
 def _tested(tested: dict, rows: Mapping[str, dict]) -> dict:
@@ -228,7 +228,7 @@ def _cost_line(arms: Sequence[str], setting: str, kind: str, cost: Mapping[str, 
         for arm in sized
         if arm.note and kind == (arm.budget if isinstance(arm.budget, str) else arm.step)
     )
-    what = "R (one proposed step in baseline steps)" if kind == "proposed" else f"R of {kind} (per image)"
+    what = "R (one proposed step in baseline steps)" if kind == PROPOSED_STEP else f"R of {kind} (per image)"
     return f"Cost ratio {what}, setting {setting}: {cost['value']:.3f}, {how}{';' + notes if notes else '.'}"
 
 
@@ -241,7 +241,7 @@ def _arm_table(rows: Mapping[str, dict]) -> list[str]:
     ]
     for arm, row in rows.items():
         epochs = sorted(set(row["epochs"]))
-        delta_text = "-" if arm == "baseline" else _pct(row["diff_to_baseline"], "ci95")
+        delta_text = "-" if arm == BASELINE_ARM else _pct(row["diff_to_baseline"], "ci95")
         ratio = row["time_ratio"]
         ratio_text = f"{ratio['mean']:.2f}" if ratio["n"] else "-"
         cost = row.get("declared_cost")

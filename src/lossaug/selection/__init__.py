@@ -24,7 +24,22 @@ from lossaug.selection.modes import MODES, CandidateWeights, check_score_fractio
 from lossaug.selection.probs import probs_entropy, sample_index, selection_probs
 
 __all__ = [
-    "BN_MODES", "MODES", "SCORES", "CandidateWeights", "Candidates", "LossAwareAugment", "LossFn", "ScoringOptions",
-    "Selection", "check_score_fraction", "gate_rows", "gather_selected", "make_candidates", "probs_entropy",
-    "sample_index", "score_candidates", "select_candidates", "selection_probs",
-]  # fmt: skip
+    "BN_MODES",
+    "MODES",
+    "SCORES",
+    "CandidateWeights",
+    "Candidates",
+    "LossAwareAugment",
+    "LossFn",
+    "ScoringOptions",
+    "Selection",
+    "check_score_fraction",
+    "gate_rows",
+    "gather_selected",
+    "make_candidates",
+    "probs_entropy",
+    "sample_index",
+    "score_candidates",
+    "select_candidates",
+    "selection_probs",
+]

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from lossaug.augment import Augment, augment_with_targets, call_augment, mixes_targets, parse_augment
 from lossaug.errors import InputError
 from lossaug.selection.core import Candidates, LossFn, ScoringOptions, Selection, _select, make_candidates
-from lossaug.selection.modes import MODES, CandidateWeights, check_score_fraction, gate_rows
+from lossaug.selection.modes import MODES, SAMPLE, WEIGHTED, CandidateWeights, check_score_fraction, gate_rows
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class LossAwareAugment:
     autocast_dtype: torch.dtype | None = None
     check_targets: bool = True
     score_fraction: float = 1.0
-    mode: str = "sample"
+    mode: str = SAMPLE
     num_classes: int | None = None  # K of the one-hot targets a label-mixing augmentation needs (None: not needed)
     sample_rate: int | None = None  # Hz of the waveforms an audio spec is built for (None: images, or 16 kHz audio)
     _augment: Augment = field(init=False, repr=False, compare=False)
@@ -66,7 +66,7 @@ class LossAwareAugment:
         check_score_fraction(self.score_fraction)
         if self.mode not in MODES:
             raise InputError(f"unknown mode {self.mode!r}; choose from {list(MODES)}")
-        if self.mode == "weighted" and self.score_fraction != 1.0:
+        if self.mode == WEIGHTED and self.score_fraction != 1.0:
             raise InputError("score_fraction applies to the sampling mode; the weighted mode scores every candidate")
         scoring = ScoringOptions(
             self.score, self.bn, self.chunk_size, self.autocast_dtype, self.loss_fn, self.check_targets
@@ -83,8 +83,10 @@ class LossAwareAugment:
         if self.num_classes is not None and (isinstance(self.num_classes, bool) or self.num_classes < 1):
             raise InputError(f"num_classes must be >= 1 or None, got {self.num_classes}")
         if mixes_targets(augment) and self.loss_fn is not None:
-            raise InputError("a label-mixing augmentation (mixup, cutmix) scores with soft-target cross-entropy; "
-                             "it cannot be combined with loss_fn")  # fmt: skip
+            raise InputError(
+                "a label-mixing augmentation (mixup, cutmix) scores with soft-target cross-entropy; "
+                "it cannot be combined with loss_fn"
+            )
         object.__setattr__(self, "_augment", augment)
         object.__setattr__(self, "_scoring", scoring)
 
@@ -103,11 +105,14 @@ class LossAwareAugment:
         if targets.is_floating_point() and targets.dim() == 2:
             return targets.float()
         if targets.dim() != 1 or targets.is_floating_point():
-            raise InputError(f"targets must be (B,) class indices or soft (B,K), got {targets.dtype} "
-                             f"{tuple(targets.shape)}")  # fmt: skip
+            raise InputError(
+                f"targets must be (B,) class indices or soft (B,K), got {targets.dtype} {tuple(targets.shape)}"
+            )
         if self.num_classes is None:
-            raise InputError("a label-mixing augmentation (mixup, cutmix) needs num_classes to make one-hot targets "
-                             "of class indices (or pass soft (B,K) targets)")  # fmt: skip
+            raise InputError(
+                "a label-mixing augmentation (mixup, cutmix) needs num_classes to make one-hot targets "
+                "of class indices (or pass soft (B,K) targets)"
+            )
         if self.check_targets and len(targets) and bool(((targets < 0) | (targets >= self.num_classes)).any()):
             row = int(((targets < 0) | (targets >= self.num_classes)).nonzero()[0, 0])
             raise InputError(f"target {int(targets[row])} at row {row} is out of range for {self.num_classes} classes")
@@ -127,15 +132,17 @@ class LossAwareAugment:
         ``Candidates(candidates, targets (B,M,K))``."""
         count = self.num_candidates if num_candidates is None else num_candidates
         soft = None if targets is None else self.soft_targets(targets)
-        return make_candidates(images, self._augment, count, generator=generator, extra_generator=extra_generator,
-                               targets=soft)  # fmt: skip
+        return make_candidates(
+            images, self._augment, count, generator=generator, extra_generator=extra_generator, targets=soft
+        )
 
     def _made(self, images: Tensor, targets: Tensor, count: int, generator, extra_generator) -> tuple[Tensor, Tensor]:
         """``(candidates (B,M,...), targets)``: the candidates' own soft ``(B,M,K)`` when the augmentation mixes
         labels, else the batch's ``targets`` as given."""
         soft = None if not self.mixes_targets else self.soft_targets(targets)
-        made = make_candidates(images, self._augment, count, generator=generator, extra_generator=extra_generator,
-                               targets=soft)  # fmt: skip
+        made = make_candidates(
+            images, self._augment, count, generator=generator, extra_generator=extra_generator, targets=soft
+        )
         if isinstance(made, Candidates):
             return made.candidates, made.targets
         return made, targets
@@ -170,7 +177,7 @@ class LossAwareAugment:
             raise InputError(f"images hold {images.shape[0]} samples but targets hold {targets.shape[0]}")
         count = self.num_candidates if num_candidates is None else num_candidates
         chooser = select_generator if select_generator is not None else generator
-        if self.mode == "weighted":
+        if self.mode == WEIGHTED:
             return self.weighted(images, targets, count, generator=generator, extra_generator=extra_generator)
         uniform = math.isinf(self.temperature) or self.uniform_mix == 1.0
         if self.score_fraction < 1.0 and count > 1 and not uniform:
@@ -218,8 +225,9 @@ class LossAwareAugment:
             rest = make_candidates(images[rows], self._augment, num_candidates - 1, generator=extra)
             candidate_targets = targets[rows]
         else:
-            rest, rest_targets = make_candidates(images[rows], self._augment, num_candidates - 1, generator=extra,
-                                                 targets=soft[rows])  # fmt: skip
+            rest, rest_targets = make_candidates(
+                images[rows], self._augment, num_candidates - 1, generator=extra, targets=soft[rows]
+            )
             assert first_targets is not None
             candidate_targets = torch.cat([first_targets[rows].unsqueeze(1), rest_targets], dim=1)
         candidates = torch.cat([first[rows].unsqueeze(1), rest.to(first.dtype)], dim=1)
@@ -233,8 +241,9 @@ class LossAwareAugment:
         if first_targets is not None and chosen.targets is not None:
             chosen_targets = first_targets.clone()
             chosen_targets[rows] = chosen.targets
-        return Selection(inputs, index, probs, scores if chosen.scored else None, fallback, scored_rows,
-                         targets=chosen_targets)  # fmt: skip
+        return Selection(
+            inputs, index, probs, scores if chosen.scored else None, fallback, scored_rows, targets=chosen_targets
+        )
 
     def weighted(
         self,

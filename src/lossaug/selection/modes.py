@@ -13,7 +13,9 @@ from torch import Tensor
 from lossaug.errors import InputError
 from lossaug.selection.probs import _probs_and_fallback
 
-MODES = ("sample", "weighted")  # sample one candidate per image (the method), or train on all M weighted by loss
+SAMPLE = "sample"  # sample one candidate per image (the method)
+WEIGHTED = "weighted"  # train on all M candidates of each image, weighted by loss
+MODES = (SAMPLE, WEIGHTED)
 
 
 def gate_rows(stale_losses: Tensor, count: int, order: Tensor | None = None) -> Tensor:
