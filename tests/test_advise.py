@@ -3,15 +3,20 @@ comparison faked), bad input (one line, exit 2, nothing written) and one tiny re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shlex
 from pathlib import Path
 
 import pytest
 
 from lossaug.advise import AdviseConfig, ArmVerdict, bracketing_budgets, parse_duration, recommend, run_advise
 from lossaug.advise import run as advise_run
-from lossaug.cli import main
+from lossaug.advise.report import standalone_command, train_command
+from lossaug.cli import build_parser, main
+from lossaug.cli_config import config_from_args
+from lossaug.compare.arms import arm_named
 from lossaug.interrupts import TrainingInterrupted
 from lossaug.train import TrainConfig
 
@@ -180,3 +185,33 @@ def test_help_names_every_option_of_the_advice_and_an_example(capsys):
     for option in ("--time", "--arms", "--settings", "--margin", "--max-seeds", "--branch-at", "--cost-ratios"):
         assert option in text
     assert "example: lossaug advise" in text and "%%" not in text and "anytime-valid 95% confidence" in text
+
+
+def _parsed(words: list[str]) -> TrainConfig:
+    """The config ``lossaug train`` builds from ``words`` (``lossaug train ...``)."""
+    assert words[:2] == ["lossaug", "train"]
+    return config_from_args(build_parser().parse_args(words[1:]))
+
+
+@pytest.mark.parametrize("arm", ["proposed", "gated", "weighted-equal-time", "baseline-x2"])
+def test_the_command_is_the_recipe_measured_a_trunk_then_the_arm_from_it(arm):
+    config = AdviseConfig(base=BASE, time=60, arms=("proposed",), branch_at=0.5)
+    ratios = {"proposed": 2.0, "gated": 1.4, "weighted": 4.0}
+    first, second = (shlex.split(part) for part in train_command(config, arm, "A", ratios).split(" && "))
+    trunk, branch, spec = _parsed(first), _parsed(second), arm_named(arm)
+    assert (trunk.method, trunk.stop_at, trunk.epochs, trunk.branch_from) == ("baseline", 0.5, BASE.epochs, None)
+    assert (branch.branch_from, branch.stop_at, branch.method) == (trunk.out, None, spec.method)
+    assert branch.epochs == spec.epochs(BASE.epochs, 0.5, ratios)  # the compute the comparison gave it
+    changed = {"out", "cache_dir", "stop_at", "branch_from", "epochs", "method", *dict(spec.options)}
+    for run in (trunk, branch):
+        same = {f.name for f in dataclasses.fields(TrainConfig)} - changed
+        assert {name: getattr(run, name) for name in same} == {name: getattr(BASE, name) for name in same}
+    assert all(getattr(branch, name) == value for name, value in spec.options)
+    alone = _parsed(shlex.split(standalone_command(config, arm, "A", ratios)))
+    assert alone.branch_from is None and alone.stop_at is None and alone.method == spec.method
+
+
+def test_the_baseline_is_one_plain_run():
+    config = AdviseConfig(base=BASE, time=60, arms=("proposed",), branch_at=0.5)
+    command = train_command(config, "baseline", "A", {"proposed": 2.0})
+    assert "&&" not in command and _parsed(shlex.split(command)).epochs == BASE.epochs

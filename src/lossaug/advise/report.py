@@ -18,7 +18,7 @@ from lossaug.kinds import kind_of_dataset
 from lossaug.methods import method_named
 from lossaug.selection import LossAwareAugment
 
-__all__ = ["advice_json", "advice_markdown", "python_call", "train_command"]
+__all__ = ["advice_json", "advice_markdown", "python_call", "standalone_command", "train_command"]
 
 _NOT_TYPED = ("out", "cache_dir", "seed", "stop_at", "branch_from")  # set per run, or where things live
 # LossAwareAugment's own defaults: an argument equal to its default is left out of the call advise prints
@@ -50,15 +50,38 @@ def _run_config(config: AdviseConfig, arm: str, setting: str, ratios: Mapping[st
     return dataclasses.replace(config.base, method=spec.method, setting=setting, epochs=epochs, **dict(spec.options))
 
 
-def train_command(config: AdviseConfig, arm: str, setting: str, ratios: Mapping[str, float]) -> str:
-    """``lossaug train ...`` with every option of the advice that is not a default, for ``arm`` run from scratch."""
-    run, default = _run_config(config, arm, setting, ratios), TrainConfig()
+def _words(run: TrainConfig, extra: Sequence[str] = ()) -> list[str]:
+    """``lossaug train`` with every option of ``run`` that is not a default, then ``extra``."""
+    default = TrainConfig()
     words = ["lossaug", "train"]
     for f in dataclasses.fields(TrainConfig):
         value = getattr(run, f.name)
         if f.name not in _NOT_TYPED and value != getattr(default, f.name):
             words += _flag(f, value)
-    return shlex.join(words)
+    return [*words, *extra]
+
+
+def standalone_command(config: AdviseConfig, arm: str, setting: str, ratios: Mapping[str, float]) -> str:
+    """``lossaug train ...`` for ``arm`` as one run from scratch at the compute it had in the comparison (its
+    selection from the first epoch: not the recipe measured, which branched from a baseline trunk)."""
+    return shlex.join(_words(_run_config(config, arm, setting, ratios)))
+
+
+def train_command(config: AdviseConfig, arm: str, setting: str, ratios: Mapping[str, float]) -> str:
+    """The recipe the advice measured for ``arm``, as ``lossaug train`` commands: the baseline trained to fraction
+    ``branch_at`` of its steps (``--stop-at``), then the arm continued from that checkpoint (``--branch-from``) for
+    the epochs it had in the comparison; one plain run for the baseline itself or without a branch point."""
+    spec = arm_named(arm)
+    if config.branch_at <= 0 or (spec.budget is None and not spec.selects):
+        return standalone_command(config, arm, setting, ratios)
+    epochs = spec.epochs(config.base.epochs, config.branch_at, ratios)
+    assert epochs is not None, f"arm {arm}: its cost ratio was not resolved"
+    trunk, branch = "runs/advised-trunk", f"runs/advised-{arm}"
+    trunk_run = dataclasses.replace(config.base, method="baseline", setting=setting)
+    arm_run = dataclasses.replace(trunk_run, method=spec.method, epochs=epochs, **dict(spec.options))
+    first = _words(trunk_run, ["--stop-at", f"{config.branch_at:g}", "--out", trunk])
+    second = _words(arm_run, ["--branch-from", trunk, "--out", branch])
+    return f"{shlex.join(first)} && {shlex.join(second)}"
 
 
 def python_call(config: AdviseConfig, arm: str, setting: str) -> str | None:
@@ -83,6 +106,7 @@ def python_call(config: AdviseConfig, arm: str, setting: str) -> str | None:
 def advice_json(
     recommendation: Recommendation,
     command: str,
+    standalone: str,
     python: str | None,
     selection: Sequence[ArmVerdict],
     budgets: Sequence[ArmVerdict],
@@ -94,6 +118,7 @@ def advice_json(
         "recommendation": {
             "arm": recommendation.arm,
             "command": command,
+            "standalone": standalone,
             "setting": recommendation.setting,
             "reason": recommendation.reason,
             "python": python,
@@ -138,6 +163,12 @@ def advice_markdown(advice: Mapping) -> str:
         rec["command"],
         "```",
     ]
+    if rec["command"] != rec["standalone"]:
+        lines += [
+            "",
+            "That is the recipe measured: the baseline to its branch point, then the arm from that checkpoint. One "
+            f"run from scratch at the same compute (not measured): `{rec['standalone']}`.",
+        ]
     if rec["python"]:
         lines += ["", f"In your own training loop: `{rec['python']}`."]
     lines += [

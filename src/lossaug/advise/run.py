@@ -22,7 +22,7 @@ from lossaug.advise.plan import (
     seed_compute,
     validate_advise,
 )
-from lossaug.advise.report import advice_json, advice_markdown, python_call, train_command
+from lossaug.advise.report import advice_json, advice_markdown, python_call, standalone_command, train_command
 from lossaug.advise.verdicts import budget_verdicts, family_size, recommend, selection_verdicts
 from lossaug.compare.config import validate_compare
 from lossaug.compare.costs import COST_RATIO_FILE, ratio_values, resolve_costs
@@ -274,7 +274,8 @@ def _finish(
         "epoch_seconds": calibration.epoch_seconds,
     }
     python = python_call(config, recommendation.arm, recommendation.setting)
-    record = advice_json(recommendation, command, python, selection, budgets, facts)
+    standalone = standalone_command(config, recommendation.arm, recommendation.setting, ratios)
+    record = advice_json(recommendation, command, standalone, python, selection, budgets, facts)
     out = Path(config.out)
     write_json(record, out / "advice.json")
     write_text(advice_markdown(record), out / "advice.md")
