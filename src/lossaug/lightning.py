@@ -25,6 +25,7 @@ except ImportError as error:
 from lossaug.errors import InputError
 from lossaug.seeds import stream_seed
 from lossaug.selection import LossAwareAugment, Selection, probs_entropy
+from lossaug.selection.modes import SAMPLE
 
 __all__ = ["LossAwareSelection"]
 
@@ -55,7 +56,7 @@ class LossAwareSelection(pl.Callback):
             augment = LossAwareAugment(augment)
         if not isinstance(augment, LossAwareAugment):
             raise InputError(f"augment must be a LossAwareAugment or a spec string, got {type(augment).__name__}")
-        if augment.score_fraction != 1.0 or augment.mode != "sample":
+        if augment.score_fraction != 1.0 or augment.mode != SAMPLE:
             # Gating needs each image's last training loss by dataset index, and the weighted mode replaces the
             # training loss: both belong to the training step, which a callback that only swaps inputs cannot see.
             raise InputError(
