@@ -117,7 +117,7 @@ def test_rotation_gives_turns_in_order_and_drops_who_leaves():
 
 def test_rotation_skips_a_name_that_left_before_its_turn_came():
     rotation = Rotation(["a", "b", "c"])
-    for name in rotation:
+    for _name in rotation:
         if len(rotation.taken) == 1:
             rotation.leave("b")  # left during another's turn: its turn in this round is skipped
         if len(rotation.taken) == 4:
