@@ -96,7 +96,7 @@ class Run(RunParts):
     ):
         with held:  # a failed set-up lets go of the run directory at once
             super().__init__(config, reporter, on_step, resume, replaced)
-            self.held = held.pop_all()  # the run directory's lock, released by close()
+            self._held = held.pop_all()  # the run directory's lock, released by close()
         self.signal, self.clock = StopRequest(), time.perf_counter()  # SIGTERM/SIGINT's request; the epoch's clock
         self.last_checkpoint: Path | None = None
         self.before: dict[str, Tensor] | None = None  # the random streams before a step (on_nonfinite "raise")
@@ -206,7 +206,7 @@ class Run(RunParts):
         """End the run, with or without ``finish``: the callbacks are closed (once) and the run directory's lock
         released. An unfinished run keeps its last checkpoint, from which ``resume`` continues it."""
         self._close_callbacks()
-        self.held.close()
+        self._held.close()
 
     def interrupted(self) -> TrainingInterrupted:
         """The exception that ends a run stopped by a signal, naming its checkpoint."""
