@@ -7,7 +7,6 @@ import json
 import math
 import os
 import signal
-import threading
 
 import pytest
 import torch
@@ -106,37 +105,25 @@ def test_calibrate_times_both_arms_with_the_bench_step():
 
 
 def test_rotation_gives_turns_in_order_and_drops_who_leaves():
-    rotation, done = Rotation(["a", "b", "c"]), []
-
-    def worker(name: str, turns: int) -> None:
-        rotation.take(name)
-        for turn in range(turns):
-            done.append((name, turn))
-            if turn + 1 < turns:
-                rotation.pass_on(name)
-                rotation.take(name)
-        rotation.leave(name)
-
-    threads = [threading.Thread(target=worker, args=args) for args in (("c", 3), ("a", 3), ("b", 1))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    rotation, done, turns = Rotation(["a", "b", "c"]), [], {"c": 3, "a": 3, "b": 1}
+    for name in rotation:
+        turn = sum(1 for other, _ in done if other == name)
+        done.append((name, turn))
+        if turn + 1 == turns[name]:
+            rotation.leave(name)
     assert done == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("c", 1), ("a", 2), ("c", 2)]
     assert rotation.taken == ["a", "b", "c", "a", "c", "a", "c"]
 
 
-def test_rotation_stop_wakes_the_waiting():
-    rotation = Rotation(["a", "b"])
-    rotation.take("a")
-    raised = []
-    waiter = threading.Thread(target=lambda: raised.append(pytest.raises(demo.DemoStopped, rotation.take, "b")))
-    waiter.start()
-    rotation.stop()
-    waiter.join(timeout=30)
-    assert raised and not waiter.is_alive()
-    with pytest.raises(demo.DemoStopped):
-        rotation.check()
+def test_rotation_skips_a_name_that_left_before_its_turn_came():
+    rotation = Rotation(["a", "b", "c"])
+    for _name in rotation:
+        if len(rotation.taken) == 1:
+            rotation.leave("b")  # left during another's turn: its turn in this round is skipped
+        if len(rotation.taken) == 4:
+            rotation.leave("a")
+            rotation.leave("c")
+    assert rotation.taken == ["a", "c", "a", "c"]
 
 
 @pytest.mark.slow  # ~5 s: four tiny runs
@@ -184,6 +171,48 @@ def test_a_signal_stops_both_arms_and_leaves_resumable_runs(tmp_path):
     assert stop.value.exit_code == 130 and "lossaug train --resume" in str(stop.value)
     assert finished.count("baseline") == 1  # the signal stopped the rotation: no arm began another turn
     resumed = train(configs["baseline"], resume=True)
+    straight = train(dataclasses.replace(configs["baseline"], out=None))
+    assert untimed(resumed.metrics) == untimed(straight.metrics)
+
+
+class _SignalAtStep:
+    """A reporter that sends one SIGINT from the progress of the second step of ``title``'s epoch, then counts the
+    steps that still advance, and keeps the logged lines."""
+
+    def __init__(self, title: str):
+        self.title, self.current, self.steps, self.sent, self.after, self.lines = title, "", 0, False, 0, []
+
+    def start(self, title: str, total: int) -> None:
+        self.current, self.steps = title, 0
+
+    def advance(self, count: int, info: str = "") -> None:
+        if not info:  # the epoch start's advance past the steps done: not a step
+            return
+        self.steps += 1
+        if self.sent:
+            self.after += 1
+        elif self.current.startswith(self.title) and self.steps == 2:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def finish(self, line: str) -> None:
+        self.lines.append(line)
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def test_a_signal_during_an_epoch_stops_after_that_step_and_keeps_the_last_finished_epoch(tmp_path):
+    configs = tiny_configs(tmp_path, epochs=3)
+    reporter = _SignalAtStep("baseline epoch 2/3")
+    with pytest.raises(DemoInterrupted) as stop:
+        train_alternating(configs, reporter)
+    assert reporter.sent and reporter.after == 0 and stop.value.exit_code == 130  # no step after the signal's
+    for arm in configs:  # each run keeps the checkpoint of its first epoch; the baseline's second was left
+        assert len((tmp_path / "alt" / arm / "metrics.jsonl").read_text().splitlines()) == 1
+    log = _SignalAtStep("never")
+    resumed = train(configs["baseline"], reporter=log, resume=True)
+    assert any("resume at epoch 2 step 0" in line for line in log.lines), log.lines
     straight = train(dataclasses.replace(configs["baseline"], out=None))
     assert untimed(resumed.metrics) == untimed(straight.metrics)
 

@@ -737,9 +737,9 @@ def test_a_full_disk_while_writing_a_figure_names_it(tmp_path, finished_run, mon
 
 
 def test_a_refused_non_finite_save_does_not_claim_a_checkpoint_that_does_not_exist(tmp_path, monkeypatch, capsys):
-    import lossaug.train as train_module
+    import lossaug.run_parts as run_parts  # where RunParts.save checks the state
 
-    monkeypatch.setattr(train_module, "state_is_finite", lambda model, optimizer: False)
+    monkeypatch.setattr(run_parts, "state_is_finite", lambda model, optimizer: False)
     out = tmp_path / "run"
     assert main(["train", *tiny(tmp_path), "--out", str(out)]) == 1
     err = capsys.readouterr().err

@@ -4,12 +4,13 @@
 ``demo_calibration.plan_epochs`` takes the most epochs (at least 3) that fit the budget; after the first epoch of
 both arms, ``replan`` sets the final count from their measured time and both runs resume with it.
 
-**Alternate.** Each arm is one ordinary ``train`` call in its own thread (``demo_alternation``), so its run
-directory is exactly what ``lossaug train`` writes for the same config (``lossaug train --resume --epochs N`` after
-the re-check); the threads take turns epoch by epoch, so both arms see the same machine load.
+**Alternate.** Each arm is one ordinary run, opened and driven epoch by epoch through the run's public epoch
+API (``run_epochs.open_run``) as ``train`` drives it, so its run directory is exactly what ``lossaug train``
+writes for the same config (``lossaug train --resume --epochs N`` after the re-check). ``demo_alternation`` takes
+the arms' epochs in turn in one thread, so both arms see the same machine load.
 
 **Report.** Errors, total training time and its ratio, and the ratio of median per-step times (each step timed
-from the ``on_step`` callback), which one slow stretch of the machine barely moves; ``summary.json`` and
+between the run's steps), which one slow stretch of the machine barely moves; ``summary.json`` and
 ``comparison.png`` in ``out``.
 """
 
@@ -27,14 +28,7 @@ from typing import Any
 
 from lossaug.config import DEVICES, PRESETS, RunResult, TrainConfig
 from lossaug.data import load_mini_cifar10
-from lossaug.demo_alternation import (
-    Alternation,
-    DemoInterrupted,
-    DemoStopped,
-    Rotation,
-    RoundsDone,
-    train_alternating,
-)
+from lossaug.demo_alternation import Alternation, DemoInterrupted, Rotation, train_alternating
 from lossaug.demo_calibration import (
     CALIBRATION_REPEATS,
     CALIBRATION_WARMUP,
@@ -56,12 +50,35 @@ from lossaug.progress import Reporter
 from lossaug.rundir import run_files
 
 __all__ = [
-    "ARMS", "BUDGET_SECONDS", "CALIBRATION_REPEATS", "CALIBRATION_WARMUP", "EPOCH_OVERHEAD_SECONDS", "MAX_EPOCHS",
-    "MIN_EPOCHS", "NOTE", "RESERVE_SECONDS", "Alternation", "Calibration", "DemoConfig", "DemoInterrupted",
-    "DemoResult", "DemoStopped", "Plan", "Rotation", "RoundsDone", "arm_configs", "calibrate", "choose_epochs",
-    "format_table", "median_step_ratio", "note", "plan_epochs", "remaining_seconds", "replan", "run_demo", "summary",
+    "ARMS",
+    "BUDGET_SECONDS",
+    "CALIBRATION_REPEATS",
+    "CALIBRATION_WARMUP",
+    "EPOCH_OVERHEAD_SECONDS",
+    "MAX_EPOCHS",
+    "MIN_EPOCHS",
+    "NOTE",
+    "RESERVE_SECONDS",
+    "Alternation",
+    "Calibration",
+    "DemoConfig",
+    "DemoInterrupted",
+    "DemoResult",
+    "Plan",
+    "Rotation",
+    "arm_configs",
+    "calibrate",
+    "choose_epochs",
+    "format_table",
+    "median_step_ratio",
+    "note",
+    "plan_epochs",
+    "remaining_seconds",
+    "replan",
+    "run_demo",
+    "summary",
     "train_alternating",
-]  # fmt: skip
+]
 
 ARMS = ("baseline", "proposed")
 # Wall-clock for the whole demo: with Python and torch start-up (a few seconds) it ends within 5 minutes; the plan
@@ -104,8 +121,15 @@ class DemoConfig:
 
 def arm_configs(config: DemoConfig, epochs: int) -> dict[str, TrainConfig]:
     """The two runs: identical but for the method; run directories ``out/<arm>``."""
-    common = {**PRESETS["demo"], "width": config.width, "epochs": epochs, "setting": "A", "seed": config.seed,
-              "device": config.device, "num_candidates": config.num_candidates}  # fmt: skip
+    common = {
+        **PRESETS["demo"],
+        "width": config.width,
+        "epochs": epochs,
+        "setting": "A",
+        "seed": config.seed,
+        "device": config.device,
+        "num_candidates": config.num_candidates,
+    }
     return {arm: TrainConfig(**common, method=arm, out=str(Path(config.out) / arm)) for arm in ARMS}
 
 
@@ -146,8 +170,10 @@ class _Eta:
         done = {len(s) for s in self.seconds.values()}
         if len(done) == 1 and 0 < (epoch := done.pop()) < self.epochs:
             left = remaining_seconds(self.seconds, self.epochs)
-            self.log(f"demo: epoch {epoch}/{self.epochs} of both arms done, {_minutes(self.clock() - self.started)} "
-                     f"elapsed, about {_minutes(left)} left")  # fmt: skip
+            self.log(
+                f"demo: epoch {epoch}/{self.epochs} of both arms done, {_minutes(self.clock() - self.started)} "
+                f"elapsed, about {_minutes(left)} left"
+            )
 
 
 # ---------------------------------------------------------------- the demo
@@ -173,8 +199,10 @@ def _refuse_existing_runs(config: DemoConfig) -> None:
     for arm in ARMS:
         found = run_files(Path(config.out) / arm)
         if found:
-            raise InputError(f"{Path(config.out) / arm} already holds a run ({', '.join(p.name for p in found)}); "
-                             "pass --overwrite to replace it, or another --out")  # fmt: skip
+            raise InputError(
+                f"{Path(config.out) / arm} already holds a run ({', '.join(p.name for p in found)}); "
+                "pass --overwrite to replace it, or another --out"
+            )
 
 
 def run_demo(
@@ -207,10 +235,12 @@ def run_demo(
     from lossaug.plots import plot_curves
 
     out = Path(config.out)
-    plot = plot_curves({arm: r.metrics for arm, r in alternation.results.items()}, out / "comparison.png",
-                       title="lossaug demo")  # fmt: skip
-    result = DemoResult(config, plan, alternation.results, alternation.step_seconds, clock() - started,
-                        out / "summary.json", plot)  # fmt: skip
+    plot = plot_curves(
+        {arm: r.metrics for arm, r in alternation.results.items()}, out / "comparison.png", title="lossaug demo"
+    )
+    result = DemoResult(
+        config, plan, alternation.results, alternation.step_seconds, clock() - started, out / "summary.json", plot
+    )
     write_json(summary(result), result.summary_path)
     return result
 
@@ -247,21 +277,33 @@ def summary(result: DemoResult) -> dict[str, Any]:
     base, step_ratio = runs[ARMS[0]], median_step_ratio(steps)
     out: dict[str, Any] = {
         arm: {
-            "test_error": r.test_error, "train_error": r.train_error, "seconds": r.seconds,
-            "time_ratio": r.seconds / base.seconds, "median_step_seconds": statistics.median(steps[arm]),
-            "step_ratio": step_ratio[arm], "steps": len(steps[arm]), "run_dir": str(r.out_dir),
+            "test_error": r.test_error,
+            "train_error": r.train_error,
+            "seconds": r.seconds,
+            "time_ratio": r.seconds / base.seconds,
+            "median_step_seconds": statistics.median(steps[arm]),
+            "step_ratio": step_ratio[arm],
+            "steps": len(steps[arm]),
+            "run_dir": str(r.out_dir),
         }
         for arm, r in runs.items()
-    }  # fmt: skip
+    }
     plan, calibration = result.plan, result.plan.calibration
+    calibrated = (
+        None if calibration is None else {**dataclasses.asdict(calibration), "round_seconds": plan.round_seconds}
+    )
     out.update(
-        time_ratio=runs[ARMS[1]].seconds / base.seconds, median_step_ratio=step_ratio[ARMS[1]], epochs=plan.epochs,
-        epochs_from="given" if calibration is None else "calibration", plan=plan.reason,
-        calibration=None if calibration is None else {**dataclasses.asdict(calibration),
-                                                      "round_seconds": plan.round_seconds},
-        budget_seconds=result.config.budget, wall_seconds=result.wall_seconds, device=base.device,
+        time_ratio=runs[ARMS[1]].seconds / base.seconds,
+        median_step_ratio=step_ratio[ARMS[1]],
+        epochs=plan.epochs,
+        epochs_from="given" if calibration is None else "calibration",
+        plan=plan.reason,
+        calibration=calibrated,
+        budget_seconds=result.config.budget,
+        wall_seconds=result.wall_seconds,
+        device=base.device,
         alternation="epoch by epoch, baseline first",
-    )  # fmt: skip
+    )
     return out
 
 
@@ -271,13 +313,23 @@ def format_table(result: DemoResult) -> str:
     base, step_ratio = runs[ARMS[0]], median_step_ratio(steps)
     rows = [("method", "test error", "train error", "train time", "time ratio", "median step", "step ratio")]
     for arm, r in runs.items():
-        rows.append((arm, f"{r.test_error:.2%}", f"{r.train_error:.2%}", f"{r.seconds:.1f}s",
-                     f"{r.seconds / base.seconds:.2f}x", f"{1e3 * statistics.median(steps[arm]):.0f} ms",
-                     f"{step_ratio[arm]:.2f}x"))  # fmt: skip
+        rows.append(
+            (
+                arm,
+                f"{r.test_error:.2%}",
+                f"{r.train_error:.2%}",
+                f"{r.seconds:.1f}s",
+                f"{r.seconds / base.seconds:.2f}x",
+                f"{1e3 * statistics.median(steps[arm]):.0f} ms",
+                f"{step_ratio[arm]:.2f}x",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     chosen = "as given" if result.plan.calibration is None else f"calibrated to the {config.budget:.0f} s budget"
-    lines = [f"lossaug demo: mini CIFAR-10, cnn width {config.width}, {_count(result.plan.epochs)} per arm ({chosen}), "
-             f"seed {config.seed}, {base.device}"]  # fmt: skip
+    lines = [
+        f"lossaug demo: mini CIFAR-10, cnn width {config.width}, {_count(result.plan.epochs)} per arm ({chosen}), "
+        f"seed {config.seed}, {base.device}"
+    ]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     budget = f" (budget {_minutes(config.budget)})" if result.plan.calibration is not None else ""
     lines.append(f"whole demo {_minutes(result.wall_seconds)} wall-clock{budget}; arms alternated epoch by epoch")

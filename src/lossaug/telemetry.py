@@ -18,9 +18,18 @@ from lossaug.progress import Reporter, format_eta
 from lossaug.selection import Selection
 
 
-def epoch_record(epoch: int, totals: dict[str, float], *, test: tuple[float, float] | None, lr: float,
-                 seconds: float, elapsed: float, images_per_epoch: int, num_candidates: int,
-                 nonfinite_steps: int) -> dict[str, Any]:  # fmt: skip
+def epoch_record(
+    epoch: int,
+    totals: dict[str, float],
+    *,
+    test: tuple[float, float] | None,
+    lr: float,
+    seconds: float,
+    elapsed: float,
+    images_per_epoch: int,
+    num_candidates: int,
+    nonfinite_steps: int,
+) -> dict[str, Any]:
     """One line of metrics.jsonl. ``test`` is ``(error, loss)``, None when the epoch was not evaluated (NaN)."""
     count, selected = totals["images"], totals["selected"]
     test_error, test_loss = test if test is not None else (math.nan, math.nan)
@@ -151,8 +160,11 @@ class StepHook(Callback):
 def write_final(out_dir: Path, result: RunResult, extra: dict[str, Any]) -> None:
     """``final.json`` (the result's numbers, its epochs and ``extra``) and ``curves.png`` in ``out_dir``. Without
     matplotlib (a bare GPU box) the plot is skipped with a warning: the numbers are written already."""
-    numbers = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
-               if f.name not in ("model", "metrics", "config")}  # fmt: skip
+    numbers = {
+        f.name: getattr(result, f.name)
+        for f in dataclasses.fields(result)
+        if f.name not in ("model", "metrics", "config")
+    }
     write_json({**numbers, "epochs": len(result.metrics), "out_dir": str(out_dir), **extra}, out_dir / "final.json")
     from lossaug.plots import plot_curves
 
