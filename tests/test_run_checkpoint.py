@@ -1,5 +1,6 @@
 """The typed run checkpoint (``checkpoint.RunCheckpoint``): one mapping to and from the file's keys, which older
-checkpoints still load through, and the refusal of missing or mistyped fields in the existing words."""
+checkpoints still load through, and the refusal of missing or mistyped fields in the existing words; the save policy
+behind one call (``checkpoint.CheckpointSaver``)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import pytest
 import torch
 
 from lossaug.checkpoint import (
+    BEST,
     FORMAT,
+    NEWEST,
+    PREVIOUS,
     RESUME_KEYS,
     CheckpointError,
+    CheckpointSaver,
     RunCheckpoint,
     load_checkpoint,
     read_run_checkpoint,
-    save_run_checkpoint,
 )
 
 # The file's keys in the order runs have written them since classes and inputs were recorded; older readers
@@ -79,7 +83,7 @@ def _equal(a, b) -> bool:
 def test_a_run_checkpoint_is_written_under_the_files_keys_and_reads_back_equal(tmp_path):
     checkpoint = _full()
     assert list(checkpoint.to_dict()) == FILE_KEYS
-    path = save_run_checkpoint(checkpoint, tmp_path)
+    path = CheckpointSaver(tmp_path).save(checkpoint)
     on_disk = load_checkpoint(path)
     assert list(on_disk) == [*FILE_KEYS, "format"] and on_disk["format"] == FORMAT
     assert path == tmp_path / "checkpoint.pt"
@@ -127,3 +131,15 @@ def test_a_reader_needing_fewer_fields_is_not_refused_for_the_others():
     del payload["random"], payload["optimizer"]
     read = RunCheckpoint.from_dict(payload, Path("x.pt"), needs=("model", "config", "num_classes"))
     assert read.num_classes == 10 and read.random == [] and read.optimizer == {}
+
+
+def test_the_saver_says_when_a_checkpoint_is_due_and_owns_which_files_exist(tmp_path):
+    assert [step for step in range(1, 10) if CheckpointSaver(tmp_path, every=3).due(step)] == [3, 6, 9]
+    assert not any(CheckpointSaver(tmp_path).due(step) for step in range(1, 10))  # 0: at epoch ends only
+    saver = CheckpointSaver(tmp_path, every=3)
+    saver.save(_full(1), best=True)
+    saver.save(_full(2))
+    saver.save(_full(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([BEST, NEWEST, PREVIOUS])  # no temporary file left
+    steps = {name: load_checkpoint(tmp_path / name)["global_step"] for name in (NEWEST, PREVIOUS, BEST)}
+    assert steps == {NEWEST: 3, PREVIOUS: 2, BEST: 1}

@@ -10,12 +10,14 @@ pickled objects is refused and never runs.
 
 ``RunCheckpoint`` is what a checkpoint holds, as typed fields: ``to_dict`` gives the file's keys (the only place
 they are written) and ``from_dict`` reads them back, checking the keys a reader needs (``RESUME_KEYS`` to resume,
-fewer to view or reuse the weights). ``save_run_checkpoint`` is the one call a run makes to save one.
+fewer to view or reuse the weights). ``CheckpointSaver`` is a run's save policy: when a checkpoint is due and which
+files it writes (``checkpoint.pt``, its backup, ``best.pt``), behind one ``save`` call.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -30,6 +32,7 @@ from lossaug.errors import InputError
 
 NEWEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
+BEST = "best.pt"  # the best-validation epoch's checkpoint in a run directory (--keep best)
 FORMAT = 1  # bump when the payload layout changes
 # What ``train(..., resume=True)`` reads from a checkpoint; one without them cannot be resumed.
 RESUME_KEYS = ("model", "optimizer", "scheduler", "random", "position", "global_step", "num_classes", "config")
@@ -276,9 +279,40 @@ class RunCheckpoint:
         return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
 
 
-def save_run_checkpoint(checkpoint: RunCheckpoint, run_dir: Path) -> Path:
-    """Save ``checkpoint`` as ``run_dir``'s newest (atomic, rotating the previous newest to ``.prev``)."""
-    return save_checkpoint(checkpoint.to_dict(), run_dir)
+@dataclass(frozen=True)
+class CheckpointSaver:
+    """A run's save policy, as timm's ``CheckpointSaver``: a checkpoint at every epoch end and, with ``every`` > 0,
+    every ``every`` steps (``due``); each ``save`` writes ``checkpoint.pt`` atomically, the one before it kept as
+    ``checkpoint.prev.pt`` (``save_checkpoint``), and the epoch a run keeps as its best also as ``best.pt``.
+    ``run_dir`` None: a run without a directory, which saves nothing."""
+
+    run_dir: Path | None
+    every: int = 0  # steps between checkpoints within epochs (--checkpoint-every); 0: at epoch ends only
+
+    def due(self, global_step: int) -> bool:
+        """Whether the step that completes ``global_step`` steps ends a period (a checkpoint within an epoch)."""
+        return self.every > 0 and global_step % self.every == 0
+
+    def save(self, checkpoint: RunCheckpoint, *, best: bool = False) -> Path:
+        """Write ``checkpoint`` as the newest and, with ``best``, copy it to ``best.pt``; the newest's path."""
+        assert self.run_dir is not None, "a run without a directory saves nothing"
+        newest = save_checkpoint(checkpoint.to_dict(), self.run_dir)
+        if best:
+            _copy_atomically(newest, self.run_dir / BEST)
+        return newest
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` by a temporary file beside it, fsynced, then renamed into place."""
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        with open(source, "rb") as reading, open(tmp, "wb") as writing:
+            shutil.copyfileobj(reading, writing)
+            writing.flush()
+            os.fsync(writing.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_run_checkpoint(run_dir: Path, needs: Sequence[str] = RESUME_KEYS) -> tuple[Path, RunCheckpoint]:

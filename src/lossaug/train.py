@@ -26,7 +26,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from lossaug.checkpoint import NEWEST, RunCheckpoint, nonfinite_not_saved, save_run_checkpoint
+from lossaug.checkpoint import NEWEST, CheckpointSaver, RunCheckpoint, nonfinite_not_saved
 from lossaug.config import DEVICES, METHODS, PRESETS, SETTINGS, RunResult, TrainConfig, validate_config
 from lossaug.data import data_fingerprint, epoch_order
 from lossaug.distributed import World
@@ -146,6 +146,7 @@ class _Run:
         self.reporter = reporter if self.world.leader else None  # rank 0 reports and writes for everyone
         self.out_dir = Path(config.out) if config.out else None
         self.writes = self.out_dir is not None and self.world.leader
+        self.saver = CheckpointSaver(self.out_dir, config.checkpoint_every)
         origin, checkpoint = run_origin(config, self.out_dir, resume)
         # --init's file is read before the data (a bad path fails at once); resumes and branches never read it.
         init_tensors = read_init(config.init) if config.init is not None and origin is None else None
@@ -359,7 +360,7 @@ class _Run:
                    selecting: bool) -> Stop:  # fmt: skip
         """Count the step, remember the images' losses, hand the step to the callbacks, and checkpoint if a
         signal, the period or the trunk's end asks for it (epoch ends checkpoint in ``end_epoch``)."""
-        state, config = self.state, self.config
+        state = self.state
         self.stats.add(out, labels, selection, selecting, self.stale_losses[indices])
         if out.finite:
             remember_losses(self.stale_losses, indices, out, selection.input_targets(labels), self.world)
@@ -367,7 +368,7 @@ class _Run:
         state.global_step += 1
         for callback in self.callbacks:
             callback.on_step(state.global_step, selection)
-        periodic = config.checkpoint_every and state.global_step % config.checkpoint_every == 0
+        periodic = self.saver.due(state.global_step)
         trunk_end = state.global_step == self.stop_step
         signum = self.signal.signum
         if self.world.distributed:
@@ -408,8 +409,7 @@ class _Run:
         state.epoch, state.step, state.permutation = state.epoch + 1, 0, None
         for callback in self.callbacks:
             callback.on_epoch(record)
-        self.last_checkpoint = self.save()
-        self.validation.keep_if_best(state.metrics, self.last_checkpoint if self.writes else None)
+        self.last_checkpoint = self.save(best=self.validation.keeps(state.metrics))
         self.signal.signum = self.world.agree_on_stop(self.signal.signum, self.device)
         if state.global_step == self.stop_step:
             return Stop.TRUNK_END
@@ -432,9 +432,9 @@ class _Run:
 
     # ------------------------------------------------------------ checkpoints and results
 
-    def save(self, streams: dict[str, Tensor] | None = None) -> Path | None:
-        """Checkpoint the run (every rank calls this: the per-rank random streams and epoch sums are gathered).
-        ``streams``: the random state to record (default: now). A non-finite state is never saved."""
+    def save(self, streams: dict[str, Tensor] | None = None, best: bool = False) -> Path | None:
+        """Checkpoint the run; every rank calls this (each one's random streams and epoch sums are gathered).
+        ``streams``: the random state to record (default: now); ``best``: also as best.pt. Never a non-finite state."""
         if self.out_dir is None:
             return None
         stats = self.stats.state_dict() if self.state.permutation is not None else None
@@ -459,7 +459,7 @@ class _Run:
             inputs=self.data.input_spec(),
             classes=list(self.data.classes),
         )
-        return save_run_checkpoint(checkpoint, self.out_dir)
+        return self.saver.save(checkpoint, best=best)
 
     def result(self) -> RunResult:
         """The run's result; writes final.json and curves.png (a trunk writes trunk.json instead)."""
