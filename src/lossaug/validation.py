@@ -1,8 +1,8 @@
 """The validation split and what a run chooses on it; the test set is never used to choose.
 
 ``split_validation`` holds a share of each class's training examples out (stratified, seeded by the split seed,
-as ``data.split`` holds test files out). ``Validation`` measures the validation error after every epoch, keeps the
-best epoch's checkpoint as ``best.pt`` (``--keep best``) and says when ``--patience`` epochs went by without a
+as ``data.split`` holds test files out). ``Validation`` measures the validation error after every epoch, picks the
+best epoch's checkpoint to keep as ``best.pt`` (``--keep best``) and says when ``--patience`` epochs went by without a
 better one (early stopping). Its choices read only the epoch records, so a resumed run chooses as the
 uninterrupted one would. ``kept_checkpoint`` is what ``predict``, ``evaluate`` and ``export`` load from a run
 directory.
@@ -98,7 +98,7 @@ class Measured(NamedTuple):
 @dataclass
 class Validation:
     """A run's validation part: ``images``/``labels`` the held-out examples (None: no split), ``patience`` in
-    epochs (None: never stop early), ``keep`` "best": copy each better epoch's checkpoint to ``best.pt``."""
+    epochs (None: never stop early), ``keep`` "best": keep each better epoch's checkpoint as ``best.pt`` (``keeps``)."""
 
     images: Tensor | None
     labels: Tensor | None
