@@ -7,23 +7,32 @@ checkpoint that loads into ``.prev``: a ``checkpoint.pt`` that does not load (cu
 keys a resume needs) is renamed aside to ``checkpoint.pt.corrupt-<time>`` and kept for inspection, so a bad file
 never replaces the good backup. Loads use ``torch.load(weights_only=True)``: a checkpoint carrying arbitrary
 pickled objects is refused and never runs.
+
+``RunCheckpoint`` is what a checkpoint holds, as typed fields: ``to_dict`` gives the file's keys (the only place
+they are written) and ``from_dict`` reads them back, checking the keys a reader needs (``RESUME_KEYS`` to resume,
+fewer to view or reuse the weights). ``CheckpointSaver`` is a run's save policy: when a checkpoint is due and which
+files it writes (``checkpoint.pt``, its backup, ``best.pt``), behind one ``save`` call.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from lossaug.errors import InputError
 
 NEWEST = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
+BEST = "best.pt"  # the best-validation epoch's checkpoint in a run directory (--keep best)
 FORMAT = 1  # bump when the payload layout changes
 # What ``train(..., resume=True)`` reads from a checkpoint; one without them cannot be resumed.
 RESUME_KEYS = ("model", "optimizer", "scheduler", "random", "position", "global_step", "num_classes", "config")
@@ -230,8 +239,99 @@ def require_keys(payload: dict[str, Any], keys: Sequence[str], path: Path) -> di
     return payload
 
 
+@dataclass
+class RunCheckpoint:
+    """One run's checkpoint: the model's weights, optimizer and schedule state (and the proxy's, as
+    ``{"model", "optimizer", "scheduler"}``), each rank's random streams and epoch sums (``random``, one dict per
+    rank), the loop's position (``RunState.state_dict()``), and what using the model needs without its data
+    (``classes``, ``inputs``). Fields are in the file's key order. A partial read (``from_dict`` with fewer
+    ``needs``, or a checkpoint written before a field existed) leaves absent fields at their defaults."""
+
+    model: dict[str, Tensor]
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    proxy: dict[str, Any] | None = None
+    random: list[dict[str, Any]] = field(default_factory=list)
+    position: dict[str, Any] = field(default_factory=dict)
+    global_step: int = 0
+    num_classes: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    schedule: dict[str, Any] | None = None  # the run's Schedule; None before it was recorded
+    data_fingerprint: dict[str, Any] | None = None  # None before it was recorded
+    init: dict[str, Any] | None = None  # what --init loaded (InitReport.to_json()); None without --init
+    stale_losses: Tensor | None = None  # (N,) each training image's last loss; None before it was recorded
+    inputs: dict[str, Any] | None = None  # what the network takes (InputSpec.to_json()); None before recorded
+    classes: list[str] | None = None  # logit i means classes[i]; None before it was recorded
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's payload: every field under its own name (``save_checkpoint`` adds ``format``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any], path: Path, needs: Sequence[str] = RESUME_KEYS) -> RunCheckpoint:
+        """The checkpoint in ``payload`` (read from ``path``), which must hold ``model`` and ``needs``; else a
+        ``CheckpointError`` as ``require_keys`` says. Values are taken as they are: readers check what they use."""
+        require_keys(payload, list(dict.fromkeys(("model", *needs))), path)
+        return cls(**{f.name: payload[f.name] for f in fields(cls) if f.name in payload})
+
+    def learner(self) -> dict[str, Any]:
+        """The model's ``Learner.state_dict()``: its weights, optimizer and schedule state."""
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler}
+
+
+@dataclass(frozen=True)
+class CheckpointSaver:
+    """A run's save policy, as timm's ``CheckpointSaver``: a checkpoint at every epoch end and, with ``every`` > 0,
+    every ``every`` steps (``due``); each ``save`` writes ``checkpoint.pt`` atomically, the one before it kept as
+    ``checkpoint.prev.pt`` (``save_checkpoint``), and the epoch a run keeps as its best also as ``best.pt``.
+    ``run_dir`` None: a run without a directory, which saves nothing."""
+
+    run_dir: Path | None
+    every: int = 0  # steps between checkpoints within epochs (--checkpoint-every); 0: at epoch ends only
+
+    def due(self, global_step: int) -> bool:
+        """Whether the step that completes ``global_step`` steps ends a period (a checkpoint within an epoch)."""
+        return self.every > 0 and global_step % self.every == 0
+
+    def save(self, checkpoint: RunCheckpoint, *, best: bool = False) -> Path:
+        """Write ``checkpoint`` as the newest and, with ``best``, copy it to ``best.pt``; the newest's path."""
+        assert self.run_dir is not None, "a run without a directory saves nothing"
+        newest = save_checkpoint(checkpoint.to_dict(), self.run_dir)
+        if best:
+            _copy_atomically(newest, self.run_dir / BEST)
+        return newest
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` by a temporary file beside it, fsynced, then renamed into place."""
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        with open(source, "rb") as reading, open(tmp, "wb") as writing:
+            shutil.copyfileobj(reading, writing)
+            writing.flush()
+            os.fsync(writing.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_run_checkpoint(run_dir: Path, needs: Sequence[str] = RESUME_KEYS) -> tuple[Path, RunCheckpoint]:
+    """``run_dir``'s newest valid checkpoint holding ``needs`` (see ``newest_valid_checkpoint``), typed."""
+    path, payload = newest_valid_checkpoint(run_dir, needs)
+    return path, RunCheckpoint.from_dict(payload, path, needs)
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / NEWEST).exists() or (run_dir / PREVIOUS).exists()
+
+
+def nonfinite_not_saved(global_step: int, run_dir: Path) -> str:
+    """Why a non-finite state at ``global_step`` was not saved, and what ``run_dir`` keeps instead."""
+    if has_checkpoint(run_dir):
+        kept = f"the last good checkpoint in {run_dir} is kept"
+    else:
+        kept = f"there is no checkpoint in {run_dir} yet"
+    return f"the state at step {global_step} is not finite; not saved ({kept})"
 
 
 def newest_valid_checkpoint(run_dir: Path, keys: Sequence[str] = RESUME_KEYS) -> tuple[Path, dict[str, Any]]:

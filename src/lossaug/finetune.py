@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lossaug.checkpoint import RunCheckpoint, UnreadableFile, load_torch_file, newest_valid_checkpoint
 from lossaug.errors import InputError
 
 __all__ = ["InitReport", "apply_init", "read_init", "sgd_groups"]
@@ -49,8 +50,12 @@ class InitReport:
 
     def summary(self) -> str:
         text = f"init from {self.path}: {len(self.loaded)} tensors loaded"
-        for label, names in (("kept fresh, shape differs", self.shape_mismatch), ("not in the file", self.missing),
-                             ("unused from the file", self.unused)):  # fmt: skip
+        skipped = (
+            ("kept fresh, shape differs", self.shape_mismatch),
+            ("not in the file", self.missing),
+            ("unused from the file", self.unused),
+        )
+        for label, names in skipped:
             if names:
                 shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
                 text += f"; {label}: {shown}"
@@ -61,8 +66,6 @@ class InitReport:
 
 
 def _load_file(path: Path) -> Any:
-    from lossaug.checkpoint import UnreadableFile, load_torch_file, newest_valid_checkpoint
-
     if path.is_dir():
         return newest_valid_checkpoint(path, keys=("model",))[1]
     try:
@@ -77,8 +80,8 @@ def read_init(path: str | Path) -> dict[str, Tensor]:
     """The tensors of ``path`` keyed as in the file (a lossaug checkpoint or a run directory: its model's)."""
     path = Path(path)
     payload = _load_file(path)
-    if isinstance(payload, Mapping) and isinstance(payload.get("model"), Mapping) and "format" in payload:
-        payload = payload["model"]  # a lossaug checkpoint: the Normalized network
+    if _is_run_checkpoint(payload):
+        payload = RunCheckpoint.from_dict(payload, path, needs=()).model  # the Normalized network
     elif isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
         payload = payload["state_dict"]  # e.g. a Lightning checkpoint
     if not isinstance(payload, Mapping) or not payload:
@@ -90,6 +93,11 @@ def read_init(path: str | Path) -> dict[str, Tensor]:
     if non_finite:
         raise InputError(f"--init {path}: tensors not finite (NaN or inf): {_listed(non_finite)}")
     return tensors
+
+
+def _is_run_checkpoint(payload: Any) -> bool:
+    """Whether a file's contents are a lossaug checkpoint (its model a state dict) rather than a state dict."""
+    return isinstance(payload, Mapping) and isinstance(payload.get("model"), Mapping) and "format" in payload
 
 
 def _floating(tensor: Tensor) -> bool:
@@ -137,13 +145,17 @@ def apply_init(net: nn.Module, tensors: Mapping[str, Tensor], path: str, strict:
             converted.setdefault(f"{_dtype(source)} to {_dtype(target)}", []).append(name)
         loaded.append(name)
     if wrong_kind:
-        raise InputError(f"--init {path}: weights must be floating point; {len(wrong_kind)} tensors are not: "
-                         f"{_listed(wrong_kind)}")  # fmt: skip
+        raise InputError(
+            f"--init {path}: weights must be floating point; {len(wrong_kind)} tensors are not: {_listed(wrong_kind)}"
+        )
     report = InitReport(
-        path=str(path), loaded=tuple(loaded), shape_mismatch=tuple(mismatch),
-        missing=tuple(n for n in own if n not in tensors), unused=tuple(n for n in tensors if n not in own),
+        path=str(path),
+        loaded=tuple(loaded),
+        shape_mismatch=tuple(mismatch),
+        missing=tuple(n for n in own if n not in tensors),
+        unused=tuple(n for n in tensors if n not in own),
         converted=tuple(f"from {kinds}: {', '.join(names)}" for kinds, names in converted.items()),
-    )  # fmt: skip
+    )
     if not loaded:
         raise InputError(f"--init {path}: no tensor matches the model by name and shape ({report.summary()})")
     if strict and not report.exact:

@@ -185,8 +185,7 @@ class Run(RunParts):
         state.epoch, state.step, state.permutation = state.epoch + 1, 0, None
         for callback in self.callbacks:
             callback.on_epoch(record)
-        self.last_checkpoint = self.save()
-        self.validation.keep_if_best(state.metrics, self.last_checkpoint if self.writes else None)
+        self.last_checkpoint = self.save(best=self.validation.keeps(state.metrics))
         self.signal.signum = self.world.agree_on_stop(self.signal.signum, self.device)
         if state.global_step == self.stop_step:
             return Stop.TRUNK_END
@@ -267,7 +266,7 @@ class Run(RunParts):
     ) -> Stop:
         """Count the step, remember the images' losses, hand the step to the callbacks, and checkpoint if a
         signal, the period or the trunk's end asks for it (epoch ends checkpoint in ``end_epoch``)."""
-        state, config = self.state, self.config
+        state = self.state
         self.stats.add(out, labels, selection, selecting, self.stale_losses[indices])
         if out.finite:
             remember_losses(self.stale_losses, indices, out, selection.input_targets(labels), self.world)
@@ -275,7 +274,7 @@ class Run(RunParts):
         state.global_step += 1
         for callback in self.callbacks:
             callback.on_step(state.global_step, selection)
-        periodic = config.checkpoint_every and state.global_step % config.checkpoint_every == 0
+        periodic = self.saver.due(state.global_step)
         trunk_end = state.global_step == self.stop_step
         signum = self.signal.signum
         if self.world.distributed:

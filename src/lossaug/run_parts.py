@@ -19,7 +19,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from lossaug.checkpoint import CheckpointError, has_checkpoint, save_checkpoint
+from lossaug.checkpoint import NEWEST, CheckpointSaver, RunCheckpoint, nonfinite_not_saved
 from lossaug.config import TrainConfig
 from lossaug.data import data_fingerprint
 from lossaug.distributed import World
@@ -70,7 +70,8 @@ class RunParts:
         self.reporter = reporter if self.world.leader else None  # rank 0 reports and writes for everyone
         self.out_dir = Path(config.out) if config.out else None
         self.writes = self.out_dir is not None and self.world.leader
-        origin, payload = run_origin(config, self.out_dir, resume)
+        self.saver = CheckpointSaver(self.out_dir, config.checkpoint_every)
+        origin, checkpoint = run_origin(config, self.out_dir, resume)
         # --init's file is read before the data (a bad path fails at once); resumes and branches never read it.
         init_tensors = read_init(config.init) if config.init is not None and origin is None else None
         self.data = prepare_data(config, self.device, self.reporter.log if self.reporter else None)
@@ -82,17 +83,17 @@ class RunParts:
             config, data.mean, self.device, audio_rate=rate, image_side=self.image_side, num_classes=data.num_classes
         )
         self.steps_per_epoch = len(self.data.train_labels) // config.images_per_step()
-        self.schedule = run_schedule(config, self.steps_per_epoch, origin, payload)
+        self.schedule = run_schedule(config, self.steps_per_epoch, origin, checkpoint)
         check_run_memory(config, self.data, self.device, self.world.size, self.method.augment)
-        self._build_learners(init_tensors, origin, payload)
+        self._build_learners(init_tensors, origin, checkpoint)
         self.streams = Streams(config.seed, self.device, self.world.rank, self.world.size)
         self.state, self.stats = RunState(), EpochStats.zeros(self.device)
         # Each training image's last training loss (+inf until seen): stale-loss gating picks the rows to score
         # from it. Kept by every run, so that a gated branch starts from its trunk's table.
         self.stale_losses = torch.full((len(data.train_labels),), math.inf, device=self.device)
-        if payload is not None:
+        if checkpoint is not None:
             assert origin is not None, "run_origin gives a checkpoint with its origin"
-            self._restore(payload, origin)
+            self._restore(checkpoint, origin)
         stop_at = config.stop_at
         self.stop_step = math.ceil(stop_at * self.schedule.total_steps) if stop_at is not None else None
         self.validation = Validation.for_run(config, data.val_images, data.val_labels, self.device)
@@ -107,11 +108,11 @@ class RunParts:
 
     # ------------------------------------------------------------ set-up
 
-    def _build_learners(self, init_tensors: dict | None, origin: str | None, payload: dict | None) -> None:
+    def _build_learners(self, init_tensors: dict | None, origin: str | None, checkpoint: RunCheckpoint | None) -> None:
         """``model`` (with what ``--init`` loaded), ``proxy`` (if any) and ``scorer``, the network that scores."""
         config = self.config
         net = self._network("init", config.model, config.width)
-        self.init_report = self._load_init(net, init_tensors, origin, payload)
+        self.init_report = self._load_init(net, init_tensors, origin, checkpoint)
         self.model = self._learner(net, tuple(self.init_report["loaded"]) if self.init_report else ())
         # The proxy (if any) scores the candidates and learns from the same chosen batches with its own optimizer;
         # it never sees the main model's loss. torch.compile wraps whichever network scores.
@@ -152,7 +153,7 @@ class RunParts:
         return net
 
     def _load_init(
-        self, net: Normalized, tensors: dict | None, origin: str | None, payload: dict | None
+        self, net: Normalized, tensors: dict | None, origin: str | None, checkpoint: RunCheckpoint | None
     ) -> dict | None:
         """What ``--init`` loaded into ``net`` (None without ``--init``). A fresh run loads ``tensors`` now; a
         resumed or branched one reads the report back from its checkpoint (its weights come from there)."""
@@ -160,8 +161,8 @@ class RunParts:
         if config.init is None:
             return None
         if origin is not None:
-            assert payload is not None, "run_origin gives an origin with its checkpoint"
-            return payload.get("init") or {"loaded": []}
+            assert checkpoint is not None, "run_origin gives an origin with its checkpoint"
+            return checkpoint.init or {"loaded": []}
         assert tensors is not None, "a fresh run with --init read its tensors"
         report = apply_init(net.net, tensors, config.init, config.init_strict)
         if self.reporter is not None:
@@ -177,33 +178,26 @@ class RunParts:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step))
         return Learner(net.train(), self.world.wrap(net), optimizer, scheduler, self.world)
 
-    def _restore(self, payload: dict, origin: str) -> None:
+    def _restore(self, checkpoint: RunCheckpoint, origin: str) -> None:
         """Put a checkpoint's weights, optimizers, schedule position, random streams and position back."""
         where = f"{origin} from {self.config.branch_from if origin == 'branch' else self.out_dir}"
-        check_restorable(payload, where, self.config, self.data.num_classes, self.fingerprint, self.world.size)
-        check_state_fits(self.model.model, payload["model"], f"cannot {where}", self.config.model)
-        self.model.load_state_dict(payload, self.config)
-        if self.proxy is not None and payload.get("proxy") is not None:
+        check_restorable(checkpoint, where, self.config, self.data.num_classes, self.fingerprint, self.world.size)
+        check_state_fits(self.model.model, checkpoint.model, f"cannot {where}", self.config.model)
+        self.model.load_state_dict(checkpoint.learner(), self.config)
+        if self.proxy is not None and checkpoint.proxy is not None:
             assert self.config.proxy_model is not None, "a run has a proxy only with proxy_model"
-            check_state_fits(self.proxy.model, payload["proxy"]["model"], f"cannot {where}", self.config.proxy_model)
-            self.proxy.load_state_dict(payload["proxy"], self.config)
-        own = payload["random"][self.world.rank]
-        if self.streams.foreign(own):
-            raise CheckpointError(
-                f"cannot {where}: its random streams were saved on another kind of device than {self.device.type} "
-                "(a CUDA generator's state cannot continue on the CPU, nor the reverse); run it on the device it "
-                "was saved on, or start a new run from its weights with --init"
-            )
-        self.streams.load(own)
-        self.state = RunState.from_state(payload["position"])
+            check_state_fits(self.proxy.model, checkpoint.proxy["model"], f"cannot {where}", self.config.proxy_model)
+            self.proxy.load_state_dict(checkpoint.proxy, self.config)
+        own = checkpoint.random[self.world.rank]
+        self.streams.restore(own, f"cannot {where}")
+        self.state = RunState.from_state(checkpoint.position)
         if origin == "branch":  # a branch with fewer images per step (weighted) counts the trunk's steps in its own
-            ratio = step_ratio(self.config, payload)
+            ratio = step_ratio(self.config, checkpoint)
             self.state.step, self.state.global_step = self.state.step * ratio, self.state.global_step * ratio
         if own.get("epoch_stats") is not None:
             self.stats = EpochStats.from_state(own["epoch_stats"], self.device)
-        saved_losses = payload.get("stale_losses")
-        if saved_losses is not None and saved_losses.shape == self.stale_losses.shape:
-            self.stale_losses.copy_(saved_losses)
+        if checkpoint.stale_losses is not None and checkpoint.stale_losses.shape == self.stale_losses.shape:
+            self.stale_losses.copy_(checkpoint.stale_losses)
 
     def _metadata(self, origin: str | None) -> dict[str, Any]:
         resolved = {
@@ -245,36 +239,31 @@ class RunParts:
 
     # ------------------------------------------------------------ checkpoints
 
-    def save(self, streams: dict[str, Tensor] | None = None) -> Path | None:
-        """Checkpoint the run (every rank calls this: the per-rank random streams and epoch sums are gathered).
-        ``streams``: the random state to record (default: now). A non-finite state is never saved."""
+    def save(self, streams: dict[str, Tensor] | None = None, best: bool = False) -> Path | None:
+        """Checkpoint the run; every rank calls this (each one's random streams and epoch sums are gathered).
+        ``streams``: the random state to record (default: now); ``best``: also as best.pt. Never a non-finite state."""
         if self.out_dir is None:
             return None
         stats = self.stats.state_dict() if self.state.permutation is not None else None
         every_rank = self.world.gather_objects({**(streams or self.streams.state()), "epoch_stats": stats})
         if not self.world.leader:
-            return self.out_dir / "checkpoint.pt"
+            return self.out_dir / NEWEST
         learners = [learner for learner in (self.model, self.proxy) if learner is not None]
         if not all(state_is_finite(learner.model, learner.optimizer) for learner in learners):
-            kept = (
-                f"the last good checkpoint in {self.out_dir} is kept"
-                if has_checkpoint(self.out_dir)
-                else f"there is no checkpoint in {self.out_dir} yet"
-            )
-            raise NonFiniteError(f"the state at step {self.state.global_step} is not finite; not saved ({kept})")
-        payload = {
+            raise NonFiniteError(nonfinite_not_saved(self.state.global_step, self.out_dir))
+        checkpoint = RunCheckpoint(
             **self.model.state_dict(),
-            "proxy": self.proxy.state_dict() if self.proxy is not None else None,
-            "random": every_rank,
-            "position": self.state.state_dict(),
-            "global_step": self.state.global_step,
-            "num_classes": self.data.num_classes,
-            "config": dataclasses.asdict(self.config),
-            "schedule": dataclasses.asdict(self.schedule),
-            "data_fingerprint": self.fingerprint,
-            "init": self.init_report,
-            "stale_losses": self.stale_losses.cpu(),
-            "inputs": self.data.input_spec(),
-            "classes": list(self.data.classes),
-        }
-        return save_checkpoint(payload, self.out_dir)
+            proxy=self.proxy.state_dict() if self.proxy is not None else None,
+            random=every_rank,
+            position=self.state.state_dict(),
+            global_step=self.state.global_step,
+            num_classes=self.data.num_classes,
+            config=dataclasses.asdict(self.config),
+            schedule=dataclasses.asdict(self.schedule),
+            data_fingerprint=self.fingerprint,
+            init=self.init_report,
+            stale_losses=self.stale_losses.cpu(),
+            inputs=self.data.input_spec(),
+            classes=list(self.data.classes),
+        )
+        return self.saver.save(checkpoint, best=best)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lossaug.audio.model import DEFAULT_SAMPLE_RATE
-from lossaug.checkpoint import load_checkpoint, newest_valid_checkpoint
+from lossaug.checkpoint import RunCheckpoint, load_checkpoint, read_run_checkpoint
 from lossaug.config import TrainConfig
 from lossaug.data import AudioSplit, Kind, Split, load_for
 from lossaug.errors import InputError
@@ -29,9 +29,18 @@ from lossaug.seeds import stream_seed
 from lossaug.selection import LossAwareAugment, score_candidates, selection_probs
 
 __all__ = [
-    "CandidateGrid", "LoadedRun", "candidate_figure", "find_data", "load_run", "mixed_candidates", "plot_candidates",
-    "run_sample_rate", "score_examples", "show_candidates",
-]  # fmt: skip
+    "CandidateGrid",
+    "LoadedRun",
+    "candidate_figure",
+    "find_data",
+    "load_run",
+    "mixed_candidates",
+    "plot_candidates",
+    "read_checkpoint",
+    "run_sample_rate",
+    "score_examples",
+    "show_candidates",
+]
 
 # The baseline trains with a uniform choice (temperature inf), which would show every probability as 1/M.
 BASELINE_DISPLAY_TEMPERATURE = 1.0
@@ -80,10 +89,14 @@ class CandidateGrid:
 DEFAULT_IMAGES = 6  # rows of a candidate figure when --images is not given
 
 
-def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
-    """A checkpoint file, or a run directory's newest valid checkpoint."""
+# What using a trained model reads from its checkpoint; the rest (optimizer, random streams, ...) only resumes.
+TRAINED_KEYS = ("model", "config", "num_classes")
+
+
+def read_checkpoint(path: Path) -> tuple[Path, RunCheckpoint]:
+    """A checkpoint file, or a run directory's newest valid checkpoint, holding at least ``TRAINED_KEYS``."""
     if path.is_dir():
-        return newest_valid_checkpoint(path, keys=("model", "config", "num_classes"))
+        return read_run_checkpoint(path, TRAINED_KEYS)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if not path.is_file():  # a FIFO would block for ever, /dev/zero never end
@@ -92,7 +105,11 @@ def _checkpoint_payload(path: Path) -> tuple[Path, dict]:
         head = handle.read(8)
     if not head.startswith((b"PK\x03\x04", b"\x80")):  # a torch zip file, or torch's legacy pickle
         raise InputError(f"{path} is not a checkpoint ({_looks_like(head)}); give a run directory or its checkpoint.pt")
-    return path, load_checkpoint(path)
+    payload = load_checkpoint(path)
+    missing = [key for key in TRAINED_KEYS if key not in payload]
+    if missing:
+        raise InputError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
+    return path, RunCheckpoint.from_dict(payload, path, needs=())
 
 
 def _looks_like(head: bytes) -> str:
@@ -106,13 +123,12 @@ def _looks_like(head: bytes) -> str:
     return "it is empty" if not head else "it is not a torch file"
 
 
-def run_sample_rate(payload: dict) -> int | None:
+def run_sample_rate(checkpoint: RunCheckpoint) -> int | None:
     """The audio rate (Hz) a checkpoint's network was built for, None for an image run. Recorded in the checkpoint
     (``inputs``) since runs train at their data's own rate; before that every audio run ran at 8000 Hz."""
-    inputs = payload.get("inputs")
-    if inputs:
-        return inputs.get("sample_rate")
-    return kind_of_dataset(payload["config"]["dataset"]).default_sample_rate
+    if checkpoint.inputs:
+        return checkpoint.inputs.get("sample_rate")
+    return kind_of_dataset(checkpoint.config["dataset"]).default_sample_rate
 
 
 def find_data(config: TrainConfig, run_dir: Path) -> str | None:
@@ -136,47 +152,60 @@ def load_run(
     and decoded arrays (None: no cache); ``trust_code`` names the module of a run trained with the user's own
     model (``--model MODULE:FACTORY``), which is imported only then.
     """
-    path, payload = _checkpoint_payload(Path(checkpoint))
-    missing = [key for key in ("model", "config", "num_classes") if key not in payload]
-    if missing:
-        raise InputError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
-    config = TrainConfig.from_dict(payload["config"])
+    path, saved = read_checkpoint(Path(checkpoint))
+    config = TrainConfig.from_dict(saved.config)
     from lossaug.use.checks import check_trusted  # here: lossaug.use imports this module
 
     for model_name in {config.model, config.proxy_model} - {None}:
         check_trusted(str(model_name), trust_code, path)
-    state = payload["model"]
+    model, scorer = _networks(saved, config, path)
+    # The run's own data options (classes, image size, audio, md5 check); where the data and the cache are may differ.
+    moved = dataclasses.replace(
+        config,
+        data=data if data is not None else find_data(config, path.parent),
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+    dataset = load_for(moved)
+    if dataset.num_classes != saved.num_classes:
+        raise InputError(
+            f"checkpoint {path} has {saved.num_classes} classes but the {config.dataset} data has {dataset.num_classes}"
+        )
+    for name, network in ((config.model, model), (config.proxy_model, scorer)):
+        if name is not None and network is not None:  # the factory's module may have changed since the run
+            check_classifier_output(network, dataset.test.inputs[:2], saved.num_classes, name)
+    return LoadedRun(config, model, dataset.classes, dataset.test, path, scorer, dataset.kind, run_sample_rate(saved))
+
+
+def _networks(saved: RunCheckpoint, config: TrainConfig, path: Path) -> tuple[nn.Module, nn.Module | None]:
+    """The model of checkpoint ``saved`` (read from ``path``) and its proxy (None without one), on the CPU."""
+    state = saved.model
     if "mean" not in state:
         raise InputError(f"checkpoint {path}: the model has no 'mean' buffer; not a lossaug Normalized model")
     channels = state["mean"].shape[1]
     # The weights, mean and std included (buffers), come from the checkpoint; the init seed does not matter.
     neutral = ([0.0] * channels, [1.0] * channels)
-    cpu = torch.device("cpu")
-    rate = run_sample_rate(payload)
-    model = build_classifier(config.model, payload["num_classes"], channels, config.width, neutral, device=cpu,
-                             init_seed=0, sample_rate=rate)  # fmt: skip
+    cpu, rate = torch.device("cpu"), run_sample_rate(saved)
+    model = build_classifier(
+        config.model, saved.num_classes, channels, config.width, neutral, device=cpu, init_seed=0, sample_rate=rate
+    )
     check_state_fits(model, state, f"checkpoint {path}", config.model)
     model.load_state_dict(state)
-    scorer = None
-    proxy_state = (payload.get("proxy") or {}).get("model")
-    if config.proxy_model is not None and proxy_state is not None:
-        scorer = build_classifier(config.proxy_model, payload["num_classes"], channels, config.proxy_width, neutral,
-                                  device=cpu, init_seed=0, sample_rate=rate)  # fmt: skip
-        check_state_fits(scorer, proxy_state, f"checkpoint {path} (proxy)", config.proxy_model)
-        scorer.load_state_dict(proxy_state)
-    # The run's own data options (classes, image size, audio, md5 check); where the data and the cache are may differ.
-    moved = dataclasses.replace(config, data=data if data is not None else find_data(config, path.parent),
-                                cache_dir=None if cache_dir is None else str(cache_dir))  # fmt: skip
-    dataset = load_for(moved)
-    if dataset.num_classes != payload["num_classes"]:
-        raise InputError(
-            f"checkpoint {path} has {payload['num_classes']} classes but the {config.dataset} data has "
-            f"{dataset.num_classes}"
-        )
-    for name, network in ((config.model, model), (config.proxy_model, scorer)):
-        if name is not None and network is not None:  # the factory's module may have changed since the run
-            check_classifier_output(network, dataset.test.inputs[:2], payload["num_classes"], name)
-    return LoadedRun(config, model, dataset.classes, dataset.test, path, scorer, dataset.kind, rate)
+    proxy_state = (saved.proxy or {}).get("model")
+    if config.proxy_model is None or proxy_state is None:
+        return model, None
+    scorer = build_classifier(
+        config.proxy_model,
+        saved.num_classes,
+        channels,
+        config.proxy_width,
+        neutral,
+        device=cpu,
+        init_seed=0,
+        sample_rate=rate,
+    )
+    check_state_fits(scorer, proxy_state, f"checkpoint {path} (proxy)", config.proxy_model)
+    scorer.load_state_dict(proxy_state)
+    return model, scorer
 
 
 def score_examples(
@@ -219,8 +248,9 @@ def score_examples(
         candidates = plain
     scoring = method.scoring
     scored_against = targets if candidate_targets is None else candidate_targets
-    scores = score_candidates(run.scoring_model, candidates, scored_against, score=scoring.score, bn=scoring.bn,
-                              chunk_size=scoring.chunk_size)  # fmt: skip
+    scores = score_candidates(
+        run.scoring_model, candidates, scored_against, score=scoring.score, bn=scoring.bn, chunk_size=scoring.chunk_size
+    )
     temperature, note = config.resolved_temperature(), ""
     if math.isinf(temperature):
         temperature = BASELINE_DISPLAY_TEMPERATURE
@@ -230,8 +260,10 @@ def score_examples(
             "weighted run: trained on every candidate, weighted as shown (its weights came from train-mode BatchNorm)"
         )
     elif config.score_fraction < 1:
-        note = (f"gated run: only the {config.score_fraction:g} of each batch with the highest last loss was scored; "
-                "the others trained on their first candidate")  # fmt: skip
+        note = (
+            f"gated run: only the {config.score_fraction:g} of each batch with the highest last loss was scored; "
+            "the others trained on their first candidate"
+        )
     probs = selection_probs(scores, temperature, config.uniform_mix)
     return CandidateGrid(
         candidates,

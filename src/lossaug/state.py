@@ -1,6 +1,7 @@
 """Run state and its checkpoints: where the loop is (``RunState``), what the epoch has summed (``EpochStats``),
-the named random streams (``Streams``), each network with its optimizer and schedule (``Learner``), and the
-checkpoint payload built from them and restored into them. Resuming from it is bit-exact on the CPU."""
+the named random streams (``Streams``) and each network with its optimizer and schedule (``Learner``): the parts
+of a run's ``checkpoint.RunCheckpoint``, built from them and restored into them. Resuming from it is bit-exact on
+the CPU."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lossaug.checkpoint import CheckpointError
 from lossaug.config import TrainConfig
 from lossaug.distributed import World
 from lossaug.method import reapply_hyperparameters
@@ -21,9 +23,18 @@ from lossaug.selection import Selection, probs_entropy
 from lossaug.step import StepOutput, StepSnapshot, train_step
 
 _SUMS = (
-    "loss", "wrong", "entropy", "chosen_score", "mean_score", "fallback_rows", "selected",
-    "stale_scored", "stale_scored_count", "stale_unscored", "stale_unscored_count",
-)  # fmt: skip
+    "loss",
+    "wrong",
+    "entropy",
+    "chosen_score",
+    "mean_score",
+    "fallback_rows",
+    "selected",
+    "stale_scored",
+    "stale_scored_count",
+    "stale_unscored",
+    "stale_unscored_count",
+)
 
 
 @dataclass
@@ -81,8 +92,11 @@ class EpochStats:
         return dict(zip([*_SUMS, "images"], world.all_sum(values).tolist(), strict=True))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "images": self.images,
-                "nonfinite_steps": self.nonfinite_steps}  # fmt: skip
+        return {
+            "sums": {k: v.cpu() for k, v in self.sums.items()},
+            "images": self.images,
+            "nonfinite_steps": self.nonfinite_steps,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochStats:
@@ -144,11 +158,11 @@ class Streams:
     def __init__(self, seed: int, device: torch.device, rank: int, world_size: int):
         suffix = f"-rank{rank}" if world_size > 1 else ""
         self.device = device
+        cpu = torch.device("cpu")
         self.generators = {
-            name: make_generator(seed, name if name == "order" else name + suffix,
-                                 torch.device("cpu") if name == "order" else device)
+            name: make_generator(seed, name, cpu) if name == "order" else make_generator(seed, name + suffix, device)
             for name in self.NAMES
-        }  # fmt: skip
+        }
 
     def __getitem__(self, name: str) -> torch.Generator:
         return self.generators[name]
@@ -165,8 +179,22 @@ class Streams:
     def foreign(self, states: dict[str, Tensor]) -> list[str]:
         """Streams in ``states`` that no generator here can take: saved on another kind of device (a CUDA
         generator's state is a 16-byte seed and offset, a CPU one's the whole Mersenne Twister)."""
-        return [name for name, g in self.generators.items()
-                if name in states and states[name].numel() != g.get_state().numel()]  # fmt: skip
+        return [
+            name
+            for name, g in self.generators.items()
+            if name in states and states[name].numel() != g.get_state().numel()
+        ]
+
+    def restore(self, states: dict[str, Tensor], cannot: str) -> None:
+        """``load`` a checkpoint's ``states``, refused (``CheckpointError`` starting with ``cannot``) when they
+        were saved on another kind of device."""
+        if self.foreign(states):
+            raise CheckpointError(
+                f"{cannot}: its random streams were saved on another kind of device than {self.device.type} "
+                "(a CUDA generator's state cannot continue on the CPU, nor the reverse); run it on the device it "
+                "was saved on, or start a new run from its weights with --init"
+            )
+        self.load(states)
 
     def load(self, states: dict[str, Tensor]) -> None:
         for name, generator in self.generators.items():
@@ -193,9 +221,15 @@ class Learner:
         """One guarded update (``step.train_step``) on what ``selection`` chose for the batch's ``labels (B,)``,
         with its mode's loss; every rank then holds rank 0's buffers."""
         out = train_step(
-            self.trainee, self.optimizer, selection.inputs, selection.input_targets(labels), device,
-            label_smoothing=label_smoothing, snapshot=self.snapshot, weighting=selection.weighting,
-        )  # fmt: skip
+            self.trainee,
+            self.optimizer,
+            selection.inputs,
+            selection.input_targets(labels),
+            device,
+            label_smoothing=label_smoothing,
+            snapshot=self.snapshot,
+            weighting=selection.weighting,
+        )
         self.world.broadcast_buffers(self.model)
         return out
 

@@ -1,8 +1,8 @@
 """The validation split and what a run chooses on it; the test set is never used to choose.
 
 ``split_validation`` holds a share of each class's training examples out (stratified, seeded by the split seed,
-as ``data.split`` holds test files out). ``Validation`` measures the validation error after every epoch, keeps the
-best epoch's checkpoint as ``best.pt`` (``--keep best``) and says when ``--patience`` epochs went by without a
+as ``data.split`` holds test files out). ``Validation`` measures the validation error after every epoch, picks the
+best epoch's checkpoint to keep as ``best.pt`` (``--keep best``) and says when ``--patience`` epochs went by without a
 better one (early stopping). Its choices read only the epoch records, so a resumed run chooses as the
 uninterrupted one would. ``kept_checkpoint`` is what ``predict``, ``evaluate`` and ``export`` load from a run
 directory.
@@ -11,8 +11,6 @@ directory.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lossaug.checkpoint import BEST
 from lossaug.data.split import held_out_rows
 from lossaug.errors import InputError
 
@@ -28,8 +27,6 @@ if TYPE_CHECKING:  # config imports this module's checks
     from lossaug.config import TrainConfig
 
 __all__ = ["BEST", "Measured", "Validation", "ValidationSplit", "kept_checkpoint", "split_validation"]
-
-BEST = "best.pt"  # the best-validation checkpoint in a run directory (--keep best)
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,7 @@ class Measured(NamedTuple):
 @dataclass
 class Validation:
     """A run's validation part: ``images``/``labels`` the held-out examples (None: no split), ``patience`` in
-    epochs (None: never stop early), ``keep`` "best": copy each better epoch's checkpoint to ``best.pt``."""
+    epochs (None: never stop early), ``keep`` "best": keep each better epoch's checkpoint as ``best.pt`` (``keeps``)."""
 
     images: Tensor | None
     labels: Tensor | None
@@ -130,23 +127,13 @@ class Validation:
         self.stopped_early = self.patience is not None and waited >= self.patience and not last
         return Measured({"val_error": error, "val_loss": loss}, self.stopped_early)
 
-    def keep_if_best(self, metrics: Sequence[dict[str, Any]], checkpoint: Path | None) -> None:
-        """Copy ``checkpoint`` (just written for the last of ``metrics``) to ``best.pt`` beside it when that epoch
-        has the best validation error so far (the first of equals). Atomic: a temporary file, fsync, rename."""
-        if self.keep != "best" or checkpoint is None:
-            return
+    def keeps(self, metrics: Sequence[dict[str, Any]]) -> bool:
+        """Whether the checkpoint of the last of ``metrics`` is kept as ``best.pt`` (``CheckpointSaver.save``):
+        with ``keep`` "best", when that epoch has the best validation error so far (the first of equals)."""
+        if self.keep != "best":
+            return False
         errors = [m.get("val_error", math.inf) for m in metrics]
-        if _best_index(errors) != len(errors) - 1:
-            return
-        best, tmp = checkpoint.parent / BEST, checkpoint.parent / (BEST + ".tmp")
-        try:
-            with open(checkpoint, "rb") as source, open(tmp, "wb") as target:
-                shutil.copyfileobj(source, target)
-                target.flush()
-                os.fsync(target.fileno())
-            os.replace(tmp, best)
-        finally:
-            tmp.unlink(missing_ok=True)
+        return _best_index(errors) == len(errors) - 1
 
     def summary(self, metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """What final.json records: why the run stopped and, with a split, its best validation epoch."""

@@ -14,12 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from lossaug.checkpoint import RunCheckpoint
 from lossaug.config import TrainConfig
 from lossaug.data import Kind, load_for
 from lossaug.errors import InputError
 from lossaug.kinds import kind_named
 from lossaug.models import build_classifier, check_state_fits
-from lossaug.show import _checkpoint_payload, find_data, run_sample_rate
+from lossaug.show import find_data, read_checkpoint, run_sample_rate
 from lossaug.use.checks import check_config_fields, check_inputs, check_trusted, check_weights, warn_if_training
 from lossaug.validation import kept_checkpoint
 
@@ -98,34 +99,36 @@ def load_trained(run_dir: str | Path, *, trust_code: str | None = None) -> Train
     no lossaug run, for recorded config or inputs lossaug does not write, and for weights that are not finite
     floats; warns when a training process still holds the run. A run that kept its best-validation checkpoint
     (``--keep best``) gives that one."""
-    path, payload = _checkpoint_payload(kept_checkpoint(Path(run_dir)))  # best.pt when --keep best kept one
-    missing = [key for key in ("model", "config", "num_classes") if key not in payload]
-    if missing:
-        raise InputError(f"checkpoint {path} lacks {', '.join(missing)}; is it a lossaug training checkpoint?")
+    path, saved = read_checkpoint(kept_checkpoint(Path(run_dir)))  # best.pt when --keep best kept one
     folder = path.parent
     warn_if_training(folder)
-    if not isinstance(payload["config"], dict) or not isinstance(payload["model"], dict):
+    if not isinstance(saved.config, dict) or not isinstance(saved.model, dict):
         raise InputError(f"checkpoint {path}: its config or model is not a mapping; is it a lossaug checkpoint?")
-    config = TrainConfig.from_dict(payload["config"])
+    config = TrainConfig.from_dict(saved.config)
     check_config_fields(config, path)
     check_trusted(config.model, trust_code, path)
-    if payload.get("classes") and payload.get("inputs"):
-        classes, spec = tuple(map(str, payload["classes"])), check_inputs(payload["inputs"], path)
+    if saved.classes and saved.inputs:
+        classes, spec = tuple(map(str, saved.classes)), check_inputs(saved.inputs, path)
     else:
         classes, spec = _from_data(config, folder)
-    if len(classes) != payload["num_classes"]:
-        raise InputError(f"checkpoint {path} has {payload['num_classes']} classes but its data {len(classes)}")
-    state = payload["model"]
-    neutral = ([0.0] * spec["channels"], [1.0] * spec["channels"])  # the checkpoint's mean and std replace these
-    model = build_classifier(config.model, len(classes), spec["channels"], config.width, neutral,
-                             device=torch.device("cpu"), init_seed=0, sample_rate=run_sample_rate(payload))  # fmt: skip
+    if len(classes) != saved.num_classes:
+        raise InputError(f"checkpoint {path} has {saved.num_classes} classes but its data {len(classes)}")
+    model = _model(saved, config, len(classes), spec["channels"], path)
+    inputs = InputSpec(**spec, image_size=config.image_size if spec["kind"] == "image" else None)
+    provenance = {"config.json": _read_json(folder / "config.json"), "final.json": _read_json(folder / "final.json")}
+    position: dict[str, Any] = saved.position if isinstance(saved.position, dict) else {}
+    return TrainedRun(config, model.eval(), classes, inputs, folder, path, int(saved.global_step), provenance, position)
+
+
+def _model(saved: RunCheckpoint, config: TrainConfig, num_classes: int, channels: int, path: Path) -> nn.Module:
+    """The network of checkpoint ``saved`` (read from ``path``) on the CPU, its weights checked and loaded."""
+    state = saved.model
+    neutral = ([0.0] * channels, [1.0] * channels)  # the checkpoint's mean and std replace these
+    cpu, rate = torch.device("cpu"), run_sample_rate(saved)
+    model = build_classifier(
+        config.model, num_classes, channels, config.width, neutral, device=cpu, init_seed=0, sample_rate=rate
+    )
     check_state_fits(model, state, f"checkpoint {path}", config.model)
     check_weights(model, state, path)
     model.load_state_dict(state)
-    inputs = InputSpec(**spec, image_size=config.image_size if spec["kind"] == "image" else None)
-    provenance = {"config.json": _read_json(folder / "config.json"), "final.json": _read_json(folder / "final.json")}
-    recorded = payload.get("position")
-    position: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
-    return TrainedRun(
-        config, model.eval(), classes, inputs, folder, path, int(payload.get("global_step", 0)), provenance, position
-    )
+    return model
