@@ -46,7 +46,7 @@ def _reporter():
 
 def _resume_target(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any] | None]:
     """For ``--resume``: the run directory and its saved config, or ``(None, None)`` to start afresh."""
-    from lossaug.checkpoint import has_checkpoint, newest_valid_checkpoint
+    from lossaug.checkpoint import has_checkpoint, read_run_checkpoint
 
     if not args.resume:
         return None, None
@@ -62,9 +62,9 @@ def _resume_target(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any
             raise UsageError(f"--resume {run_dir}: no such run directory")
         if getattr(args, "out", None) and Path(args.out).resolve() != run_dir.resolve():
             raise UsageError(f"--resume {run_dir} and --out {args.out} disagree; a resumed run stays in its directory")
-    _, checkpoint = newest_valid_checkpoint(run_dir)
+    _, checkpoint = read_run_checkpoint(run_dir)
     try:
-        saved = dataclasses.asdict(TrainConfig.from_dict(checkpoint["config"]))
+        saved = dataclasses.asdict(TrainConfig.from_dict(checkpoint.config))
     except ValueError as error:
         raise UsageError(f"checkpoint in {run_dir} has {error}") from None
     return run_dir, {**saved, "out": str(run_dir)}
