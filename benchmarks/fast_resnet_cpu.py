@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from lossaug.config import TrainConfig
+from lossaug.run.config import TrainConfig
 from lossaug.data import load_dataset
-from lossaug.metadata import device_name, git_commit, git_dirty, write_json
-from lossaug.train import train
+from lossaug.run.metadata import device_name, git_commit, git_dirty, write_json
+from lossaug.run.train import train
 
 
 def run(method: str, width: int, epochs: int, cache: Path) -> dict:

@@ -22,9 +22,9 @@ import argparse
 from pathlib import Path
 
 from lossaug.compare import CompareConfig, run_compare, summary_markdown
-from lossaug.config import TrainConfig
+from lossaug.run.config import TrainConfig
 from lossaug.progress import ConsoleReporter
-from lossaug.train import train
+from lossaug.run.train import train
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--data", help="your image folder or archive (default: mini CIFAR-10, five classes)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lossaug.checkpoint import CheckpointError, newest_valid_checkpoint
+from lossaug.run.checkpoint import CheckpointError, newest_valid_checkpoint
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("run_dir", type=Path, help="a lossaug run directory")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lossaug.compare.stats import PairedDifference, paired_difference
 from lossaug.errors import InputError
-from lossaug.runfiles import read_json
+from lossaug.run.runfiles import read_json
 
 DEFAULT_ARMS = ("proposed",)
 

@@ -17,7 +17,7 @@ are deleted once compared). Without CUDA every CUDA check is a SKIP line. ``--re
 CPU at toy sizes (the NCCL ones excepted), to find mistakes in this script before a GPU is at hand.
 
 The script also serves its own subprocesses: ``env`` (environment JSON), ``deterministic-lossaug ARGS`` (the CLI
-with deterministic kernels), ``train-api`` (``lossaug.train.train`` with an optional SIGTERM after a step),
+with deterministic kernels), ``train-api`` (``lossaug.run.train.train`` with an optional SIGTERM after a step),
 ``ddp-worker`` (``train`` under torchrun with a chosen backend), ``nccl-sanity``, ``bf16-scoring`` (train, then
 score the same candidates in fp32 and in bf16) and ``compare`` (two runs' final weights).
 """
@@ -378,7 +378,7 @@ def ddp_train(backend: str, world: int) -> Callable[[Context], Outcome]:
         return ddp_outcome(run, final(out), world)
 
     where = "both ranks on GPU 0 when there is one GPU" if world > 1 else "DDP and every collective in a world of one"
-    check.__doc__ = f"lossaug.train.train at world {world} over {backend} on CUDA ({where})."
+    check.__doc__ = f"lossaug.run.train.train at world {world} over {backend} on CUDA ({where})."
     return check
 
 
@@ -559,7 +559,7 @@ def helper_env() -> dict:
 
     import torch
 
-    from lossaug.metadata import git_commit, git_dirty
+    from lossaug.run.metadata import git_commit, git_dirty
 
     info: dict[str, Any] = {
         "python": platform.python_version(),
@@ -619,7 +619,7 @@ def helper_train_api(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.deterministic:
         set_deterministic()
-    from lossaug.train import TrainConfig, TrainingInterrupted, train
+    from lossaug.run.train import TrainConfig, TrainingInterrupted, train
 
     def on_step(step: int, _selection: Any) -> None:
         if step == args.interrupt_at:
@@ -642,7 +642,7 @@ def helper_ddp_worker(argv: list[str]) -> int:
     import torch
     import torch.distributed as dist
 
-    from lossaug.train import TrainConfig, train
+    from lossaug.run.train import TrainConfig, train
 
     config = json.loads(args.config)
     if config.get("device") == "cuda":
@@ -708,9 +708,9 @@ def helper_bf16_scoring(argv: list[str]) -> int:
 
     import torch
 
-    from lossaug.method import method_for
-    from lossaug.pipeline import make_generator, prepare_data, resolve_device
-    from lossaug.train import TrainConfig, train
+    from lossaug.run.method import method_for
+    from lossaug.run.pipeline import make_generator, prepare_data, resolve_device
+    from lossaug.run.train import TrainConfig, train
 
     config = TrainConfig(**json.loads(args.config))
     model = train(config).model
@@ -743,7 +743,7 @@ def helper_compare(argv: list[str]) -> int:
     """Print whether two run directories ended with the same weights and metrics, and by how much they differ."""
     import torch
 
-    from lossaug.checkpoint import newest_valid_checkpoint
+    from lossaug.run.checkpoint import newest_valid_checkpoint
 
     first, second = (newest_valid_checkpoint(Path(p))[1]["model"] for p in argv)
     diffs = [

@@ -23,10 +23,10 @@ import sys
 from pathlib import Path
 
 from lossaug.compare.stats import paired_difference
-from lossaug.config import TrainConfig
+from lossaug.run.config import TrainConfig
 from lossaug.errors import InputError
-from lossaug.runfiles import read_json
-from lossaug.train import train
+from lossaug.run.runfiles import read_json
+from lossaug.run.train import train
 
 ARM = "weighted-uniform"
 

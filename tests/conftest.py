@@ -17,7 +17,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def resume_after_crash():
     """``run(config, at_step, before_resume=None)``: train ``config`` until a KeyboardInterrupt at global step
     ``at_step`` (its last checkpoint kept), call ``before_resume``, resume it and return the resumed run's result."""
-    from lossaug.train import train
+    from lossaug.run.train import train
 
     def run(config, at_step: int, before_resume=None):
         def crash(step, _selection):

@@ -15,10 +15,10 @@ from lossaug.advise import AdviseConfig, ArmVerdict, bracketing_budgets, parse_d
 from lossaug.advise import run as advise_run
 from lossaug.advise.report import standalone_command, train_command
 from lossaug.cli import build_parser, main
-from lossaug.cli_config import config_from_args
+from lossaug.cli.options import config_from_args
 from lossaug.compare.arms import arm_named
-from lossaug.interrupts import TrainingInterrupted
-from lossaug.train import TrainConfig
+from lossaug.run.interrupts import TrainingInterrupted
+from lossaug.run.train import TrainConfig
 
 TINY = ["--dataset", "mini", "--train-size", "32", "--model", "cnn", "--width", "2", "--batch-size", "16"]
 BASE = TrainConfig(dataset="mini", train_size=32, model="cnn", width=2, epochs=4, batch_size=16, device="cpu")

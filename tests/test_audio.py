@@ -1,5 +1,6 @@
-"""Tests for lossaug.audio (waveform augmentations, resampling, log-mel front end, AudioCNN) and the audio loaders
-of lossaug.data (FSDD and audio folders). Every WAV file is written here with the standard library's ``wave``."""
+"""Tests for the audio parts: waveform augmentations (lossaug.augment.audio), resampling (lossaug.data.wav), the
+log-mel front end and AudioCNN (lossaug.models.audio), and the audio loaders of lossaug.data (FSDD and audio
+folders). Every WAV file is written here with the standard library's ``wave``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from lossaug import audio as A
+import lossaug.augment.audio as A
+import lossaug.data.wav as W
+import lossaug.models.audio as M
 from lossaug.data import AudioDataset, decode_audio, load_audio_folder, load_fsdd
 from lossaug.selection import make_candidates
 
@@ -162,7 +165,7 @@ def test_freq_mask_matches_per_clip_numpy_band_stop(length, fft_length):
     x = random_waveforms(12, torch.float64, length=length)
     first, count = A.freq_mask_params(12, 40, 10, device=x.device, generator=gen(5))
     batched = A.apply_freq_mask(x, first, count, sample_rate=8000, n_mels=40)
-    edges = A.mel_edges_hz(40, 8000).numpy()
+    edges = M.mel_edges_hz(40, 8000).numpy()
     freqs = np.arange(fft_length // 2 + 1) * 8000 / fft_length
     for b in range(12):
         spectrum = np.fft.rfft(x[b, 0].numpy(), n=fft_length)
@@ -177,7 +180,7 @@ def test_freq_mask_silences_its_mel_channels():
     """The band-stop on the waveform is a frequency mask on the front end's log-mel features."""
     noise = torch.randn(1, 1, 8000, generator=gen(0)) * 0.1
     masked = A.apply_freq_mask(noise, torch.tensor([12]), torch.tensor([6]), sample_rate=8000)
-    front_end = A.LogMel(8000)
+    front_end = M.LogMel(8000)
     drop_db = 10 / math.log(10) * (front_end(noise) - front_end(masked))[0, 0, :, 5:-5].mean(-1)
     # Inner channels of the run fall by 40-55 dB; its ends by ~15 dB (the STFT window's leakage from outside).
     assert (drop_db[13:17] > 35).all() and (drop_db[[12, 17]] > 10).all(), drop_db[12:18]
@@ -284,25 +287,25 @@ def tone(hz: float, rate: int, seconds: float = 1.0) -> torch.Tensor:
 
 @pytest.mark.parametrize("orig,new", [(16000, 8000), (8000, 16000), (44100, 8000), (8000, 11025)])
 def test_resample_keeps_a_tone_in_the_pass_band(orig, new):
-    out = A.resample(tone(700, orig), orig, new)
+    out = W.resample(tone(700, orig), orig, new)
     assert out.shape == (new,)
     margin = new // 50  # the filter's reach at the zero-padded ends
     assert (out - tone(700, new))[margin:-margin].abs().max() < 2e-3
 
 
 def test_resample_removes_what_the_new_rate_cannot_hold():
-    out = A.resample(tone(6000, 16000), 16000, 8000)  # 6 kHz is above the new 4 kHz Nyquist
+    out = W.resample(tone(6000, 16000), 16000, 8000)  # 6 kHz is above the new 4 kHz Nyquist
     assert out[200:-200].abs().max() < 0.01  # a naive decimation would alias it to a full-scale 2 kHz tone
 
 
 def test_resample_batches_and_identity():
     x = torch.randn(3, 2, 1000, generator=gen(0))
-    out = A.resample(x, 8000, 12000)
+    out = W.resample(x, 8000, 12000)
     assert out.shape == (3, 2, 1500)
-    assert torch.allclose(out[1, 0], A.resample(x[1, 0], 8000, 12000), atol=1e-6)
-    assert torch.equal(A.resample(x, 8000, 8000), x)
+    assert torch.allclose(out[1, 0], W.resample(x[1, 0], 8000, 12000), atol=1e-6)
+    assert torch.equal(W.resample(x, 8000, 8000), x)
     with pytest.raises(ValueError, match="floating-point"):
-        A.resample(x.to(torch.int16), 8000, 16000)
+        W.resample(x.to(torch.int16), 8000, 16000)
 
 
 # ---------------------------------------------------------------- front end against a reference computed another way
@@ -332,7 +335,7 @@ def reference_mel_matrix(n_fft: int, n_mels: int, rate: int) -> np.ndarray:
 
 
 def test_mel_filterbank_matches_reference_and_has_no_empty_filter():
-    fb = A.mel_filterbank(256, 40, 8000).double().numpy()
+    fb = M.mel_filterbank(256, 40, 8000).double().numpy()
     assert np.allclose(fb, reference_mel_matrix(256, 40, 8000), atol=1e-6)
     assert (fb.max(axis=0) > 0).all()
 
@@ -340,7 +343,7 @@ def test_mel_filterbank_matches_reference_and_has_no_empty_filter():
 def test_log_mel_matches_a_numpy_dft():
     rate, length = 8000, 500
     signal = torch.randn(1, 1, length, generator=gen(0), dtype=torch.float64) * 0.3
-    front_end = A.LogMel(rate)
+    front_end = M.LogMel(rate)
     n_fft, hop, win = front_end.n_fft, front_end.hop_length, front_end.win_length
     assert (n_fft, hop, win) == (256, 80, 200)
     # Reference: zero-pad by n_fft/2, frame every hop, a periodic Hann window centred in n_fft, a plain DFT sum.
@@ -357,7 +360,7 @@ def test_log_mel_matches_a_numpy_dft():
 
 
 def test_log_mel_floor_and_state_dict():
-    front_end = A.LogMel(16000)
+    front_end = M.LogMel(16000)
     assert (front_end.n_fft, front_end.hop_length) == (512, 160)
     assert torch.allclose(front_end(torch.zeros(2, 1, 1600)), torch.tensor(math.log(1e-6)))
     assert front_end.state_dict() == {}  # window and filterbank are derived, not saved
@@ -367,7 +370,7 @@ def test_log_mel_floor_and_state_dict():
 
 
 def test_audio_cnn_shapes_dtypes_and_gradients():
-    model = A.AudioCNN(10, width=4)
+    model = M.AudioCNN(10, width=4)
     x = random_waveforms(6, torch.int16, length=5360)
     logits = model(x)
     assert logits.shape == (6, 10)
@@ -379,7 +382,7 @@ def test_audio_cnn_shapes_dtypes_and_gradients():
 
 
 def test_audio_cnn_stereo_autocast_and_bad_shape():
-    model = A.AudioCNN(3, in_channels=2, width=4, sample_rate=16000).eval()
+    model = M.AudioCNN(3, in_channels=2, width=4, sample_rate=16000).eval()
     x = torch.randn(2, 2, 1600, generator=gen(0)) * 0.1
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert model(x).shape == (2, 3)

@@ -55,8 +55,8 @@ def test_one_spec_language_and_its_errors():
 
 
 def test_one_table_of_ops_each_row_naming_the_kinds_it_fits():
-    from lossaug.audio import AUDIO_AUGMENTATIONS
     from lossaug.augment import AUGMENTATIONS
+    from lossaug.augment.audio import AUDIO_AUGMENTATIONS
     from lossaug.augment.spec import parse_ops
     from lossaug.augment.table import OPS
     from lossaug.kinds import KINDS

@@ -162,14 +162,14 @@ def test_audio_bench_builds_model_and_freqmask_for_its_rate(monkeypatch):
                          candidate_counts=(1, 2), repeats=1, warmup=0, device="cpu", setting="B")  # fmt: skip
     result = run_bench(config)
     assert built == [16000] and "1600 samples at 16000 Hz" in format_bench(result)
-    from lossaug.audio import FreqMask
+    from lossaug.augment.audio import FreqMask
 
     assert [op.sample_rate for op in methods[0].augment.augments if isinstance(op, FreqMask)] == [16000]
 
 
 def test_compare_benches_an_audio_model_at_its_clip_length():
     from lossaug.compare import _bench_input_size
-    from lossaug.config import TrainConfig
+    from lossaug.run.config import TrainConfig
 
     given = TrainConfig(model="audio_cnn", clip_seconds=0.68, sample_rate=16000)
     assert _bench_input_size(given) == {"clip_samples": 10880, "sample_rate": 16000}
@@ -182,7 +182,7 @@ def test_compare_benches_an_audio_model_at_its_datas_rate_and_length(tmp_path):
     from test_use import wav_tree
 
     from lossaug.compare import _bench_input_size
-    from lossaug.config import TrainConfig
+    from lossaug.run.config import TrainConfig
 
     root = wav_tree(tmp_path / "words16k")
     size = _bench_input_size(TrainConfig(dataset="audio-folder", data=str(root), model="audio_cnn"))

@@ -5,8 +5,8 @@ import torch
 
 from lossaug.augment import parse_augment
 from lossaug.models import Normalized, build_model
+from lossaug.run.train import TrainConfig, selects_at, train, train_step, validate_config
 from lossaug.selection import make_candidates, select_candidates
-from lossaug.train import TrainConfig, selects_at, train, train_step, validate_config
 
 # 256 images / batch 32 = 8 steps per epoch, 16 in all.
 TINY = dict(dataset="mini", train_size=256, model="cnn", width=4, epochs=2, batch_size=32, lr=0.05, device="cpu")

@@ -90,7 +90,7 @@ def test_a_value_error_from_a_bug_keeps_its_traceback_and_only_input_errors_are_
     """A plain ValueError raised inside training is a bug: main lets it propagate (the interpreter prints its
     traceback) instead of reporting it as bad input. An InputError from the same place is one line, status 2;
     LOSSAUG_DEBUG=1 shows its traceback too."""
-    import lossaug.step as step_module
+    import lossaug.run.step as step_module
     from lossaug.errors import InputError
 
     def fail_with(error):
@@ -186,8 +186,8 @@ def test_a_run_that_stops_early_maps_to_one_exit_status_for_train_and_compare(ca
     import signal
     from pathlib import Path
 
-    from lossaug.cli_commands import stop_exit_code
-    from lossaug.train import NonFiniteError, TrainingInterrupted
+    from lossaug.cli.commands import stop_exit_code
+    from lossaug.run.train import NonFiniteError, TrainingInterrupted
 
     assert stop_exit_code(NonFiniteError("non-finite loss at step 6"), "HINT") == 1
     assert capsys.readouterr().err == "lossaug: error: non-finite loss at step 6\n"

@@ -30,7 +30,7 @@ from lossaug.compare import (
     validate_compare,
 )
 from lossaug.compare.stats import min_detectable_effect, seeds_needed
-from lossaug.train import TrainConfig
+from lossaug.run.train import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -481,7 +481,7 @@ def test_compare_refuses_to_reuse_runs_made_with_other_options(tmp_path, monkeyp
 @pytest.mark.slow  # ~6 s: a real compare
 def test_report_reader_and_command_on_a_real_run(tmp_path, capsys):
     from lossaug.plots import read_run
-    from lossaug.train import train
+    from lossaug.run.train import train
 
     out = tmp_path / "run"
     train(dataclasses.replace(BASE, epochs=3, eval_every=2, out=str(out)))

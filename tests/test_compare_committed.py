@@ -17,7 +17,7 @@ from lossaug.compare import (
     summary_markdown,
     trunk_dir,
 )
-from lossaug.config import RENAMED, TrainConfig
+from lossaug.run.config import RENAMED, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARIES = sorted(

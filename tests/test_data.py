@@ -641,7 +641,7 @@ def test_every_source_is_registered_with_its_kind():
 
 
 def test_load_for_loads_the_configured_data_and_keeps_its_classes():
-    from lossaug.config import TrainConfig
+    from lossaug.run.config import TrainConfig
 
     got = data.load_for(TrainConfig(dataset="mini", classes="truck,cat"))
     expected = data.select_classes(load_mini_cifar10(), ["cat", "truck"])

@@ -25,8 +25,8 @@ from lossaug.demo import (
     train_alternating,
 )
 from lossaug.errors import InputError
-from lossaug.interrupts import stop_requests
-from lossaug.train import TrainConfig, train
+from lossaug.run.interrupts import stop_requests
+from lossaug.run.train import TrainConfig, train
 
 TIMING_KEYS = ("seconds", "elapsed_seconds", "images_per_second")
 

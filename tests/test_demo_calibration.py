@@ -7,11 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from lossaug import demo, demo_calibration
+from lossaug import demo
 from lossaug.demo import Calibration, DemoConfig, plan_epochs, replan, train_alternating
-from lossaug.demo_calibration import FINISH_SECONDS, MIN_EPOCHS, RESERVE_SECONDS
+from lossaug.demo import calibration as demo_calibration
+from lossaug.demo.calibration import FINISH_SECONDS, MIN_EPOCHS, RESERVE_SECONDS
 from lossaug.errors import InputError
-from lossaug.train import TrainConfig
+from lossaug.run.train import TrainConfig
 
 SIZES = (5000, 1000)  # the mini CIFAR-10: 39 steps of 128 per epoch, 8 test batches
 

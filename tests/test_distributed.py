@@ -69,7 +69,7 @@ def test_a_world_of_one_goes_through_ddp_and_matches_the_plain_run_bit_for_bit(t
     in DistributedDataParallel and runs every collective, and must end exactly where a plain run ends."""
     import torch
 
-    from lossaug.train import TrainConfig, train
+    from lossaug.run.train import TrainConfig, train
 
     # Gated, so that the per-image loss table goes through the all-reduce too.
     config = dict(dataset="mini", cache_dir=str(tmp_path / "cache"), train_size=256, model="cnn", width=4,
@@ -106,8 +106,8 @@ def test_under_torchrun_each_rank_takes_its_local_ranks_gpu(monkeypatch):
     refuse); more local ranks than GPUs share them modulo the count. Faked: no GPU here."""
     import torch
 
-    import lossaug.pipeline as pipeline
-    from lossaug.distributed import World
+    import lossaug.run.pipeline as pipeline
+    from lossaug.run.distributed import World
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -283,7 +283,7 @@ def test_lightning_callback_leaves_the_model_untouched_and_is_seeded(lightning_m
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from lossaug.train import TrainConfig, train
+    from lossaug.run.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("run") / "proposed"
     config = TrainConfig(

@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lossaug.checkpoint import newest_valid_checkpoint
 from lossaug.cli import main
-from lossaug.config import TrainConfig, validate_config
-from lossaug.finetune import apply_init, read_init, sgd_groups
-from lossaug.method import build_augment, setting_spec
 from lossaug.models import build_classifier, build_model
+from lossaug.run.checkpoint import newest_valid_checkpoint
+from lossaug.run.config import TrainConfig, validate_config
+from lossaug.run.finetune import apply_init, read_init, sgd_groups
+from lossaug.run.method import build_augment, setting_spec
+from lossaug.run.train import train
 from lossaug.seeds import stream_seed
-from lossaug.train import train
 
 FACTORY_MODULE = """
 import torch
@@ -222,7 +222,7 @@ def write_folder(root, classes, side=8, per_class=3):
 
 
 def test_classes_on_mini_and_on_a_folder(tmp_path):
-    from lossaug.pipeline import prepare_data
+    from lossaug.run.pipeline import prepare_data
 
     data = prepare_data(TrainConfig(dataset="mini", classes="truck,cat", batch_size=8), torch.device("cpu"), None)
     assert data.num_classes == 2 and len(data.train_labels) == 1000 and len(data.test_labels) == 200

@@ -27,7 +27,7 @@ from lossaug.compare import (
     summary_markdown,
     validate_compare,
 )
-from lossaug.train import TrainConfig
+from lossaug.run.train import TrainConfig
 
 BASE = TrainConfig(dataset="mini", train_size=64, model="cnn", width=2, epochs=30, batch_size=32, lr=0.05,
                    device="cpu", num_candidates=4)  # fmt: skip
@@ -372,7 +372,7 @@ def test_budgets_option_of_the_compare_command(tmp_path, capsys, monkeypatch):
 
 
 def test_the_frontier_transfer_protocol():
-    from lossaug.cli_config import load_protocol_file
+    from lossaug.cli.options import load_protocol_file
     from lossaug.compare import planned_arms
 
     root = Path(__file__).resolve().parents[1] / "experiments" / "protocols"

@@ -12,8 +12,8 @@ from torch import nn
 from lossaug.augment import parse_augment
 from lossaug.cli import main
 from lossaug.errors import InputError
+from lossaug.run.train import TrainConfig, train
 from lossaug.selection import CandidateWeights, LossAwareAugment, gate_rows, make_candidates
-from lossaug.train import TrainConfig, train
 
 # 256 images / batch 32 = 8 steps per epoch, 16 in all.
 TINY = dict(dataset="mini", train_size=256, model="cnn", width=4, epochs=2, batch_size=32, lr=0.05, device="cpu")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lossaug.cli_config import load_protocol_file
+from lossaug.cli.options import load_protocol_file
 from lossaug.compare import config_from_protocol
-from lossaug.config import TrainConfig
 from lossaug.models import RECIPES
+from lossaug.run.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "gpu_protocol.py"

@@ -79,7 +79,7 @@ def test_train_and_bench_options_are_ones_the_cli_accepts(scale):
             assert args.model == model
     bench = parser.parse_args(["bench", *sizes.bench, "--device", sizes.device, "--out", "b.json"])
     assert bench.proxy_model == "cnn" and bench.repeats <= 10  # one bench, the proxy's crash path included
-    from lossaug.train import TrainConfig
+    from lossaug.run.train import TrainConfig
 
     TrainConfig(**gpu_check.train_config(sizes, out="run"))  # the train-api and ddp-worker helpers' fields
 
@@ -282,7 +282,7 @@ def test_a_session_killed_at_any_moment_has_returned_what_finished(tmp_path):
 
 
 def test_bench_and_training_share_the_cudnn_setting(monkeypatch):
-    from lossaug import pipeline
+    from lossaug.run import pipeline
 
     current = []
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
@@ -298,8 +298,8 @@ def test_bench_and_training_share_the_cudnn_setting(monkeypatch):
 
 
 def test_commit_is_recorded_without_git_from_the_variable_or_the_file(tmp_path, monkeypatch):
-    from lossaug import metadata
     from lossaug.errors import InputError
+    from lossaug.run import metadata
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     monkeypatch.setattr(metadata, "_git", lambda *args: None)  # a copy without .git

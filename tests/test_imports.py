@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import lossaug
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "examples").glob("*.py"))]
 
@@ -71,8 +73,22 @@ def test_documented_import_path_works(dotted: str, where: str):
         pytest.fail(f"{where} names {dotted}, which does not import: {error}")
 
 
-@pytest.mark.parametrize("package", ["lossaug", "lossaug.data", "lossaug.audio", "lossaug.compare"])
+@pytest.mark.parametrize(
+    "package",
+    ["lossaug", "lossaug.data", "lossaug.augment", "lossaug.augment.audio", "lossaug.models.audio", "lossaug.compare"],
+)
 def test_every_public_name_of_a_package_is_importable_from_it(package: str):
     module = importlib.import_module(package)
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert not missing, f"{package}.__all__ names {missing}, which it does not define"
+
+
+@pytest.mark.parametrize("old", sorted(lossaug._MOVED))
+def test_a_moved_module_keeps_its_old_path(old: str):
+    # The same module object under both names: patching through either path patches the one the code uses.
+    assert importlib.import_module(old) is importlib.import_module(lossaug._MOVED[old])
+
+
+def test_an_unknown_module_is_still_not_found():
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("lossaug.no_such_module")

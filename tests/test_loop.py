@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from lossaug.augment import parse_augment
-from lossaug.checkpoint import load_checkpoint
 from lossaug.cli import main
-from lossaug.method import Schedule
+from lossaug.run.checkpoint import load_checkpoint
+from lossaug.run.method import Schedule
+from lossaug.run.train import NonFiniteError, TrainConfig, train, validate_config
 from lossaug.selection import make_candidates
-from lossaug.train import NonFiniteError, TrainConfig, train, validate_config
 
 TINY = dict(dataset="mini", train_size=128, model="cnn", width=4, epochs=2, batch_size=32, lr=0.05, device="cpu")
 
@@ -115,7 +115,7 @@ def test_an_update_that_blows_up_is_undone_and_the_saved_state_stays_finite(tmp_
 
 
 def test_resuming_with_a_lower_lr_after_a_raise_works(tmp_path, monkeypatch):
-    import lossaug.step as step_module
+    import lossaug.run.step as step_module
 
     real, calls = step_module.training_loss, []
 
@@ -182,7 +182,7 @@ def test_images_smaller_than_the_model_accepts_are_refused_at_load(tmp_path, cap
 
 
 def test_channel_stats_accumulates_on_the_images_device():
-    from lossaug.pipeline import channel_stats
+    from lossaug.run.pipeline import channel_stats
 
     images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
     mean, std = channel_stats(images, chunk=3)
@@ -197,7 +197,7 @@ def test_channel_stats_accumulates_on_the_images_device():
 
 
 def test_a_bad_augmentation_spec_is_refused_before_any_data_loads(tmp_path, capsys, monkeypatch):
-    import lossaug.pipeline as pipeline
+    import lossaug.run.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "load_for", lambda *a, **k: pytest.fail("data loaded first"))
     assert main(["train", "--dataset", "mini", "--augment", "crop:-5", "--out", str(tmp_path / "r")]) == 2
@@ -208,7 +208,7 @@ def test_a_full_disk_while_writing_config_json_names_the_file_and_leaves_no_temp
     import errno
     import os
 
-    import lossaug.metadata as metadata
+    import lossaug.run.metadata as metadata
 
     def full(_fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

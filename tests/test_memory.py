@@ -8,7 +8,7 @@ from torch import nn
 
 from lossaug.augment import parse_augment
 from lossaug.cli import main
-from lossaug.memory import check_fits, step_bytes
+from lossaug.run.memory import check_fits, step_bytes
 
 TINY = ["train", "--dataset", "mini", "--model", "cnn", "--epochs", "1", "--device", "cpu"]
 

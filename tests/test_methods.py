@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from lossaug.compare.arms import ARM_REGISTRY, BASELINE_STEP, PROPOSED_STEP, WEIGHTED_STEP
-from lossaug.config import METHODS, TrainConfig, validate_config
 from lossaug.errors import InputError
-from lossaug.method import method_for
 from lossaug.methods import METHOD_REGISTRY, method_named
+from lossaug.run.config import METHODS, TrainConfig, validate_config
+from lossaug.run.method import method_for
 from lossaug.selection import MODES
 
 # Today's behaviour, written out: (candidates at M=4, default temperature, images per step at batch 32, mode,

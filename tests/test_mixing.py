@@ -79,7 +79,7 @@ def test_a_mixing_spec_needs_targets_and_audio_clips_can_be_mixed():
     images, _ = batch()
     with pytest.raises(InputError, match="mixes labels"):
         A.parse_augment("flip,mixup:0.2")(images, gen(0))
-    from lossaug.audio import parse_audio_augment
+    from lossaug.augment.audio import parse_audio_augment
 
     clips = torch.randint(-8000, 8000, (4, 1, 50), dtype=torch.int16)
     mixed, targets = parse_audio_augment("gain,mixup:0.2")(clips, gen(0), targets=torch.eye(4))
@@ -177,7 +177,7 @@ def test_loss_aware_augment_mixes_in_every_mode_and_needs_num_classes():
 
 
 def test_training_on_soft_targets_composes_with_label_smoothing():
-    from lossaug.step import train_step
+    from lossaug.run.step import train_step
 
     model = Linear()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -10,7 +10,7 @@ import torch
 
 from lossaug.cli import load_config_file, main
 from lossaug.compare import config_from_protocol, validate_compare
-from lossaug.train import TrainConfig
+from lossaug.run.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "mini", "--train-size", "64", "--model", "cnn", "--width", "2", "--epochs", "1",
@@ -91,7 +91,7 @@ def test_committed_protocols_of_issue_24(name, setting):
 
 
 def test_a_gated_cutmix_run_resumes_bit_for_bit(tmp_path, resume_after_crash):
-    from lossaug.train import train
+    from lossaug.run.train import train
 
     tiny = dict(dataset="mini", train_size=64, model="cnn", width=2, epochs=2, batch_size=16, device="cpu",
                 method="proposed", num_candidates=2, augment="flip,crop,cutmix", score_fraction=0.5)  # fmt: skip

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lossaug.models import DEFAULT_WIDTHS, MIN_IMAGE_SIZE, MODELS, RECIPES, FastResNet, build_model
-from lossaug.train import TrainConfig
+from lossaug.run.train import TrainConfig
 
 ALL = sorted(MIN_IMAGE_SIZE)  # the image models (audio_cnn takes waveforms: tests/test_audio.py)
 
@@ -90,7 +90,7 @@ def one_thread():
 @pytest.mark.slow
 def test_fast_resnet_smoke_learns_mini_cifar_on_the_cpu(tmp_path, one_thread):
     """The smoke run of benchmarks/fast_resnet_cpu.py (which times it; a timed test would fail on a busy box)."""
-    from lossaug.train import train
+    from lossaug.run.train import train
 
     config = TrainConfig(
         dataset="mini",

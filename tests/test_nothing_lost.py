@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from lossaug.cli import main
-from lossaug.rundir import RunDirError, claim_run_dir, run_files
+from lossaug.run.rundir import RunDirError, claim_run_dir, run_files
 
 
 def tiny(tmp_path: Path, model: str | None = None) -> list[str]:
@@ -148,7 +148,7 @@ class FullDisk:
 
 
 def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_last_good_one(tmp_path, capsys, monkeypatch):
-    import lossaug.checkpoint as checkpoint_module
+    import lossaug.run.checkpoint as checkpoint_module
 
     out, opened = tmp_path / "run", []
 
@@ -436,7 +436,7 @@ def test_out_that_is_a_file_is_one_line_naming_it(tmp_path, capsys):
 
 
 def test_a_full_disk_while_writing_metrics_names_the_file(tmp_path, capsys, monkeypatch):
-    import lossaug.telemetry as telemetry
+    import lossaug.run.telemetry as telemetry
 
     def full(path, mode="r", *args, **kwargs):
         return FullDisk(path, mode, room=0) if "a" in mode else open(path, mode, *args, **kwargs)  # noqa: SIM115
@@ -737,7 +737,7 @@ def test_a_full_disk_while_writing_a_figure_names_it(tmp_path, finished_run, mon
 
 
 def test_a_refused_non_finite_save_does_not_claim_a_checkpoint_that_does_not_exist(tmp_path, monkeypatch, capsys):
-    import lossaug.run_parts as run_parts  # where RunParts.save checks the state
+    import lossaug.run.parts as run_parts  # where RunParts.save checks the state
 
     monkeypatch.setattr(run_parts, "state_is_finite", lambda model, optimizer: False)
     out = tmp_path / "run"

@@ -165,8 +165,8 @@ def _train_commands(section: str) -> list[list[str]]:
 
 def test_the_small_data_recipe_does_not_trigger_the_step_count_warning():
     from lossaug.cli import build_parser
-    from lossaug.cli_config import config_from_args
-    from lossaug.guards import small_data_warnings
+    from lossaug.cli.options import config_from_args
+    from lossaug.run.guards import small_data_warnings
 
     commands = _train_commands(_readme_section("### A few hundred images or clips on a CPU"))
     assert len(commands) == 2, "README lost its small-data recipe"
@@ -190,7 +190,7 @@ def test_out_help_says_what_the_cli_writes_without_it():
     import re
 
     from lossaug.cli import build_parser
-    from lossaug.cli_config import config_from_args
+    from lossaug.cli.options import config_from_args
 
     assert "write nothing" not in _option_help("train", "--out")
     assert "(default: runs/<YYYYmmdd-HHMMSS>-<dataset>-<method>)" in _option_help("train", "--out")
@@ -230,7 +230,7 @@ def test_readme_pretrained_backbone_example_builds_through_model(tmp_path, monke
     import re
 
     torchvision = _import_or_skip("torchvision")
-    from lossaug.user_model import build_factory_model
+    from lossaug.models.user import build_factory_model
 
     section = _readme_section("### Fine-tune your own model")
     block = re.search(r"<!-- pretrained-backbone-example[^>]*-->\s*```python\n(.*?)```", section, re.S)

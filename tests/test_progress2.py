@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import io
 
-from lossaug.guards import SLOW_ETA_SECONDS, EtaNote
 from lossaug.progress import ConsoleReporter, format_eta
-from lossaug.telemetry import Progress
+from lossaug.run.guards import SLOW_ETA_SECONDS, EtaNote
+from lossaug.run.telemetry import Progress
 
 
 class Lines:
@@ -37,7 +37,7 @@ def test_recipe_hint_only_for_a_long_eta():
 
 def test_bar_shows_the_whole_runs_eta(monkeypatch):
     clock = iter(float(t) for t in range(100))
-    monkeypatch.setattr("lossaug.telemetry.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("lossaug.run.telemetry.time.perf_counter", lambda: next(clock))
     reporter = Lines()
     progress = Progress(reporter, epochs=3, steps_per_epoch=10, batch_size=4)  # clock 0
     progress.on_epoch_start(0, 0)  # clock 1

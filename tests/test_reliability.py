@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-import lossaug.checkpoint as checkpoint_module
-import lossaug.step as step_module
-from lossaug.checkpoint import CheckpointError, load_checkpoint, newest_valid_checkpoint
+import lossaug.run.checkpoint as checkpoint_module
+import lossaug.run.step as step_module
 from lossaug.cli import main
-from lossaug.train import NonFiniteError, TrainConfig, TrainingInterrupted, train
+from lossaug.run.checkpoint import CheckpointError, load_checkpoint, newest_valid_checkpoint
+from lossaug.run.train import NonFiniteError, TrainConfig, TrainingInterrupted, train
 
 # 256 images / batch 32 = 8 steps per epoch, 16 steps in all.
 TINY = dict(dataset="mini", train_size=256, model="cnn", width=4, epochs=2, batch_size=32, lr=0.05, device="cpu")
@@ -333,7 +333,7 @@ def test_resume_without_run_dir_or_checkpoint(tmp_path, capsys):
 
 
 def test_resume_applies_a_changed_learning_rate(tmp_path):
-    from lossaug.train import cosine_lr
+    from lossaug.run.train import cosine_lr
 
     out = finished_run(tmp_path)
     with pytest.warns(UserWarning, match="lr: 0.05 -> 0.01"):
@@ -344,7 +344,7 @@ def test_resume_applies_a_changed_learning_rate(tmp_path):
 
 def test_a_nonfinite_step_leaves_weights_and_batchnorm_statistics_untouched():
     from lossaug.models import Normalized, build_model
-    from lossaug.train import train_step
+    from lossaug.run.train import train_step
 
     torch.manual_seed(0)
     model = Normalized(build_model("cnn", 10, 3, 4), (0.5,) * 3, (0.2,) * 3).train()

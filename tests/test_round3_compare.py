@@ -12,8 +12,8 @@ import pytest
 
 from lossaug.cli import main
 from lossaug.compare import CompareConfig, validate_compare
-from lossaug.config import TrainConfig
 from lossaug.errors import InputError
+from lossaug.run.config import TrainConfig
 
 BASE = TrainConfig(
     dataset="mini", train_size=64, model="cnn", width=2, epochs=2, batch_size=32, lr=0.05, device="cpu", out=None

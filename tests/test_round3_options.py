@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from lossaug.cli import build_parser, main
-from lossaug.cli_config import option_flag
-from lossaug.config import TrainConfig, validate_config
+from lossaug.cli.options import option_flag
+from lossaug.run.config import TrainConfig, validate_config
 
 
 class _Captured(Exception):
@@ -52,7 +52,7 @@ def _capture_demo(monkeypatch):
 
 def _capture_bench(monkeypatch):
     import lossaug.bench as bench
-    import lossaug.metadata as metadata
+    import lossaug.run.metadata as metadata
     from lossaug.bench.config import resolve_config
 
     class Result:  # what cmd_bench writes to --out FILE.json: here the resolved config

@@ -13,8 +13,8 @@ from PIL import Image
 from lossaug.cli import main
 from lossaug.errors import InputError
 from lossaug.models import build_classifier
-from lossaug.pipeline import prepare_data
-from lossaug.train import TrainConfig, train
+from lossaug.run.pipeline import prepare_data
+from lossaug.run.train import TrainConfig, train
 
 
 def gray_tree(root, classes: int = 3, train_count: int = 12, test_count: int = 5, side: int = 8):
@@ -238,7 +238,7 @@ def test_the_smallest_mixing_alpha_samples_finite_weights():
 
 
 def test_the_dropped_batch_warning_never_suggests_the_batch_size_given():
-    from lossaug.guards import small_data_warnings
+    from lossaug.run.guards import small_data_warnings
 
     dropped = [m for m in small_data_warnings(55, 8, "clips") if "drops its last partial batch" in m]
     assert dropped and "e.g. 8" not in dropped[0]  # 55 at 8 drops 7: the old text suggested 8 itself

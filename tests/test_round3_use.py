@@ -200,7 +200,7 @@ def test_export_provenance_describes_the_exported_weights(mini_run, tmp_path, ca
 
 
 def test_predict_and_export_on_a_run_still_training_say_so(mini_run, tmp_path):
-    from lossaug.rundir import RunLock
+    from lossaug.run.rundir import RunLock
 
     run = copy_run(mini_run, tmp_path)
     with RunLock(run), pytest.warns(UserWarning, match="still training"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lossaug.checkpoint import (
+from lossaug.run.checkpoint import (
     BEST,
     FORMAT,
     NEWEST,

@@ -5,8 +5,8 @@ import dataclasses
 
 import torch
 
-from lossaug.run_epochs import Stop, open_run
-from lossaug.train import TrainConfig, train
+from lossaug.run.epochs import Stop, open_run
+from lossaug.run.train import TrainConfig, train
 
 TIMING_KEYS = ("seconds", "elapsed_seconds", "images_per_second")
 TINY = dict(dataset="mini", train_size=256, model="cnn", width=2, epochs=2, batch_size=64, num_candidates=2)

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lossaug import checkpoint as checkpoint_module
-from lossaug.checkpoint import (
+from lossaug.cli import UsageError, load_config_file, main
+from lossaug.plots import read_run
+from lossaug.run import checkpoint as checkpoint_module
+from lossaug.run.checkpoint import (
     RESUME_KEYS,
     CheckpointError,
     load_checkpoint,
@@ -28,9 +30,7 @@ from lossaug.checkpoint import (
     require_keys,
     save_checkpoint,
 )
-from lossaug.cli import UsageError, load_config_file, main
-from lossaug.plots import read_run
-from lossaug.rundir import RunDirError, RunLock, claim_run_dir
+from lossaug.run.rundir import RunDirError, RunLock, claim_run_dir
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lossaug"
 
@@ -134,7 +134,7 @@ with rundir.RunLock(sys.argv[2]):
 @pytest.mark.slow  # subprocess holding the lock
 def test_run_lock_names_the_holder_and_is_freed_by_kill_9(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(SRC / "rundir.py"), str(tmp_path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOLD_LOCK, str(SRC / "run" / "rundir.py"), str(tmp_path)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

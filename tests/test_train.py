@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lossaug.augment import Cutout, RandomCrop
-from lossaug.train import (
+from lossaug.run.train import (
     RunResult,
     TrainConfig,
     balanced_subset,
@@ -126,7 +126,7 @@ def test_settings_build_the_published_augmentations():
 
 def test_audio_freqmask_is_built_for_the_clips_rate():
     """Setting B's frequency mask silences the model's mel channels only at the rate the front end is built for."""
-    from lossaug.audio import FreqMask
+    from lossaug.augment.audio import FreqMask
 
     for rate in (8000, 16000):
         augment = build_augment(TrainConfig(dataset="fsdd", setting="B"), audio_rate=rate)

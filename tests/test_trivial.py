@@ -175,8 +175,8 @@ def test_ops_are_uniform_magnitudes_uniform_and_translation_scales_with_the_imag
 
 
 def test_setting_c_is_flip_crop_trivial_at_the_data_scale_and_usable_by_name():
-    from lossaug.config import TrainConfig
-    from lossaug.method import setting_spec
+    from lossaug.run.config import TrainConfig
+    from lossaug.run.method import setting_spec
     from lossaug.selection import LossAwareAugment
 
     assert setting_spec(TrainConfig(setting="C"), 32) == "flip,crop:4,trivial"

@@ -279,7 +279,7 @@ def test_public_helpers_take_str_paths(tmp_path):
 
 
 def test_small_data_warnings_say_what_to_change():
-    from lossaug.guards import small_data_warnings, suggested_batch_size
+    from lossaug.run.guards import small_data_warnings, suggested_batch_size
 
     dropped, few = small_data_warnings(360, 128, "clips")
     assert "104 of 360 training clips (29%)" in dropped and "--batch-size" in dropped
@@ -297,9 +297,9 @@ def test_report_and_show_write_into_the_run_directory(image_run, tmp_path, capsy
 
 
 def test_a_run_recorded_with_a_relative_data_path_is_still_found(tmp_path, monkeypatch):
-    from lossaug.config import TrainConfig
+    from lossaug.run.config import TrainConfig
+    from lossaug.run.train import train
     from lossaug.show import load_run
-    from lossaug.train import train
 
     monkeypatch.chdir(tmp_path)
     image_tree(tmp_path / "shapes", train=4, test=1)
@@ -313,7 +313,7 @@ def test_a_run_recorded_with_a_relative_data_path_is_still_found(tmp_path, monke
 
 
 def test_eta_after_the_first_epoch_only():
-    from lossaug.guards import EtaNote
+    from lossaug.run.guards import EtaNote
 
     lines: list[str] = []
 
@@ -330,8 +330,8 @@ def test_eta_after_the_first_epoch_only():
 def test_dataset_help_names_every_data_set():
     import dataclasses
 
-    from lossaug.config import TrainConfig
     from lossaug.data import DATASETS
+    from lossaug.run.config import TrainConfig
 
     (field,) = [f for f in dataclasses.fields(TrainConfig) if f.name == "dataset"]
     assert all(name in field.metadata["help"] for name in DATASETS)

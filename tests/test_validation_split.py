@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from lossaug.cli import main
-from lossaug.config import TrainConfig, validate_config
 from lossaug.errors import InputError
-from lossaug.train import train
+from lossaug.run.config import TrainConfig, validate_config
+from lossaug.run.train import train
+from lossaug.run.validation import BEST, Validation, kept_checkpoint, split_validation
 from lossaug.use import load_trained
-from lossaug.validation import BEST, Validation, kept_checkpoint, split_validation
 
 TINY = dict(dataset="mini", train_size=64, model="cnn", width=4, batch_size=16, device="cpu")
 CLI = ["train", "--dataset", "mini", "--train-size", "64", "--model", "cnn", "--width", "4", "--batch-size", "16"]
@@ -66,7 +66,7 @@ def test_split_seed_applies_to_any_data_with_a_validation_split():
 
 def test_patience_counts_epochs_since_the_best(monkeypatch):
     errors = iter([0.5, 0.4, 0.45, 0.4, 0.3])
-    monkeypatch.setattr("lossaug.pipeline.evaluate", lambda *args: (next(errors), 1.0))
+    monkeypatch.setattr("lossaug.run.pipeline.evaluate", lambda *args: (next(errors), 1.0))
     validation = Validation(torch.zeros(1), torch.zeros(1), torch.device("cpu"), patience=2, epochs=10)
     metrics: list[dict] = []
     stops = []

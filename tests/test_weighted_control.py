@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from lossaug.config import TrainConfig
+from lossaug.run.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lossaug.errors import InputError
-from lossaug.runfiles import NONE, NUMBER, read_records
+from lossaug.run.runfiles import NONE, NUMBER, read_records
 
 
 class MatplotlibMissing(InputError, ImportError):

@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from lossaug.audio.model import DEFAULT_SAMPLE_RATE
-from lossaug.checkpoint import RunCheckpoint, load_checkpoint, read_run_checkpoint
-from lossaug.config import TrainConfig
 from lossaug.data import AudioSplit, Kind, Split, load_for
 from lossaug.errors import InputError
 from lossaug.kinds import kind_named, kind_of_dataset
-from lossaug.method import method_for
 from lossaug.methods import method_named
 from lossaug.models import build_classifier, check_classifier_output, check_state_fits
+from lossaug.models.audio import DEFAULT_SAMPLE_RATE
+from lossaug.run.checkpoint import RunCheckpoint, load_checkpoint, read_run_checkpoint
+from lossaug.run.config import TrainConfig
+from lossaug.run.method import method_for
 from lossaug.seeds import stream_seed
 from lossaug.selection import LossAwareAugment, score_candidates, selection_probs
 
@@ -307,7 +307,7 @@ def mixed_candidates(
 def log_mel_of(clips: Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE) -> Tensor:
     """Log-mel spectrograms ``(N,M,n_mels,frames)`` of the first channel of int16 waveform candidates
     ``(N,M,C,T)`` at ``sample_rate`` Hz, by ``audio_cnn``'s own front end (it has no learned parameters)."""
-    from lossaug.audio.model import INT16_SCALE, LogMel
+    from lossaug.models.audio import INT16_SCALE, LogMel
 
     num_clips, num_candidates, _, length = clips.shape
     with torch.no_grad():
@@ -399,7 +399,7 @@ def _draw_spectrogram(ax, spectrograms: Tensor, tile: tuple[int, int], sample_ra
     """Draw ``spectrograms[tile]`` (of ``spectrograms (N,M,n_mels,frames)``, clips of ``length`` samples at
     ``sample_rate`` Hz) into ``ax``: time in seconds across, mel channels upwards with their centre frequencies;
     every tile on one colour scale. Returns the image for the colour bar."""
-    from lossaug.audio.model import mel_edges_hz
+    from lossaug.models.audio import mel_edges_hz
 
     n_mels = spectrograms.shape[2]
     seconds = length / sample_rate

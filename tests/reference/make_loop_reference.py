@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from lossaug.train import TrainConfig, train
+from lossaug.run.train import TrainConfig, train
 
 HERE = Path(__file__).parent
 TINY = dict(dataset="mini", train_size=128, model="cnn", width=4, epochs=2, batch_size=32, lr=0.05, device="cpu")

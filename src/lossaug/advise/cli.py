@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lossaug.cli_config import UsageError, add_config_options, config_from_args
-from lossaug.config import PRESETS
+from lossaug.cli.options import UsageError, add_config_options, config_from_args
+from lossaug.run.config import PRESETS
 
 __all__ = ["add_advise_command", "cmd_advise"]
 
@@ -107,7 +107,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from lossaug.advise.plan import DEFAULT_ARMS, AdviseConfig, parse_duration
     from lossaug.advise.report import advice_markdown
     from lossaug.advise.run import run_advise
-    from lossaug.cli_commands import _reporter, stop_exit_code
+    from lossaug.cli.commands import _reporter, stop_exit_code
 
     for name, instead in (
         ("method", "--arms"),
@@ -134,7 +134,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
         cost_ratio=args.cost_ratio,
         cost_ratios=args.cost_ratios or {},
     )
-    from lossaug.train import NonFiniteError, TrainingInterrupted
+    from lossaug.run.train import NonFiniteError, TrainingInterrupted
 
     try:
         advice = run_advise(config, reporter=_reporter())

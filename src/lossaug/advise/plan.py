@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from lossaug.compare.arms import arm_named, budget_arm
 from lossaug.compare.config import CompareConfig
-from lossaug.config import TrainConfig
 from lossaug.errors import InputError
+from lossaug.run.config import TrainConfig
 
 __all__ = [
     "DEFAULT_ARMS",

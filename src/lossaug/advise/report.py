@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 
 from lossaug.advise.plan import AdviseConfig, seconds_text
 from lossaug.advise.verdicts import ArmVerdict, Recommendation
-from lossaug.cli_config import option_flag
+from lossaug.cli.options import option_flag
 from lossaug.compare.arms import BASELINE_ARM, arm_named
-from lossaug.config import TrainConfig
 from lossaug.kinds import kind_of_dataset
 from lossaug.methods import method_named
+from lossaug.run.config import TrainConfig
 from lossaug.selection import LossAwareAugment
 
 __all__ = ["advice_json", "advice_markdown", "python_call", "standalone_command", "train_command"]

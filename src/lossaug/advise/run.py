@@ -29,11 +29,11 @@ from lossaug.compare.costs import COST_RATIO_FILE, ratio_values, resolve_costs
 from lossaug.compare.plan import plan
 from lossaug.compare.runner import run_compare
 from lossaug.errors import InputError
-from lossaug.interrupts import TrainingInterrupted
-from lossaug.metadata import write_json, write_text
 from lossaug.progress import Reporter
-from lossaug.runfiles import NUMBER, read_json, read_records
-from lossaug.train import train
+from lossaug.run.interrupts import TrainingInterrupted
+from lossaug.run.metadata import write_json, write_text
+from lossaug.run.runfiles import NUMBER, read_json, read_records
+from lossaug.run.train import train
 
 __all__ = ["Advice", "Calibration", "run_advise"]
 

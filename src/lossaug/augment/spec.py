@@ -13,7 +13,7 @@ from lossaug.augment.core import Augment, Compose, MixingAugment
 from lossaug.errors import InputError
 
 if TYPE_CHECKING:
-    from lossaug.audio.augment import AudioAugment
+    from lossaug.augment.audio import AudioAugment
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class OpRow:
 
 
 def _table() -> dict[str, OpRow]:
-    from lossaug.augment.table import OPS  # imports lossaug.audio, which imports this package: imported late
+    from lossaug.augment.table import OPS  # imports augment.audio, which imports this module: imported late
 
     return OPS
 
@@ -61,7 +61,7 @@ def spec_kind(spec: str, sample_rate: int | None) -> str:
     """The kind of data ``spec`` is for: the kind that takes a sample rate (audio) when the spec names an op only
     it fits or ``sample_rate`` is given, else the other (images). An unknown op, or ops of both kinds only in one
     spec, is an ``InputError`` listing every kind's ops."""
-    from lossaug.kinds import KINDS  # lossaug.kinds imports lossaug.audio, which imports this package
+    from lossaug.kinds import KINDS  # lossaug.kinds imports augment.audio, which imports this module
 
     table, names = _table(), _names(spec)
     plain = next(kind.name for kind in KINDS.values() if not kind.has_rate)
@@ -87,7 +87,7 @@ def parse_augment(spec: str, *, sample_rate: int | None = None) -> Compose | Aud
     Image ops' values after a colon: flip probability, crop padding (pixels), cutout side (pixels), mixup and
     cutmix alpha (lam ~ Beta(alpha, alpha)); ``trivial`` takes none. An empty spec (or ``"none"``) is the identity.
     """
-    from lossaug.kinds import kind_named  # lossaug.kinds imports lossaug.audio, which imports this package
+    from lossaug.kinds import kind_named  # lossaug.kinds imports augment.audio, which imports this module
 
     return kind_named(spec_kind(spec, sample_rate)).parse_augment(spec, sample_rate)
 

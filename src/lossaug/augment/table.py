@@ -1,11 +1,11 @@
 """The one table of augmentation ops a spec may name (``OPS``), image and audio ops alike: each row builds its op
 from the option after its colon and says which kinds of data (``lossaug.kinds``) it fits. Adding an op is one row
-here and one class beside its kind's ops. ``spec`` imports this module late: it imports ``lossaug.audio``, which
-imports ``lossaug.augment``."""
+here and one class beside its kind's ops. ``spec`` imports this module late: it imports ``augment.audio``, which
+imports ``augment.spec``."""
 
 from __future__ import annotations
 
-from lossaug.audio.augment import AdditiveNoise, FreqMask, RandomGain, SpeedPerturb, TimeMask, TimeShift
+from lossaug.augment.audio import AdditiveNoise, FreqMask, RandomGain, SpeedPerturb, TimeMask, TimeShift
 from lossaug.augment.basic import Cutout, HorizontalFlip, RandomCrop
 from lossaug.augment.mix import CutMix, Mixup
 from lossaug.augment.spec import OpRow

@@ -7,10 +7,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from lossaug.audio.model import DEFAULT_SAMPLE_RATE
-from lossaug.config import DEVICES
 from lossaug.errors import InputError
 from lossaug.models import DEFAULT_WIDTHS, check_model_name
+from lossaug.models.audio import DEFAULT_SAMPLE_RATE
+from lossaug.run.config import DEVICES
 from lossaug.selection import check_score_fraction
 
 # The augmentation of each setting as ``train`` builds it on CIFAR-10 (Cutout's fill does not change its cost).

@@ -30,21 +30,21 @@ from torch import Tensor
 import lossaug
 from lossaug.bench.config import BenchConfig, cheap_candidates, resolve_config, width_of
 from lossaug.bench.results import BenchResult, CandidateTiming, Spread
-from lossaug.config import TrainConfig
-from lossaug.distributed import World
 from lossaug.kinds import kind_of_model
-from lossaug.metadata import device_name, git_commit
-from lossaug.method import Schedule, build_sgd, method_for
 from lossaug.models import (
     build_classifier,
     check_classifier_output,
     check_image_size,
 )
-from lossaug.pipeline import channel_stats, make_generator, resolve_device, use_device
+from lossaug.run.config import TrainConfig
+from lossaug.run.distributed import World
+from lossaug.run.metadata import device_name, git_commit
+from lossaug.run.method import Schedule, build_sgd, method_for
+from lossaug.run.pipeline import channel_stats, make_generator, resolve_device, use_device
+from lossaug.run.state import Learner
 from lossaug.seeds import stream_seed
 from lossaug.selection import Candidates, LossAwareAugment, Selection, score_candidates
 from lossaug.selection.modes import WEIGHTED
-from lossaug.state import Learner
 
 
 class _Stopwatch:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lossaug.compare.arms import ARMS, BASELINE_ARM, PROPOSED_STEP, arm_named, budget_arm, candidates_arm
-from lossaug.config import SETTINGS, TrainConfig, validate_config
 from lossaug.errors import InputError
+from lossaug.run.config import SETTINGS, TrainConfig, validate_config
 
 __all__ = [
     "MAX_RATIO",

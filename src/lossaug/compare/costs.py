@@ -15,11 +15,11 @@ from typing import TypedDict
 from lossaug.compare.arms import PROPOSED_STEP, WEIGHTED_STEP, arm_named, sweep_candidates
 from lossaug.compare.config import MAX_RATIO, CompareConfig, declared_ratios
 from lossaug.compare.plan import planned_arms
-from lossaug.config import TrainConfig
 from lossaug.errors import InputError
-from lossaug.metadata import write_json
 from lossaug.progress import Reporter
-from lossaug.runfiles import NUMBER, check_fields, read_json
+from lossaug.run.config import TrainConfig
+from lossaug.run.metadata import write_json
+from lossaug.run.runfiles import NUMBER, check_fields, read_json
 
 __all__ = [
     "COST_RATIO_FILE",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lossaug.compare.arms import ARM_REGISTRY, BASELINE_ARM, Arm, arm_named
 from lossaug.compare.config import CompareConfig, all_arms
-from lossaug.config import TrainConfig
+from lossaug.run.config import TrainConfig
 
 __all__ = ["RunSpec", "plan", "planned_arms", "run_dir", "trunk_config", "trunk_dir"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from lossaug.compare.plan import RunSpec
-from lossaug.guards import format_duration
+from lossaug.run.guards import format_duration
 
 __all__ = ["PlanClock"]
 

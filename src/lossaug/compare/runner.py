@@ -10,21 +10,21 @@ from pathlib import Path
 
 import torch
 
-from lossaug.checkpoint import has_checkpoint
 from lossaug.compare.config import CompareConfig, check_arm_epochs, check_budget_range, validate_compare
 from lossaug.compare.costs import ratio_values, resolve_costs
 from lossaug.compare.frontier import write_frontier
 from lossaug.compare.plan import RunSpec, plan
 from lossaug.compare.progress import PlanClock
 from lossaug.compare.report import check_commits, summarize, summary_markdown, write_forest
-from lossaug.config import RENAMED, TrainConfig
 from lossaug.data import data_fingerprint, fingerprint_differences
 from lossaug.errors import InputError
-from lossaug.metadata import git_commit, write_json, write_text
-from lossaug.pipeline import prepare_data
 from lossaug.progress import Reporter
-from lossaug.runfiles import COUNT, FRACTION, NONE, SECONDS, check_fields, read_json, read_records
-from lossaug.train import train
+from lossaug.run.checkpoint import has_checkpoint
+from lossaug.run.config import RENAMED, TrainConfig
+from lossaug.run.metadata import git_commit, write_json, write_text
+from lossaug.run.pipeline import prepare_data
+from lossaug.run.runfiles import COUNT, FRACTION, NONE, SECONDS, check_fields, read_json, read_records
+from lossaug.run.train import train
 
 __all__ = ["read_result", "run_compare"]
 

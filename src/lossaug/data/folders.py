@@ -23,7 +23,7 @@ from lossaug.data.split import check_folder_options, resolve_split
 from lossaug.data.trees import Tree, check_classes, scan_class_folders, tree_files
 from lossaug.data.types import IMAGE_KIND, File, FolderOptions, ImageDataset, LoadRequest, Log, Split, silent
 from lossaug.errors import InputError
-from lossaug.memory import check_fits, dataset_bytes
+from lossaug.run.memory import check_fits, dataset_bytes
 
 __all__ = ["IMAGE_SUFFIXES", "decode_image", "from_request", "load_image_folder"]
 

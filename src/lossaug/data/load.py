@@ -18,7 +18,7 @@ from lossaug.data.types import AudioDataset, AudioSplit, Kind, Log, Split, selec
 from lossaug.errors import InputError
 
 if TYPE_CHECKING:
-    from lossaug.config import TrainConfig
+    from lossaug.run.config import TrainConfig
 
 __all__ = ["TrainData", "load_for"]
 
@@ -55,7 +55,7 @@ class TrainData:
 def load_for(config: TrainConfig, log: Log | None = None) -> TrainData:
     """Load ``config.dataset`` with the config's data options (path, cache, image size, md5 check, audio rate,
     clip length, held-out speaker) and keep ``config.classes`` (relabelled ``0..k-1``; a log line says which)."""
-    from lossaug.config import class_names  # config imports the registry (sources), so not at module level
+    from lossaug.run.config import class_names  # config imports the registry (sources), so not at module level
 
     if config.cache_dir and Path(config.cache_dir).exists() and not Path(config.cache_dir).is_dir():
         raise InputError(f"--cache-dir {config.cache_dir} exists and is not a directory")

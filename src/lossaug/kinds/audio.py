@@ -6,19 +6,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lossaug.audio.augment import AUDIO_SETTINGS, parse_audio_spec
-from lossaug.audio.model import DEFAULT_SAMPLE_RATE
+from lossaug.augment.audio import AUDIO_SETTINGS, parse_audio_spec
 from lossaug.data.audio_folders import AUDIO_SUFFIXES
 from lossaug.data.types import AUDIO_KIND
 from lossaug.errors import InputError
 from lossaug.kinds.base import DataKind, Stats
+from lossaug.models.audio import DEFAULT_SAMPLE_RATE
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from torch import Tensor, nn
 
-    from lossaug.config import TrainConfig
+    from lossaug.run.config import TrainConfig
     from lossaug.use.run import InputSpec
 
 __all__ = ["AUDIO"]
@@ -43,7 +43,7 @@ def _is_file(head: bytes) -> bool:
 
 
 def _check_augment(spec: str, dataset: str) -> None:
-    from lossaug.audio import parse_audio_augment
+    from lossaug.augment.audio import parse_audio_augment
 
     parse_audio_augment(spec)
 

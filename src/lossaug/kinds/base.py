@@ -13,10 +13,10 @@ if TYPE_CHECKING:
 
     from torch import Tensor, nn
 
-    from lossaug.audio.augment import AudioAugment
+    from lossaug.augment.audio import AudioAugment
     from lossaug.augment.core import Compose
-    from lossaug.config import TrainConfig
     from lossaug.data.types import Kind
+    from lossaug.run.config import TrainConfig
     from lossaug.use.run import InputSpec
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel mean and std on the [0, 255] scale, over 255

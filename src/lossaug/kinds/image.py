@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from lossaug.augment.core import Compose
-    from lossaug.config import TrainConfig
+    from lossaug.run.config import TrainConfig
     from lossaug.use.run import InputSpec
 
 __all__ = ["IMAGE"]
@@ -58,13 +58,13 @@ def _parse_augment(spec: str, sample_rate: int | None) -> Compose:
 
 
 def _default_augment(config: TrainConfig, image_side: int | None) -> str:
-    from lossaug.method import setting_spec
+    from lossaug.run.method import setting_spec
 
     return setting_spec(config, image_side)
 
 
 def _input_stats(inputs: Tensor) -> Stats:
-    from lossaug.pipeline import channel_stats
+    from lossaug.run.pipeline import channel_stats
 
     return channel_stats(inputs)
 

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from lossaug.errors import InputError
 from lossaug.kinds import KINDS
-from lossaug.rundir import LOCK_NAME
-from lossaug.user_model import is_factory_name
+from lossaug.models.user import is_factory_name
+from lossaug.run.rundir import LOCK_NAME
 
 __all__ = ["check_config_fields", "check_inputs", "check_trusted", "check_weights", "warn_if_training"]
 

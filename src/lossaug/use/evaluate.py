@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lossaug.data.archives import ARCHIVE_SUFFIXES, archive_members, is_archive_name
 from lossaug.errors import InputError
-from lossaug.pipeline import confusion_matrix, per_class_errors
+from lossaug.run.pipeline import confusion_matrix, per_class_errors
 from lossaug.use.inputs import read_inputs, suffixes_for
 from lossaug.use.run import TrainedRun
 

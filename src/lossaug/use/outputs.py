@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lossaug.errors import InputError
-from lossaug.rundir import RUN_FILES
+from lossaug.run.rundir import RUN_FILES
 
 __all__ = ["check_new_files", "write_new_file"]
 

@@ -14,15 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from lossaug.checkpoint import RunCheckpoint
-from lossaug.config import TrainConfig
 from lossaug.data import Kind, load_for
 from lossaug.errors import InputError
 from lossaug.kinds import kind_named
 from lossaug.models import build_classifier, check_state_fits
+from lossaug.run.checkpoint import RunCheckpoint
+from lossaug.run.config import TrainConfig
+from lossaug.run.validation import kept_checkpoint
 from lossaug.show import find_data, read_checkpoint, run_sample_rate
 from lossaug.use.checks import check_config_fields, check_inputs, check_trusted, check_weights, warn_if_training
-from lossaug.validation import kept_checkpoint
 
 __all__ = ["InputSpec", "TrainedRun", "load_trained"]
 

@@ -9,12 +9,12 @@ import dataclasses
 import warnings
 from pathlib import Path
 
-from lossaug.checkpoint import CheckpointError, RunCheckpoint, read_run_checkpoint
-from lossaug.config import BRANCH_FREE, RESUME_FIXED, TrainConfig
 from lossaug.data import fingerprint_differences
 from lossaug.errors import InputError
-from lossaug.method import Schedule
 from lossaug.methods import method_named
+from lossaug.run.checkpoint import CheckpointError, RunCheckpoint, read_run_checkpoint
+from lossaug.run.config import BRANCH_FREE, RESUME_FIXED, TrainConfig
+from lossaug.run.method import Schedule
 
 __all__ = ["check_restorable", "config_differences", "run_origin", "run_schedule", "step_ratio"]
 

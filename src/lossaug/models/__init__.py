@@ -13,11 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lossaug.audio.model import DEFAULT_SAMPLE_RATE, AudioCNN
-from lossaug.data.types import Kind
 from lossaug.errors import InputError
-from lossaug.kinds import KINDS, kind_named
-from lossaug.user_model import FACTORY_FORM, build_factory_model, is_factory_name
+from lossaug.models.audio import DEFAULT_SAMPLE_RATE, AudioCNN
+from lossaug.models.user import FACTORY_FORM, build_factory_model, is_factory_name
 
 
 class PreActBlock(nn.Module):
@@ -173,26 +171,6 @@ RECIPES = {
 }
 
 
-def model_kind(name: str) -> Kind | None:
-    """The kind of data (a ``kinds.KINDS`` name) built-in network ``name`` takes, the row whose ``models`` list it;
-    None for a ``PACKAGE.MODULE:FACTORY`` model, which may take any (its forward on the data's first samples is
-    the check)."""
-    return next((kind.name for kind in KINDS.values() if name in kind.models), None)
-
-
-def check_model_fits_data(name: str, data_kind: Kind, dataset: str, option: str = "model") -> None:
-    """Raise ``InputError`` when the built-in network ``name`` takes the other kind of input than the data set
-    holds (an image network on audio, or ``audio_cnn`` on images), naming a network that fits."""
-    kind = model_kind(name)
-    if kind is None or kind == data_kind:
-        return
-    fits = kind_named(data_kind).fits
-    raise InputError(
-        f"--{option.replace('_', '-')} {name} is an {kind} network but dataset {dataset!r} holds "
-        f"{data_kind}; use --{option.replace('_', '-')} {fits}, or your own {FACTORY_FORM}"
-    )
-
-
 def check_model_name(name: str, option: str = "model") -> None:
     """Raise ``InputError`` unless ``name`` is a built-in network or of the form ``PACKAGE.MODULE:FACTORY``
     (imported only when the model is built)."""
@@ -204,7 +182,7 @@ def build_model(
     name: str, num_classes: int, in_channels: int = 3, width: int | None = None, *, sample_rate: int | None = None
 ) -> nn.Module:
     """The bare network ``name``: one of ``MODELS`` (``width`` None takes its default) or the ``nn.Module`` a
-    ``PACKAGE.MODULE:FACTORY`` returns (see ``user_model``). ``sample_rate`` (Hz, audio data): what ``audio_cnn``
+    ``PACKAGE.MODULE:FACTORY`` returns (see ``models.user``). ``sample_rate`` (Hz, audio data): what ``audio_cnn``
     builds its front end for (None: ``DEFAULT_SAMPLE_RATE``), passed on to a factory that accepts it."""
     check_model_name(name)
     if width is not None and width < 1:

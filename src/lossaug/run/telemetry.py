@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lossaug.config import RunResult
-from lossaug.metadata import write_json
 from lossaug.progress import Reporter, format_eta
+from lossaug.run.config import RunResult
+from lossaug.run.metadata import write_json
 from lossaug.selection import Selection
 
 

@@ -1,7 +1,7 @@
 """The command line's side of ``TrainConfig``: one option per field, TOML config files, and how typed options,
 a preset, a config file and a resumed run's saved config combine (``config_from_args``).
 
-Part of the command line (with ``cli`` and ``cli_commands``): reads the environment and config files, never argv.
+Part of the command line (with ``cli`` and ``cli.commands``): reads the environment and config files, never argv.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from lossaug.config import PRESETS, RENAMED, TrainConfig
 from lossaug.errors import InputError
 from lossaug.kinds import kind_of_dataset
+from lossaug.run.config import PRESETS, RENAMED, TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -18,12 +18,12 @@ from torch import nn
 from lossaug.data.sources import DATASETS, data_kind, source_for
 from lossaug.data.split import check_folder_options
 from lossaug.errors import InputError
-from lossaug.kinds import kind_of_dataset
+from lossaug.kinds import check_model_fits_data, kind_of_dataset
 from lossaug.methods import METHOD_REGISTRY, method_named
-from lossaug.models import MODELS, RECIPES, check_model_fits_data, check_model_name
+from lossaug.models import MODELS, RECIPES, check_model_name
+from lossaug.models.user import FACTORY_FORM
+from lossaug.run.validation import check_validation_options
 from lossaug.selection import BN_MODES, SCORES, check_score_fraction
-from lossaug.user_model import FACTORY_FORM
-from lossaug.validation import check_validation_options
 
 METHODS = tuple(METHOD_REGISTRY)  # the --method choices, one registry row each (methods.py)
 SETTINGS = ("A", "B", "C")

@@ -1,6 +1,6 @@
 """The commands that use a trained run (``lossaug predict``, ``evaluate``, ``export``): their options and what
-each does (``lossaug.use`` holds the work). Part of the command line with ``cli``, ``cli_config`` and
-``cli_commands``. Each ``cmd_*`` returns the exit status.
+each does (``lossaug.use`` holds the work). Part of the command line with ``cli``, ``cli.options`` and
+``cli.commands``. Each ``cmd_*`` returns the exit status.
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ def add_use_commands(sub: argparse._SubParsersAction) -> None:
 
 def _load(run_dir: str, trust_code: str | None) -> TrainedRun:
     """``load_trained(run_dir)``, saying in one line on stderr when it is the run's best-validation checkpoint."""
+    from lossaug.run.validation import BEST
     from lossaug.use import load_trained
-    from lossaug.validation import BEST
 
     run = load_trained(run_dir, trust_code=trust_code)
     if run.checkpoint.name == BEST and Path(run_dir).is_dir():

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lossaug.checkpoint import RunCheckpoint, UnreadableFile, load_torch_file, newest_valid_checkpoint
 from lossaug.errors import InputError
+from lossaug.run.checkpoint import RunCheckpoint, UnreadableFile, load_torch_file, newest_valid_checkpoint
 
 __all__ = ["InitReport", "apply_init", "read_init", "sgd_groups"]
 

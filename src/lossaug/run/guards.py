@@ -14,11 +14,11 @@ from typing import Any
 
 from torch import Tensor
 
-from lossaug.config import TrainConfig
 from lossaug.kinds import kind_named
 from lossaug.methods import method_named
 from lossaug.progress import Reporter
-from lossaug.telemetry import Callback
+from lossaug.run.config import TrainConfig
+from lossaug.run.telemetry import Callback
 
 __all__ = [
     "DROPPED_FRACTION_WARNING",

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from lossaug.augment import Augment, Compose, Cutout, RandomCrop, parse_augment
-from lossaug.config import TrainConfig
-from lossaug.finetune import sgd_groups
 from lossaug.methods import method_named
+from lossaug.run.config import TrainConfig
+from lossaug.run.finetune import sgd_groups
 from lossaug.selection import LossAwareAugment
 
 # Setting B's Cutout side on CIFAR, as in DeVries & Taylor (2017): 16 px on CIFAR-10, 8 px on CIFAR-100. These
@@ -62,7 +62,7 @@ def build_augment(
     masks, the frequency mask built for that rate, as the model's front end is). An explicit spec that can remove a
     whole image is warned about."""
     if audio_rate is not None:
-        from lossaug.audio import AUDIO_SETTINGS, parse_audio_augment
+        from lossaug.augment.audio import AUDIO_SETTINGS, parse_audio_augment
 
         return parse_audio_augment(config.augment or AUDIO_SETTINGS[config.setting], sample_rate=audio_rate)
     spec = setting_spec(config, image_side)

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lossaug.cli_config import UsageError, config_from_args, default_cache_dir, load_protocol_file, option_flag
-from lossaug.config import TrainConfig
+from lossaug.cli.options import UsageError, config_from_args, default_cache_dir, load_protocol_file, option_flag
 from lossaug.errors import InputError
+from lossaug.run.config import TrainConfig
 
 if TYPE_CHECKING:
-    from lossaug.train import NonFiniteError, TrainingInterrupted
+    from lossaug.run.train import NonFiniteError, TrainingInterrupted
 
 __all__ = ["cmd_bench", "cmd_compare", "cmd_demo", "cmd_report", "cmd_show", "cmd_train", "stop_exit_code"]
 
@@ -27,7 +27,7 @@ def stop_exit_code(stop: NonFiniteError | TrainingInterrupted, resume_hint: str)
     """Report on stderr a run that stopped early and return the exit status: 1 for a non-finite step
     (``NonFiniteError``); for SIGTERM/SIGINT (``TrainingInterrupted``) 128 + the signal number, with
     ``resume_hint`` when a checkpoint was saved to resume from."""
-    from lossaug.train import TrainingInterrupted
+    from lossaug.run.train import TrainingInterrupted
 
     if not isinstance(stop, TrainingInterrupted):
         print(f"lossaug: error: {stop}", file=sys.stderr)
@@ -46,7 +46,7 @@ def _reporter():
 
 def _resume_target(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any] | None]:
     """For ``--resume``: the run directory and its saved config, or ``(None, None)`` to start afresh."""
-    from lossaug.checkpoint import has_checkpoint, read_run_checkpoint
+    from lossaug.run.checkpoint import has_checkpoint, read_run_checkpoint
 
     if not args.resume:
         return None, None
@@ -79,7 +79,7 @@ def _join_process_group(device: str) -> int:
     import torch
     import torch.distributed as dist
 
-    from lossaug.distributed import local_gpu
+    from lossaug.run.distributed import local_gpu
 
     cuda = device != "cpu" and torch.cuda.is_available()
     shared_gpu = False
@@ -94,7 +94,7 @@ def _join_process_group(device: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lossaug.train import validate_config
+    from lossaug.run.train import validate_config
 
     run_dir, saved = _resume_target(args)
     config = config_from_args(args, saved)
@@ -130,7 +130,7 @@ def _leave_process_group(wait: bool) -> None:
 
 
 def _train_and_report(config: TrainConfig, rank: int, resume: bool, overwrite: bool) -> int:
-    from lossaug.train import NonFiniteError, TrainingInterrupted, train
+    from lossaug.run.train import NonFiniteError, TrainingInterrupted, train
 
     try:
         result = train(config, reporter=_reporter() if rank == 0 else None, resume=resume, overwrite=overwrite)
@@ -147,7 +147,7 @@ def _train_and_report(config: TrainConfig, rank: int, resume: bool, overwrite: b
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from lossaug.demo import DemoConfig, DemoInterrupted, format_table, note, run_demo
-    from lossaug.train import NonFiniteError
+    from lossaug.run.train import NonFiniteError
 
     given = {**vars(args), "num_candidates": args.candidates}  # options left out keep DemoConfig's defaults
     names = [f.name for f in dataclasses.fields(DemoConfig)]
@@ -175,7 +175,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         summary_markdown,
         validate_compare,
     )
-    from lossaug.train import NonFiniteError, TrainingInterrupted
+    from lossaug.run.train import NonFiniteError, TrainingInterrupted
 
     if args.protocol:
         # A pre-registered protocol is run as committed: any other option would silently change it. --seeds may
@@ -243,7 +243,7 @@ def _refuse_per_run(args: argparse.Namespace) -> None:
 def _record_protocol(path: Path, out: Path) -> None:
     """Copy the protocol file to ``out/protocol.toml``: the results carry what they ran. A different protocol
     recorded there beside runs or a summary produced them, and is never replaced."""
-    from lossaug.metadata import write_text
+    from lossaug.run.metadata import write_text
 
     recorded, text = out / "protocol.toml", path.read_text()
     if recorded.is_file() and recorded.read_text() != text:
@@ -274,7 +274,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(format_bench(result))
     if args.out:
         out = Path(args.out)
-        from lossaug.metadata import write_json
+        from lossaug.run.metadata import write_json
 
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(result.to_json(), out)  # a failed write names the file
@@ -303,7 +303,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _per_class_errors(final: Path) -> dict[str, float | None]:
     """final.json's ``per_class_test_error`` (class name to an error in [0, 1], or None for a class without test
     examples), checked; empty when the file or the key is absent (an unfinished run, or one before they were)."""
-    from lossaug.runfiles import read_json
+    from lossaug.run.runfiles import read_json
 
     if not final.exists():
         return {}

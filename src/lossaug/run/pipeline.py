@@ -12,15 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lossaug.config import TrainConfig
 from lossaug.data import Kind, TrainData, load_for
-from lossaug.distributed import World, local_gpu
 from lossaug.errors import InputError
 from lossaug.kinds import kind_named
 from lossaug.models import check_image_size
+from lossaug.run.config import TrainConfig
+from lossaug.run.distributed import World, local_gpu
+from lossaug.run.step import autocast_for
+from lossaug.run.validation import split_validation
 from lossaug.seeds import stream_seed
-from lossaug.step import autocast_for
-from lossaug.validation import split_validation
 
 Log = Callable[[str], None]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lossaug.bench import BenchConfig, run_bench
-from lossaug.config import PRESETS
 from lossaug.errors import InputError
+from lossaug.run.config import PRESETS
 
 if TYPE_CHECKING:
     from lossaug.demo import DemoConfig

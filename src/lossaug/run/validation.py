@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from lossaug.checkpoint import BEST
 from lossaug.data.split import held_out_rows
 from lossaug.errors import InputError
+from lossaug.run.checkpoint import BEST
 
 if TYPE_CHECKING:  # config imports this module's checks
-    from lossaug.config import TrainConfig
+    from lossaug.run.config import TrainConfig
 
 __all__ = ["BEST", "Measured", "Validation", "ValidationSplit", "kept_checkpoint", "split_validation"]
 
@@ -118,7 +118,7 @@ class Validation:
         error is ``patience`` or more epochs old (``metrics``: the earlier epochs' records)."""
         if self.images is None or self.labels is None:
             return Measured({}, False)
-        from lossaug.pipeline import evaluate  # pipeline imports config, which imports this module's checks
+        from lossaug.run.pipeline import evaluate  # pipeline imports config, which imports this module's checks
 
         error, loss = evaluate(model, self.images, self.labels, self.device)
         errors = [*(m["val_error"] for m in metrics if "val_error" in m), error]

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from lossaug.config import RunResult, TrainConfig
-from lossaug.interrupts import Stop, StopRequest, stop_requests
 from lossaug.progress import Reporter
-from lossaug.run_epochs import Run, open_run
+from lossaug.run.config import RunResult, TrainConfig
+from lossaug.run.epochs import Run, open_run
+from lossaug.run.interrupts import Stop, StopRequest, stop_requests
 
 __all__ = ["Alternation", "DemoInterrupted", "Rotation", "train_alternating"]
 

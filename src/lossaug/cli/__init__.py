@@ -1,7 +1,7 @@
 """Command line: ``lossaug train`` (every ``TrainConfig`` field is an option), ``compare``, ``bench``, ``report``,
-``show`` and ``demo``, and ``predict``, ``evaluate`` and ``export`` (``cli_use``); ``main`` is the entry point.
+``show`` and ``demo``, and ``predict``, ``evaluate`` and ``export`` (``cli.use``); ``main`` is the entry point.
 
-With ``cli_config`` (options and config files) and ``cli_commands`` (what each command does), the only code that
+With ``cli.options`` (options and config files) and ``cli.commands`` (what each command does), the only code that
 reads argv, the environment or config files. Bad input (``UsageError``, ``lossaug.errors.InputError``) and
 file-system errors (``OSError``) print one line naming the culprit and exit with status 2; set ``LOSSAUG_DEBUG=1``
 to see the traceback instead. Any other exception is a bug and keeps its traceback.
@@ -19,19 +19,19 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from lossaug.advise.cli import add_advise_command
-from lossaug.cli_commands import cmd_bench, cmd_compare, cmd_demo, cmd_report, cmd_show, cmd_train
-from lossaug.cli_config import (
+from lossaug.cli.commands import cmd_bench, cmd_compare, cmd_demo, cmd_report, cmd_show, cmd_train
+from lossaug.cli.options import (
     UsageError,
     add_config_options,
     config_from_args,
     default_cache_dir,
     load_config_file,
 )
-from lossaug.cli_use import add_use_commands
-from lossaug.config import PRESETS
+from lossaug.cli.use import add_use_commands
 from lossaug.errors import InputError
 from lossaug.models import MODELS as MODEL_NAMES
-from lossaug.user_model import FACTORY_FORM
+from lossaug.models.user import FACTORY_FORM
+from lossaug.run.config import PRESETS
 
 __all__ = [
     "UsageError",

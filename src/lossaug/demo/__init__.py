@@ -1,12 +1,12 @@
 """``lossaug demo``: baseline against proposed on the bundled mini CIFAR-10, sized to a wall-clock budget.
 
 **Plan.** Unless ``epochs`` is given, a short calibration times the training step of each arm and
-``demo_calibration.plan_epochs`` takes the most epochs (at least 3) that fit the budget; after the first epoch of
+``calibration.plan_epochs`` takes the most epochs (at least 3) that fit the budget; after the first epoch of
 both arms, ``replan`` sets the final count from their measured time and both runs resume with it.
 
 **Alternate.** Each arm is one ordinary run, opened and driven epoch by epoch through the run's public epoch
-API (``run_epochs.open_run``) as ``train`` drives it, so its run directory is exactly what ``lossaug train``
-writes for the same config (``lossaug train --resume --epochs N`` after the re-check). ``demo_alternation`` takes
+API (``epochs.open_run``) as ``train`` drives it, so its run directory is exactly what ``lossaug train``
+writes for the same config (``lossaug train --resume --epochs N`` after the re-check). ``alternation`` takes
 the arms' epochs in turn in one thread, so both arms see the same machine load.
 
 **Report.** Errors, total training time and its ratio, and the ratio of median per-step times (each step timed
@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossaug.config import DEVICES, PRESETS, RunResult, TrainConfig
 from lossaug.data import load_mini_cifar10
-from lossaug.demo_alternation import Alternation, DemoInterrupted, Rotation, train_alternating
-from lossaug.demo_calibration import (
+from lossaug.demo.alternation import Alternation, DemoInterrupted, Rotation, train_alternating
+from lossaug.demo.calibration import (
     CALIBRATION_REPEATS,
     CALIBRATION_WARMUP,
     EPOCH_OVERHEAD_SECONDS,
@@ -43,11 +42,12 @@ from lossaug.demo_calibration import (
     plan_epochs,
     replan,
 )
-from lossaug.demo_calibration import count_epochs as _count
+from lossaug.demo.calibration import count_epochs as _count
 from lossaug.errors import InputError
-from lossaug.metadata import write_json
 from lossaug.progress import Reporter
-from lossaug.rundir import run_files
+from lossaug.run.config import DEVICES, PRESETS, RunResult, TrainConfig
+from lossaug.run.metadata import write_json
+from lossaug.run.rundir import run_files
 
 __all__ = [
     "ARMS",
@@ -82,7 +82,7 @@ __all__ = [
 
 ARMS = ("baseline", "proposed")
 # Wall-clock for the whole demo: with Python and torch start-up (a few seconds) it ends within 5 minutes; the plan
-# keeps a margin inside it (demo_calibration).
+# keeps a margin inside it (demo.calibration).
 BUDGET_SECONDS = 240.0
 
 NOTE = """\

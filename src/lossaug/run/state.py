@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lossaug.checkpoint import CheckpointError
-from lossaug.config import TrainConfig
-from lossaug.distributed import World
-from lossaug.method import reapply_hyperparameters
-from lossaug.pipeline import make_generator
+from lossaug.run.checkpoint import CheckpointError
+from lossaug.run.config import TrainConfig
+from lossaug.run.distributed import World
+from lossaug.run.method import reapply_hyperparameters
+from lossaug.run.pipeline import make_generator
+from lossaug.run.step import StepOutput, StepSnapshot, train_step
 from lossaug.selection import Selection, probs_entropy
-from lossaug.step import StepOutput, StepSnapshot, train_step
 
 _SUMS = (
     "loss",

@@ -1,10 +1,10 @@
-"""One run's parts, wired: what ``open_run`` (``run_epochs``) builds from a ``TrainConfig``, and how they are
+"""One run's parts, wired: what ``open_run`` (``epochs``) builds from a ``TrainConfig``, and how they are
 checkpointed and restored.
 
 ``RunParts`` builds the data, the method, the networks with their optimizers and schedule, the random streams
 and the position (restored from a checkpoint when resuming or branching), the run's metadata and its callbacks.
 ``save`` checkpoints them and ``_restore`` puts a checkpoint back: the same parts, both ways. The epochs are
-driven by ``run_epochs.Run``, which extends these parts with the public epoch API.
+driven by ``epochs.Run``, which extends these parts with the public epoch API.
 """
 
 from __future__ import annotations
@@ -19,29 +19,29 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from lossaug.checkpoint import NEWEST, CheckpointSaver, RunCheckpoint, nonfinite_not_saved
-from lossaug.config import TrainConfig
 from lossaug.data import data_fingerprint
-from lossaug.distributed import World
 from lossaug.errors import InputError
-from lossaug.finetune import apply_init, read_init
-from lossaug.guards import EtaNote, run_warnings
-from lossaug.interrupts import NonFiniteError
 from lossaug.kinds import kind_named
-from lossaug.memory import check_run_memory
-from lossaug.metadata import run_metadata, write_run_config
-from lossaug.method import build_sgd, method_for, scoring_chunk
 from lossaug.models import Normalized, build_classifier, check_classifier_output, check_state_fits
-from lossaug.origin import check_restorable, run_origin, run_schedule, step_ratio
-from lossaug.pipeline import prepare_data, resolve_device, use_device
 from lossaug.progress import Reporter
-from lossaug.rundir import remove_run_files
+from lossaug.run.checkpoint import NEWEST, CheckpointSaver, RunCheckpoint, nonfinite_not_saved
+from lossaug.run.config import TrainConfig
+from lossaug.run.distributed import World
+from lossaug.run.finetune import apply_init, read_init
+from lossaug.run.guards import EtaNote, run_warnings
+from lossaug.run.interrupts import NonFiniteError
+from lossaug.run.memory import check_run_memory
+from lossaug.run.metadata import run_metadata, write_run_config
+from lossaug.run.method import build_sgd, method_for, scoring_chunk
+from lossaug.run.origin import check_restorable, run_origin, run_schedule, step_ratio
+from lossaug.run.pipeline import prepare_data, resolve_device, use_device
+from lossaug.run.rundir import remove_run_files
+from lossaug.run.state import EpochStats, Learner, RunState, Streams
+from lossaug.run.step import state_is_finite
+from lossaug.run.telemetry import Callback, MetricsFile, Progress, StepHook, TensorBoardLog
+from lossaug.run.validation import Validation
 from lossaug.seeds import stream_seed
 from lossaug.selection import Selection
-from lossaug.state import EpochStats, Learner, RunState, Streams
-from lossaug.step import state_is_finite
-from lossaug.telemetry import Callback, MetricsFile, Progress, StepHook, TensorBoardLog
-from lossaug.validation import Validation
 
 __all__ = ["RunParts"]
 

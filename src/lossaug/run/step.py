@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lossaug.distributed import World
+from lossaug.run.distributed import World
 from lossaug.selection import CandidateWeights
 
 

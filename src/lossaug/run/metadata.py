@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 import lossaug
-from lossaug.config import TrainConfig
 from lossaug.errors import InputError
+from lossaug.run.config import TrainConfig
 
 
 def _cpu_model() -> str:

@@ -1,11 +1,11 @@
 """The training application: ``train(TrainConfig) -> RunResult``.
 
-``train`` is a plain loop over a run's public epoch API (``run_epochs``): ``open_run`` sets the run up (locking
+``train`` is a plain loop over a run's public epoch API (``epochs``): ``open_run`` sets the run up (locking
 its directory), each ``run.epoch()`` trains one epoch and says why the run stops, if it does, and ``run.finish()``
 returns the result. The step, which reads as the method, is ``Run.steps``; everything else is a named part beside
 it: ``config`` (what defines a run), ``method`` (config -> augmentation, method object, schedule, SGD),
 ``pipeline`` (device, data, batches, evaluation), ``step`` (the guarded update), ``state`` (position, random
-streams, epoch statistics), ``run_parts`` (a run's parts wired, checkpointed and restored), ``distributed``,
+streams, epoch statistics), ``parts`` (a run's parts wired, checkpointed and restored), ``distributed``,
 ``telemetry`` (metrics record and callbacks), ``interrupts`` (signals, stop reasons), ``metadata`` (config.json).
 
 When ``out`` is set the run directory gets ``config.json``, ``metrics.jsonl`` (one line per epoch),
@@ -16,17 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lossaug.config import DEVICES, METHODS, PRESETS, SETTINGS, RunResult, TrainConfig, validate_config
-from lossaug.interrupts import NonFiniteError, Stop, TrainingInterrupted, stop_requests
-from lossaug.metadata import device_name, git_commit
-from lossaug.method import build_augment, cosine_lr, reapply_hyperparameters, selects_at
-from lossaug.origin import config_differences
-from lossaug.pipeline import balanced_subset, channel_stats, evaluate, make_generator, resolve_device
 from lossaug.progress import Reporter
-from lossaug.run_epochs import Run, open_run
+from lossaug.run.config import DEVICES, METHODS, PRESETS, SETTINGS, RunResult, TrainConfig, validate_config
+from lossaug.run.epochs import Run, open_run
+from lossaug.run.interrupts import NonFiniteError, Stop, TrainingInterrupted, stop_requests
+from lossaug.run.metadata import device_name, git_commit
+from lossaug.run.method import build_augment, cosine_lr, reapply_hyperparameters, selects_at
+from lossaug.run.origin import config_differences
+from lossaug.run.pipeline import balanced_subset, channel_stats, evaluate, make_generator, resolve_device
+from lossaug.run.step import train_step, training_loss
 from lossaug.seeds import stream_seed
 from lossaug.selection import Selection
-from lossaug.step import train_step, training_loss
 
 __all__ = [
     "DEVICES",

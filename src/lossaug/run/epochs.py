@@ -15,7 +15,7 @@ epoch of a run, then one of another, each run's files exactly as ``train`` write
 Per step the run reads as the method (``steps``): choose whether this step selects (``select_from`` /
 ``select_every``), make M candidates and select one per image (``LossAwareAugment``), update the model (a guarded
 step), step the schedule, update the proxy if any, and hand the step to the callbacks. The parts it drives are
-built, checkpointed and restored by ``run_parts.RunParts``.
+built, checkpointed and restored by ``parts.RunParts``.
 """
 
 from __future__ import annotations
@@ -31,20 +31,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lossaug.config import RunResult, TrainConfig, validate_config
 from lossaug.data import epoch_order
-from lossaug.distributed import World
-from lossaug.interrupts import STOP_SYNC_STEPS, NonFiniteError, Stop, StopRequest, TrainingInterrupted
-from lossaug.metadata import write_json
-from lossaug.method import selects_at
-from lossaug.pipeline import confusion_matrix, epoch_batches, evaluate, per_class_errors
 from lossaug.progress import Reporter
-from lossaug.run_parts import RunParts
-from lossaug.rundir import RunLock, check_run_dir
+from lossaug.run.config import RunResult, TrainConfig, validate_config
+from lossaug.run.distributed import World
+from lossaug.run.interrupts import STOP_SYNC_STEPS, NonFiniteError, Stop, StopRequest, TrainingInterrupted
+from lossaug.run.metadata import write_json
+from lossaug.run.method import selects_at
+from lossaug.run.parts import RunParts
+from lossaug.run.pipeline import confusion_matrix, epoch_batches, evaluate, per_class_errors
+from lossaug.run.rundir import RunLock, check_run_dir
+from lossaug.run.state import EpochStats, remember_losses
+from lossaug.run.step import StepOutput
+from lossaug.run.telemetry import epoch_record, write_final
 from lossaug.selection import Selection
-from lossaug.state import EpochStats, remember_losses
-from lossaug.step import StepOutput
-from lossaug.telemetry import epoch_record, write_final
 
 __all__ = ["Run", "Stop", "open_run"]
 

@@ -1,5 +1,5 @@
-"""Batched waveform augmentations and their spec parser (``lossaug.audio`` re-exports them with the model's
-log-mel front end, ``lossaug.audio.model``, and band-limited resampling, ``lossaug.data.wav.resample``).
+"""Batched waveform augmentations and their spec parser, for the model's log-mel front end
+(``lossaug.models.audio``) and band-limited resampling (``lossaug.data.wav.resample``).
 
 Every augmentation is an op of the one shape of ``lossaug.augment.op`` over a batch ``waveforms (B,C,T)`` (int16 on
 the int16 scale, or float in [-1, 1]): its class checks its hyperparameters once, when built, and draws one set of
@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lossaug.audio.model import DEFAULT_N_MELS, DEFAULT_SAMPLE_RATE, INT16_SCALE, mel_edges_hz
 from lossaug.augment.core import Compose, mixes_targets
 from lossaug.augment.op import Op, Shape
 from lossaug.augment.spec import KindOps, parse_ops
 from lossaug.data.types import AUDIO_KIND
 from lossaug.errors import InputError
+from lossaug.models.audio import DEFAULT_N_MELS, DEFAULT_SAMPLE_RATE, INT16_SCALE, mel_edges_hz
 
 __all__ = [
     "AUDIO_AUGMENTATIONS",
