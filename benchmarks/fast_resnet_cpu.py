@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from lossaug.run.config import TrainConfig
 from lossaug.data import load_dataset
+from lossaug.run.config import TrainConfig
 from lossaug.run.metadata import device_name, git_commit, git_dirty, write_json
 from lossaug.run.train import train
 

@@ -22,8 +22,8 @@ import argparse
 from pathlib import Path
 
 from lossaug.compare import CompareConfig, run_compare, summary_markdown
-from lossaug.run.config import TrainConfig
 from lossaug.progress import ConsoleReporter
+from lossaug.run.config import TrainConfig
 from lossaug.run.train import train
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -40,7 +40,6 @@ from typing import Any
 
 import torch
 
-from lossaug.run.checkpoint import has_checkpoint
 from lossaug.cli.options import UsageError, load_protocol_file
 from lossaug.compare import (
     ARMS,
@@ -53,15 +52,16 @@ from lossaug.compare import (
     summary_markdown,
 )
 from lossaug.compare.costs import ratio_values
-from lossaug.run.config import TrainConfig
 from lossaug.data import load_dataset
 from lossaug.errors import InputError
+from lossaug.progress import ConsoleReporter, Reporter
+from lossaug.run.checkpoint import has_checkpoint
+from lossaug.run.config import TrainConfig
 from lossaug.run.interrupts import TrainingInterrupted
 from lossaug.run.metadata import device_name, git_commit, git_dirty, write_json
 from lossaug.run.pipeline import resolve_device
-from lossaug.progress import ConsoleReporter, Reporter
-from lossaug.selection import Selection
 from lossaug.run.train import train
+from lossaug.selection import Selection
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "experiments" / "protocols" / "gpu-fast-A.toml"

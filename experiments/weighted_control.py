@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 from lossaug.compare.stats import paired_difference
-from lossaug.run.config import TrainConfig
 from lossaug.errors import InputError
+from lossaug.run.config import TrainConfig
 from lossaug.run.runfiles import read_json
 from lossaug.run.train import train
 

@@ -134,7 +134,9 @@ with rundir.RunLock(sys.argv[2]):
 @pytest.mark.slow  # subprocess holding the lock
 def test_run_lock_names_the_holder_and_is_freed_by_kill_9(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(SRC / "run" / "rundir.py"), str(tmp_path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOLD_LOCK, str(SRC / "run" / "rundir.py"), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
