@@ -67,6 +67,18 @@ def _read_input(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
     return read_clip(source, where, spec)
 
 
+def _export_takes(spec: InputSpec, takes_float: bool) -> str:
+    from lossaug.use.export_inputs import audio_takes
+
+    return audio_takes(spec, takes_float)
+
+
+def _export_preprocessing(spec: InputSpec) -> dict[str, Any]:
+    from lossaug.use.export_inputs import audio_preprocessing
+
+    return audio_preprocessing(spec)
+
+
 def _script_wrapper(net: nn.Module, spec: InputSpec, num_classes: int) -> nn.Module:
     from lossaug.use.formats import waveforms_module
 
@@ -89,6 +101,8 @@ AUDIO = DataKind(
     empty_batch_ok=False,  # the front end's FFT takes no empty batch
     read_input=_read_input,
     script_wrapper=_script_wrapper,
+    export_takes=_export_takes,
+    export_preprocessing=_export_preprocessing,
     dtype=torch.int16,
     value_range=(-32768, 32767),
     example_range=(-3000, 3000),

@@ -61,6 +61,10 @@ class DataKind:
     read_input: Callable[[Path | bytes, str, InputSpec], Tensor]
     # (traced network, input spec, number of classes) -> the scripted module that checks inputs (``use.formats``)
     script_wrapper: Callable[[nn.Module, InputSpec, int], nn.Module]
+    # (input spec, whether the format takes floats) -> an export's input in words; (input spec) -> how a file
+    # becomes that input, exactly (model.json's "takes" and "preprocessing", ``use.export_inputs``)
+    export_takes: Callable[[InputSpec, bool], str]
+    export_preprocessing: Callable[[InputSpec], dict[str, Any]]
     # (augment spec, data set name): raise InputError when the spec does not fit this kind
     check_augment: Callable[[str, str], None]
     # (augment spec, sample rate or None) -> its augmentation (``augment.parse_augment`` of a spec of this kind)
@@ -70,6 +74,7 @@ class DataKind:
     # training inputs -> the Normalized front end's per-channel mean and std
     input_stats: Callable[[Tensor], Stats]
     image_side: Callable[[Tensor], int | None] = _no_side  # the smaller image side; None: not images
+    resized: bool = False  # whether its files are resized to the run's --image-size, as its data were
     check_setting: Callable[[str], None] = _no_check  # raise InputError for a setting this kind has not
     default_model: str | None = None
     default_sample_rate: int | None = None  # Hz, what a run that did not record its rate was built for

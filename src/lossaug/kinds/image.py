@@ -79,6 +79,18 @@ def _read_input(source: Path | bytes, where: str, spec: InputSpec) -> Tensor:
     return read_image(source, where, spec)
 
 
+def _export_takes(spec: InputSpec, takes_float: bool) -> str:
+    from lossaug.use.export_inputs import image_takes
+
+    return image_takes(spec, takes_float)
+
+
+def _export_preprocessing(spec: InputSpec) -> dict[str, Any]:
+    from lossaug.use.export_inputs import image_preprocessing
+
+    return image_preprocessing(spec)
+
+
 def _script_wrapper(net: nn.Module, spec: InputSpec, num_classes: int) -> nn.Module:
     from lossaug.use.formats import images_module
 
@@ -101,6 +113,8 @@ IMAGE = DataKind(
     empty_batch_ok=True,
     read_input=_read_input,
     script_wrapper=_script_wrapper,
+    export_takes=_export_takes,
+    export_preprocessing=_export_preprocessing,
     dtype=torch.uint8,
     value_range=(0, 255),
     example_range=(0, 256),
@@ -109,4 +123,5 @@ IMAGE = DataKind(
     default_augment=_default_augment,
     input_stats=_input_stats,
     image_side=_image_side,
+    resized=True,
 )

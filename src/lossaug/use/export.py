@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from lossaug.errors import InputError
 from lossaug.kinds import kind_named
 from lossaug.use.formats import DEFAULT_FORMAT, FORMATS, Format
-from lossaug.use.inputs import MAX_RESAMPLED, MIN_RATE
 from lossaug.use.outputs import check_new_files, write_new_file
 from lossaug.use.run import TrainedRun
 
@@ -67,56 +66,6 @@ def _test_error(run: TrainedRun) -> tuple[float | None, str]:
     return None, note
 
 
-def _takes(run: TrainedRun, fmt: Format) -> str:
-    spec = run.inputs
-    if run.kind == "image":
-        return f"uint8 images (B,{spec.channels},{spec.height},{spec.width})"
-    scale = "int16 or float in [-1, 1]" if fmt.takes_float else "int16"
-    return (
-        f"waveforms (B,{spec.channels},{spec.clip_samples}) at {spec.sample_rate} Hz, {scale}; mono clips centred in "
-        "the clip length, zero-padded or cropped equally at both ends (see preprocessing)"
-    )
-
-
-def _preprocessing(run: TrainedRun) -> dict[str, Any]:
-    """How ``lossaug predict`` turns a file into the module's input, exactly (``use.inputs``; README, Export, has
-    a torch-only reference that follows it)."""
-    spec = run.inputs
-    if run.kind == "image":
-        mode = "RGB" if spec.channels == 3 else "L"
-        return {
-            "decode": f"PIL.Image.open(FILE); a mode other than L or RGB converted to L (gray modes) or RGB; then "
-            f"converted to {mode} for this {spec.channels}-channel run (a gray image's channel repeated)",
-            "resize": f"to {spec.width}x{spec.height} (width x height) with PIL bilinear when its size differs"
-            + (
-                f", after resizing to {spec.image_size}x{spec.image_size} as the run's --image-size"
-                * bool(spec.image_size)
-            ),
-            "scale": "none: uint8 (B,C,H,W) in [0, 255]; the module applies the run's normalisation",
-        }
-    return {
-        "decode": "soundfile.read(FILE, dtype='float32', always_2d=True): samples (T,C) in [-1, 1] and the file's rate",
-        "mono": "the mean over channels in float32 (numpy: samples.mean(axis=1, dtype=float32))",
-        "resample": {
-            "to_rate": spec.sample_rate,
-            "from_rates": f"any from {MIN_RATE} Hz; at most {MAX_RESAMPLED} samples after resampling",
-            "method": "Hann-windowed sinc (torchaudio's sinc_interp_hann), polyphase: rates reduced by their gcd to "
-            "orig:new, one float32 filter per output phase from float64 arithmetic, one conv1d of stride orig over "
-            "the clip zero-padded by width before and width + orig after, cut to ceil(T * new / orig) samples",
-            "zero_crossings": 6,
-            "rolloff": 0.99,
-            "width": "ceil(zero_crossings * orig / (min(orig, new) * rolloff))",
-        },
-        "scale": "round(x * 32768) (half to even), clipped to [-32768, 32767], int16",
-        "fit": {
-            "clip_samples": spec.clip_samples,
-            "how": "centred: a longer clip cropped from (T - clip_samples) // 2, a shorter one zero-padded with "
-            "(clip_samples - T) // 2 zeros before it and the rest after",
-        },
-        "shape": f"(1,{spec.channels},{spec.clip_samples}) per file, the mono clip repeated over channels",
-    }
-
-
 def _metadata(run: TrainedRun, fmt: Format) -> dict[str, Any]:
     config_json = run.provenance.get("config.json", {})
     test_error, test_error_note = _test_error(run)
@@ -125,8 +74,8 @@ def _metadata(run: TrainedRun, fmt: Format) -> dict[str, Any]:
         "load": fmt.loads_with,
         "classes": list(run.classes),
         "inputs": run.inputs.to_json(),
-        "takes": _takes(run, fmt),
-        "preprocessing": _preprocessing(run),
+        "takes": kind_named(run.kind).export_takes(run.inputs, fmt.takes_float),
+        "preprocessing": kind_named(run.kind).export_preprocessing(run.inputs),
         "returns": f"logits (B,{len(run.classes)}) float32; softmax for probabilities",
         "provenance": {
             "run_dir": str(run.run_dir.absolute()),

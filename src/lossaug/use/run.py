@@ -114,7 +114,7 @@ def load_trained(run_dir: str | Path, *, trust_code: str | None = None) -> Train
     if len(classes) != saved.num_classes:
         raise InputError(f"checkpoint {path} has {saved.num_classes} classes but its data {len(classes)}")
     model = _model(saved, config, len(classes), spec["channels"], path)
-    inputs = InputSpec(**spec, image_size=config.image_size if spec["kind"] == "image" else None)
+    inputs = InputSpec(**spec, image_size=config.image_size if kind_named(spec["kind"]).resized else None)
     provenance = {"config.json": _read_json(folder / "config.json"), "final.json": _read_json(folder / "final.json")}
     position: dict[str, Any] = saved.position if isinstance(saved.position, dict) else {}
     return TrainedRun(config, model.eval(), classes, inputs, folder, path, int(saved.global_step), provenance, position)
