@@ -18,6 +18,7 @@ from lossaug.cli import build_parser, main
 from lossaug.cli.options import config_from_args
 from lossaug.compare.arms import arm_named
 from lossaug.run.interrupts import TrainingInterrupted
+from lossaug.run.rundir import RunLock
 from lossaug.run.train import TrainConfig
 
 TINY = ["--dataset", "mini", "--train-size", "32", "--model", "cnn", "--width", "2", "--batch-size", "16"]
@@ -174,6 +175,10 @@ def test_a_tiny_real_advice_resumes_and_refuses_another_request(tmp_path, capsys
     assert json.loads((out / "advice.json").read_text())["seeds"] == [0, 1]
     assert (out / "setting-A" / "gated" / "seed-0" / "final.json").stat().st_mtime_ns == first
     capsys.readouterr()
+    with RunLock(out):  # another advice training in the same folder: refused in one line, nothing touched
+        assert main(command) == 2
+    assert "is in use by process" in capsys.readouterr().err
+    assert json.loads((out / "advice.json").read_text())["seeds"] == [0, 1]
     assert main([*command, "--margin", "1"]) == 2
     assert "holds an advice asked with other options (margin)" in capsys.readouterr().err
 

@@ -32,6 +32,7 @@ from lossaug.errors import InputError
 from lossaug.progress import Reporter
 from lossaug.run.interrupts import TrainingInterrupted
 from lossaug.run.metadata import write_json, write_text
+from lossaug.run.rundir import RunLock
 from lossaug.run.runfiles import NUMBER, read_json, read_records
 from lossaug.run.train import train
 
@@ -211,13 +212,26 @@ def run_advise(
 ) -> Advice:
     """Calibrate, run seeds until the advice is resolved or out of time or seeds, write ``advice.json``,
     ``advice.md`` (and ``compare``'s summary and ``frontier.png``) into ``out``, and return the advice. ``clock``
-    measures the time spent (seconds)."""
+    measures the time spent (seconds). ``out`` is locked while the advice trains (a second advice there at the
+    same time is refused); a request refused before training writes nothing."""
     validate_advise(config)
     started = clock()
     _check_request(config)
     calibration, costs = _calibrate(config, reporter)
     _check_fits(config, calibration, clock() - started)
-    _start_out(config, calibration, costs)
+    with RunLock(Path(config.out)):
+        _start_out(config, calibration, costs)
+        return _seeds(config, calibration, reporter, clock, started)
+
+
+def _seeds(
+    config: AdviseConfig,
+    calibration: Calibration,
+    reporter: Reporter | None,
+    clock: Callable[[], float],
+    started: float,
+) -> Advice:
+    """One seed at a time (a trunk, every arm, the budgets) until a stop rule holds; then the advice."""
     seed_seconds, summary, stopped = _seed_seconds(config, calibration), None, "max seeds"
     done: tuple[int, ...] = ()
     interrupted: TrainingInterrupted | None = None
