@@ -126,6 +126,16 @@ def test_stops_when_the_next_seed_would_not_fit(tmp_path, fake_loop, monkeypatch
     assert advice["stopped_because"] == "time" and len(advice["seeds"]) == 2
 
 
+def test_the_seed_estimate_follows_the_seeds_trained_not_a_pessimistic_calibration(tmp_path, fake_loop, monkeypatch):
+    # A calibration on a busy machine said 5000 s per seed; seeds then take 1000 s: the advice uses its time.
+    now = [0.0]
+    fake_loop({seed: (-1) ** seed * 0.02 for seed in range(30)}, clock=now)
+    monkeypatch.setattr(advise_run, "_seed_finished", lambda *args: False)
+    monkeypatch.setattr(advise_run, "_seed_seconds", lambda config, calibration: 5000.0)
+    advice = run_advise(_config(tmp_path, time=6000), clock=lambda: now[0]).record
+    assert advice["stopped_because"] == "time" and len(advice["seeds"]) == 6
+
+
 @pytest.mark.parametrize(
     "options,message",
     [

@@ -170,8 +170,15 @@ def _start_out(config: AdviseConfig, calibration: Calibration, costs: dict | Non
 
 
 def _seed_finished(config: AdviseConfig, calibration: Calibration, seeds: tuple[int, ...]) -> bool:
+    """Whether every run of the newest of ``seeds`` is finished (the seed is read back, not trained)."""
     comparison = compare_config(config, seeds, calibration.budgets)
     return all(spec.finished for spec in plan(comparison, calibration.ratios) if spec.seed == seeds[-1])
+
+
+def _seed_started(config: AdviseConfig, calibration: Calibration, seeds: tuple[int, ...]) -> bool:
+    """Whether any run of the newest of ``seeds`` is finished (an earlier call trained part of it)."""
+    comparison = compare_config(config, seeds, calibration.budgets)
+    return any(spec.finished for spec in plan(comparison, calibration.ratios) if spec.seed == seeds[-1])
 
 
 def _verdicts(config: AdviseConfig, calibration: Calibration, summary: dict | None) -> tuple[list, list]:
@@ -237,7 +244,7 @@ def _seeds(
     interrupted: TrainingInterrupted | None = None
     for index in range(config.max_seeds):
         seeds = config.seeds[: index + 1]
-        used = clock() - started
+        used, whole = clock() - started, not _seed_started(config, calibration, seeds)
         if not _seed_finished(config, calibration, seeds) and used + seed_seconds > config.time:
             stopped = "time"
             break
@@ -249,9 +256,8 @@ def _seeds(
             stopped, interrupted = "interrupted", stop
             break
         done = seeds
-        took = clock() - seed_started
-        if took > 0.25 * seed_seconds:  # trained, not read back: the new estimate
-            seed_seconds = took
+        if whole:  # the seed trained whole in this call: what the next one will take, whatever the calibration said
+            seed_seconds = clock() - seed_started
         selection, _ = _verdicts(config, calibration, summary)
         _log(reporter, _arms_line(selection))
         if selection and all(row.resolved for row in selection):
