@@ -169,16 +169,20 @@ def _start_out(config: AdviseConfig, calibration: Calibration, costs: dict | Non
         write_json(record, out / CALIBRATION_FILE)
 
 
+def _finished_runs(config: AdviseConfig, calibration: Calibration, seeds: tuple[int, ...]) -> list[bool]:
+    """Per planned run of the newest of ``seeds``, whether it is finished on disk."""
+    comparison = compare_config(config, seeds, calibration.budgets)
+    return [spec.finished for spec in plan(comparison, calibration.ratios) if spec.seed == seeds[-1]]
+
+
 def _seed_finished(config: AdviseConfig, calibration: Calibration, seeds: tuple[int, ...]) -> bool:
     """Whether every run of the newest of ``seeds`` is finished (the seed is read back, not trained)."""
-    comparison = compare_config(config, seeds, calibration.budgets)
-    return all(spec.finished for spec in plan(comparison, calibration.ratios) if spec.seed == seeds[-1])
+    return all(_finished_runs(config, calibration, seeds))
 
 
 def _seed_started(config: AdviseConfig, calibration: Calibration, seeds: tuple[int, ...]) -> bool:
     """Whether any run of the newest of ``seeds`` is finished (an earlier call trained part of it)."""
-    comparison = compare_config(config, seeds, calibration.budgets)
-    return any(spec.finished for spec in plan(comparison, calibration.ratios) if spec.seed == seeds[-1])
+    return any(_finished_runs(config, calibration, seeds))
 
 
 def _verdicts(config: AdviseConfig, calibration: Calibration, summary: dict | None) -> tuple[list, list]:
